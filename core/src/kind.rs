@@ -1,0 +1,187 @@
+//! The [`Kind`] trait that every rule kind implements, and what a build gets to see.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::interpolate::{Reference, Scope};
+use crate::name::RuleName;
+use crate::relpath::RelPath;
+use crate::tree::Tree;
+
+/// An attribute with the wrong type or value. `path` is `a.b[1].c`, empty for the whole rule.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("{message}")]
+pub struct AttrError {
+    /// Path of the offending attribute.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl AttrError {
+    /// An error about attribute `path`.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Deserializes a kind's attributes, reporting the path of the first bad value.
+pub fn parse_attrs<T: DeserializeOwned>(attrs: &Value) -> Result<T, AttrError> {
+    serde_path_to_error::deserialize(attrs).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        AttrError::new(path, e.into_inner().to_string())
+    })
+}
+
+/// A failed build of one rule.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// An attribute is wrong.
+    #[error("attribute `{}`: {}", .0.path, .0.message)]
+    Attribute(AttrError),
+    /// A source file is wrong; `offset` is a byte offset into it when known.
+    #[error("{message}")]
+    Source {
+        /// The source file.
+        path: RelPath,
+        /// Byte offset of the problem.
+        offset: Option<usize>,
+        /// What is wrong.
+        message: String,
+    },
+    /// A dependency's output could not be read or is not what this kind needs.
+    #[error("dependency `{rule}`: {message}")]
+    Dependency {
+        /// The dependency.
+        rule: RuleName,
+        /// What went wrong.
+        message: String,
+    },
+    /// The build itself failed.
+    #[error("{message}")]
+    Failed {
+        /// What went wrong.
+        message: String,
+        /// The cause.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+impl BuildError {
+    /// A plain build failure.
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self::Failed {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A build failure with a cause.
+    pub fn caused(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Failed {
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+
+    /// A problem in a source file.
+    pub fn source(path: &RelPath, offset: Option<usize>, message: impl Into<String>) -> Self {
+        Self::Source {
+            path: path.clone(),
+            offset,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<AttrError> for BuildError {
+    fn from(e: AttrError) -> Self {
+        Self::Attribute(e)
+    }
+}
+
+/// A source file handed to a build.
+#[derive(Clone, Debug)]
+pub struct LoadedSource {
+    /// Path relative to the project root.
+    pub path: RelPath,
+    /// Its bytes.
+    pub content: Arc<[u8]>,
+    /// Whether any execute bit is set.
+    pub executable: bool,
+}
+
+impl LoadedSource {
+    /// The content as UTF-8 text.
+    pub fn text(&self) -> Result<&str, BuildError> {
+        std::str::from_utf8(&self.content)
+            .map_err(|e| BuildError::source(&self.path, Some(e.valid_up_to()), "not valid UTF-8"))
+    }
+}
+
+/// Read access to the outputs of a rule's dependencies.
+pub trait DepOutputs: Sync {
+    /// The dependencies, in the order the rule declares them.
+    fn names(&self) -> Vec<RuleName>;
+    /// The artifact of dependency `rule`, loaded on demand.
+    fn tree(&self, rule: &RuleName) -> Result<Arc<Tree>, BuildError>;
+}
+
+/// Everything a kind sees when it builds one rule. Nothing else: no clock, no absolute project
+/// path, no host environment, so a build is a function of its derivation.
+pub struct BuildContext<'a> {
+    /// The rule being built (for messages only; it is not part of the derivation).
+    pub rule: &'a RuleName,
+    /// Attributes with every `${...}` resolved.
+    pub attrs: &'a Value,
+    /// The rule's source files, sorted by path.
+    pub srcs: &'a [LoadedSource],
+    /// The dependencies' outputs.
+    pub deps: &'a dyn DepOutputs,
+    /// For interpolating source file text.
+    pub scope: &'a Scope<'a>,
+    /// An empty private directory the build may use.
+    pub scratch: &'a Path,
+}
+
+/// A kind of rule: how its attributes are checked and how it builds.
+pub trait Kind: Send + Sync {
+    /// The name used in `kind = "..."`.
+    fn name(&self) -> &'static str;
+    /// The implementation version. Bump it whenever the same inputs would build a different
+    /// output, so that every derivation of this kind gets a new hash.
+    fn version(&self) -> u32;
+    /// Checks attribute types and values once variables are substituted (dependency exports
+    /// may still be unresolved `${dep...}` strings).
+    fn check(&self, attrs: &Value) -> Result<(), AttrError>;
+    /// The references this kind will interpolate in a source file's text; their values become
+    /// part of the derivation.
+    fn source_references(
+        &self,
+        _attrs: &Value,
+        _src: &LoadedSource,
+    ) -> Result<Vec<Reference>, BuildError> {
+        Ok(Vec::new())
+    }
+    /// Builds the artifact.
+    fn build(&self, cx: &BuildContext<'_>) -> Result<Tree, BuildError>;
+}
+
+/// The set of kinds a project may use.
+pub trait KindRegistry: Sync {
+    /// The kind called `name`.
+    fn get(&self, name: &str) -> Option<&dyn Kind>;
+    /// Every kind's name, sorted.
+    fn names(&self) -> Vec<&'static str>;
+}

@@ -1,0 +1,29 @@
+//! kiln-core: the rule model and everything that can be computed without touching the store or
+//! a cluster.
+//!
+//! It loads a project (`kiln.toml` and its includes) into a [`project::Project`], builds the rule
+//! DAG ([`graph::RuleGraph`]), defines the canonical encodings and hashes
+//! ([`derivation::Derivation`], [`tree::Tree`]), resolves `${...}` interpolation and runs work
+//! over the DAG in parallel ([`scheduler`]). It is synchronous (rayon) and knows nothing of the
+//! store layout, the rule kinds' implementations, tokio or Kubernetes clients.
+
+pub mod canonical;
+pub mod derivation;
+pub mod diagnostic;
+pub mod digest;
+pub mod graph;
+pub mod interpolate;
+pub mod kind;
+pub mod load;
+pub mod name;
+pub mod project;
+pub mod relpath;
+pub mod render;
+pub mod scheduler;
+pub mod sources;
+pub mod tree;
+
+pub use digest::Digest;
+pub use name::{EnvName, RuleName};
+pub use relpath::RelPath;
+pub use tree::Tree;

@@ -1,0 +1,135 @@
+//! The loaded project: environments, variables and rules, with their source locations.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use crate::diagnostic::{Diagnostic, FileId, Location, SourceFile};
+use crate::name::{EnvName, RuleName};
+
+/// A value with the place it was written.
+#[derive(Clone, Debug)]
+pub struct Located<T> {
+    /// The value.
+    pub value: T,
+    /// Where it was written.
+    pub loc: Location,
+}
+
+/// An environment: a table of variables.
+#[derive(Clone, Debug)]
+pub struct Env {
+    /// Its name.
+    pub name: EnvName,
+    /// Its variables, without the `[vars]` defaults.
+    pub vars: BTreeMap<String, Value>,
+    /// Where `[env.NAME]` was written.
+    pub loc: Location,
+}
+
+/// One build rule as written, before interpolation.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    /// Unique name.
+    pub name: RuleName,
+    /// The kind (`manifest`, `configmap`, ...).
+    pub kind: Located<String>,
+    /// Kind-specific attributes.
+    pub attrs: serde_json::Map<String, Value>,
+    /// Source patterns, relative to the project root.
+    pub srcs: Vec<Located<String>>,
+    /// Dependencies.
+    pub deps: Vec<Located<RuleName>>,
+    /// The environments this rule exists in (all when `None`).
+    pub envs: Option<Vec<EnvName>>,
+    /// Where `[rule.NAME]` was written.
+    pub loc: Location,
+    /// Spans of attribute values by path (`a.b[1].c`), within `loc.file`.
+    pub(crate) attr_spans: HashMap<String, Range<usize>>,
+}
+
+impl Rule {
+    /// The location of the attribute at `path` (`a.b[1].c`), or of its closest written ancestor.
+    pub fn attr_location(&self, path: &str) -> Location {
+        let mut p = path;
+        loop {
+            if let Some(span) = self.attr_spans.get(p) {
+                return Location {
+                    file: self.loc.file,
+                    span: span.clone(),
+                };
+            }
+            match p.rfind(['.', '[']) {
+                Some(i) => p = &p[..i],
+                None => return self.loc.clone(),
+            }
+        }
+    }
+
+    /// Whether the rule takes part in environment `env`.
+    pub fn in_env(&self, env: Option<&EnvName>) -> bool {
+        match (&self.envs, env) {
+            (None, _) => true,
+            (Some(list), Some(env)) => list.contains(env),
+            (Some(_), None) => false,
+        }
+    }
+}
+
+/// A loaded project.
+#[derive(Clone, Debug)]
+pub struct Project {
+    /// `[project] name`.
+    pub name: String,
+    /// The directory holding `kiln.toml`.
+    pub root: PathBuf,
+    /// Every TOML file read, for diagnostics.
+    pub files: Vec<SourceFile>,
+    /// `[vars]`: defaults for every environment.
+    pub defaults: BTreeMap<String, Value>,
+    /// `[env.NAME]` tables.
+    pub envs: BTreeMap<EnvName, Env>,
+    /// Rules, sorted by name.
+    pub rules: Vec<Rule>,
+}
+
+impl Project {
+    /// A diagnostic at `loc`.
+    pub fn diagnostic(
+        &self,
+        loc: &Location,
+        rule: Option<&RuleName>,
+        message: impl Into<String>,
+    ) -> Diagnostic {
+        Diagnostic::new(
+            &self.files[loc.file],
+            loc.span.clone(),
+            rule.map(RuleName::as_str),
+            message,
+        )
+    }
+
+    /// The file a location points into.
+    pub fn file(&self, id: FileId) -> &SourceFile {
+        &self.files[id]
+    }
+
+    /// The variables of `env`: `[vars]` overlaid with `[env.NAME]`.
+    pub fn vars_for(&self, env: Option<&EnvName>) -> BTreeMap<String, Value> {
+        let mut vars = self.defaults.clone();
+        if let Some(e) = env.and_then(|e| self.envs.get(e)) {
+            vars.extend(e.vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        vars
+    }
+
+    /// The rule called `name`.
+    pub fn rule(&self, name: &str) -> Option<&Rule> {
+        self.rules
+            .binary_search_by(|r| r.name.as_str().cmp(name))
+            .ok()
+            .map(|i| &self.rules[i])
+    }
+}

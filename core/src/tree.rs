@@ -1,0 +1,458 @@
+//! [`Tree`]: an artifact's canonical file tree, and its output hash.
+//!
+//! Canonical tree encoding, version 1 (`kiln-tree-v1`), hashed with blake3 to give the output hash:
+//!
+//! ```text
+//! "kiln-tree-v1\0"
+//! u64le  number of entries
+//! per entry, entries MUST be sorted by path (byte order):
+//!   u64le path length, path bytes (a RelPath: relative, normalized, `/`-separated)
+//!   u8    entry type: 1 = regular file, 2 = symlink
+//!   file:    u8 executable (0 or 1), u64le size, 32 bytes blake3 of the content
+//!   symlink: u64le target length, target bytes
+//! ```
+//!
+//! Directories are implied by the paths; empty directories are not part of a tree. Nothing else
+//! (mtime, owner, permission bits other than executable, archive bytes) enters the hash.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use crate::digest::Digest;
+use crate::relpath::{RelPath, RelPathError};
+
+/// Magic and version of the canonical tree encoding.
+pub const TREE_ENCODING: &[u8] = b"kiln-tree-v1\0";
+
+/// Where an artifact keeps the small string values it exports to its dependents' interpolation
+/// (`${dep.RULE.KEY}`). Part of the tree, so covered by the output hash.
+pub const EXPORTS_PATH: &str = ".kiln/exports.json";
+
+/// One entry of a [`Tree`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// A regular file.
+    File {
+        /// The bytes.
+        content: Arc<[u8]>,
+        /// Whether any execute bit is set.
+        executable: bool,
+    },
+    /// A symbolic link, relative, pointing inside the tree.
+    Symlink {
+        /// The link target as written.
+        target: String,
+    },
+}
+
+/// Why a set of entries is not a valid tree.
+#[derive(Debug, thiserror::Error)]
+pub enum TreeError {
+    /// A path that is not a normalized relative path.
+    #[error("invalid path in tree")]
+    Path(#[from] RelPathError),
+    /// A path used both as a file and as a directory.
+    #[error("`{0}` is both a file and a directory")]
+    FileDirConflict(String),
+    /// A symlink that is absolute or climbs out of the tree.
+    #[error("symlink `{path}` points outside the tree (`{target}`)")]
+    EscapingSymlink {
+        /// The link.
+        path: String,
+        /// Its target.
+        target: String,
+    },
+    /// A device, FIFO or socket in a directory being read as a tree.
+    #[error("`{0}` is not a regular file, directory or symlink")]
+    UnsupportedFileType(String),
+    /// Reading a directory from disk failed.
+    #[error("failed to read `{path}`")]
+    Read {
+        /// The file or directory.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing a tree to disk failed.
+    #[error("failed to write `{path}`")]
+    Write {
+        /// The file or directory.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A canonical file tree: the content of one artifact. Entries are kept sorted by path.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tree {
+    entries: BTreeMap<RelPath, Entry>,
+}
+
+impl Tree {
+    /// An empty tree.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds or replaces a regular file.
+    pub fn insert_file(&mut self, path: RelPath, content: impl Into<Arc<[u8]>>, executable: bool) {
+        self.entries.insert(
+            path,
+            Entry::File {
+                content: content.into(),
+                executable,
+            },
+        );
+    }
+
+    /// Adds or replaces a symlink. [`Tree::validate`] checks that it stays inside the tree.
+    pub fn insert_symlink(&mut self, path: RelPath, target: impl Into<String>) {
+        self.entries.insert(
+            path,
+            Entry::Symlink {
+                target: target.into(),
+            },
+        );
+    }
+
+    /// Adds an entry.
+    pub fn insert(&mut self, path: RelPath, entry: Entry) {
+        self.entries.insert(path, entry);
+    }
+
+    /// The entry at `path`.
+    pub fn get(&self, path: &str) -> Option<&Entry> {
+        RelPath::new(path).ok().and_then(|p| self.entries.get(&p))
+    }
+
+    /// The content of the regular file at `path`.
+    pub fn file(&self, path: &str) -> Option<&[u8]> {
+        match self.get(path)? {
+            Entry::File { content, .. } => Some(content),
+            Entry::Symlink { .. } => None,
+        }
+    }
+
+    /// Entries sorted by path.
+    pub fn iter(&self) -> impl Iterator<Item = (&RelPath, &Entry)> {
+        self.entries.iter()
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the tree has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Sum of file sizes in bytes.
+    pub fn content_size(&self) -> u64 {
+        self.entries
+            .values()
+            .map(|e| match e {
+                Entry::File { content, .. } => content.len() as u64,
+                Entry::Symlink { target } => target.len() as u64,
+            })
+            .sum()
+    }
+
+    /// The values this artifact exports to dependents, from [`EXPORTS_PATH`].
+    pub fn exports(&self) -> BTreeMap<String, String> {
+        self.file(EXPORTS_PATH)
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Writes `exports` to [`EXPORTS_PATH`] in canonical (sorted) JSON.
+    pub fn set_exports(&mut self, exports: &BTreeMap<String, String>) {
+        if exports.is_empty() {
+            self.entries
+                .remove(&RelPath::new(EXPORTS_PATH).expect("valid"));
+            return;
+        }
+        let json = serde_json::to_vec(exports).expect("string map serializes");
+        self.insert_file(RelPath::new(EXPORTS_PATH).expect("valid"), json, false);
+    }
+
+    /// Checks the invariants an archive from an untrusted cache must meet: no path is both a file
+    /// and a directory, and every symlink is relative and resolves inside the tree.
+    pub fn validate(&self) -> Result<(), TreeError> {
+        let mut dirs: HashSet<&str> = HashSet::new();
+        for path in self.entries.keys() {
+            let s = path.as_str();
+            let mut idx = 0;
+            while let Some(pos) = s[idx..].find('/') {
+                dirs.insert(&s[..idx + pos]);
+                idx += pos + 1;
+            }
+        }
+        for (path, entry) in &self.entries {
+            if dirs.contains(path.as_str()) {
+                return Err(TreeError::FileDirConflict(path.to_string()));
+            }
+            if let Entry::Symlink { target } = entry {
+                if !symlink_stays_inside(path, target) {
+                    return Err(TreeError::EscapingSymlink {
+                        path: path.to_string(),
+                        target: target.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The canonical encoding described in the module docs.
+    pub fn canonical_encoding(&self) -> Vec<u8> {
+        let content_hashes: Vec<Option<Digest>> = self
+            .entries
+            .par_iter()
+            .map(|(_, e)| match e {
+                Entry::File { content, .. } => Some(hash_content(content)),
+                Entry::Symlink { .. } => None,
+            })
+            .collect();
+        let mut out = Vec::with_capacity(TREE_ENCODING.len() + 8 + self.entries.len() * 96);
+        out.extend_from_slice(TREE_ENCODING);
+        out.extend_from_slice(&(self.entries.len() as u64).to_le_bytes());
+        for ((path, entry), hash) in self.entries.iter().zip(content_hashes) {
+            put_bytes(&mut out, path.as_str().as_bytes());
+            match entry {
+                Entry::File {
+                    content,
+                    executable,
+                } => {
+                    out.push(1);
+                    out.push(u8::from(*executable));
+                    out.extend_from_slice(&(content.len() as u64).to_le_bytes());
+                    out.extend_from_slice(hash.expect("file has a hash").as_bytes());
+                }
+                Entry::Symlink { target } => {
+                    out.push(2);
+                    put_bytes(&mut out, target.as_bytes());
+                }
+            }
+        }
+        out
+    }
+
+    /// The output hash: blake3 over [`Tree::canonical_encoding`].
+    pub fn output_hash(&self) -> Digest {
+        Digest::of(&self.canonical_encoding())
+    }
+
+    /// Reads a directory from disk. Rejects devices, FIFOs and sockets.
+    pub fn from_dir(root: &Path) -> Result<Self, TreeError> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut tree = Tree::new();
+        for item in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
+            let item = item.map_err(|e| TreeError::Read {
+                path: root.display().to_string(),
+                source: e.into(),
+            })?;
+            let rel = item
+                .path()
+                .strip_prefix(root)
+                .expect("walkdir stays under root")
+                .to_string_lossy()
+                .into_owned();
+            let ft = item.file_type();
+            let read_err = |source| TreeError::Read {
+                path: item.path().display().to_string(),
+                source,
+            };
+            if ft.is_dir() {
+                continue;
+            } else if ft.is_symlink() {
+                let target = std::fs::read_link(item.path()).map_err(read_err)?;
+                tree.insert_symlink(RelPath::new(rel)?, target.to_string_lossy().into_owned());
+            } else if ft.is_file() {
+                let meta = item.metadata().map_err(|e| read_err(e.into()))?;
+                let content = std::fs::read(item.path()).map_err(read_err)?;
+                let exec = meta.permissions().mode() & 0o111 != 0;
+                tree.insert_file(RelPath::new(rel)?, content, exec);
+            } else {
+                return Err(TreeError::UnsupportedFileType(rel));
+            }
+        }
+        tree.validate()?;
+        Ok(tree)
+    }
+
+    /// Writes the tree under `root` (which must exist), with modes 0644/0755.
+    pub fn write_to(&self, root: &Path) -> Result<(), TreeError> {
+        use std::os::unix::fs::PermissionsExt;
+        self.validate()?;
+        for (path, entry) in &self.entries {
+            let dest = root.join(path.as_str());
+            let werr = |source| TreeError::Write {
+                path: dest.display().to_string(),
+                source,
+            };
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent).map_err(werr)?;
+            }
+            match entry {
+                Entry::File {
+                    content,
+                    executable,
+                } => {
+                    std::fs::write(&dest, content).map_err(werr)?;
+                    let mode = if *executable { 0o755 } else { 0o644 };
+                    std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode))
+                        .map_err(werr)?;
+                }
+                Entry::Symlink { target } => {
+                    std::os::unix::fs::symlink(target, &dest).map_err(werr)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl FromIterator<(RelPath, Entry)> for Tree {
+    fn from_iter<I: IntoIterator<Item = (RelPath, Entry)>>(iter: I) -> Self {
+        Self {
+            entries: iter.into_iter().collect(),
+        }
+    }
+}
+
+fn hash_content(content: &[u8]) -> Digest {
+    if content.len() >= 1 << 20 {
+        let mut h = blake3::Hasher::new();
+        h.update_rayon(content);
+        h.finalize().into()
+    } else {
+        Digest::of(content)
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u64).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+/// Whether `target`, read relative to the directory holding `link`, stays inside the tree root.
+pub fn symlink_stays_inside(link: &RelPath, target: &str) -> bool {
+    if target.is_empty() || target.starts_with('/') || target.contains('\0') {
+        return false;
+    }
+    let mut depth: Vec<&str> = link.components().collect();
+    depth.pop();
+    for c in target.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                if depth.pop().is_none() {
+                    return false;
+                }
+            }
+            other => depth.push(other),
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    fn sample() -> Tree {
+        let mut t = Tree::new();
+        t.insert_file(p("objects/a.yaml"), b"kind: A\n".to_vec(), false);
+        t.insert_file(p("bin/run"), b"#!/bin/sh\n".to_vec(), true);
+        t.insert_symlink(p("latest"), "objects/a.yaml");
+        t
+    }
+
+    #[test]
+    fn golden_tree_hash() {
+        // Pins kiln-tree-v1. If this fails, the output hash encoding changed: bump the version.
+        assert_eq!(
+            sample().output_hash().to_string(),
+            "blake3:cc2627c15f61ead40f6c0d750f2d6230b6426a44ef28667c216af4ac031ebf0d"
+        );
+        assert_eq!(
+            Tree::new().output_hash().to_string(),
+            "blake3:d339380eb837644aa36130f9b341ee84434639e5272d42f4423493080270b6a5"
+        );
+    }
+
+    #[test]
+    fn insertion_order_does_not_matter() {
+        let mut t = Tree::new();
+        t.insert_symlink(p("latest"), "objects/a.yaml");
+        t.insert_file(p("bin/run"), b"#!/bin/sh\n".to_vec(), true);
+        t.insert_file(p("objects/a.yaml"), b"kind: A\n".to_vec(), false);
+        assert_eq!(t.output_hash(), sample().output_hash());
+    }
+
+    #[test]
+    fn every_field_changes_the_hash() {
+        let base = sample().output_hash();
+        let mut t = sample();
+        t.insert_file(p("bin/run"), b"#!/bin/sh\n".to_vec(), false);
+        assert_ne!(t.output_hash(), base, "executable bit");
+        let mut t = sample();
+        t.insert_file(p("objects/a.yaml"), b"kind: B\n".to_vec(), false);
+        assert_ne!(t.output_hash(), base, "content");
+        let mut t = sample();
+        t.insert_symlink(p("latest"), "bin/run");
+        assert_ne!(t.output_hash(), base, "symlink target");
+        let mut t = sample();
+        t.insert_file(p("latest"), b"objects/a.yaml".to_vec(), false);
+        assert_ne!(t.output_hash(), base, "entry type");
+    }
+
+    #[test]
+    fn validate_rejects_escapes_and_conflicts() {
+        let mut t = Tree::new();
+        t.insert_symlink(p("a/link"), "../../etc/passwd");
+        assert!(matches!(
+            t.validate(),
+            Err(TreeError::EscapingSymlink { .. })
+        ));
+        let mut t = Tree::new();
+        t.insert_symlink(p("a/link"), "/etc/passwd");
+        assert!(t.validate().is_err());
+        let mut t = Tree::new();
+        t.insert_symlink(p("a/link"), "../b");
+        assert!(t.validate().is_ok());
+        let mut t = Tree::new();
+        t.insert_file(p("a"), b"x".to_vec(), false);
+        t.insert_file(p("a/b"), b"y".to_vec(), false);
+        assert!(matches!(t.validate(), Err(TreeError::FileDirConflict(_))));
+    }
+
+    #[test]
+    fn exports_round_trip() {
+        let mut t = Tree::new();
+        let mut ex = BTreeMap::new();
+        ex.insert("name".to_owned(), "api-config-5f2a".to_owned());
+        t.set_exports(&ex);
+        assert_eq!(t.exports(), ex);
+    }
+
+    #[test]
+    fn dir_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        sample().write_to(dir.path()).unwrap();
+        let back = Tree::from_dir(dir.path()).unwrap();
+        assert_eq!(back, sample());
+    }
+}
