@@ -1,1 +1,17 @@
-//! x
+//! kiln-store: the local content-addressed store.
+//!
+//! It owns the file system side of kiln: deterministic tar+zstd archives keyed by output hash
+//! ([`archive`]), the action cache and derivation records, GC roots, per-derivation locks,
+//! garbage collection and verification ([`LocalStore`]). It does not know how rules are built.
+//!
+//! Everything a cache can hand over is untrusted: [`archive::unpack`] validates every entry, and
+//! every load rehashes the tree and compares it with the key.
+
+pub mod archive;
+pub mod error;
+pub mod gc;
+pub mod local;
+pub mod verify;
+
+pub use error::{Result, StoreError};
+pub use local::{LocalStore, OutputRecord, Root, RootEntry};

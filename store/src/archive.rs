@@ -1,0 +1,323 @@
+//! Deterministic tar+zstd archives of [`Tree`]s, and a strict unpacker for untrusted ones.
+//!
+//! Packing: entries sorted by path, regular files and symlinks only (directories are implied),
+//! mtime 0, uid/gid 0, empty user/group names, mode 0644 or 0755 (symlinks 0777), zstd level 3.
+//! The same tree always packs to the same bytes, but identity is the output hash of the tree,
+//! never a hash of these bytes.
+//!
+//! Unpacking validates every entry itself and refuses (never skips) absolute paths, `..`,
+//! duplicate paths, hard links, devices, FIFOs and other special entries, symlinks that escape
+//! the tree, and output beyond the configured limits.
+
+use std::io::{Read, Write};
+
+use kiln_core::tree::{Entry, Tree};
+use kiln_core::RelPath;
+
+/// zstd compression level.
+pub const ZSTD_LEVEL: i32 = 3;
+
+/// Limits applied while unpacking.
+#[derive(Clone, Copy, Debug)]
+pub struct UnpackLimits {
+    /// Maximum total size of all files, in bytes.
+    pub max_total_bytes: u64,
+    /// Maximum number of entries.
+    pub max_entries: u64,
+}
+
+impl Default for UnpackLimits {
+    fn default() -> Self {
+        Self {
+            max_total_bytes: 8 << 30,
+            max_entries: 1_000_000,
+        }
+    }
+}
+
+/// Why an archive was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// Reading the stream failed (truncated, bad zstd, bad tar).
+    #[error("unreadable archive")]
+    Read(#[source] std::io::Error),
+    /// An entry path that is absolute, climbs out or is not normalized.
+    #[error("entry path `{path}` is not a safe relative path")]
+    UnsafePath {
+        /// The path as written in the archive.
+        path: String,
+        /// Why.
+        #[source]
+        source: kiln_core::relpath::RelPathError,
+    },
+    /// A device, FIFO, hard link or other special entry.
+    #[error("entry `{path}` has forbidden type {kind:?}")]
+    ForbiddenType {
+        /// The entry.
+        path: String,
+        /// Its tar type.
+        kind: tar::EntryType,
+    },
+    /// The same path twice.
+    #[error("entry `{0}` appears twice")]
+    Duplicate(String),
+    /// More bytes or entries than allowed.
+    #[error("archive expands beyond the limit ({0})")]
+    TooLarge(String),
+    /// The entries do not form a valid tree (escaping symlink, file/directory conflict).
+    #[error("invalid tree")]
+    Tree(#[source] kiln_core::tree::TreeError),
+}
+
+/// Packs `tree` into deterministic tar+zstd bytes.
+pub fn pack(tree: &Tree) -> std::io::Result<Vec<u8>> {
+    let encoder = zstd::Encoder::new(
+        Vec::with_capacity(tree.content_size() as usize / 4 + 1024),
+        ZSTD_LEVEL,
+    )?;
+    let mut builder = tar::Builder::new(encoder);
+    builder.mode(tar::HeaderMode::Deterministic);
+    for (path, entry) in tree.iter() {
+        let mut header = tar::Header::new_gnu();
+        header.set_mtime(0);
+        header.set_uid(0);
+        header.set_gid(0);
+        match entry {
+            Entry::File {
+                content,
+                executable,
+            } => {
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_mode(if *executable { 0o755 } else { 0o644 });
+                header.set_size(content.len() as u64);
+                builder.append_data(&mut header, path.as_str(), &content[..])?;
+            }
+            Entry::Symlink { target } => {
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_mode(0o777);
+                header.set_size(0);
+                builder.append_link(&mut header, path.as_str(), target)?;
+            }
+        }
+    }
+    let encoder = builder.into_inner()?;
+    let mut out = encoder.finish()?;
+    out.flush()?;
+    Ok(out)
+}
+
+/// Unpacks and validates archive bytes into a tree. The caller checks the tree's hash.
+pub fn unpack(bytes: &[u8], limits: UnpackLimits) -> Result<Tree, ArchiveError> {
+    let decoder = zstd::Decoder::new(bytes).map_err(ArchiveError::Read)?;
+    // Cap the raw tar stream too, so a decompression bomb stops early: headers and padding add
+    // at most 1.5 KiB per entry beyond file content.
+    let cap = limits.max_total_bytes + limits.max_entries.saturating_mul(1536) + 10240;
+    let mut archive = tar::Archive::new(decoder.take(cap));
+    let mut tree = Tree::new();
+    let mut total: u64 = 0;
+    let mut count: u64 = 0;
+    for entry in archive.entries().map_err(ArchiveError::Read)? {
+        let mut entry = entry.map_err(ArchiveError::Read)?;
+        count += 1;
+        if count > limits.max_entries {
+            return Err(ArchiveError::TooLarge(format!(
+                "more than {} entries",
+                limits.max_entries
+            )));
+        }
+        let raw_path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let kind = entry.header().entry_type();
+        let trimmed = raw_path.trim_end_matches('/');
+        let path = RelPath::new(trimmed).map_err(|source| ArchiveError::UnsafePath {
+            path: raw_path.clone(),
+            source,
+        })?;
+        if tree.get(path.as_str()).is_some() {
+            return Err(ArchiveError::Duplicate(raw_path));
+        }
+        match kind {
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let size = entry.header().size().map_err(ArchiveError::Read)?;
+                total = total.saturating_add(size);
+                if total > limits.max_total_bytes {
+                    return Err(ArchiveError::TooLarge(format!(
+                        "more than {} bytes",
+                        limits.max_total_bytes
+                    )));
+                }
+                let mut content = Vec::with_capacity(size as usize);
+                entry
+                    .read_to_end(&mut content)
+                    .map_err(ArchiveError::Read)?;
+                if content.len() as u64 != size {
+                    return Err(ArchiveError::Read(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "truncated entry",
+                    )));
+                }
+                let mode = entry.header().mode().map_err(ArchiveError::Read)?;
+                tree.insert_file(path, content, mode & 0o111 != 0);
+            }
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default();
+                tree.insert_symlink(path, target);
+            }
+            tar::EntryType::Directory => {}
+            other => {
+                return Err(ArchiveError::ForbiddenType {
+                    path: raw_path,
+                    kind: other,
+                });
+            }
+        }
+    }
+    tree.validate().map_err(ArchiveError::Tree)?;
+    Ok(tree)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    fn sample() -> Tree {
+        let mut t = Tree::new();
+        t.insert_file(p("objects/a.yaml"), b"kind: A\n".to_vec(), false);
+        t.insert_file(p("bin/run"), b"#!/bin/sh\n".to_vec(), true);
+        t.insert_file(
+            p(&format!("deep/{}/f", "x".repeat(200))),
+            b"long".to_vec(),
+            false,
+        );
+        t.insert_symlink(p("latest"), "objects/a.yaml");
+        t
+    }
+
+    #[test]
+    fn round_trip_and_determinism() {
+        let t = sample();
+        let a = pack(&t).unwrap();
+        let b = pack(&t.clone()).unwrap();
+        assert_eq!(a, b);
+        let back = unpack(&a, UnpackLimits::default()).unwrap();
+        assert_eq!(back, t);
+        assert_eq!(back.output_hash(), t.output_hash());
+    }
+
+    /// Builds a raw tar (uncompressed) with hand-made headers, then zstd-compresses it.
+    fn evil(build: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        build(&mut b);
+        let raw = b.into_inner().unwrap();
+        zstd::encode_all(&raw[..], 3).unwrap()
+    }
+
+    fn raw_header(name: &str, kind: tar::EntryType, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_old();
+        {
+            let bytes = h.as_old_mut();
+            bytes.name[..name.len()].copy_from_slice(name.as_bytes());
+        }
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_cksum();
+        h
+    }
+
+    #[test]
+    fn refuses_traversal_absolute_devices_links_and_bombs() {
+        let dotdot = evil(|b| {
+            b.append(
+                &raw_header("../escape", tar::EntryType::Regular, 1),
+                &b"x"[..],
+            )
+            .unwrap()
+        });
+        assert!(matches!(
+            unpack(&dotdot, UnpackLimits::default()),
+            Err(ArchiveError::UnsafePath { .. })
+        ));
+
+        let abs = evil(|b| {
+            b.append(
+                &raw_header("/etc/passwd", tar::EntryType::Regular, 1),
+                &b"x"[..],
+            )
+            .unwrap()
+        });
+        assert!(matches!(
+            unpack(&abs, UnpackLimits::default()),
+            Err(ArchiveError::UnsafePath { .. })
+        ));
+
+        let dev = evil(|b| {
+            b.append(&raw_header("dev", tar::EntryType::Char, 0), &b""[..])
+                .unwrap()
+        });
+        assert!(matches!(
+            unpack(&dev, UnpackLimits::default()),
+            Err(ArchiveError::ForbiddenType { .. })
+        ));
+
+        let hard = evil(|b| {
+            b.append(&raw_header("h", tar::EntryType::Link, 0), &b""[..])
+                .unwrap()
+        });
+        assert!(matches!(
+            unpack(&hard, UnpackLimits::default()),
+            Err(ArchiveError::ForbiddenType { .. })
+        ));
+
+        let link = evil(|b| {
+            let mut h = raw_header("l", tar::EntryType::Symlink, 0);
+            h.set_link_name("../../etc/shadow").unwrap();
+            h.set_cksum();
+            b.append(&h, &b""[..]).unwrap();
+        });
+        assert!(matches!(
+            unpack(&link, UnpackLimits::default()),
+            Err(ArchiveError::Tree(_))
+        ));
+
+        let dup = evil(|b| {
+            b.append(&raw_header("a", tar::EntryType::Regular, 1), &b"x"[..])
+                .unwrap();
+            b.append(&raw_header("a", tar::EntryType::Regular, 1), &b"y"[..])
+                .unwrap();
+        });
+        assert!(matches!(
+            unpack(&dup, UnpackLimits::default()),
+            Err(ArchiveError::Duplicate(_))
+        ));
+
+        let big = evil(|b| {
+            b.append(
+                &raw_header("big", tar::EntryType::Regular, 4096),
+                &vec![0u8; 4096][..],
+            )
+            .unwrap()
+        });
+        let small = UnpackLimits {
+            max_total_bytes: 1024,
+            max_entries: 10,
+        };
+        assert!(matches!(
+            unpack(&big, small),
+            Err(ArchiveError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn refuses_garbage_and_truncation() {
+        assert!(unpack(b"not zstd", UnpackLimits::default()).is_err());
+        let good = pack(&sample()).unwrap();
+        assert!(unpack(&good[..good.len() / 2], UnpackLimits::default()).is_err());
+    }
+}

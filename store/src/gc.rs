@@ -1,0 +1,114 @@
+//! Garbage collection: delete everything no GC root reaches.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::Path;
+
+use kiln_core::Digest;
+
+use crate::error::{Result, StoreError};
+use crate::local::{LocalStore, OutputRecord};
+
+/// What `gc` did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GcReport {
+    /// Roots kept.
+    pub roots_kept: usize,
+    /// Roots removed because their project directory is gone.
+    pub roots_removed: usize,
+    /// Objects kept.
+    pub objects_kept: usize,
+    /// Objects deleted.
+    pub objects_deleted: usize,
+    /// Action cache and derivation records deleted.
+    pub records_deleted: usize,
+    /// Bytes freed.
+    pub bytes_freed: u64,
+}
+
+fn hex_stem(path: &Path) -> Option<Digest> {
+    let name = path.file_name()?.to_str()?;
+    let stem = name.split('.').next()?;
+    Digest::from_hex(stem).ok()
+}
+
+fn remove(path: &Path, freed: &mut u64) -> Result<()> {
+    let len = fs::symlink_metadata(path).map(|m| m.len()).unwrap_or(0);
+    let r = if path.is_dir() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    };
+    r.map_err(StoreError::io("delete", path))?;
+    *freed += len;
+    Ok(())
+}
+
+fn files_in(dir: &Path) -> impl Iterator<Item = std::path::PathBuf> {
+    walkdir::WalkDir::new(dir)
+        .min_depth(1)
+        .into_iter()
+        .filter_map(std::result::Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(walkdir::DirEntry::into_path)
+}
+
+impl LocalStore {
+    /// Deletes objects, records, trees, locks and temp files that no root reaches. Roots whose
+    /// project directory no longer has a `kiln.toml` are removed first. Needs a store opened with
+    /// [`LocalStore::open_exclusive`], so no build runs meanwhile.
+    pub fn gc(&self) -> Result<GcReport> {
+        let mut report = GcReport::default();
+        let mut live_outputs = HashSet::new();
+        let mut live_drvs = HashSet::new();
+        for (path, root) in self.roots()? {
+            if !root.project_dir.join("kiln.toml").is_file() {
+                remove(&path, &mut report.bytes_freed)?;
+                report.roots_removed += 1;
+                continue;
+            }
+            report.roots_kept += 1;
+            for entry in root.rules.values() {
+                live_outputs.insert(entry.output.output);
+                live_drvs.insert(entry.derivation);
+            }
+        }
+        for path in files_in(&self.dir("actions")).collect::<Vec<_>>() {
+            let keep = hex_stem(&path).is_some_and(|d| live_drvs.contains(&d))
+                && fs::read(&path)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<OutputRecord>(&b).ok())
+                    .is_some_and(|r| live_outputs.contains(&r.output));
+            if !keep {
+                remove(&path, &mut report.bytes_freed)?;
+                report.records_deleted += 1;
+            }
+        }
+        for path in files_in(&self.dir("drvs")).collect::<Vec<_>>() {
+            if !hex_stem(&path).is_some_and(|d| live_drvs.contains(&d)) {
+                remove(&path, &mut report.bytes_freed)?;
+                report.records_deleted += 1;
+            }
+        }
+        for path in files_in(&self.dir("objects")).collect::<Vec<_>>() {
+            if hex_stem(&path).is_some_and(|d| live_outputs.contains(&d)) {
+                report.objects_kept += 1;
+            } else {
+                remove(&path, &mut report.bytes_freed)?;
+                report.objects_deleted += 1;
+            }
+        }
+        for sub in ["trees", "locks", "tmp", "quarantine"] {
+            let dir = self.dir(sub);
+            let entries = fs::read_dir(&dir).map_err(StoreError::io("list", &dir))?;
+            for e in entries.flatten() {
+                let keep = sub == "trees"
+                    && hex_stem(&e.path()).is_some_and(|d| live_outputs.contains(&d));
+                if !keep {
+                    remove(&e.path(), &mut report.bytes_freed)?;
+                }
+            }
+        }
+        Ok(report)
+    }
+}

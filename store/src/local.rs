@@ -1,0 +1,441 @@
+//! [`LocalStore`]: the content-addressed store on the local file system.
+//!
+//! ```text
+//! $KILN_STORE/
+//!   FORMAT                        "kiln-store-v1"
+//!   store.lock                    shared by builds, exclusive for gc
+//!   objects/ab/<hex>.tar.zst      artifacts, keyed by output hash
+//!   actions/ab/<hex>.json         action cache: derivation hash -> OutputRecord
+//!   drvs/ab/<hex>.json            canonical derivation records (for `kiln why`)
+//!   roots/<project-key>/<env>.json GC roots: the last successful build of a project and env
+//!   trees/<hex>/                  unpacked, read-only views for `kiln store path`
+//!   locks/<hex>.lock              per-derivation build locks
+//!   quarantine/                   entries `verify` found corrupt
+//!   tmp/                          temp files, renamed into place
+//! ```
+//!
+//! Every entry is written to `tmp/` and renamed into place, so a crash never leaves a partial
+//! entry visible. Durability against power loss is batched: one `syncfs` per build
+//! ([`LocalStore::sync`]), not one fsync per entry. An entry lost or torn by a power cut reads
+//! as corrupt, which is a cache miss, and is rebuilt.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use kiln_core::{Digest, Tree};
+use serde::{Deserialize, Serialize};
+
+use crate::archive::{self, UnpackLimits};
+use crate::error::{Result, StoreError};
+
+/// The store format this kiln reads and writes.
+pub const STORE_FORMAT: &str = "kiln-store-v1";
+
+/// What the action cache records for a derivation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputRecord {
+    /// The output hash.
+    pub output: Digest,
+    /// Values the artifact exports to dependents (a copy of its `.kiln/exports.json`).
+    #[serde(default)]
+    pub exports: BTreeMap<String, String>,
+    /// Number of entries in the tree.
+    pub entries: u64,
+    /// Total size of the files, in bytes.
+    pub size: u64,
+}
+
+/// One rule's entry in a GC root.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootEntry {
+    /// The rule's kind.
+    pub kind: String,
+    /// Its derivation hash.
+    pub derivation: Digest,
+    /// Its output.
+    #[serde(flatten)]
+    pub output: OutputRecord,
+}
+
+/// A GC root: the last successful build of one project in one environment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Root {
+    /// Root format, `1`.
+    pub format_version: u32,
+    /// Project name.
+    pub project: String,
+    /// Absolute project directory, so stale roots can be found.
+    pub project_dir: PathBuf,
+    /// Environment name (`-` when the project has none).
+    pub env: String,
+    /// Every rule of the build.
+    pub rules: BTreeMap<String, RootEntry>,
+}
+
+/// The local content-addressed store. Holding one keeps a shared lock on the store, so `gc`
+/// waits until no build is using it.
+#[derive(Debug)]
+pub struct LocalStore {
+    root: PathBuf,
+    _lock: File,
+}
+
+/// An exclusive lock on one derivation, held while it is built.
+#[derive(Debug)]
+pub struct DerivationLock {
+    _file: File,
+}
+
+fn shard(dir: &Path, d: &Digest, ext: &str) -> PathBuf {
+    let hex = d.hex();
+    dir.join(&hex[..2]).join(format!("{hex}{ext}"))
+}
+
+impl LocalStore {
+    /// `$KILN_STORE`, else `$XDG_DATA_HOME/kiln/store`, else `~/.local/share/kiln/store`.
+    pub fn default_location() -> PathBuf {
+        if let Some(p) = std::env::var_os("KILN_STORE").filter(|p| !p.is_empty()) {
+            return PathBuf::from(p);
+        }
+        if let Some(p) = std::env::var_os("XDG_DATA_HOME").filter(|p| !p.is_empty()) {
+            return PathBuf::from(p).join("kiln/store");
+        }
+        let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/"), PathBuf::from);
+        home.join(".local/share/kiln/store")
+    }
+
+    /// Opens (creating if needed) the store at `root` for building: takes a shared lock.
+    pub fn open(root: &Path) -> Result<Self> {
+        Self::open_with(root, false)
+    }
+
+    /// Opens the store for maintenance (gc): takes the exclusive lock, waiting for builds.
+    pub fn open_exclusive(root: &Path) -> Result<Self> {
+        Self::open_with(root, true)
+    }
+
+    fn open_with(root: &Path, exclusive: bool) -> Result<Self> {
+        for sub in [
+            "objects",
+            "actions",
+            "drvs",
+            "roots",
+            "trees",
+            "locks",
+            "quarantine",
+            "tmp",
+        ] {
+            let d = root.join(sub);
+            fs::create_dir_all(&d).map_err(StoreError::io("create directory", &d))?;
+        }
+        let format = root.join("FORMAT");
+        match fs::read_to_string(&format) {
+            Ok(found) if found.trim() == STORE_FORMAT => {}
+            Ok(found) => {
+                return Err(StoreError::Version {
+                    path: root.to_owned(),
+                    found: found.trim().to_owned(),
+                    expected: STORE_FORMAT,
+                })
+            }
+            Err(_) => write_atomic(root, &format, format!("{STORE_FORMAT}\n").as_bytes())?,
+        }
+        let lock_path = root.join("store.lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(StoreError::io("open", &lock_path))?;
+        if exclusive {
+            lock.lock()
+        } else {
+            lock.lock_shared()
+        }
+        .map_err(StoreError::io("lock", &lock_path))?;
+        Ok(Self {
+            root: root.to_owned(),
+            _lock: lock,
+        })
+    }
+
+    /// The store's directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub(crate) fn dir(&self, sub: &str) -> PathBuf {
+        self.root.join(sub)
+    }
+
+    /// Path of the archive of output `out`.
+    pub fn object_path(&self, out: &Digest) -> PathBuf {
+        shard(&self.dir("objects"), out, ".tar.zst")
+    }
+
+    fn action_path(&self, drv: &Digest) -> PathBuf {
+        shard(&self.dir("actions"), drv, ".json")
+    }
+
+    fn drv_path(&self, drv: &Digest) -> PathBuf {
+        shard(&self.dir("drvs"), drv, ".json")
+    }
+
+    /// Takes the build lock of derivation `drv`, waiting while another process holds it.
+    pub fn lock_derivation(&self, drv: &Digest) -> Result<DerivationLock> {
+        let path = self.dir("locks").join(format!("{}.lock", drv.hex()));
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(StoreError::io("open", &path))?;
+        file.lock().map_err(StoreError::io("lock", &path))?;
+        Ok(DerivationLock { _file: file })
+    }
+
+    /// The action cache entry of `drv`, if present, readable and its object exists.
+    pub fn lookup(&self, drv: &Digest) -> Option<OutputRecord> {
+        let bytes = fs::read(self.action_path(drv)).ok()?;
+        let record: OutputRecord = serde_json::from_slice(&bytes).ok()?;
+        self.has_object(&record.output).then_some(record)
+    }
+
+    /// Whether the archive of `out` exists.
+    pub fn has_object(&self, out: &Digest) -> bool {
+        self.object_path(out).is_file()
+    }
+
+    /// Stores a built artifact: its archive (unless present), the derivation record and the
+    /// action cache entry. Each file appears atomically.
+    pub fn put(&self, drv: &Digest, derivation: &[u8], tree: &Tree) -> Result<OutputRecord> {
+        let output = tree.output_hash();
+        let obj = self.object_path(&output);
+        if !obj.is_file() {
+            let bytes = archive::pack(tree).map_err(StoreError::io("pack archive for", &obj))?;
+            write_atomic(&self.root, &obj, &bytes)?;
+        }
+        write_atomic(&self.root, &self.drv_path(drv), derivation)?;
+        let record = OutputRecord {
+            output,
+            exports: tree.exports(),
+            entries: tree.len() as u64,
+            size: tree.content_size(),
+        };
+        let json = serde_json::to_vec(&record).expect("record serializes");
+        write_atomic(&self.root, &self.action_path(drv), &json)?;
+        Ok(record)
+    }
+
+    /// Loads and checks the artifact `out`. A corrupt archive is an error, never a tree.
+    pub fn load(&self, out: &Digest) -> Result<Tree> {
+        let path = self.object_path(out);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::Missing(*out))
+            }
+            Err(e) => return Err(StoreError::io("read", &path)(e)),
+        };
+        let tree = archive::unpack(&bytes, UnpackLimits::default()).map_err(|source| {
+            StoreError::Archive {
+                object: *out,
+                source,
+            }
+        })?;
+        let actual = tree.output_hash();
+        if actual != *out {
+            return Err(StoreError::Corrupt {
+                path,
+                reason: format!("content hashes to {actual}"),
+            });
+        }
+        Ok(tree)
+    }
+
+    /// Moves a corrupt object out of the way so that it reads as a miss.
+    pub fn quarantine(&self, out: &Digest) -> Result<()> {
+        let from = self.object_path(out);
+        let to = self
+            .dir("quarantine")
+            .join(format!("{}.tar.zst", out.hex()));
+        match fs::rename(&from, &to) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::io("quarantine", from)(e)),
+        }
+    }
+
+    /// The canonical derivation record of `drv`.
+    pub fn derivation(&self, drv: &Digest) -> Result<Vec<u8>> {
+        let p = self.drv_path(drv);
+        fs::read(&p).map_err(StoreError::io("read", p))
+    }
+
+    /// An unpacked, read-only directory holding artifact `out`, created on first use.
+    pub fn materialize(&self, out: &Digest) -> Result<PathBuf> {
+        let dest = self.dir("trees").join(out.hex());
+        if dest.is_dir() {
+            return Ok(dest);
+        }
+        let tree = self.load(out)?;
+        let tmp = tempfile::Builder::new()
+            .prefix("tree-")
+            .tempdir_in(self.dir("tmp"))
+            .map_err(StoreError::io("create temp dir in", self.dir("tmp")))?;
+        tree.write_to(tmp.path()).map_err(|e| StoreError::Io {
+            action: "write tree to",
+            path: tmp.path().to_owned(),
+            source: std::io::Error::other(e),
+        })?;
+        let tmp = tmp.keep();
+        match fs::rename(&tmp, &dest) {
+            Ok(()) => Ok(dest),
+            Err(_) if dest.is_dir() => {
+                let _ = fs::remove_dir_all(&tmp);
+                Ok(dest)
+            }
+            Err(e) => Err(StoreError::io("rename", &dest)(e)),
+        }
+    }
+
+    /// The key under which a project's roots are kept: its name and a hash of its directory.
+    pub fn project_key(name: &str, dir: &Path) -> String {
+        let safe: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        format!(
+            "{safe}-{}",
+            &Digest::of(dir.as_os_str().as_encoded_bytes()).hex()[..12]
+        )
+    }
+
+    fn root_path(&self, project_key: &str, env: &str) -> PathBuf {
+        self.dir("roots")
+            .join(project_key)
+            .join(format!("{env}.json"))
+    }
+
+    /// The GC root of a project and environment.
+    pub fn read_root(&self, project_key: &str, env: &str) -> Option<Root> {
+        let bytes = fs::read(self.root_path(project_key, env)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Replaces the GC root of a project and environment.
+    pub fn write_root(&self, project_key: &str, root: &Root) -> Result<()> {
+        let path = self.root_path(project_key, &root.env);
+        let json = serde_json::to_vec_pretty(root).expect("root serializes");
+        write_atomic(&self.root, &path, &json)
+    }
+
+    /// Every GC root, with its path.
+    pub fn roots(&self) -> Result<Vec<(PathBuf, Root)>> {
+        let mut out = Vec::new();
+        for item in walkdir::WalkDir::new(self.dir("roots"))
+            .min_depth(2)
+            .max_depth(2)
+            .sort_by_file_name()
+        {
+            let item = item.map_err(|e| StoreError::io("list", self.dir("roots"))(e.into()))?;
+            let bytes = fs::read(item.path()).map_err(StoreError::io("read", item.path()))?;
+            let root = serde_json::from_slice(&bytes).map_err(|source| StoreError::Record {
+                path: item.path().to_owned(),
+                source,
+            })?;
+            out.push((item.path().to_owned(), root));
+        }
+        Ok(out)
+    }
+
+    /// Makes everything written so far durable: one `syncfs` of the store's file system.
+    pub fn sync(&self) -> Result<()> {
+        let dir = File::open(&self.root).map_err(StoreError::io("open", &self.root))?;
+        rustix::fs::syncfs(&dir).map_err(|e| StoreError::io("sync", &self.root)(e.into()))
+    }
+}
+
+/// Writes `bytes` to `dest` through a temp file in the store's `tmp/`, then renames it.
+pub(crate) fn write_atomic(store_root: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
+    let parent = dest.parent().expect("store paths have a parent");
+    fs::create_dir_all(parent).map_err(StoreError::io("create directory", parent))?;
+    let tmp_dir = store_root.join("tmp");
+    fs::create_dir_all(&tmp_dir).map_err(StoreError::io("create directory", &tmp_dir))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(&tmp_dir)
+        .map_err(StoreError::io("create temp file in", &tmp_dir))?;
+    tmp.write_all(bytes)
+        .map_err(StoreError::io("write", tmp.path().to_owned()))?;
+    tmp.persist(dest)
+        .map_err(|e| StoreError::io("rename into", dest)(e.error))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_core::RelPath;
+
+    fn tree(s: &str) -> Tree {
+        let mut t = Tree::new();
+        t.insert_file(
+            RelPath::new("a.yaml").unwrap(),
+            s.as_bytes().to_vec(),
+            false,
+        );
+        t
+    }
+
+    #[test]
+    fn put_lookup_load() {
+        let d = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(d.path()).unwrap();
+        let drv = Digest::of(b"drv");
+        assert!(s.lookup(&drv).is_none());
+        let rec = s.put(&drv, b"{}", &tree("x")).unwrap();
+        assert_eq!(s.lookup(&drv).unwrap(), rec);
+        assert_eq!(s.load(&rec.output).unwrap(), tree("x"));
+        assert_eq!(s.derivation(&drv).unwrap(), b"{}");
+        let dir = s.materialize(&rec.output).unwrap();
+        assert_eq!(fs::read_to_string(dir.join("a.yaml")).unwrap(), "x");
+        assert_eq!(
+            fs::read_dir(d.path().join("tmp")).unwrap().count(),
+            0,
+            "no temp files left"
+        );
+    }
+
+    #[test]
+    fn corrupt_object_is_an_error_and_quarantine_makes_it_a_miss() {
+        let d = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(d.path()).unwrap();
+        let drv = Digest::of(b"drv");
+        let rec = s.put(&drv, b"{}", &tree("hello world")).unwrap();
+        let obj = s.object_path(&rec.output);
+        let mut bytes = fs::read(&obj).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        fs::write(&obj, bytes).unwrap();
+        assert!(s.load(&rec.output).is_err());
+        s.quarantine(&rec.output).unwrap();
+        assert!(s.lookup(&drv).is_none());
+    }
+
+    #[test]
+    fn refuses_other_formats() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("FORMAT"), "kiln-store-v0\n").unwrap();
+        assert!(matches!(
+            LocalStore::open(d.path()),
+            Err(StoreError::Version { .. })
+        ));
+    }
+}
