@@ -1,0 +1,91 @@
+//! `manifest`: Kubernetes objects from YAML/JSON files (multi-document) or inline TOML.
+//!
+//! ```toml
+//! [rule.api]
+//! kind = "manifest"
+//! srcs = ["k8s/api/*.yaml"]          # `${var.X}` / `${dep.R.K}` are interpolated in the text
+//! namespace = "${var.namespace}"     # default namespace for namespaced objects
+//! labels = { "app.kubernetes.io/part-of" = "shop" }
+//! objects = [ { apiVersion = "v1", kind = "ServiceAccount", metadata = { name = "api" } } ]
+//! ```
+
+use std::collections::BTreeMap;
+
+use kiln_core::interpolate::{references, Reference};
+use kiln_core::kind::{parse_attrs, AttrError, BuildContext, BuildError, Kind, LoadedSource};
+use kiln_core::Tree;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::objects::{parse_documents, write_objects, MetadataAttrs};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Attrs {
+    #[serde(default)]
+    objects: Vec<Value>,
+    #[serde(flatten)]
+    meta: MetadataAttrs,
+}
+
+/// The `manifest` kind.
+pub struct Manifest;
+
+impl Kind for Manifest {
+    fn name(&self) -> &'static str {
+        "manifest"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn check(&self, attrs: &Value) -> Result<(), AttrError> {
+        let a: Attrs = parse_attrs(attrs)?;
+        for (i, o) in a.objects.iter().enumerate() {
+            crate::objects::check_object(o)
+                .map_err(|m| AttrError::new(format!("objects[{i}]"), m))?;
+        }
+        Ok(())
+    }
+
+    fn source_references(
+        &self,
+        _attrs: &Value,
+        src: &LoadedSource,
+    ) -> Result<Vec<Reference>, BuildError> {
+        let text = src.text()?;
+        references(text).map_err(|e| BuildError::source(&src.path, Some(e.offset()), e.to_string()))
+    }
+
+    fn build(&self, cx: &BuildContext<'_>) -> Result<Tree, BuildError> {
+        let a: Attrs = parse_attrs(cx.attrs)?;
+        let mut objects = Vec::new();
+        for src in cx.srcs {
+            let text = cx
+                .scope
+                .interpolate_text(src.text()?)
+                .map_err(|e| BuildError::source(&src.path, Some(e.offset()), e.to_string()))?;
+            for obj in parse_documents(&text, &src.path)? {
+                crate::objects::check_object(&obj)
+                    .map_err(|m| BuildError::source(&src.path, None, m))?;
+                objects.push(obj);
+            }
+        }
+        objects.extend(a.objects);
+        for obj in &mut objects {
+            a.meta.apply(obj);
+        }
+        let mut exports = BTreeMap::new();
+        if let [only] = objects.as_slice() {
+            exports.insert(
+                "name".to_owned(),
+                crate::objects::identity(only).1.to_owned(),
+            );
+        }
+        let mut tree = Tree::new();
+        write_objects(&mut tree, objects)?;
+        tree.set_exports(&exports);
+        Ok(tree)
+    }
+}

@@ -1,0 +1,295 @@
+//! Kubernetes objects inside artifacts: parsing, checking, normalizing and laying out.
+//!
+//! Object-producing kinds write each object to
+//! `objects/<namespace or _cluster>/<Kind>.<group or core>/<name>.yaml`, as YAML with keys in
+//! sorted order. Kinds that consume objects (overlay, bundle, realize) read that directory.
+
+use std::collections::BTreeMap;
+
+use kiln_core::canonical::sort_keys;
+use kiln_core::kind::BuildError;
+use kiln_core::{RelPath, Tree};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The directory of an artifact that holds Kubernetes objects.
+pub const OBJECTS_DIR: &str = "objects";
+
+/// Kinds that are not namespaced; they get no default namespace.
+pub const CLUSTER_SCOPED: &[&str] = &[
+    "Namespace",
+    "CustomResourceDefinition",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "PersistentVolume",
+    "StorageClass",
+    "PriorityClass",
+    "ValidatingWebhookConfiguration",
+    "MutatingWebhookConfiguration",
+    "APIService",
+    "IngressClass",
+    "RuntimeClass",
+    "PodSecurityPolicy",
+    "CSIDriver",
+    "VolumeSnapshotClass",
+    "ClusterIssuer",
+    "Node",
+];
+
+/// Checks that `obj` is a Kubernetes object: a mapping with string `apiVersion`, `kind` and a
+/// valid `metadata.name`.
+pub fn check_object(obj: &Value) -> Result<(), String> {
+    let map = obj.as_object().ok_or("an object must be a mapping")?;
+    for field in ["apiVersion", "kind"] {
+        match map.get(field) {
+            Some(Value::String(s)) if !s.is_empty() => {}
+            Some(_) => return Err(format!("`{field}` must be a non-empty string")),
+            None => return Err(format!("object has no `{field}`")),
+        }
+    }
+    let name = obj.pointer("/metadata/name").ok_or_else(|| {
+        format!(
+            "{} has no `metadata.name`",
+            map["kind"].as_str().unwrap_or("object")
+        )
+    })?;
+    let name = name.as_str().ok_or("`metadata.name` must be a string")?;
+    if !valid_name(name) {
+        return Err(format!("`metadata.name` `{name}` is not a valid Kubernetes name (lowercase letters, digits, `-`, `.`; at most 253)"));
+    }
+    if let Some(ns) = obj.pointer("/metadata/namespace") {
+        let ns = ns.as_str().ok_or("`metadata.namespace` must be a string")?;
+        if !valid_name(ns) || ns.contains('.') || ns.len() > 63 {
+            return Err(format!(
+                "`metadata.namespace` `{ns}` is not a valid namespace name"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.' || b == b':'
+        })
+        && s.as_bytes()[0].is_ascii_alphanumeric()
+        && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()
+}
+
+/// `kind`, `metadata.name` and `metadata.namespace` of a checked object.
+pub fn identity(obj: &Value) -> (&str, &str, Option<&str>) {
+    (
+        obj["kind"].as_str().unwrap_or_default(),
+        obj.pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default(),
+        obj.pointer("/metadata/namespace").and_then(Value::as_str),
+    )
+}
+
+/// Where a checked object lives in an artifact.
+pub fn object_path(obj: &Value) -> RelPath {
+    let (kind, name, ns) = identity(obj);
+    let api = obj["apiVersion"].as_str().unwrap_or_default();
+    let group = api.rsplit_once('/').map_or("core", |(g, _)| g);
+    RelPath::new(format!(
+        "{OBJECTS_DIR}/{}/{kind}.{group}/{name}.yaml",
+        ns.unwrap_or("_cluster")
+    ))
+    .expect("checked names make valid paths")
+}
+
+/// Sets `metadata.namespace` on a namespaced object that has none.
+pub fn default_namespace(obj: &mut Value, ns: &str) {
+    let kind = obj["kind"].as_str().unwrap_or_default();
+    if CLUSTER_SCOPED.contains(&kind) || obj.pointer("/metadata/namespace").is_some() {
+        return;
+    }
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("namespace".into(), Value::from(ns));
+    }
+}
+
+/// Adds labels or annotations (`field` is `labels` or `annotations`) without overriding.
+pub fn add_metadata_map(obj: &mut Value, field: &str, values: &BTreeMap<String, String>) {
+    if values.is_empty() {
+        return;
+    }
+    let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let map = meta
+        .entry(field)
+        .or_insert_with(|| Value::Object(Default::default()));
+    if let Some(map) = map.as_object_mut() {
+        for (k, v) in values {
+            map.entry(k.clone())
+                .or_insert_with(|| Value::from(v.as_str()));
+        }
+    }
+}
+
+/// Serializes an object to canonical YAML (keys sorted).
+pub fn to_yaml(obj: &Value) -> String {
+    serde_norway::to_string(&sort_keys(obj.clone())).expect("JSON values serialize to YAML")
+}
+
+/// Parses YAML (or JSON) text holding one or more documents. Empty documents are skipped and
+/// `kind: List` documents are flattened into their items.
+pub fn parse_documents(text: &str, path: &RelPath) -> Result<Vec<Value>, BuildError> {
+    let mut out = Vec::new();
+    for doc in serde_norway::Deserializer::from_str(text) {
+        let v = Value::deserialize(doc).map_err(|e| {
+            let offset = e.location().map(|l| l.index());
+            BuildError::source(path, offset, format!("invalid YAML: {e}"))
+        })?;
+        match v {
+            Value::Null => {}
+            Value::Object(ref m) if m.get("kind").and_then(Value::as_str) == Some("List") => {
+                if let Some(Value::Array(items)) = m.get("items") {
+                    out.extend(items.iter().cloned());
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    Ok(out)
+}
+
+/// The objects in an artifact's `objects/` directory, in path order.
+pub fn read_objects(tree: &Tree) -> Result<Vec<Value>, String> {
+    let mut out = Vec::new();
+    for (path, _) in tree.iter() {
+        if path.strip_dir(OBJECTS_DIR).is_none() {
+            continue;
+        }
+        let bytes = tree
+            .file(path.as_str())
+            .ok_or_else(|| format!("`{path}` is not a file"))?;
+        let text = std::str::from_utf8(bytes).map_err(|_| format!("`{path}` is not UTF-8"))?;
+        let v: Value = serde_norway::from_str(text).map_err(|e| format!("`{path}`: {e}"))?;
+        out.push(v);
+    }
+    Ok(out)
+}
+
+/// Checks and adds objects to a tree; two objects with the same identity are an error.
+pub fn write_objects(
+    tree: &mut Tree,
+    objects: impl IntoIterator<Item = Value>,
+) -> Result<(), BuildError> {
+    for obj in objects {
+        check_object(&obj).map_err(BuildError::failed)?;
+        let path = object_path(&obj);
+        if tree.get(path.as_str()).is_some() {
+            let (kind, name, ns) = identity(&obj);
+            return Err(BuildError::failed(format!(
+                "two objects are {kind} `{}{name}`",
+                ns.map(|n| format!("{n}/")).unwrap_or_default()
+            )));
+        }
+        tree.insert_file(path, to_yaml(&obj).into_bytes(), false);
+    }
+    Ok(())
+}
+
+/// Common object attributes of the object-producing kinds.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetadataAttrs {
+    /// Namespace for namespaced objects that have none.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Labels added to every object (existing keys win).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations added to every object (existing keys win).
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl MetadataAttrs {
+    /// Applies namespace, labels and annotations to `obj`.
+    pub fn apply(&self, obj: &mut Value) {
+        if let Some(ns) = &self.namespace {
+            default_namespace(obj, ns);
+        }
+        add_metadata_map(obj, "labels", &self.labels);
+        add_metadata_map(obj, "annotations", &self.annotations);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn checks_required_fields() {
+        assert!(check_object(
+            &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}})
+        )
+        .is_ok());
+        assert!(
+            check_object(&json!({"kind": "ConfigMap", "metadata": {"name": "a"}}))
+                .unwrap_err()
+                .contains("apiVersion")
+        );
+        assert!(
+            check_object(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}}))
+                .unwrap_err()
+                .contains("metadata.name")
+        );
+        assert!(check_object(
+            &json!({"apiVersion": "v1", "kind": "X", "metadata": {"name": "Bad_Name"}})
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn paths_and_yaml_are_canonical() {
+        let o = json!({"metadata": {"name": "api", "namespace": "shop"}, "kind": "Deployment", "apiVersion": "apps/v1", "spec": {"b": 1, "a": 2}});
+        assert_eq!(
+            object_path(&o).as_str(),
+            "objects/shop/Deployment.apps/api.yaml"
+        );
+        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}});
+        assert_eq!(
+            object_path(&ns).as_str(),
+            "objects/_cluster/Namespace.core/shop.yaml"
+        );
+        assert_eq!(
+            to_yaml(&o),
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: api\n  namespace: shop\nspec:\n  a: 2\n  b: 1\n"
+        );
+    }
+
+    #[test]
+    fn parses_multi_documents_with_locations() {
+        let p = RelPath::new("k.yaml").unwrap();
+        let docs =
+            parse_documents("a: 1\n---\n---\nkind: List\nitems: [{b: 2}, {c: 3}]\n", &p).unwrap();
+        assert_eq!(
+            docs,
+            vec![json!({"a": 1}), json!({"b": 2}), json!({"c": 3})]
+        );
+        match parse_documents("a: 1\nb: [\n", &p) {
+            Err(BuildError::Source {
+                offset: Some(_), ..
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn namespace_defaults_skip_cluster_scoped() {
+        let mut ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}});
+        default_namespace(&mut ns, "shop");
+        assert!(ns.pointer("/metadata/namespace").is_none());
+        let mut cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}});
+        default_namespace(&mut cm, "shop");
+        assert_eq!(cm["metadata"]["namespace"], "shop");
+    }
+}
