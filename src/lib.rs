@@ -1,1 +1,47 @@
+//! kiln: the command-line tool. It parses arguments, calls `kiln-core`, `kiln-rules` and
+//! `kiln-store`, and prints. The build pipeline that glues the three crates together lives in
+//! [`build`].
 
+pub mod build;
+pub mod cli;
+pub mod commands;
+pub mod printer;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::printer::Printer;
+
+/// Exit codes: 0 success; 1 user error (invalid project, a rule failed, corrupt store entries
+/// found by `verify`); 2 infrastructure error (store I/O); 130 interrupted.
+pub fn main_with_args() -> u8 {
+    let cli = Cli::parse();
+    let printer = Printer::new(&cli.global);
+    let level = match (cli.global.quiet, cli.global.verbose) {
+        (true, _) => "error",
+        (_, 0) => "warn",
+        (_, 1) => "info",
+        (_, 2) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+    let store = build::store_dir(cli.global.store.clone());
+    let result = match &cli.command {
+        Command::Build(args) => commands::build::run(args, &printer, &store),
+        Command::Graph(args) => commands::graph::run(args, &printer),
+        Command::Store(cmd) => commands::store::run(cmd, &printer, &store),
+    };
+    match result {
+        Ok(code) => code,
+        Err(f) => {
+            printer.error(&f.report);
+            f.code
+        }
+    }
+}

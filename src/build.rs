@@ -1,0 +1,234 @@
+//! `kiln build`: from a project directory to artifacts in the store.
+//!
+//! load (core) -> select env -> graph (core) -> prepare: validate everything, write nothing ->
+//! open the store -> execute in parallel: derivation hash, cache lookup, build (rules), store
+//! write -> one sync -> GC root -> report.
+
+mod error;
+mod execute;
+mod prepare;
+mod report;
+
+pub use error::EngineError;
+pub use prepare::{select_env, Selected};
+pub use report::{BuildReport, RuleReport, Status, Summary, BUILD_JSON_FORMAT};
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use kiln_core::graph::RuleGraph;
+use kiln_core::load::load_project;
+use kiln_core::project::Project;
+use kiln_core::scheduler::{Outcome, Schedule};
+use kiln_rules::BuiltinKinds;
+use kiln_store::{LocalStore, Root, RootEntry};
+
+/// Options of one build.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    env: Option<String>,
+    jobs: usize,
+    keep_going: bool,
+}
+
+impl BuildOptions {
+    /// The environment to build.
+    #[must_use]
+    pub fn env(mut self, env: Option<String>) -> Self {
+        self.env = env;
+        self
+    }
+
+    /// Parallel jobs; 0 for one per CPU.
+    #[must_use]
+    pub fn jobs(mut self, jobs: usize) -> Self {
+        self.jobs = jobs;
+        self
+    }
+
+    /// Keep building independent rules after a failure.
+    #[must_use]
+    pub fn keep_going(mut self, keep_going: bool) -> Self {
+        self.keep_going = keep_going;
+        self
+    }
+}
+
+/// A loaded project with its environment and graph, ready for `build`, `graph` or `store`.
+pub struct Loaded {
+    /// The project.
+    pub project: Project,
+    /// The selected environment.
+    pub selected: Selected,
+    /// The rule graph of that environment.
+    pub graph: RuleGraph,
+}
+
+/// Loads `dir` and selects `env`.
+pub fn load(dir: &Path, env: Option<&str>) -> Result<Loaded, EngineError> {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let project = load_project(&dir)?;
+    let selected = select_env(&project, env)?;
+    let graph = RuleGraph::build(&project, selected.env.as_ref())?;
+    Ok(Loaded {
+        project,
+        selected,
+        graph,
+    })
+}
+
+/// The key of a loaded project's GC roots.
+pub fn project_key(project: &Project) -> String {
+    LocalStore::project_key(&project.name, &project.root)
+}
+
+/// Builds the project in `dir` into the store at `store_dir`. `on_progress(total, finished_rule)`
+/// is called once with `("", total)` first and then per finished rule.
+pub fn build(
+    dir: &Path,
+    store_dir: &Path,
+    options: &BuildOptions,
+    on_progress: &(dyn Fn(usize, &str) + Sync),
+) -> Result<BuildReport, EngineError> {
+    let start = Instant::now();
+    let loaded = load(dir, options.env.as_deref())?;
+    let Loaded {
+        project,
+        selected,
+        graph,
+    } = &loaded;
+    let kinds = BuiltinKinds::default();
+    let prepared = prepare::prepare(project, graph, selected, &kinds)?;
+
+    // Only now, with the whole project valid, is the store touched.
+    let store = LocalStore::open(store_dir)?;
+    let key = project_key(project);
+    let previous = store
+        .read_root(&key, selected.name())
+        .map(|r| {
+            r.rules
+                .into_values()
+                .map(|e| (e.derivation, e.output))
+                .collect()
+        })
+        .unwrap_or_default();
+    on_progress(graph.len(), "");
+    let on_done = |name: &str| on_progress(graph.len(), name);
+    let prepared: BTreeMap<usize, _> = prepared
+        .into_iter()
+        .map(|p| {
+            let idx = project
+                .rules
+                .iter()
+                .position(|r| std::ptr::eq(r, p.rule))
+                .expect("rule of project");
+            (idx, p)
+        })
+        .collect();
+    let executor = execute::Executor {
+        project,
+        graph,
+        prepared,
+        selected,
+        store: &store,
+        previous,
+        on_done: &on_done,
+    };
+    let outcomes = executor.run(
+        Schedule::default()
+            .jobs(options.jobs)
+            .keep_going(options.keep_going),
+    );
+
+    let mut rules = Vec::with_capacity(graph.len());
+    let mut diagnostics = Vec::new();
+    let mut root_rules = BTreeMap::new();
+    let mut any_built = false;
+    let mut outcomes: Vec<Option<Outcome<_, _>>> = outcomes.into_iter().map(Some).collect();
+    for &node in graph.order() {
+        let rule = &project.rules[graph.rule_index(node)];
+        let base = |status, derivation, output, duration_ms, error| RuleReport {
+            name: rule.name.to_string(),
+            kind: rule.kind.value.clone(),
+            status,
+            derivation,
+            output,
+            duration_ms,
+            error,
+        };
+        match outcomes[node.index()].take().expect("one outcome per node") {
+            Outcome::Done(b) => {
+                any_built |= b.status == Status::Built;
+                root_rules.insert(
+                    rule.name.to_string(),
+                    RootEntry {
+                        kind: rule.kind.value.clone(),
+                        derivation: b.derivation,
+                        output: b.record.clone(),
+                    },
+                );
+                rules.push(base(
+                    b.status,
+                    Some(b.derivation),
+                    Some(b.record.output),
+                    b.duration_ms,
+                    None,
+                ));
+            }
+            Outcome::Failed(f) => {
+                rules.push(base(
+                    Status::Failed,
+                    f.derivation,
+                    None,
+                    f.duration_ms,
+                    Some(f.message),
+                ));
+                diagnostics.push(f.report);
+            }
+            Outcome::Skipped { failed_dependency } => {
+                let dep = &project.rules[graph.rule_index(failed_dependency)].name;
+                rules.push(base(
+                    Status::Skipped,
+                    None,
+                    None,
+                    0.0,
+                    Some(format!("dependency `{dep}` failed")),
+                ));
+            }
+            Outcome::Cancelled => rules.push(base(Status::Cancelled, None, None, 0.0, None)),
+        }
+    }
+    if any_built {
+        store.sync()?;
+    }
+    let report = BuildReport::new(
+        project.name.clone(),
+        selected.name().to_owned(),
+        store.root().display().to_string(),
+        start.elapsed(),
+        rules,
+        diagnostics,
+    );
+    if report.success() {
+        let root = Root {
+            format_version: 1,
+            project: project.name.clone(),
+            project_dir: project.root.clone(),
+            env: selected.name().to_owned(),
+            rules: root_rules,
+        };
+        let unchanged = store
+            .read_root(&key, selected.name())
+            .is_some_and(|r| r == root);
+        if !unchanged {
+            store.write_root(&key, &root)?;
+        }
+    }
+    Ok(report)
+}
+
+/// The store directory: `--store`, else [`LocalStore::default_location`].
+pub fn store_dir(flag: Option<PathBuf>) -> PathBuf {
+    flag.unwrap_or_else(LocalStore::default_location)
+}

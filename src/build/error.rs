@@ -1,0 +1,56 @@
+//! Errors of `kiln build` and their exit codes.
+
+use kiln_core::diagnostic::Diagnostic;
+use kiln_core::load::LoadError;
+use kiln_store::StoreError;
+
+/// Why a build could not run at all (as opposed to a rule failing).
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum EngineError {
+    /// The project could not be loaded.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Load(#[from] LoadError),
+    /// The project is invalid for the selected environment.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Invalid(#[from] Box<Diagnostic>),
+    /// `--env` names no environment of the project.
+    #[error("unknown environment `{env}`")]
+    #[diagnostic(help("{}", .hint))]
+    UnknownEnv {
+        /// The requested environment.
+        env: String,
+        /// What the project has.
+        hint: String,
+    },
+    /// The project has environments but none was chosen.
+    #[error("choose an environment with `--env`")]
+    #[diagnostic(help("this project defines: {}", .available))]
+    EnvRequired {
+        /// What the project has.
+        available: String,
+    },
+    /// The store failed.
+    #[error("store error")]
+    Store(#[from] StoreError),
+    /// A rule has never been built for this environment.
+    #[error("rule `{rule}` has no build in the store for environment `{env}`")]
+    #[diagnostic(help("run `kiln build --env {env}` first"))]
+    NotBuilt {
+        /// The rule.
+        rule: String,
+        /// The environment.
+        env: String,
+    },
+}
+
+impl EngineError {
+    /// 1 for errors in the user's input, 2 for infrastructure failures.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            EngineError::Load(LoadError::Read { .. }) | EngineError::Store(_) => 2,
+            _ => 1,
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! Running a prepared build: derivation hashes, cache lookups, builds and store writes.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use kiln_core::derivation::{Derivation, DERIVATION_ENCODING};
+use kiln_core::graph::RuleGraph;
+use kiln_core::interpolate::Scope;
+use kiln_core::kind::{BuildContext, BuildError, DepOutputs, LoadedSource};
+use kiln_core::project::Project;
+use kiln_core::scheduler::{execute, Outcome, Schedule};
+use kiln_core::sources::read_source;
+use kiln_core::{Digest, RuleName, Tree};
+use kiln_store::{LocalStore, OutputRecord, StoreError};
+use petgraph::graph::NodeIndex;
+
+use super::prepare::{source_file_diagnostic, PreparedRule, Selected};
+use super::report::Status;
+
+/// The result of one rule that succeeded.
+pub struct Built {
+    /// Derivation hash.
+    pub derivation: Digest,
+    /// The output.
+    pub record: OutputRecord,
+    /// Built or cached.
+    pub status: Status,
+    /// Time spent.
+    pub duration_ms: f64,
+    /// The tree, when it was built in this run or already loaded.
+    tree: OnceLock<Arc<Tree>>,
+}
+
+/// A rule that failed, with a located diagnostic when there is one.
+pub struct Failure {
+    /// Derivation hash, if it got that far.
+    pub derivation: Option<Digest>,
+    /// The report shown to humans.
+    pub report: miette::Report,
+    /// A one-line message for JSON.
+    pub message: String,
+    /// Time spent.
+    pub duration_ms: f64,
+}
+
+/// What the executor needs.
+pub struct Executor<'a> {
+    /// The project.
+    pub project: &'a Project,
+    /// The rule graph.
+    pub graph: &'a RuleGraph,
+    /// Prepared rules, by rule index.
+    pub prepared: BTreeMap<usize, PreparedRule<'a>>,
+    /// The environment.
+    pub selected: &'a Selected,
+    /// The store.
+    pub store: &'a LocalStore,
+    /// The previous root of this project and environment: derivation -> record.
+    pub previous: BTreeMap<Digest, OutputRecord>,
+    /// Called after each rule finishes (progress).
+    pub on_done: &'a (dyn Fn(&str) + Sync),
+}
+
+struct Deps<'a> {
+    names: Vec<RuleName>,
+    built: BTreeMap<RuleName, &'a Built>,
+    store: &'a LocalStore,
+}
+
+impl DepOutputs for Deps<'_> {
+    fn names(&self) -> Vec<RuleName> {
+        self.names.clone()
+    }
+
+    fn tree(&self, rule: &RuleName) -> Result<Arc<Tree>, BuildError> {
+        let b = self.built.get(rule).ok_or_else(|| BuildError::Dependency {
+            rule: rule.clone(),
+            message: "is not a dependency of this rule".to_owned(),
+        })?;
+        if let Some(t) = b.tree.get() {
+            return Ok(t.clone());
+        }
+        match self.store.load(&b.record.output) {
+            Ok(t) => Ok(b.tree.get_or_init(|| Arc::new(t)).clone()),
+            Err(e) => {
+                if matches!(e, StoreError::Corrupt { .. } | StoreError::Archive { .. }) {
+                    let _ = self.store.quarantine(&b.record.output);
+                }
+                Err(BuildError::Dependency {
+                    rule: rule.clone(),
+                    message: format!(
+                        "{}; it was moved aside and will be rebuilt: run the build again",
+                        chain(&e)
+                    ),
+                })
+            }
+        }
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+impl Executor<'_> {
+    /// Runs every rule. Outcomes are indexed by node.
+    pub fn run(&self, schedule: Schedule) -> Vec<Outcome<Built, Failure>> {
+        execute(self.graph, schedule, |node, deps| {
+            let start = Instant::now();
+            let name = self.project.rules[self.graph.rule_index(node)]
+                .name
+                .as_str();
+            let r = self.run_rule(node, deps, start);
+            (self.on_done)(name);
+            r
+        })
+    }
+
+    fn run_rule(
+        &self,
+        node: NodeIndex,
+        deps: &[(NodeIndex, &Built)],
+        start: Instant,
+    ) -> Result<Built, Failure> {
+        let rule_index = self.graph.rule_index(node);
+        let p = &self.prepared[&rule_index];
+        let rule = p.rule;
+        let elapsed = || start.elapsed().as_secs_f64() * 1000.0;
+        let fail = |derivation, e: &BuildError| {
+            let (report, message) = self.describe(p, e);
+            Failure {
+                derivation,
+                report,
+                message,
+                duration_ms: elapsed(),
+            }
+        };
+        let built_deps: BTreeMap<RuleName, &Built> = deps
+            .iter()
+            .map(|(n, b)| {
+                (
+                    self.project.rules[self.graph.rule_index(*n)].name.clone(),
+                    *b,
+                )
+            })
+            .collect();
+
+        // Resolve `${dep...}` with the dependencies' exports.
+        let scope = Scope {
+            env: self.selected.name(),
+            project: &self.project.name,
+            vars: Some(&self.selected.vars),
+            deps: built_deps
+                .iter()
+                .map(|(n, b)| (n.as_str(), Some(&b.record.exports)))
+                .collect(),
+        };
+        let attrs = scope.interpolate_value(&p.attrs).map_err(|(path, e)| {
+            fail(
+                None,
+                &BuildError::Attribute(kiln_core::kind::AttrError::new(path, e.to_string())),
+            )
+        })?;
+
+        // Early cutoff lives here: dependencies enter the derivation by *output* hash, so a
+        // dependency rebuilt to an identical output leaves this hash, and so this rule, unchanged.
+        let derivation = Derivation {
+            encoding: DERIVATION_ENCODING.to_owned(),
+            kind: p.kind.name().to_owned(),
+            kind_version: p.kind.version(),
+            attrs,
+            srcs: p.srcs.clone(),
+            vars: p.source_vars.clone(),
+            deps: built_deps
+                .iter()
+                .map(|(n, b)| (n.clone(), b.record.output))
+                .collect(),
+        };
+        let bytes = derivation.canonical_bytes();
+        let drv = Digest::of(&bytes);
+        let cached = |record: OutputRecord| Built {
+            derivation: drv,
+            record,
+            status: Status::Cached,
+            duration_ms: elapsed(),
+            tree: OnceLock::new(),
+        };
+        if let Some(record) = self
+            .previous
+            .get(&drv)
+            .filter(|r| self.store.has_object(&r.output))
+        {
+            return Ok(cached(record.clone()));
+        }
+        if let Some(record) = self.store.lookup(&drv) {
+            return Ok(cached(record));
+        }
+        let store_fail = |e: StoreError| fail(Some(drv), &BuildError::caused("store error", e));
+        // Build once across processes: whoever holds the lock builds, the others find it cached.
+        let _lock = self.store.lock_derivation(&drv).map_err(store_fail)?;
+        if let Some(record) = self.store.lookup(&drv) {
+            return Ok(cached(record));
+        }
+        let mut srcs = Vec::with_capacity(p.srcs.len());
+        for entry in &p.srcs {
+            let (now, content) = read_source(&self.project.root, &entry.path)
+                .map_err(|e| fail(Some(drv), &BuildError::caused("failed to read a source", e)))?;
+            if now.digest != entry.digest {
+                return Err(fail(
+                    Some(drv),
+                    &BuildError::failed(format!(
+                        "source `{}` changed during the build; run it again",
+                        entry.path
+                    )),
+                ));
+            }
+            srcs.push(LoadedSource {
+                path: entry.path.clone(),
+                content: Arc::from(content),
+                executable: entry.executable,
+            });
+        }
+        let dep_access = Deps {
+            names: rule.deps.iter().map(|d| d.value.clone()).collect(),
+            built: built_deps.clone(),
+            store: self.store,
+        };
+        let scratch = tempfile::Builder::new()
+            .prefix("build-")
+            .tempdir_in(self.store.root().join("tmp"))
+            .map_err(|e| {
+                fail(
+                    Some(drv),
+                    &BuildError::caused("failed to create a scratch directory", e),
+                )
+            })?;
+        let cx = BuildContext {
+            rule: &rule.name,
+            attrs: &derivation.attrs,
+            srcs: &srcs,
+            deps: &dep_access,
+            scope: &scope,
+            scratch: scratch.path(),
+        };
+        let tree = p.kind.build(&cx).map_err(|e| fail(Some(drv), &e))?;
+        tree.validate().map_err(|e| {
+            fail(
+                Some(drv),
+                &BuildError::caused("the output is not a valid tree", e),
+            )
+        })?;
+        let record = self.store.put(&drv, &bytes, &tree).map_err(store_fail)?;
+        let b = Built {
+            derivation: drv,
+            record,
+            status: Status::Built,
+            duration_ms: elapsed(),
+            tree: OnceLock::new(),
+        };
+        let _ = b.tree.set(Arc::new(tree));
+        Ok(b)
+    }
+
+    fn describe(&self, p: &PreparedRule<'_>, e: &BuildError) -> (miette::Report, String) {
+        let rule = p.rule;
+        let located: Option<kiln_core::diagnostic::Diagnostic> = match e {
+            BuildError::Attribute(a) => Some(self.project.diagnostic(
+                &rule.attr_location(&a.path),
+                Some(&rule.name),
+                format!("attribute `{}`: {}", a.path, a.message),
+            )),
+            BuildError::Source {
+                path,
+                offset,
+                message,
+            } => {
+                let content =
+                    std::fs::read(self.project.root.join(path.as_str())).unwrap_or_default();
+                let src = LoadedSource {
+                    path: path.clone(),
+                    content: Arc::from(content),
+                    executable: false,
+                };
+                Some(source_file_diagnostic(&src, *offset, rule, message.clone()))
+            }
+            _ => None,
+        };
+        match located {
+            Some(d) => {
+                let msg = d.to_string();
+                (miette::Report::new(d), msg)
+            }
+            None => {
+                let (line, col) = self
+                    .project
+                    .file(rule.loc.file)
+                    .line_col(rule.loc.span.start);
+                let msg = format!(
+                    "{}:{line}:{col}: rule `{}` failed: {}",
+                    self.project.file(rule.loc.file).display,
+                    rule.name,
+                    chain(e)
+                );
+                (miette::miette!("{msg}"), msg)
+            }
+        }
+    }
+}

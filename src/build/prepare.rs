@@ -1,0 +1,238 @@
+//! Validation before anything is built: environment, graph, kinds, sources, attributes and
+//! references. A project that fails here writes nothing to the store.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kiln_core::diagnostic::{Diagnostic, SourceFile};
+use kiln_core::graph::RuleGraph;
+use kiln_core::interpolate::{Reference, Scope};
+use kiln_core::kind::{BuildError, Kind, KindRegistry, LoadedSource};
+use kiln_core::project::{Project, Rule};
+use kiln_core::sources::{expand, read_source, SourceEntry};
+use kiln_core::EnvName;
+use rayon::prelude::*;
+use serde_json::Value;
+
+use super::error::EngineError;
+
+/// A rule that passed validation, ready to hash and build.
+pub struct PreparedRule<'p> {
+    /// The rule as written.
+    pub rule: &'p Rule,
+    /// Its kind.
+    pub kind: &'p dyn Kind,
+    /// Its sources, sorted by path.
+    pub srcs: Vec<SourceEntry>,
+    /// Attributes with variables resolved; `${dep...}` still unresolved.
+    pub attrs: Value,
+    /// Values the kind reads from source text (`var.X`, `kiln.X`).
+    pub source_vars: BTreeMap<String, Value>,
+}
+
+/// The selected environment: its name and variables.
+pub struct Selected {
+    /// `None` for a project without environments.
+    pub env: Option<EnvName>,
+    /// The variables, `[vars]` defaults included.
+    pub vars: BTreeMap<String, Value>,
+}
+
+impl Selected {
+    /// The environment's name as shown and stored (`-` when none).
+    pub fn name(&self) -> &str {
+        self.env.as_ref().map_or("-", EnvName::as_str)
+    }
+}
+
+/// Checks `--env` against the project.
+pub fn select_env(project: &Project, env: Option<&str>) -> Result<Selected, EngineError> {
+    let available = || {
+        project
+            .envs
+            .keys()
+            .map(EnvName::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let env = match env {
+        Some(e) => {
+            let name = EnvName::new(e)
+                .ok()
+                .filter(|n| project.envs.contains_key(n));
+            Some(name.ok_or_else(|| EngineError::UnknownEnv {
+                env: e.to_owned(),
+                hint: if project.envs.is_empty() {
+                    "this project defines no [env.NAME] tables".to_owned()
+                } else {
+                    format!("this project defines: {}", available())
+                },
+            })?)
+        }
+        None if project.envs.is_empty() => None,
+        None => {
+            return Err(EngineError::EnvRequired {
+                available: available(),
+            })
+        }
+    };
+    let vars = project.vars_for(env.as_ref());
+    Ok(Selected { env, vars })
+}
+
+/// A scope where every dependency is declared but not yet built.
+pub fn unresolved_scope<'a>(
+    project: &'a Project,
+    selected: &'a Selected,
+    rule: &'a Rule,
+) -> Scope<'a> {
+    Scope {
+        env: selected.name(),
+        project: &project.name,
+        vars: Some(&selected.vars),
+        deps: rule.deps.iter().map(|d| (d.value.as_str(), None)).collect(),
+    }
+}
+
+/// Validates every rule of `graph`, in parallel. Reports the first error in rule-name order.
+pub fn prepare<'p>(
+    project: &'p Project,
+    graph: &RuleGraph,
+    selected: &Selected,
+    kinds: &'p dyn KindRegistry,
+) -> Result<Vec<PreparedRule<'p>>, EngineError> {
+    let mut indices: Vec<usize> = graph.order().iter().map(|n| graph.rule_index(*n)).collect();
+    indices.sort_unstable();
+    let results: Vec<Result<PreparedRule<'p>, Box<Diagnostic>>> = indices
+        .par_iter()
+        .map(|&i| prepare_rule(project, &project.rules[i], selected, kinds))
+        .collect();
+    let mut out = Vec::with_capacity(results.len());
+    for r in results {
+        out.push(r?);
+    }
+    Ok(out)
+}
+
+fn prepare_rule<'p>(
+    project: &'p Project,
+    rule: &'p Rule,
+    selected: &Selected,
+    kinds: &'p dyn KindRegistry,
+) -> Result<PreparedRule<'p>, Box<Diagnostic>> {
+    let diag = |loc: &kiln_core::diagnostic::Location, msg: String| {
+        Box::new(project.diagnostic(loc, Some(&rule.name), msg))
+    };
+    let kind = kinds.get(&rule.kind.value).ok_or_else(|| {
+        Box::new(
+            project
+                .diagnostic(
+                    &rule.kind.loc,
+                    Some(&rule.name),
+                    format!("unknown kind `{}`", rule.kind.value),
+                )
+                .with_hint(format!("the kinds are: {}", kinds.names().join(", "))),
+        )
+    })?;
+
+    let scope = unresolved_scope(project, selected, rule);
+    let attrs = Value::Object(rule.attrs.clone());
+    let attrs = scope
+        .interpolate_value(&attrs)
+        .map_err(|(path, e)| diag(&rule.attr_location(&path), e.to_string()))?;
+    kind.check(&attrs).map_err(|e| {
+        diag(
+            &rule.attr_location(&e.path),
+            format!("attribute `{}`: {}", e.path, e.message),
+        )
+    })?;
+
+    let mut paths = Vec::new();
+    for pattern in &rule.srcs {
+        let found =
+            expand(&project.root, &pattern.value).map_err(|e| diag(&pattern.loc, e.to_string()))?;
+        paths.extend(found);
+    }
+    paths.sort();
+    paths.dedup();
+    let mut srcs = Vec::with_capacity(paths.len());
+    let mut source_vars = BTreeMap::new();
+    for path in paths {
+        let (entry, content) = read_source(&project.root, &path).map_err(|e| {
+            let loc = rule
+                .srcs
+                .first()
+                .map_or(rule.loc.clone(), |s| s.loc.clone());
+            diag(&loc, e.to_string())
+        })?;
+        let loaded = LoadedSource {
+            path: path.clone(),
+            content: Arc::from(content),
+            executable: entry.executable,
+        };
+        let refs = kind
+            .source_references(&attrs, &loaded)
+            .map_err(|e| source_diagnostic(project, rule, &loaded, &e))?;
+        for r in refs {
+            let value = scope.interpolate_str(&r.to_string()).map_err(|e| {
+                let offset = find_reference(&loaded, &r);
+                Box::new(source_file_diagnostic(&loaded, offset, rule, e.to_string()))
+            })?;
+            if let Some(key) = r.derivation_key() {
+                source_vars.insert(key, value);
+            }
+        }
+        srcs.push(entry);
+    }
+    Ok(PreparedRule {
+        rule,
+        kind,
+        srcs,
+        attrs,
+        source_vars,
+    })
+}
+
+fn find_reference(src: &LoadedSource, r: &Reference) -> Option<usize> {
+    let text = std::str::from_utf8(&src.content).ok()?;
+    match r {
+        Reference::Var(n) => text.find(&format!("var.{n}")),
+        Reference::Kiln(n) => text.find(&format!("kiln.{n}")),
+        Reference::Dep { rule, .. } => text.find(rule.as_str()),
+    }
+}
+
+/// A diagnostic pointing into a source file (YAML, template) rather than a TOML file.
+pub fn source_file_diagnostic(
+    src: &LoadedSource,
+    offset: Option<usize>,
+    rule: &Rule,
+    message: String,
+) -> Diagnostic {
+    let file = SourceFile {
+        display: src.path.to_string(),
+        text: Arc::from(String::from_utf8_lossy(&src.content).as_ref()),
+    };
+    let start = offset.unwrap_or(0).min(file.text.len());
+    Diagnostic::new(&file, start..start, Some(rule.name.as_str()), message)
+}
+
+/// Turns a kind's [`BuildError`] about a source into a located diagnostic.
+pub fn source_diagnostic(
+    project: &Project,
+    rule: &Rule,
+    src: &LoadedSource,
+    e: &BuildError,
+) -> Box<Diagnostic> {
+    match e {
+        BuildError::Source {
+            offset, message, ..
+        } => Box::new(source_file_diagnostic(src, *offset, rule, message.clone())),
+        BuildError::Attribute(a) => Box::new(project.diagnostic(
+            &rule.attr_location(&a.path),
+            Some(&rule.name),
+            format!("attribute `{}`: {}", a.path, a.message),
+        )),
+        other => Box::new(source_file_diagnostic(src, None, rule, other.to_string())),
+    }
+}

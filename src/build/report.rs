@@ -1,0 +1,122 @@
+//! [`BuildReport`]: what a build did, for humans and for `--json` (format version 1).
+
+use std::time::Duration;
+
+use kiln_core::Digest;
+use serde::Serialize;
+
+/// The `--json` format version.
+pub const BUILD_JSON_FORMAT: u32 = 1;
+
+/// What happened to one rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Built in this run.
+    Built,
+    /// Found in the store.
+    Cached,
+    /// Its build failed.
+    Failed,
+    /// Not built because a dependency failed.
+    Skipped,
+    /// Not built because the build stopped after a failure.
+    Cancelled,
+}
+
+/// One rule's line in the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleReport {
+    /// Rule name.
+    pub name: String,
+    /// Its kind.
+    pub kind: String,
+    /// What happened.
+    pub status: Status,
+    /// Derivation hash, when it could be computed.
+    pub derivation: Option<Digest>,
+    /// Output hash, when built or cached.
+    pub output: Option<Digest>,
+    /// Time spent on this rule, in milliseconds.
+    pub duration_ms: f64,
+    /// The error, for failed rules.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Counts per status.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    /// Rules in the graph.
+    pub rules: usize,
+    /// Built in this run.
+    pub built: usize,
+    /// Found in the store.
+    pub cached: usize,
+    /// Failed.
+    pub failed: usize,
+    /// Skipped or cancelled.
+    pub skipped: usize,
+}
+
+/// The whole build.
+#[derive(Debug, Serialize)]
+pub struct BuildReport {
+    /// Always [`BUILD_JSON_FORMAT`].
+    pub format_version: u32,
+    /// Project name.
+    pub project: String,
+    /// Environment (`-` when none).
+    pub env: String,
+    /// Store directory.
+    pub store: String,
+    /// Wall time in milliseconds.
+    pub duration_ms: f64,
+    /// Counts.
+    pub summary: Summary,
+    /// Every rule in topological order.
+    pub rules: Vec<RuleReport>,
+    /// Located errors of failed rules, for humans.
+    #[serde(skip)]
+    pub diagnostics: Vec<miette::Report>,
+}
+
+impl BuildReport {
+    /// Builds the report and its counts.
+    pub fn new(
+        project: String,
+        env: String,
+        store: String,
+        elapsed: Duration,
+        rules: Vec<RuleReport>,
+        diagnostics: Vec<miette::Report>,
+    ) -> Self {
+        let mut summary = Summary {
+            rules: rules.len(),
+            ..Summary::default()
+        };
+        for r in &rules {
+            match r.status {
+                Status::Built => summary.built += 1,
+                Status::Cached => summary.cached += 1,
+                Status::Failed => summary.failed += 1,
+                Status::Skipped | Status::Cancelled => summary.skipped += 1,
+            }
+        }
+        Self {
+            format_version: BUILD_JSON_FORMAT,
+            project,
+            env,
+            store,
+            duration_ms: elapsed.as_secs_f64() * 1000.0,
+            summary,
+            rules,
+            diagnostics,
+        }
+    }
+
+    /// Whether every rule was built or cached.
+    pub fn success(&self) -> bool {
+        self.summary.failed == 0 && self.summary.skipped == 0
+    }
+}

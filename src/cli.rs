@@ -1,0 +1,149 @@
+//! Command-line arguments (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// kiln: build Kubernetes platforms from a DAG of hashed rules.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// More logging (repeat for more).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Less output (errors only).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// When to use colour.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto, global = true)]
+    pub color: ColorChoice,
+    /// Never show progress bars.
+    #[arg(long, env = "KILN_NO_PROGRESS", global = true)]
+    pub no_progress: bool,
+    /// The store directory [default: $KILN_STORE, else $XDG_DATA_HOME/kiln/store].
+    #[arg(long, env = "KILN_STORE", global = true, hide_env_values = true)]
+    pub store: Option<PathBuf>,
+}
+
+/// `--color`.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ColorChoice {
+    /// Colour on a terminal, unless NO_COLOR is set.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build every rule of a project into the store.
+    Build(BuildArgs),
+    /// Draw the rule graph.
+    Graph(GraphArgs),
+    /// Inspect and maintain the store.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+/// `kiln build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The project directory (holding kiln.toml).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// The environment to build.
+    #[arg(short, long)]
+    pub env: Option<String>,
+    /// Parallel jobs [default: one per CPU].
+    #[arg(short, long, default_value_t = 0)]
+    pub jobs: usize,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Keep building independent rules after a failure.
+    #[arg(short, long)]
+    pub keep_going: bool,
+}
+
+/// `kiln graph`.
+#[derive(Debug, Args)]
+pub struct GraphArgs {
+    /// The project directory (holding kiln.toml).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// The environment whose rules to draw.
+    #[arg(short, long)]
+    pub env: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = GraphFormatArg::Dot)]
+    pub format: GraphFormatArg,
+}
+
+/// `--format` of `kiln graph`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum GraphFormatArg {
+    /// Graphviz dot.
+    Dot,
+    /// Mermaid flowchart.
+    Mermaid,
+    /// JSON.
+    Json,
+}
+
+/// Where a rule of a project is: `--dir` and `--env`.
+#[derive(Debug, Args)]
+pub struct RuleRef {
+    /// The rule.
+    pub rule: String,
+    /// The project directory.
+    #[arg(short, long, default_value = ".")]
+    pub dir: PathBuf,
+    /// The environment.
+    #[arg(short, long)]
+    pub env: Option<String>,
+}
+
+/// `kiln store ...`.
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Delete everything no GC root reaches.
+    Gc {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rehash every entry; corrupt ones are moved aside. Exits 1 if any was corrupt.
+    Verify {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List GC roots and what they hold.
+    Ls {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the directory holding a rule's artifact.
+    Path(RuleRef),
+    /// Print a rule's artifact files (or one of them).
+    Cat {
+        #[command(flatten)]
+        rule: RuleRef,
+        /// One file of the artifact.
+        #[arg(long)]
+        file: Option<String>,
+    },
+}

@@ -1,0 +1,84 @@
+//! `kiln build`.
+
+use std::path::Path;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::build::{build, BuildOptions, Status};
+use crate::cli::BuildArgs;
+use crate::commands::Failure;
+use crate::printer::{Printer, Verbosity};
+
+/// Runs `kiln build`: exit 0 when every rule is built or cached, 1 when a rule failed.
+pub fn run(args: &BuildArgs, printer: &Printer, store: &Path) -> Result<u8, Failure> {
+    let bar = printer.progress_enabled().then(|| {
+        let bar = ProgressBar::hidden();
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {wide_msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        bar
+    });
+    let on_progress = |total: usize, rule: &str| {
+        if let Some(bar) = &bar {
+            if rule.is_empty() {
+                bar.set_length(total as u64);
+            } else {
+                bar.inc(1);
+                bar.set_message(rule.to_owned());
+            }
+        }
+    };
+    let options = BuildOptions::default()
+        .env(args.env.clone())
+        .jobs(args.jobs)
+        .keep_going(args.keep_going);
+    let result = build(&args.dir, store, &options, &on_progress);
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let report = result?;
+    for d in &report.diagnostics {
+        printer.error(d);
+    }
+    if args.json {
+        printer.json(&report);
+    }
+    let s = &report.summary;
+    let verbose = printer.verbosity() >= Verbosity::Verbose;
+    if verbose || s.built <= 50 {
+        for r in report
+            .rules
+            .iter()
+            .filter(|r| verbose || r.status == Status::Built)
+        {
+            printer.status(&format!(
+                "  {:<9} {} ({}) {}",
+                format!("{:?}", r.status).to_lowercase(),
+                r.name,
+                r.kind,
+                r.output.map(|o| o.short()).unwrap_or_default()
+            ));
+        }
+    }
+    let line = format!(
+        "{} {} rules in {:.0} ms: {} built, {} cached, {} failed, {} skipped (env {}, store {})",
+        if report.success() {
+            printer.paint("built", true)
+        } else {
+            printer.paint("failed", false)
+        },
+        s.rules,
+        report.duration_ms,
+        s.built,
+        s.cached,
+        s.failed,
+        s.skipped,
+        report.env,
+        report.store
+    );
+    printer.status(&line);
+    Ok(if report.success() { 0 } else { 1 })
+}

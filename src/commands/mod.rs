@@ -1,0 +1,34 @@
+//! One module per command. Each returns the process exit code or a [`Failure`].
+
+pub mod build;
+pub mod graph;
+pub mod store;
+
+pub use failure::Failure;
+
+mod failure {
+    use crate::build::EngineError;
+
+    /// A command that failed: the report to print and the exit code.
+    pub struct Failure {
+        /// Exit code: 1 user error, 2 infrastructure error.
+        pub code: u8,
+        /// What to print.
+        pub report: miette::Report,
+    }
+
+    impl From<EngineError> for Failure {
+        fn from(e: EngineError) -> Self {
+            Self {
+                code: e.exit_code() as u8,
+                report: miette::Report::new(e),
+            }
+        }
+    }
+
+    impl From<kiln_store::StoreError> for Failure {
+        fn from(e: kiln_store::StoreError) -> Self {
+            EngineError::Store(e).into()
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! `kiln store gc|verify|ls|path|cat`.
+
+use std::path::Path;
+
+use kiln_store::LocalStore;
+
+use crate::build::{load, project_key, EngineError};
+use crate::cli::{RuleRef, StoreCommand};
+use crate::commands::Failure;
+use crate::printer::Printer;
+
+/// Runs a store command.
+pub fn run(cmd: &StoreCommand, printer: &Printer, store_dir: &Path) -> Result<u8, Failure> {
+    match cmd {
+        StoreCommand::Gc { json } => {
+            printer.detail("waiting for running builds to finish (gc needs the store to itself)");
+            let store = LocalStore::open_exclusive(store_dir)?;
+            let r = store.gc()?;
+            if *json {
+                printer.json(&r);
+            } else {
+                printer.status(&format!(
+                    "gc: kept {} roots and {} objects; deleted {} objects, {} records and {} stale roots; freed {:.1} MiB",
+                    r.roots_kept,
+                    r.objects_kept,
+                    r.objects_deleted,
+                    r.records_deleted,
+                    r.roots_removed,
+                    r.bytes_freed as f64 / (1 << 20) as f64
+                ));
+            }
+            Ok(0)
+        }
+        StoreCommand::Verify { json } => {
+            let store = LocalStore::open(store_dir)?;
+            let r = store.verify()?;
+            if *json {
+                printer.json(&r);
+            }
+            for c in &r.corrupt {
+                printer.status(&format!(
+                    "{} {}: {}",
+                    printer.paint("corrupt", false),
+                    c.path,
+                    c.reason
+                ));
+            }
+            printer.status(&format!(
+                "verified {} objects, {} action entries, {} derivations: {} corrupt{}",
+                r.objects,
+                r.actions,
+                r.derivations,
+                r.corrupt.len(),
+                if r.corrupt.is_empty() {
+                    ""
+                } else {
+                    " (moved aside; the next build rebuilds them)"
+                }
+            ));
+            Ok(if r.corrupt.is_empty() { 0 } else { 1 })
+        }
+        StoreCommand::Ls { json } => {
+            let store = LocalStore::open(store_dir)?;
+            let roots = store.roots()?;
+            if *json {
+                let list: Vec<_> = roots.iter().map(|(_, r)| r).collect();
+                printer.json(&serde_json::json!({"format_version": 1, "roots": list}));
+            } else {
+                for (_, r) in &roots {
+                    let size: u64 = r.rules.values().map(|e| e.output.size).sum();
+                    printer.data(&format!(
+                        "{} [{}] {} ({} rules, {:.1} KiB)",
+                        r.project,
+                        r.env,
+                        r.project_dir.display(),
+                        r.rules.len(),
+                        size as f64 / 1024.0
+                    ));
+                    for (name, e) in &r.rules {
+                        printer.data(&format!("  {name:<32} {:<10} {}", e.kind, e.output.output));
+                    }
+                }
+            }
+            Ok(0)
+        }
+        StoreCommand::Path(rule) => {
+            let (store, out) = resolve(rule, store_dir)?;
+            printer.data(&store.materialize(&out)?.display().to_string());
+            Ok(0)
+        }
+        StoreCommand::Cat { rule, file } => {
+            let (store, out) = resolve(rule, store_dir)?;
+            let tree = store.load(&out)?;
+            match file {
+                Some(f) => {
+                    let bytes = tree.file(f).ok_or_else(|| Failure {
+                        code: 1,
+                        report: miette::miette!("artifact of `{}` has no file `{f}`", rule.rule),
+                    })?;
+                    printer.data(&String::from_utf8_lossy(bytes));
+                }
+                None => {
+                    for (path, _) in tree
+                        .iter()
+                        .filter(|(p, _)| !p.as_str().starts_with(".kiln/"))
+                    {
+                        let bytes = tree.file(path.as_str()).unwrap_or_default();
+                        printer.data(&format!(
+                            "# ==> {path} <==\n{}",
+                            String::from_utf8_lossy(bytes)
+                        ));
+                    }
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn resolve(r: &RuleRef, store_dir: &Path) -> Result<(LocalStore, kiln_core::Digest), Failure> {
+    let loaded = load(&r.dir, r.env.as_deref())?;
+    let store = LocalStore::open(store_dir)?;
+    let env = loaded.selected.name().to_owned();
+    let not_built = || EngineError::NotBuilt {
+        rule: r.rule.clone(),
+        env: env.clone(),
+    };
+    let root = store
+        .read_root(&project_key(&loaded.project), &env)
+        .ok_or_else(not_built)?;
+    let entry = root.rules.get(&r.rule).ok_or_else(not_built)?;
+    Ok((store, entry.output.output))
+}

@@ -1,0 +1,113 @@
+//! [`Printer`]: all output goes through here. Data on stdout, everything else on stderr.
+
+use std::io::{IsTerminal, Write};
+
+use crate::cli::{ColorChoice, GlobalArgs};
+
+/// How much to say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    /// Errors only.
+    Quiet,
+    /// Normal.
+    Normal,
+    /// More.
+    Verbose,
+}
+
+/// The one place that writes to the terminal.
+#[derive(Debug, Clone)]
+pub struct Printer {
+    color: bool,
+    progress: bool,
+    verbosity: Verbosity,
+}
+
+impl Printer {
+    /// From the global flags.
+    pub fn new(g: &GlobalArgs) -> Self {
+        let stderr_tty = std::io::stderr().is_terminal();
+        let color = match g.color {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => {
+                stderr_tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            }
+        };
+        let verbosity = if g.quiet {
+            Verbosity::Quiet
+        } else if g.verbose > 0 {
+            Verbosity::Verbose
+        } else {
+            Verbosity::Normal
+        };
+        Self {
+            color,
+            progress: stderr_tty && !g.no_progress && verbosity == Verbosity::Normal,
+            verbosity,
+        }
+    }
+
+    /// Whether progress bars may be shown.
+    pub fn progress_enabled(&self) -> bool {
+        self.progress
+    }
+
+    /// The verbosity.
+    pub fn verbosity(&self) -> Verbosity {
+        self.verbosity
+    }
+
+    /// Writes data to stdout.
+    pub fn data(&self, text: &str) {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(text.as_bytes());
+        if !text.ends_with('\n') {
+            let _ = out.write_all(b"\n");
+        }
+        let _ = out.flush();
+    }
+
+    /// Writes pretty JSON to stdout.
+    pub fn json(&self, value: &impl serde::Serialize) {
+        self.data(&serde_json::to_string_pretty(value).expect("serializable"));
+    }
+
+    /// A status line on stderr (hidden with `-q`).
+    pub fn status(&self, text: &str) {
+        if self.verbosity >= Verbosity::Normal {
+            let _ = writeln!(std::io::stderr().lock(), "{text}");
+        }
+    }
+
+    /// A status line shown only with `-v`.
+    pub fn detail(&self, text: &str) {
+        if self.verbosity >= Verbosity::Verbose {
+            let _ = writeln!(std::io::stderr().lock(), "{text}");
+        }
+    }
+
+    /// An error with its causes, locations and hints, on stderr.
+    pub fn error(&self, report: &miette::Report) {
+        let theme = if self.color {
+            miette::GraphicalTheme::unicode()
+        } else {
+            miette::GraphicalTheme::unicode_nocolor()
+        };
+        let handler = miette::GraphicalReportHandler::new_themed(theme).with_context_lines(1);
+        let mut out = String::new();
+        if handler.render_report(&mut out, report.as_ref()).is_err() {
+            out = format!("error: {report:?}\n");
+        }
+        let _ = write!(std::io::stderr().lock(), "{out}");
+    }
+
+    /// A green/red word when colour is on.
+    pub fn paint(&self, text: &str, good: bool) -> String {
+        if !self.color {
+            return text.to_owned();
+        }
+        let code = if good { "32" } else { "31" };
+        format!("\u{1b}[{code}m{text}\u{1b}[0m")
+    }
+}
