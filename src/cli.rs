@@ -27,7 +27,7 @@ pub struct GlobalArgs {
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto, global = true)]
     pub color: ColorChoice,
     /// Never show progress bars.
-    #[arg(long, env = "KILN_NO_PROGRESS", global = true)]
+    #[arg(long, env = "KILN_NO_PROGRESS", global = true, value_parser = clap::builder::FalseyValueParser::new())]
     pub no_progress: bool,
     /// The store directory [default: $KILN_STORE, else $XDG_DATA_HOME/kiln/store].
     #[arg(long, env = "KILN_STORE", global = true, hide_env_values = true)]

@@ -35,8 +35,19 @@ impl AttrError {
 pub fn parse_attrs<T: DeserializeOwned>(attrs: &Value) -> Result<T, AttrError> {
     serde_path_to_error::deserialize(attrs).map_err(|e| {
         let path = e.path().to_string();
-        let path = if path == "." { String::new() } else { path };
-        AttrError::new(path, e.into_inner().to_string())
+        let mut path = if path == "." { String::new() } else { path };
+        let message = e.into_inner().to_string();
+        // Point an unknown key at the key itself, not at its table.
+        if let Some(field) = message
+            .strip_prefix("unknown field `")
+            .and_then(|m| m.split('`').next())
+        {
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(field);
+        }
+        AttrError::new(path, message)
     })
 }
 

@@ -275,7 +275,7 @@ impl Executor<'_> {
             BuildError::Attribute(a) => Some(self.project.diagnostic(
                 &rule.attr_location(&a.path),
                 Some(&rule.name),
-                format!("attribute `{}`: {}", a.path, a.message),
+                super::prepare::attr_message(a),
             )),
             BuildError::Source {
                 path,

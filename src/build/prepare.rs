@@ -140,12 +140,8 @@ fn prepare_rule<'p>(
     let attrs = scope
         .interpolate_value(&attrs)
         .map_err(|(path, e)| diag(&rule.attr_location(&path), e.to_string()))?;
-    kind.check(&attrs).map_err(|e| {
-        diag(
-            &rule.attr_location(&e.path),
-            format!("attribute `{}`: {}", e.path, e.message),
-        )
-    })?;
+    kind.check(&attrs)
+        .map_err(|e| diag(&rule.attr_location(&e.path), attr_message(&e)))?;
 
     let mut paths = Vec::new();
     for pattern in &rule.srcs {
@@ -231,8 +227,17 @@ pub fn source_diagnostic(
         BuildError::Attribute(a) => Box::new(project.diagnostic(
             &rule.attr_location(&a.path),
             Some(&rule.name),
-            format!("attribute `{}`: {}", a.path, a.message),
+            attr_message(a),
         )),
         other => Box::new(source_file_diagnostic(src, None, rule, other.to_string())),
+    }
+}
+
+/// "attribute `a.b`: message", or just the message for the rule as a whole.
+pub fn attr_message(e: &kiln_core::kind::AttrError) -> String {
+    if e.path.is_empty() {
+        e.message.clone()
+    } else {
+        format!("attribute `{}`: {}", e.path, e.message)
     }
 }

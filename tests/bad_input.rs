@@ -1,0 +1,157 @@
+//! Bad input: each error names the file, line and rule, exits 1 and writes nothing to the store.
+
+mod common;
+
+use common::Sandbox;
+
+fn fails(project: &[(&str, &str)], expect: &[&str]) {
+    fails_with(&[], project, expect);
+}
+
+fn fails_with(args: &[&str], project: &[(&str, &str)], expect: &[&str]) {
+    let s = Sandbox::new();
+    for (p, t) in project {
+        s.write(p, t);
+    }
+    let out = s.build_fails(args);
+    assert_eq!(out.status.code(), Some(1), "user errors exit 1");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for e in expect {
+        assert!(err.contains(e), "stderr lacks {e:?}:\n{err}");
+    }
+    assert!(!s.store().exists(), "nothing may be written to the store");
+}
+
+#[test]
+fn malformed_toml() {
+    fails(
+        &[(
+            "kiln.toml",
+            "[project]\nname = \"p\"\n\n[rule.api]\nkind = \"manifest\"\nsrcs = [\"a.yaml\"\n",
+        )],
+        &["kiln.toml:6:17", "invalid TOML", "unclosed array"],
+    );
+}
+
+#[test]
+fn unknown_kind() {
+    fails(
+        &[(
+            "kiln.toml",
+            "[project]\nname = \"p\"\n\n[rule.api]\nkind = \"helmchart\"\n",
+        )],
+        &[
+            "kiln.toml:5:8",
+            "rule `api`",
+            "unknown kind `helmchart`",
+            "manifest",
+        ],
+    );
+}
+
+#[test]
+fn missing_dependency() {
+    fails(
+        &[(
+            "kiln.toml",
+            "[project]\nname = \"p\"\n[rule.api]\nkind = \"bundle\"\ndeps = [\"db\"]\n",
+        )],
+        &["kiln.toml:5:9", "rule `api`", "unknown dependency `db`"],
+    );
+}
+
+#[test]
+fn cycle() {
+    fails(
+        &[("kiln.toml", "[project]\nname = \"p\"\n[rule.a]\nkind = \"bundle\"\ndeps = [\"b\"]\n[rule.b]\nkind = \"bundle\"\ndeps = [\"a\"]\n")],
+        &["kiln.toml:5:", "rule `a`", "dependency cycle: a -> b -> a"],
+    );
+}
+
+#[test]
+fn missing_source_file() {
+    fails(
+        &[(
+            "kiln.toml",
+            "[project]\nname = \"p\"\n[rule.api]\nkind = \"manifest\"\nsrcs = [\"k8s/api.yaml\"]\n",
+        )],
+        &[
+            "kiln.toml:5:9",
+            "rule `api`",
+            "source file `k8s/api.yaml` does not exist",
+        ],
+    );
+}
+
+#[test]
+fn attribute_type_error() {
+    fails(
+        &[("kiln.toml", "[project]\nname = \"p\"\n[rule.cfg]\nkind = \"configmap\"\nname = \"cfg\"\nhash_suffix = \"yes\"\n")],
+        &["kiln.toml:6:15", "rule `cfg`", "attribute `hash_suffix`", "expected a boolean"],
+    );
+}
+
+#[test]
+fn unknown_attribute_in_an_included_file() {
+    fails(
+        &[
+            ("kiln.toml", "[project]\nname = \"p\"\ninclude = [\"rules/*.toml\"]\n"),
+            ("rules/web.toml", "# web\n[rule.cfg]\nkind = \"configmap\"\nname = \"cfg\"\nliterlas = { A = \"1\" }\n"),
+        ],
+        &["rules/web.toml:5:1", "rule `cfg`", "unknown field `literlas`"],
+    );
+}
+
+#[test]
+fn undefined_variable_in_a_source_file() {
+    fails_with(
+        &["--env", "prod"],
+        &[
+            ("kiln.toml", "[project]\nname = \"p\"\n[env.prod]\n[rule.api]\nkind = \"manifest\"\nsrcs = [\"api.yaml\"]\n"),
+            ("api.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\ndata:\n  tag: ${var.tag}\n"),
+        ],
+        &["api.yaml:6:", "rule `api`", "variable `tag` is not defined for environment `prod`"],
+    );
+}
+
+#[test]
+fn unknown_environment_lists_the_known_ones() {
+    let s = Sandbox::new();
+    s.write(
+        "kiln.toml",
+        "[project]\nname = \"p\"\n[env.staging]\n[env.production]\n[rule.a]\nkind = \"bundle\"\n",
+    );
+    let out = s.build_fails(&["--env", "prod"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown environment `prod`") && err.contains("production, staging"),
+        "{err}"
+    );
+    assert!(!s.store().exists());
+}
+
+#[test]
+fn a_failing_rule_stops_dependents_and_keep_going_builds_the_rest() {
+    let s = Sandbox::new();
+    s.write(
+        "kiln.toml",
+        "[project]\nname = \"p\"\n[rule.bad]\nkind = \"exec\"\ncommand = [\"sh\", \"-c\", \"echo broken >&2; exit 3\"]\n[rule.after]\nkind = \"bundle\"\ndeps = [\"bad\"]\n[rule.other]\nkind = \"exec\"\ncommand = [\"sh\", \"-c\", \"echo ok > $out/ok\"]\n",
+    );
+    let out = s
+        .kiln()
+        .arg("build")
+        .arg(s.project())
+        .args(["--json", "--keep-going"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("kiln.toml:3:") && err.contains("rule `bad` failed") && err.contains("broken"),
+        "{err}"
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(common::with_status(&r, "failed"), ["bad"]);
+    assert_eq!(common::with_status(&r, "skipped"), ["after"]);
+    assert_eq!(common::with_status(&r, "built"), ["other"]);
+}

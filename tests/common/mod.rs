@@ -1,0 +1,184 @@
+//! Shared helpers for the CLI integration tests: a scratch project and store, and a way to run
+//! the real `kiln` binary.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+/// A scratch project directory and store.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("project")).unwrap();
+        Self { dir }
+    }
+
+    pub fn project(&self) -> PathBuf {
+        self.dir.path().join("project")
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    pub fn write(&self, rel: &str, text: &str) {
+        let p = self.project().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    /// A `kiln` command with this sandbox's store and no progress bars.
+    pub fn kiln(&self) -> Command {
+        let mut c = Command::cargo_bin("kiln").unwrap();
+        c.env("KILN_STORE", self.store())
+            .env("KILN_NO_PROGRESS", "1")
+            .env_remove("KILN_LOG");
+        c
+    }
+
+    /// `kiln build PROJECT --json [extra]`, asserting success, returning the JSON report.
+    pub fn build(&self, extra: &[&str]) -> Value {
+        let out = self
+            .kiln()
+            .arg("build")
+            .arg(self.project())
+            .arg("--json")
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "build failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Runs `kiln build` expecting failure; returns the output.
+    pub fn build_fails(&self, extra: &[&str]) -> Output {
+        let out = self
+            .kiln()
+            .arg("build")
+            .arg(self.project())
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "build unexpectedly succeeded");
+        out
+    }
+}
+
+/// The names of the rules with `status` in a build report, sorted.
+pub fn with_status(report: &Value, status: &str) -> Vec<String> {
+    let mut v: Vec<String> = report["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] == status)
+        .map(|r| r["name"].as_str().unwrap().to_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// rule name -> (derivation, output)
+pub fn hashes(report: &Value) -> std::collections::BTreeMap<String, (String, String)> {
+    report["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_owned(),
+                (
+                    r["derivation"].as_str().unwrap().to_owned(),
+                    r["output"].as_str().unwrap().to_owned(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// A small platform: namespace, configmap, api (uses the configmap's hashed name), worker,
+/// an overlay for production and a bundle.
+pub fn small_platform(s: &Sandbox) {
+    s.write(
+        "kiln.toml",
+        r#"[project]
+name = "shop"
+
+[vars]
+namespace = "shop"
+tag = "1.0.0"
+replicas = 1
+
+[env.staging]
+
+[env.production]
+replicas = 3
+
+[rule.ns]
+kind = "manifest"
+objects = [ { apiVersion = "v1", kind = "Namespace", metadata = { name = "${var.namespace}" } } ]
+
+[rule.config]
+kind = "configmap"
+name = "api-config"
+namespace = "${var.namespace}"
+srcs = ["config/app.env"]
+
+[rule.api]
+kind = "manifest"
+srcs = ["k8s/api.yaml"]
+deps = ["ns", "config"]
+namespace = "${var.namespace}"
+
+[rule.worker]
+kind = "manifest"
+srcs = ["k8s/worker.yaml"]
+deps = ["ns"]
+namespace = "${var.namespace}"
+
+[rule.all]
+kind = "bundle"
+deps = ["ns", "config", "api", "worker"]
+all_in_one = "all.yaml"
+"#,
+    );
+    s.write("config/app.env", "LOG_LEVEL=info\n");
+    s.write(
+        "k8s/api.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: api\nspec:\n  replicas: ${var.replicas}\n  selector: {matchLabels: {app: api}}\n  template:\n    metadata: {labels: {app: api}}\n    spec:\n      containers:\n        - name: api\n          image: shop/api:${var.tag}\n          envFrom: [{configMapRef: {name: \"${dep.config.name}\"}}]\n",
+    );
+    s.write(
+        "k8s/worker.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: worker\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: worker}}\n  template:\n    metadata: {labels: {app: worker}}\n    spec:\n      containers:\n        - name: worker\n          image: shop/worker:1\n",
+    );
+}
+
+pub fn store_files(store: &Path) -> Vec<PathBuf> {
+    walkdir(store)
+}
+
+fn walkdir(p: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                out.extend(walkdir(&path));
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}

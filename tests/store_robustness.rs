@@ -1,0 +1,204 @@
+//! The store under concurrency, kill -9 and corruption.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{small_platform, with_status, Sandbox};
+
+/// A project of `n` independent exec rules that each sleep a little.
+fn slow_project(s: &Sandbox, n: usize, sleep: &str) {
+    let mut toml = String::from("[project]\nname = \"slow\"\n");
+    for i in 0..n {
+        toml.push_str(&format!(
+            "[rule.r{i}]\nkind = \"exec\"\ncommand = [\"sh\", \"-c\", \"sleep {sleep}; echo {i} > $out/n.txt\"]\n"
+        ));
+    }
+    s.write("kiln.toml", &toml);
+}
+
+#[test]
+fn two_concurrent_builds_build_each_derivation_once() {
+    let s = Sandbox::new();
+    slow_project(&s, 12, "0.05");
+    let spawn = || {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("kiln"))
+            .env("KILN_STORE", s.store())
+            .env("KILN_NO_PROGRESS", "1")
+            .arg("build")
+            .arg(s.project())
+            .args(["--json", "-j", "4"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    let ra: serde_json::Value = serde_json::from_slice(&a.stdout).unwrap();
+    let rb: serde_json::Value = serde_json::from_slice(&b.stdout).unwrap();
+    let built = ra["summary"]["built"].as_u64().unwrap() + rb["summary"]["built"].as_u64().unwrap();
+    assert_eq!(
+        built, 12,
+        "every derivation built exactly once across both processes"
+    );
+    assert_eq!(common::hashes(&ra), common::hashes(&rb));
+    s.kiln().args(["store", "verify"]).assert().success();
+}
+
+#[test]
+fn kill_9_mid_build_leaves_a_clean_store_and_the_next_build_completes() {
+    let s = Sandbox::new();
+    slow_project(&s, 40, "0.05");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("kiln"))
+        .env("KILN_STORE", s.store())
+        .env("KILN_NO_PROGRESS", "1")
+        .arg("build")
+        .arg(s.project())
+        .args(["-j", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until some, but not all, artifacts are in the store.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n = common::store_files(&s.store().join("objects")).len();
+        if n >= 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "build made no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let partial = common::store_files(&s.store().join("objects")).len();
+    assert!(partial < 40, "killed mid-build ({partial} objects)");
+    s.kiln().args(["store", "verify"]).assert().success();
+    let r = s.build(&[]);
+    assert_eq!(
+        r["summary"]["built"].as_u64().unwrap() + r["summary"]["cached"].as_u64().unwrap(),
+        40
+    );
+    assert!(
+        r["summary"]["cached"].as_u64().unwrap() >= 3,
+        "finished work is reused"
+    );
+    s.kiln().args(["store", "verify"]).assert().success();
+}
+
+#[test]
+fn a_flipped_byte_is_detected_by_verify_and_repaired_by_the_next_build() {
+    let s = Sandbox::new();
+    small_platform(&s);
+    let first = s.build(&["--env", "staging"]);
+    let api_out = first["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "api")
+        .unwrap()["output"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let hex = api_out.strip_prefix("blake3:").unwrap();
+    let obj = s
+        .store()
+        .join("objects")
+        .join(&hex[..2])
+        .join(format!("{hex}.tar.zst"));
+    let mut bytes = std::fs::read(&obj).unwrap();
+    let i = bytes.len() / 2;
+    bytes[i] ^= 0x40;
+    std::fs::write(&obj, bytes).unwrap();
+
+    let out = s.kiln().args(["store", "verify"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(hex), "verify names the corrupt object: {err}");
+
+    let again = s.build(&["--env", "staging"]);
+    assert_eq!(with_status(&again, "built"), ["api"]);
+    assert_eq!(common::hashes(&first), common::hashes(&again));
+    s.kiln().args(["store", "verify"]).assert().success();
+}
+
+#[test]
+fn gc_keeps_rooted_artifacts_and_deletes_the_rest() {
+    let s = Sandbox::new();
+    small_platform(&s);
+    s.build(&["--env", "staging"]);
+    s.write("config/app.env", "LOG_LEVEL=debug\n");
+    s.build(&["--env", "staging"]);
+    let before = common::store_files(&s.store().join("objects")).len();
+    let out = s.kiln().args(["store", "gc", "--json"]).output().unwrap();
+    assert!(out.status.success());
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        r["objects_deleted"], 3,
+        "old config, api and bundle outputs: {r}"
+    );
+    assert_eq!(
+        common::store_files(&s.store().join("objects")).len(),
+        before - 3
+    );
+    let noop = s.build(&["--env", "staging"]);
+    assert_eq!(
+        noop["summary"]["built"], 0,
+        "gc kept everything the root needs"
+    );
+    s.kiln().args(["store", "verify"]).assert().success();
+}
+
+#[test]
+fn secret_values_never_enter_the_store() {
+    let s = Sandbox::new();
+    s.write(
+        "kiln.toml",
+        "[project]\nname = \"sec\"\n[rule.db]\nkind = \"secret\"\nname = \"db\"\nnamespace = \"shop\"\ndata.password = { env = \"KILN_TEST_DB_PASSWORD\" }\n",
+    );
+    let out = s
+        .kiln()
+        .env("KILN_TEST_DB_PASSWORD", "hunter2-very-secret")
+        .arg("build")
+        .arg(s.project())
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("hunter2"));
+    for f in common::store_files(&s.store()) {
+        let bytes = std::fs::read(&f).unwrap();
+        let text = if f.extension().is_some_and(|e| e == "zst") {
+            zstd_text(&bytes)
+        } else {
+            bytes
+        };
+        assert!(
+            !String::from_utf8_lossy(&text).contains("hunter2"),
+            "{}",
+            f.display()
+        );
+    }
+    let cat = s
+        .kiln()
+        .args(["store", "cat", "db", "--dir"])
+        .arg(s.project())
+        .output()
+        .unwrap();
+    let text = String::from_utf8(cat.stdout).unwrap();
+    assert!(text.contains("kiln.dev/secret-refs"), "{text}");
+    assert!(text.contains("KILN_TEST_DB_PASSWORD"));
+
+    // A literal value is refused.
+    s.write("kiln.toml", "[project]\nname = \"sec\"\n[rule.db]\nkind = \"secret\"\nname = \"db\"\ndata.password = \"hunter2\"\n");
+    let out = s.build_fails(&[]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("never written in rules"));
+}
+
+fn zstd_text(bytes: &[u8]) -> Vec<u8> {
+    zstd::decode_all(bytes).unwrap_or_else(|_| bytes.to_vec())
+}
