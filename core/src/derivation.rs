@@ -176,4 +176,23 @@ mod tests {
         );
         assert_ne!(d.hash(), e.hash());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Attribute maps hash the same whatever order their keys were inserted in.
+            #[test]
+            fn hash_ignores_attribute_key_order(keys in proptest::collection::btree_map("[a-z]{1,6}", "[a-z0-9]{0,6}", 0..16)) {
+                let forward: serde_json::Map<String, Value> = keys.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+                let backward: serde_json::Map<String, Value> = keys.iter().rev().map(|(k, v)| (k.clone(), json!(v))).collect();
+                let mut a = sample();
+                a.attrs = json!({"nested": Value::Object(forward.clone()), "top": Value::Object(forward)});
+                let mut b = sample();
+                b.attrs = json!({"top": Value::Object(backward.clone()), "nested": Value::Object(backward)});
+                prop_assert_eq!(a.hash(), b.hash());
+            }
+        }
+    }
 }

@@ -137,7 +137,7 @@ impl RuleGraph {
                 .graph
                 .neighbors_directed(cur, Direction::Incoming)
                 .filter(|n| members.contains(n))
-                .min_by_key(|n| (!(*n == start), self.graph[*n]))
+                .min_by_key(|n| (*n != start, self.graph[*n]))
                 .expect("a node in a cycle has a dependency in it");
             if next == start || seen.contains(&next) {
                 path.push(next);

@@ -455,4 +455,60 @@ mod tests {
         let back = Tree::from_dir(dir.path()).unwrap();
         assert_eq!(back, sample());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn entries() -> impl Strategy<Value = Vec<(String, Vec<u8>, bool)>> {
+            proptest::collection::vec(
+                (
+                    "[a-d]{1,3}(/[a-d]{1,3}){0,2}",
+                    proptest::collection::vec(any::<u8>(), 0..64),
+                    any::<bool>(),
+                ),
+                0..24,
+            )
+        }
+
+        proptest! {
+            /// The output hash does not depend on the order entries were added in.
+            #[test]
+            fn hash_ignores_insertion_order(mut list in entries(), seed in any::<u64>()) {
+                list.sort_by(|a, b| a.0.cmp(&b.0));
+                list.dedup_by(|a, b| a.0 == b.0);
+                let build = |items: &[(String, Vec<u8>, bool)]| {
+                    let mut t = Tree::new();
+                    for (p, c, x) in items {
+                        t.insert_file(RelPath::new(p.as_str()).unwrap(), c.clone(), *x);
+                    }
+                    t
+                };
+                let a = build(&list);
+                let mut shuffled = list.clone();
+                // A deterministic shuffle from the seed.
+                let n = shuffled.len();
+                for i in 0..n {
+                    let j = (seed.wrapping_mul(6364136223846793005).wrapping_add(i as u64) % n as u64) as usize;
+                    shuffled.swap(i, j);
+                }
+                let b = build(&shuffled);
+                prop_assert_eq!(a.output_hash(), b.output_hash());
+            }
+
+            /// Two trees hash alike exactly when they are equal.
+            #[test]
+            fn hash_distinguishes_trees(a in entries(), b in entries()) {
+                let build = |items: &[(String, Vec<u8>, bool)]| {
+                    let mut t = Tree::new();
+                    for (p, c, x) in items {
+                        t.insert_file(RelPath::new(p.as_str()).unwrap(), c.clone(), *x);
+                    }
+                    t
+                };
+                let (ta, tb) = (build(&a), build(&b));
+                prop_assert_eq!(ta == tb, ta.output_hash() == tb.output_hash());
+            }
+        }
+    }
 }
