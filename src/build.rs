@@ -93,6 +93,7 @@ pub fn build(
 ) -> Result<BuildReport, EngineError> {
     let start = Instant::now();
     let loaded = load(dir, options.env.as_deref())?;
+    tracing::debug!(elapsed = ?start.elapsed(), "loaded the project");
     let Loaded {
         project,
         selected,
@@ -100,6 +101,7 @@ pub fn build(
     } = &loaded;
     let kinds = BuiltinKinds::default();
     let prepared = prepare::prepare(project, graph, selected, &kinds)?;
+    tracing::debug!(elapsed = ?start.elapsed(), "validated every rule");
 
     // Only now, with the whole project valid, is the store touched.
     let store = LocalStore::open(store_dir)?;
@@ -135,11 +137,13 @@ pub fn build(
         previous,
         on_done: &on_done,
     };
+    tracing::debug!(elapsed = ?start.elapsed(), "opened the store, read the previous root");
     let outcomes = executor.run(
         Schedule::default()
             .jobs(options.jobs)
             .keep_going(options.keep_going),
     );
+    tracing::debug!(elapsed = ?start.elapsed(), "executed");
 
     let mut rules = Vec::with_capacity(graph.len());
     let mut diagnostics = Vec::new();
@@ -202,6 +206,7 @@ pub fn build(
     if any_built {
         store.sync()?;
     }
+    tracing::debug!(elapsed = ?start.elapsed(), "synced");
     let report = BuildReport::new(
         project.name.clone(),
         selected.name().to_owned(),

@@ -19,7 +19,7 @@
 //! # ...kind-specific attributes
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -307,7 +307,6 @@ fn parse_rule(
     let mut deps = Vec::new();
     let mut envs = None;
     let mut attrs = serde_json::Map::new();
-    let mut attr_spans = HashMap::new();
     for (k, v) in table {
         let ks = k.get_ref().as_ref();
         match ks {
@@ -344,7 +343,7 @@ fn parse_rule(
                 expect_str(loader, file, v, rn, "description")?;
             }
             _ => {
-                let json = to_json(loader, file, v, rn, ks, &mut attr_spans)?;
+                let json = to_json(loader, file, v, rn)?;
                 attrs.insert(ks.to_owned(), json);
             }
         }
@@ -365,19 +364,13 @@ fn parse_rule(
             file,
             span: key.span(),
         },
-        attr_spans,
     })
 }
 
 fn vars_table(loader: &Loader, file: FileId, t: &DeTable<'_>) -> Result<BTreeMap<String, Value>> {
     let mut out = BTreeMap::new();
-    let mut spans = HashMap::new();
     for (k, v) in t {
-        let ks = k.get_ref().as_ref();
-        out.insert(
-            ks.to_owned(),
-            to_json(loader, file, v, None, ks, &mut spans)?,
-        );
+        out.insert(k.get_ref().to_string(), to_json(loader, file, v, None)?);
     }
     Ok(out)
 }
@@ -450,16 +443,8 @@ fn expect_str_list(
         .collect()
 }
 
-/// Converts a TOML value to JSON, recording the span of every value under its path.
-fn to_json(
-    loader: &Loader,
-    file: FileId,
-    v: &Spanned<DeValue<'_>>,
-    rule: Option<&str>,
-    path: &str,
-    spans: &mut HashMap<String, Range<usize>>,
-) -> Result<Value> {
-    spans.insert(path.to_owned(), v.span());
+/// Converts a TOML value to JSON.
+fn to_json(loader: &Loader, file: FileId, v: &Spanned<DeValue<'_>>, rule: Option<&str>) -> Result<Value> {
     Ok(match v.get_ref() {
         DeValue::String(s) => Value::String(s.to_string()),
         DeValue::Boolean(b) => Value::Bool(*b),
@@ -488,30 +473,54 @@ fn to_json(
         DeValue::Datetime(d) => Value::String(d.to_string()),
         DeValue::Array(items) => {
             let mut out = Vec::with_capacity(items.len());
-            for (i, item) in items.iter().enumerate() {
-                out.push(to_json(
-                    loader,
-                    file,
-                    item,
-                    rule,
-                    &format!("{path}[{i}]"),
-                    spans,
-                )?);
+            for item in items {
+                out.push(to_json(loader, file, item, rule)?);
             }
             Value::Array(out)
         }
         DeValue::Table(t) => {
             let mut out = serde_json::Map::new();
             for (k, item) in t {
-                let ks = k.get_ref().as_ref();
-                out.insert(
-                    ks.to_owned(),
-                    to_json(loader, file, item, rule, &format!("{path}.{ks}"), spans)?,
-                );
+                out.insert(k.get_ref().to_string(), to_json(loader, file, item, rule)?);
             }
             Value::Object(out)
         }
     })
+}
+
+/// The span of attribute `path` (`a.b[1].c`, keys may themselves contain dots) of rule `rule`
+/// in TOML `text`, or of the closest ancestor found.
+pub(crate) fn find_attr_span(text: &str, rule: &str, path: &str) -> Option<Range<usize>> {
+    let doc = DeTable::parse(text).ok()?;
+    let rules = doc.get_ref().get("rule")?.get_ref().as_table()?;
+    let mut cur = rules.get(rule)?;
+    let mut best = None;
+    let mut rest = path;
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix('[') {
+            let (idx, tail) = after.split_once(']')?;
+            let next = cur.get_ref().as_array()?.get(idx.parse::<usize>().ok()?)?;
+            cur = next;
+            best = Some(cur.span());
+            rest = tail.strip_prefix('.').unwrap_or(tail);
+            continue;
+        }
+        let table = cur.get_ref().as_table()?;
+        // The longest key of this table that `rest` starts with, followed by `.`, `[` or the end.
+        let (key, value) = table
+            .iter()
+            .filter(|(k, _)| {
+                let k = k.get_ref().as_ref();
+                rest.starts_with(k) && matches!(rest.as_bytes().get(k.len()), None | Some(b'.') | Some(b'['))
+            })
+            .max_by_key(|(k, _)| k.get_ref().len())?;
+        let klen = key.get_ref().len();
+        best = Some(value.span());
+        cur = value;
+        rest = &rest[klen..];
+        rest = rest.strip_prefix('.').unwrap_or(rest);
+    }
+    best
 }
 
 trait WithHint {
@@ -565,7 +574,7 @@ mod tests {
         assert_eq!(vars["replicas"], 3);
         assert_eq!(vars["ns"], "x");
         let a = p.rule("a").unwrap();
-        let loc = a.attr_location("labels.app");
+        let loc = p.attr_location(a, "labels.app");
         let (line, col) = p.file(loc.file).line_col(loc.span.start);
         assert_eq!((line, col), (11, 18));
     }

@@ -1,7 +1,6 @@
 //! The loaded project: environments, variables and rules, with their source locations.
 
-use std::collections::{BTreeMap, HashMap};
-use std::ops::Range;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde_json::Value;
@@ -46,28 +45,9 @@ pub struct Rule {
     pub envs: Option<Vec<EnvName>>,
     /// Where `[rule.NAME]` was written.
     pub loc: Location,
-    /// Spans of attribute values by path (`a.b[1].c`), within `loc.file`.
-    pub(crate) attr_spans: HashMap<String, Range<usize>>,
 }
 
 impl Rule {
-    /// The location of the attribute at `path` (`a.b[1].c`), or of its closest written ancestor.
-    pub fn attr_location(&self, path: &str) -> Location {
-        let mut p = path;
-        loop {
-            if let Some(span) = self.attr_spans.get(p) {
-                return Location {
-                    file: self.loc.file,
-                    span: span.clone(),
-                };
-            }
-            match p.rfind(['.', '[']) {
-                Some(i) => p = &p[..i],
-                None => return self.loc.clone(),
-            }
-        }
-    }
-
     /// Whether the rule takes part in environment `env`.
     pub fn in_env(&self, env: Option<&EnvName>) -> bool {
         match (&self.envs, env) {
@@ -123,6 +103,18 @@ impl Project {
             vars.extend(e.vars.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
         vars
+    }
+
+    /// The location of attribute `path` (`a.b[1].c`) of `rule`, or of its closest written
+    /// ancestor. Spans are not kept for every value while loading; the rule's file is parsed
+    /// again here, on the error path only.
+    pub fn attr_location(&self, rule: &Rule, path: &str) -> Location {
+        let file = rule.loc.file;
+        let span = crate::load::find_attr_span(&self.files[file].text, rule.name.as_str(), path);
+        Location {
+            file,
+            span: span.unwrap_or_else(|| rule.loc.span.clone()),
+        }
     }
 
     /// The rule called `name`.

@@ -273,7 +273,7 @@ impl Executor<'_> {
         let rule = p.rule;
         let located: Option<kiln_core::diagnostic::Diagnostic> = match e {
             BuildError::Attribute(a) => Some(self.project.diagnostic(
-                &rule.attr_location(&a.path),
+                &self.project.attr_location(rule, &a.path),
                 Some(&rule.name),
                 super::prepare::attr_message(a),
             )),

@@ -139,9 +139,9 @@ fn prepare_rule<'p>(
     let attrs = Value::Object(rule.attrs.clone());
     let attrs = scope
         .interpolate_value(&attrs)
-        .map_err(|(path, e)| diag(&rule.attr_location(&path), e.to_string()))?;
+        .map_err(|(path, e)| diag(&project.attr_location(rule, &path), e.to_string()))?;
     kind.check(&attrs)
-        .map_err(|e| diag(&rule.attr_location(&e.path), attr_message(&e)))?;
+        .map_err(|e| diag(&project.attr_location(rule, &e.path), attr_message(&e)))?;
 
     let mut paths = Vec::new();
     for pattern in &rule.srcs {
@@ -225,7 +225,7 @@ pub fn source_diagnostic(
             offset, message, ..
         } => Box::new(source_file_diagnostic(src, *offset, rule, message.clone())),
         BuildError::Attribute(a) => Box::new(project.diagnostic(
-            &rule.attr_location(&a.path),
+            &project.attr_location(rule, &a.path),
             Some(&rule.name),
             attr_message(a),
         )),

@@ -74,6 +74,8 @@ pub struct BuildReport {
     pub duration_ms: f64,
     /// Counts.
     pub summary: Summary,
+    /// Peak resident memory of the kiln process, in KiB (Linux only).
+    pub peak_rss_kib: Option<u64>,
     /// Every rule in topological order.
     pub rules: Vec<RuleReport>,
     /// Located errors of failed rules, for humans.
@@ -110,6 +112,7 @@ impl BuildReport {
             store,
             duration_ms: elapsed.as_secs_f64() * 1000.0,
             summary,
+            peak_rss_kib: peak_rss_kib(),
             rules,
             diagnostics,
         }
@@ -119,4 +122,11 @@ impl BuildReport {
     pub fn success(&self) -> bool {
         self.summary.failed == 0 && self.summary.skipped == 0
     }
+}
+
+/// `VmHWM` from `/proc/self/status`.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
