@@ -117,17 +117,6 @@ pub fn build(
         .unwrap_or_default();
     on_progress(graph.len(), "");
     let on_done = |name: &str| on_progress(graph.len(), name);
-    let prepared: BTreeMap<usize, _> = prepared
-        .into_iter()
-        .map(|p| {
-            let idx = project
-                .rules
-                .iter()
-                .position(|r| std::ptr::eq(r, p.rule))
-                .expect("rule of project");
-            (idx, p)
-        })
-        .collect();
     let executor = execute::Executor {
         project,
         graph,

@@ -24,6 +24,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rayon::prelude::*;
 use serde_json::Value;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
@@ -197,50 +198,25 @@ pub fn load_project(dir: &Path) -> Result<Project> {
             .with_hint("add:\n[project]\nname = \"my-platform\"")
     })?;
 
-    let mut include_texts = Vec::new();
+    let mut include_ids = Vec::new();
     for inc in &includes {
-        let pattern = globset::Glob::new(&inc.value)
-            .map_err(|e| {
-                loader.diag(
-                    main_id,
-                    inc.loc.span.clone(),
-                    None,
-                    format!("bad include pattern: {e}"),
-                )
-            })?
-            .compile_matcher();
-        let mut matched = crate::sources::walk_files(&root)
-            .filter(|rel| pattern.is_match(rel))
-            .collect::<Vec<_>>();
-        matched.sort();
-        if matched.is_empty() {
-            return Err(loader.diag(
-                main_id,
-                inc.loc.span.clone(),
-                None,
-                format!("include `{}` matches no file", inc.value),
-            ));
-        }
+        let matched = crate::sources::expand(&root, &inc.value).map_err(|e| {
+            loader.diag(main_id, inc.loc.span.clone(), None, format!("include: {e}"))
+        })?;
         for rel in matched {
-            let id = loader.read(&root.join(&rel))?;
-            include_texts.push(id);
+            if rel.as_str() != PROJECT_FILE {
+                include_ids.push(loader.read(&root.join(rel.as_str()))?);
+            }
         }
     }
-    for id in include_texts {
-        let text = loader.files[id].text.clone();
-        let doc = parse_toml(&loader, id, &text)?;
-        for (key, value) in doc.get_ref() {
-            if key.get_ref().as_ref() != "rule" {
-                return Err(loader
-                    .diag(
-                        id,
-                        key.span(),
-                        None,
-                        format!("unknown key `{}` in an included file", key.get_ref()),
-                    )
-                    .with_hint("included files hold only [rule.NAME] tables"));
-            }
-            add_rules(&loader, id, value, &mut rules)?;
+    // Included files parse in parallel; rules are then merged in file order.
+    let parsed: Vec<Result<Vec<Rule>>> = include_ids
+        .par_iter()
+        .map(|&id| parse_rule_file(&loader, id))
+        .collect();
+    for file_rules in parsed {
+        for rule in file_rules? {
+            insert_rule(&loader, &mut rules, rule)?;
         }
     }
     Ok(Project {
@@ -253,6 +229,24 @@ pub fn load_project(dir: &Path) -> Result<Project> {
     })
 }
 
+fn parse_rule_file(loader: &Loader, id: FileId) -> Result<Vec<Rule>> {
+    let text = loader.files[id].text.clone();
+    let doc = parse_toml(loader, id, &text)?;
+    let mut out = Vec::new();
+    for (key, value) in doc.get_ref() {
+        if key.get_ref().as_ref() != "rule" {
+            return Err(loader
+                .diag(id, key.span(), None, format!("unknown key `{}` in an included file", key.get_ref()))
+                .with_hint("included files hold only [rule.NAME] tables"));
+        }
+        let t = expect_table(loader, id, value, None, "[rule]")?;
+        for (rk, rv) in t {
+            out.push(parse_rule(loader, id, rk, rv)?);
+        }
+    }
+    Ok(out)
+}
+
 fn add_rules(
     loader: &Loader,
     file: FileId,
@@ -261,21 +255,25 @@ fn add_rules(
 ) -> Result<()> {
     let t = expect_table(loader, file, value, None, "[rule]")?;
     for (rk, rv) in t {
-        let rule = parse_rule(loader, file, rk, rv)?;
-        if let Some(prev) = rules.get(&rule.name) {
-            let (pl, _) = loader.files[prev.loc.file].line_col(prev.loc.span.start);
-            return Err(loader.diag(
-                file,
-                rk.span(),
-                Some(rule.name.as_str()),
-                format!(
-                    "rule `{}` is defined twice (first at {}:{pl})",
-                    rule.name, loader.files[prev.loc.file].display
-                ),
-            ));
-        }
-        rules.insert(rule.name.clone(), rule);
+        insert_rule(loader, rules, parse_rule(loader, file, rk, rv)?)?;
     }
+    Ok(())
+}
+
+fn insert_rule(loader: &Loader, rules: &mut BTreeMap<RuleName, Rule>, rule: Rule) -> Result<()> {
+    if let Some(prev) = rules.get(&rule.name) {
+        let (pl, _) = loader.files[prev.loc.file].line_col(prev.loc.span.start);
+        return Err(loader.diag(
+            rule.loc.file,
+            rule.loc.span.clone(),
+            Some(rule.name.as_str()),
+            format!(
+                "rule `{}` is defined twice (first at {}:{pl})",
+                rule.name, loader.files[prev.loc.file].display
+            ),
+        ));
+    }
+    rules.insert(rule.name.clone(), rule);
     Ok(())
 }
 

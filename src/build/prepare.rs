@@ -94,22 +94,23 @@ pub fn unresolved_scope<'a>(
     }
 }
 
-/// Validates every rule of `graph`, in parallel. Reports the first error in rule-name order.
+/// Validates every rule of `graph`, in parallel, keyed by rule index. Reports the first error
+/// in rule-name order.
 pub fn prepare<'p>(
     project: &'p Project,
     graph: &RuleGraph,
     selected: &Selected,
     kinds: &'p dyn KindRegistry,
-) -> Result<Vec<PreparedRule<'p>>, EngineError> {
+) -> Result<BTreeMap<usize, PreparedRule<'p>>, EngineError> {
     let mut indices: Vec<usize> = graph.order().iter().map(|n| graph.rule_index(*n)).collect();
     indices.sort_unstable();
     let results: Vec<Result<PreparedRule<'p>, Box<Diagnostic>>> = indices
         .par_iter()
         .map(|&i| prepare_rule(project, &project.rules[i], selected, kinds))
         .collect();
-    let mut out = Vec::with_capacity(results.len());
-    for r in results {
-        out.push(r?);
+    let mut out = BTreeMap::new();
+    for (i, r) in indices.into_iter().zip(results) {
+        out.insert(i, r?);
     }
     Ok(out)
 }
