@@ -24,7 +24,11 @@ fn kiln_build(project: &Path, store: &Path) -> (f64, Value) {
         .output()
         .expect("run kiln");
     let secs = start.elapsed().as_secs_f64();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     (secs, serde_json::from_slice(&out.stdout).expect("json"))
 }
 
@@ -97,7 +101,11 @@ fn bench_ingest(total_mib: usize) {
                 text.push_str(&format!("- name: item-{t}-{f}-{i}\n  image: registry.example/app:{}\n  replicas: {}\n  labels: {{tier: web, team: t{}}}\n", i % 97, i % 7, i % 13));
                 i += 1;
             }
-            tree.insert_file(RelPath::new(format!("objects/f{f}.yaml")).unwrap(), text.into_bytes(), false);
+            tree.insert_file(
+                RelPath::new(format!("objects/f{f}.yaml")).unwrap(),
+                text.into_bytes(),
+                false,
+            );
         }
         trees.push(tree);
     }
@@ -123,24 +131,53 @@ fn walk_size(p: &Path) -> u64 {
     std::fs::read_dir(p)
         .map(|rd| {
             rd.flatten()
-                .map(|e| if e.path().is_dir() { walk_size(&e.path()) } else { e.metadata().map(|m| m.len()).unwrap_or(0) })
+                .map(|e| {
+                    if e.path().is_dir() {
+                        walk_size(&e.path())
+                    } else {
+                        e.metadata().map(|m| m.len()).unwrap_or(0)
+                    }
+                })
                 .sum()
         })
         .unwrap_or(0)
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     // `cargo bench --bench build -- generate DIR N` writes a synthetic project and stops.
     if args.first().map(String::as_str) == Some("generate") {
         let dir = Path::new(args.get(1).expect("generate DIR N"));
-        let n = args.get(2).and_then(|n| n.parse().ok()).expect("generate DIR N");
+        let n = args
+            .get(2)
+            .and_then(|n| n.parse().ok())
+            .expect("generate DIR N");
         support::generate(dir, n);
         return;
     }
-    let sizes: Vec<usize> = if args.is_empty() { vec![1000, 10_000, 100_000] } else { args.iter().filter_map(|a| a.parse().ok()).collect() };
-    println!("kiln build benchmark ({} cores)", std::thread::available_parallelism().map_or(1, |n| n.get()));
-    row(&["rules", "cold", "cold rate", "no-op", "no-op RSS", "RSS/rule", "leaf edit", "hub edit"].map(String::from));
+    let sizes: Vec<usize> = if args.is_empty() {
+        vec![1000, 10_000, 100_000]
+    } else {
+        args.iter().filter_map(|a| a.parse().ok()).collect()
+    };
+    println!(
+        "kiln build benchmark ({} cores)",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    row(&[
+        "rules",
+        "cold",
+        "cold rate",
+        "no-op",
+        "no-op RSS",
+        "RSS/rule",
+        "leaf edit",
+        "hub edit",
+    ]
+    .map(String::from));
     for n in sizes {
         bench_size(n);
     }

@@ -8,6 +8,7 @@ mod error;
 mod execute;
 mod prepare;
 mod report;
+mod source_cache;
 
 pub use error::EngineError;
 pub use prepare::{select_env, Selected};
@@ -100,12 +101,14 @@ pub fn build(
         graph,
     } = &loaded;
     let kinds = BuiltinKinds::default();
-    let prepared = prepare::prepare(project, graph, selected, &kinds)?;
+    let key = project_key(project);
+    let cache_bytes = std::fs::read(LocalStore::source_cache_path(store_dir, &key)).ok();
+    let cache = source_cache::SourceCache::decode(cache_bytes.as_deref());
+    let prepared = prepare::prepare(project, graph, selected, &kinds, &cache)?;
     tracing::debug!(elapsed = ?start.elapsed(), "validated every rule");
 
     // Only now, with the whole project valid, is the store touched.
     let store = LocalStore::open(store_dir)?;
-    let key = project_key(project);
     let previous = store
         .read_root(&key, selected.name())
         .map(|r| {
@@ -191,6 +194,9 @@ pub fn build(
             }
             Outcome::Cancelled => rules.push(base(Status::Cancelled, None, None, 0.0, None)),
         }
+    }
+    if let Some(bytes) = cache.encode_if_changed(std::time::SystemTime::now()) {
+        store.write_source_cache(&key, &bytes)?;
     }
     if any_built {
         store.sync()?;

@@ -23,14 +23,25 @@ pub fn generate(dir: &Path, n: usize) {
     for b in 0..blocks {
         let mut t = String::new();
         let ns = format!("b{b}-ns");
-        let _ = writeln!(t, "[rule.{ns}]\nkind = \"manifest\"\nsrcs = [\"k8s/{ns}.yaml\"]");
+        let _ = writeln!(
+            t,
+            "[rule.{ns}]\nkind = \"manifest\"\nsrcs = [\"k8s/{ns}.yaml\"]"
+        );
         if b % 10 == 9 {
             let _ = writeln!(t, "deps = [\"b{}-ns\"]", b - 1);
         }
-        std::fs::write(dir.join(format!("k8s/{ns}.yaml")), format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ns-{b}\n")).unwrap();
+        std::fs::write(
+            dir.join(format!("k8s/{ns}.yaml")),
+            format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ns-{b}\n"),
+        )
+        .unwrap();
         for c in 0..2 {
             let _ = writeln!(t, "[rule.b{b}-cfg{c}]\nkind = \"configmap\"\nname = \"cfg{c}\"\nnamespace = \"ns-{b}\"\nsrcs = [\"config/b{b}-cfg{c}.env\"]\ndeps = [\"{ns}\"]");
-            std::fs::write(dir.join(format!("config/b{b}-cfg{c}.env")), format!("BLOCK={b}\nINDEX={c}\nLOG_LEVEL=info\n")).unwrap();
+            std::fs::write(
+                dir.join(format!("config/b{b}-cfg{c}.env")),
+                format!("BLOCK={b}\nINDEX={c}\nLOG_LEVEL=info\n"),
+            )
+            .unwrap();
         }
         for m in 0..92 {
             let name = format!("b{b}-m{m}");
@@ -43,11 +54,21 @@ pub fn generate(dir: &Path, n: usize) {
             }
             let deps: Vec<String> = deps.iter().map(|d| format!("\"{d}\"")).collect();
             let _ = writeln!(t, "[rule.{name}]\nkind = \"manifest\"\nsrcs = [\"k8s/{name}.yaml\"]\nnamespace = \"ns-{b}\"\ndeps = [{}]", deps.join(", "));
-            std::fs::write(dir.join(format!("k8s/{name}.yaml")), manifest(&name, b, m % 2)).unwrap();
+            std::fs::write(
+                dir.join(format!("k8s/{name}.yaml")),
+                manifest(&name, b, m % 2),
+            )
+            .unwrap();
         }
         for k in 0..5 {
-            let members: Vec<String> = (k * 10..k * 10 + 10).map(|m| format!("\"b{b}-m{m}\"")).collect();
-            let _ = writeln!(t, "[rule.b{b}-bundle{k}]\nkind = \"bundle\"\nlayout = \"by-rule\"\ndeps = [{}]", members.join(", "));
+            let members: Vec<String> = (k * 10..k * 10 + 10)
+                .map(|m| format!("\"b{b}-m{m}\""))
+                .collect();
+            let _ = writeln!(
+                t,
+                "[rule.b{b}-bundle{k}]\nkind = \"bundle\"\nlayout = \"by-rule\"\ndeps = [{}]",
+                members.join(", ")
+            );
         }
         std::fs::write(dir.join(format!("rules/block{b:05}.toml")), t).unwrap();
     }

@@ -162,8 +162,8 @@ pub struct BuildContext<'a> {
     pub deps: &'a dyn DepOutputs,
     /// For interpolating source file text.
     pub scope: &'a Scope<'a>,
-    /// An empty private directory the build may use.
-    pub scratch: &'a Path,
+    /// An empty private directory, for kinds whose [`Kind::needs_scratch`] is true.
+    pub scratch: Option<&'a Path>,
 }
 
 /// A kind of rule: how its attributes are checked and how it builds.
@@ -184,6 +184,10 @@ pub trait Kind: Send + Sync {
         _src: &LoadedSource,
     ) -> Result<Vec<Reference>, BuildError> {
         Ok(Vec::new())
+    }
+    /// Whether the build needs a scratch directory on disk.
+    fn needs_scratch(&self) -> bool {
+        false
     }
     /// Builds the artifact.
     fn build(&self, cx: &BuildContext<'_>) -> Result<Tree, BuildError>;

@@ -236,7 +236,12 @@ fn parse_rule_file(loader: &Loader, id: FileId) -> Result<Vec<Rule>> {
     for (key, value) in doc.get_ref() {
         if key.get_ref().as_ref() != "rule" {
             return Err(loader
-                .diag(id, key.span(), None, format!("unknown key `{}` in an included file", key.get_ref()))
+                .diag(
+                    id,
+                    key.span(),
+                    None,
+                    format!("unknown key `{}` in an included file", key.get_ref()),
+                )
                 .with_hint("included files hold only [rule.NAME] tables"));
         }
         let t = expect_table(loader, id, value, None, "[rule]")?;
@@ -442,7 +447,12 @@ fn expect_str_list(
 }
 
 /// Converts a TOML value to JSON.
-fn to_json(loader: &Loader, file: FileId, v: &Spanned<DeValue<'_>>, rule: Option<&str>) -> Result<Value> {
+fn to_json(
+    loader: &Loader,
+    file: FileId,
+    v: &Spanned<DeValue<'_>>,
+    rule: Option<&str>,
+) -> Result<Value> {
     Ok(match v.get_ref() {
         DeValue::String(s) => Value::String(s.to_string()),
         DeValue::Boolean(b) => Value::Bool(*b),
@@ -509,7 +519,8 @@ pub(crate) fn find_attr_span(text: &str, rule: &str, path: &str) -> Option<Range
             .iter()
             .filter(|(k, _)| {
                 let k = k.get_ref().as_ref();
-                rest.starts_with(k) && matches!(rest.as_bytes().get(k.len()), None | Some(b'.') | Some(b'['))
+                rest.starts_with(k)
+                    && matches!(rest.as_bytes().get(k.len()), None | Some(b'.') | Some(b'['))
             })
             .max_by_key(|(k, _)| k.get_ref().len())?;
         let klen = key.get_ref().len();

@@ -80,6 +80,10 @@ impl Kind for Exec {
         1
     }
 
+    fn needs_scratch(&self) -> bool {
+        true
+    }
+
     fn check(&self, attrs: &Value) -> Result<(), AttrError> {
         let a: Attrs = parse_attrs(attrs)?;
         if a.command.is_empty() {
@@ -94,7 +98,9 @@ impl Kind for Exec {
             let what = what.to_owned();
             move |e: std::io::Error| BuildError::caused(format!("failed to {what}"), e)
         };
-        let root = cx.scratch;
+        let root = cx
+            .scratch
+            .ok_or_else(|| BuildError::failed("exec needs a scratch directory"))?;
         let (inputs, out, home, tmp) = (
             root.join("in"),
             root.join("out"),

@@ -233,22 +233,27 @@ impl Executor<'_> {
             built: built_deps.clone(),
             store: self.store,
         };
-        let scratch = tempfile::Builder::new()
-            .prefix("build-")
-            .tempdir_in(self.store.root().join("tmp"))
-            .map_err(|e| {
-                fail(
-                    Some(drv),
-                    &BuildError::caused("failed to create a scratch directory", e),
-                )
-            })?;
+        let scratch = if p.kind.needs_scratch() {
+            let dir = tempfile::Builder::new()
+                .prefix("build-")
+                .tempdir_in(self.store.root().join("tmp"))
+                .map_err(|e| {
+                    fail(
+                        Some(drv),
+                        &BuildError::caused("failed to create a scratch directory", e),
+                    )
+                })?;
+            Some(dir)
+        } else {
+            None
+        };
         let cx = BuildContext {
             rule: &rule.name,
             attrs: &derivation.attrs,
             srcs: &srcs,
             deps: &dep_access,
             scope: &scope,
-            scratch: scratch.path(),
+            scratch: scratch.as_ref().map(tempfile::TempDir::path),
         };
         let tree = p.kind.build(&cx).map_err(|e| fail(Some(drv), &e))?;
         tree.validate().map_err(|e| {

@@ -15,6 +15,7 @@ use rayon::prelude::*;
 use serde_json::Value;
 
 use super::error::EngineError;
+use super::source_cache::{Hit, SourceCache, Stat};
 
 /// A rule that passed validation, ready to hash and build.
 pub struct PreparedRule<'p> {
@@ -101,12 +102,13 @@ pub fn prepare<'p>(
     graph: &RuleGraph,
     selected: &Selected,
     kinds: &'p dyn KindRegistry,
+    cache: &SourceCache,
 ) -> Result<BTreeMap<usize, PreparedRule<'p>>, EngineError> {
     let mut indices: Vec<usize> = graph.order().iter().map(|n| graph.rule_index(*n)).collect();
     indices.sort_unstable();
     let results: Vec<Result<PreparedRule<'p>, Box<Diagnostic>>> = indices
         .par_iter()
-        .map(|&i| prepare_rule(project, &project.rules[i], selected, kinds))
+        .map(|&i| prepare_rule(project, &project.rules[i], selected, kinds, cache))
         .collect();
     let mut out = BTreeMap::new();
     for (i, r) in indices.into_iter().zip(results) {
@@ -120,6 +122,7 @@ fn prepare_rule<'p>(
     rule: &'p Rule,
     selected: &Selected,
     kinds: &'p dyn KindRegistry,
+    cache: &SourceCache,
 ) -> Result<PreparedRule<'p>, Box<Diagnostic>> {
     let diag = |loc: &kiln_core::diagnostic::Location, msg: String| {
         Box::new(project.diagnostic(loc, Some(&rule.name), msg))
@@ -154,24 +157,43 @@ fn prepare_rule<'p>(
     paths.dedup();
     let mut srcs = Vec::with_capacity(paths.len());
     let mut source_vars = BTreeMap::new();
+    let kind_key = format!("{}@{}", kind.name(), kind.version());
+    let first_src = || {
+        rule.srcs
+            .first()
+            .map_or(rule.loc.clone(), |s| s.loc.clone())
+    };
     for path in paths {
-        let (entry, content) = read_source(&project.root, &path).map_err(|e| {
-            let loc = rule
-                .srcs
-                .first()
-                .map_or(rule.loc.clone(), |s| s.loc.clone());
-            diag(&loc, e.to_string())
-        })?;
-        let loaded = LoadedSource {
-            path: path.clone(),
-            content: Arc::from(content),
-            executable: entry.executable,
+        let stat = Stat::of(&project.root.join(path.as_str()))
+            .map_err(|e| diag(&first_src(), format!("failed to read source `{path}`: {e}")))?;
+        let (entry, refs) = match cache.lookup(&path, &stat, &kind_key) {
+            Some(Hit {
+                entry,
+                refs: Some(refs),
+            }) => (entry, refs),
+            _ => {
+                let (entry, content) = read_source(&project.root, &path)
+                    .map_err(|e| diag(&first_src(), e.to_string()))?;
+                let loaded = LoadedSource {
+                    path: path.clone(),
+                    content: Arc::from(content),
+                    executable: entry.executable,
+                };
+                let refs = kind
+                    .source_references(&attrs, &loaded)
+                    .map_err(|e| source_diagnostic(project, rule, &loaded, &e))?;
+                cache.record(&path, stat, &entry.digest, &kind_key, &refs);
+                (entry, refs)
+            }
         };
-        let refs = kind
-            .source_references(&attrs, &loaded)
-            .map_err(|e| source_diagnostic(project, rule, &loaded, &e))?;
         for r in refs {
             let value = scope.interpolate_str(&r.to_string()).map_err(|e| {
+                let content = std::fs::read(project.root.join(path.as_str())).unwrap_or_default();
+                let loaded = LoadedSource {
+                    path: path.clone(),
+                    content: Arc::from(content),
+                    executable: false,
+                };
                 let offset = find_reference(&loaded, &r);
                 Box::new(source_file_diagnostic(&loaded, offset, rule, e.to_string()))
             })?;

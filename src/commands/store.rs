@@ -46,10 +46,9 @@ pub fn run(cmd: &StoreCommand, printer: &Printer, store_dir: &Path) -> Result<u8
                 ));
             }
             printer.status(&format!(
-                "verified {} objects, {} action entries, {} derivations: {} corrupt{}",
+                "verified {} objects and {} action entries: {} corrupt{}",
                 r.objects,
                 r.actions,
-                r.derivations,
                 r.corrupt.len(),
                 if r.corrupt.is_empty() {
                     ""

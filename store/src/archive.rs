@@ -69,13 +69,48 @@ pub enum ArchiveError {
     Tree(#[source] kiln_core::tree::TreeError),
 }
 
+/// Trees larger than this are compressed by a multithreaded streaming encoder; smaller ones by a
+/// per-thread reusable compressor (a zstd context costs about a megabyte to set up).
+const STREAMING_THRESHOLD: u64 = 8 << 20;
+
+thread_local! {
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// Packs `tree` into deterministic tar+zstd bytes.
 pub fn pack(tree: &Tree) -> std::io::Result<Vec<u8>> {
-    let encoder = zstd::Encoder::new(
+    if tree.content_size() >= STREAMING_THRESHOLD {
+        return pack_streaming(tree);
+    }
+    let capacity = tree.content_size() as usize + 1024 * (tree.len() + 2);
+    let tar = write_tar(tree, Vec::with_capacity(capacity))?;
+    COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.is_none() {
+            *c = Some(zstd::bulk::Compressor::new(ZSTD_LEVEL)?);
+        }
+        c.as_mut().expect("set above").compress(&tar)
+    })
+}
+
+fn pack_streaming(tree: &Tree) -> std::io::Result<Vec<u8>> {
+    let mut encoder = zstd::Encoder::new(
         Vec::with_capacity(tree.content_size() as usize / 4 + 1024),
         ZSTD_LEVEL,
     )?;
-    let mut builder = tar::Builder::new(encoder);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    if workers > 1 {
+        encoder.multithread(workers)?;
+    }
+    let encoder = write_tar(tree, encoder)?;
+    let mut out = encoder.finish()?;
+    out.flush()?;
+    Ok(out)
+}
+
+fn write_tar<W: Write>(tree: &Tree, out: W) -> std::io::Result<W> {
+    let mut builder = tar::Builder::new(out);
     builder.mode(tar::HeaderMode::Deterministic);
     for (path, entry) in tree.iter() {
         let mut header = tar::Header::new_gnu();
@@ -100,10 +135,7 @@ pub fn pack(tree: &Tree) -> std::io::Result<Vec<u8>> {
             }
         }
     }
-    let encoder = builder.into_inner()?;
-    let mut out = encoder.finish()?;
-    out.flush()?;
-    Ok(out)
+    builder.into_inner()
 }
 
 /// Unpacks and validates archive bytes into a tree. The caller checks the tree's hash.

@@ -20,7 +20,7 @@ pub struct GcReport {
     pub objects_kept: usize,
     /// Objects deleted.
     pub objects_deleted: usize,
-    /// Action cache and derivation records deleted.
+    /// Action cache entries (with their derivation records) deleted.
     pub records_deleted: usize,
     /// Bytes freed.
     pub bytes_freed: u64,
@@ -80,12 +80,6 @@ impl LocalStore {
                     .and_then(|b| serde_json::from_slice::<OutputRecord>(&b).ok())
                     .is_some_and(|r| live_outputs.contains(&r.output));
             if !keep {
-                remove(&path, &mut report.bytes_freed)?;
-                report.records_deleted += 1;
-            }
-        }
-        for path in files_in(&self.dir("drvs")).collect::<Vec<_>>() {
-            if !hex_stem(&path).is_some_and(|d| live_drvs.contains(&d)) {
                 remove(&path, &mut report.bytes_freed)?;
                 report.records_deleted += 1;
             }

@@ -5,11 +5,12 @@
 //!   FORMAT                        "kiln-store-v1"
 //!   store.lock                    shared by builds, exclusive for gc
 //!   objects/ab/<hex>.tar.zst      artifacts, keyed by output hash
-//!   actions/ab/<hex>.json         action cache: derivation hash -> OutputRecord
-//!   drvs/ab/<hex>.json            canonical derivation records (for `kiln why`)
+//!   actions/ab/<hex>.json         action cache: derivation hash -> OutputRecord, plus the
+//!                                 canonical derivation record itself (for `kiln why`)
 //!   roots/<project-key>/<env>.json GC roots: the last successful build of a project and env
 //!   trees/<hex>/                  unpacked, read-only views for `kiln store path`
-//!   locks/<hex>.lock              per-derivation build locks
+//!   locks/<abc>.lock              build locks, striped by the first 3 hex digits of the
+//!                                 derivation hash (4096 reusable files, not one per build)
 //!   quarantine/                   entries `verify` found corrupt
 //!   tmp/                          temp files, renamed into place
 //! ```
@@ -120,7 +121,6 @@ impl LocalStore {
         for sub in [
             "objects",
             "actions",
-            "drvs",
             "roots",
             "trees",
             "locks",
@@ -140,7 +140,17 @@ impl LocalStore {
                     expected: STORE_FORMAT,
                 })
             }
-            Err(_) => write_atomic(root, &format, format!("{STORE_FORMAT}\n").as_bytes())?,
+            Err(_) => {
+                // A new store: make the 256 shards of each sharded directory once, so that
+                // writes never need a mkdir.
+                for sub in ["objects", "actions"] {
+                    for b in 0..=255u8 {
+                        let d = root.join(sub).join(format!("{b:02x}"));
+                        fs::create_dir_all(&d).map_err(StoreError::io("create directory", &d))?;
+                    }
+                }
+                write_atomic(root, &format, format!("{STORE_FORMAT}\n").as_bytes())?
+            }
         }
         let lock_path = root.join("store.lock");
         let lock = File::options()
@@ -179,13 +189,11 @@ impl LocalStore {
         shard(&self.dir("actions"), drv, ".json")
     }
 
-    fn drv_path(&self, drv: &Digest) -> PathBuf {
-        shard(&self.dir("drvs"), drv, ".json")
-    }
-
     /// Takes the build lock of derivation `drv`, waiting while another process holds it.
     pub fn lock_derivation(&self, drv: &Digest) -> Result<DerivationLock> {
-        let path = self.dir("locks").join(format!("{}.lock", drv.hex()));
+        // Striped: two derivations sharing a stripe (1 in 4096) build one after the other, which
+        // is still correct, and no build creates a new inode for its lock.
+        let path = self.dir("locks").join(format!("{}.lock", &drv.hex()[..3]));
         let file = File::options()
             .create(true)
             .truncate(false)
@@ -217,14 +225,18 @@ impl LocalStore {
             let bytes = archive::pack(tree).map_err(StoreError::io("pack archive for", &obj))?;
             write_atomic(&self.root, &obj, &bytes)?;
         }
-        write_atomic(&self.root, &self.drv_path(drv), derivation)?;
         let record = OutputRecord {
             output,
             exports: tree.exports(),
             entries: tree.len() as u64,
             size: tree.content_size(),
         };
-        let json = serde_json::to_vec(&record).expect("record serializes");
+        // One file per action: the record, and the derivation it was built from.
+        let mut json = serde_json::to_vec(&record).expect("record serializes");
+        json.pop(); // the closing brace
+        json.extend_from_slice(b",\"derivation\":");
+        json.extend_from_slice(derivation);
+        json.push(b'}');
         write_atomic(&self.root, &self.action_path(drv), &json)?;
         Ok(record)
     }
@@ -270,8 +282,12 @@ impl LocalStore {
 
     /// The canonical derivation record of `drv`.
     pub fn derivation(&self, drv: &Digest) -> Result<Vec<u8>> {
-        let p = self.drv_path(drv);
-        fs::read(&p).map_err(StoreError::io("read", p))
+        let p = self.action_path(drv);
+        let bytes = fs::read(&p).map_err(StoreError::io("read", &p))?;
+        derivation_of_action(&bytes).ok_or_else(|| StoreError::Corrupt {
+            path: p,
+            reason: "action entry has no derivation record".to_owned(),
+        })
     }
 
     /// An unpacked, read-only directory holding artifact `out`, created on first use.
@@ -338,6 +354,23 @@ impl LocalStore {
         write_atomic(&self.root, &path, &json)
     }
 
+    /// Where the source stat cache of a project lives (see the CLI's `source_cache`).
+    pub fn source_cache_path(store_root: &Path, project_key: &str) -> PathBuf {
+        store_root
+            .join("roots")
+            .join(project_key)
+            .join("sources.cache")
+    }
+
+    /// Replaces the source stat cache of a project.
+    pub fn write_source_cache(&self, project_key: &str, bytes: &[u8]) -> Result<()> {
+        write_atomic(
+            &self.root,
+            &Self::source_cache_path(&self.root, project_key),
+            bytes,
+        )
+    }
+
     /// Every GC root, with its path.
     pub fn roots(&self) -> Result<Vec<(PathBuf, Root)>> {
         let mut out = Vec::new();
@@ -347,6 +380,9 @@ impl LocalStore {
             .sort_by_file_name()
         {
             let item = item.map_err(|e| StoreError::io("list", self.dir("roots"))(e.into()))?;
+            if item.path().extension().is_none_or(|e| e != "json") {
+                continue;
+            }
             let bytes = fs::read(item.path()).map_err(StoreError::io("read", item.path()))?;
             let root = serde_json::from_slice(&bytes).map_err(|source| StoreError::Record {
                 path: item.path().to_owned(),
@@ -364,19 +400,63 @@ impl LocalStore {
     }
 }
 
-/// Writes `bytes` to `dest` through a temp file in the store's `tmp/`, then renames it.
+/// The canonical derivation bytes kept in an action cache entry.
+pub(crate) fn derivation_of_action(bytes: &[u8]) -> Option<Vec<u8>> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let drv = v.get("derivation")?;
+    Some(kiln_core::canonical::to_canonical_json(drv))
+}
+
+/// This thread's temp directory under the store's `tmp/`. Threads (and processes) do not share
+/// one: every create and rename locks the directory, and one shared `tmp/` serializes builders.
+fn thread_tmp_dir(store_root: &Path) -> Result<PathBuf> {
+    use std::cell::RefCell;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static DIR: RefCell<Option<(PathBuf, PathBuf)>> = const { RefCell::new(None) };
+    }
+    DIR.with(|d| {
+        let mut d = d.borrow_mut();
+        if let Some((root, dir)) = d.as_ref() {
+            if root == store_root && dir.is_dir() {
+                return Ok(dir.clone());
+            }
+        }
+        let name = format!(
+            "{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = store_root.join("tmp").join(name);
+        fs::create_dir_all(&dir).map_err(StoreError::io("create directory", &dir))?;
+        *d = Some((store_root.to_owned(), dir.clone()));
+        Ok(dir)
+    })
+}
+
+/// Writes `bytes` to `dest` through a temp file in the store's `tmp/`, then renames it, so a
+/// crash never leaves a partial `dest`. No fsync here: durability is one `syncfs` per build.
 pub(crate) fn write_atomic(store_root: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
-    let parent = dest.parent().expect("store paths have a parent");
-    fs::create_dir_all(parent).map_err(StoreError::io("create directory", parent))?;
-    let tmp_dir = store_root.join("tmp");
-    fs::create_dir_all(&tmp_dir).map_err(StoreError::io("create directory", &tmp_dir))?;
+    let tmp_dir = thread_tmp_dir(store_root)?;
     let mut tmp = tempfile::NamedTempFile::new_in(&tmp_dir)
         .map_err(StoreError::io("create temp file in", &tmp_dir))?;
     tmp.write_all(bytes)
         .map_err(StoreError::io("write", tmp.path().to_owned()))?;
-    tmp.persist(dest)
-        .map_err(|e| StoreError::io("rename into", dest)(e.error))?;
-    Ok(())
+    match tmp.persist(dest) {
+        Ok(_) => Ok(()),
+        Err(e) if e.error.kind() == std::io::ErrorKind::NotFound => {
+            // The destination directory is missing (a new root's project directory, or a shard
+            // removed by hand): make it and retry once.
+            let parent = dest.parent().expect("store paths have a parent");
+            fs::create_dir_all(parent).map_err(StoreError::io("create directory", parent))?;
+            e.file
+                .persist(dest)
+                .map_err(|e| StoreError::io("rename into", dest)(e.error))?;
+            Ok(())
+        }
+        Err(e) => Err(StoreError::io("rename into", dest)(e.error)),
+    }
 }
 
 #[cfg(test)]
@@ -394,6 +474,14 @@ mod tests {
         t
     }
 
+    fn common_files(dir: &Path) -> usize {
+        walkdir::WalkDir::new(dir)
+            .into_iter()
+            .filter_map(std::result::Result::ok)
+            .filter(|e| e.file_type().is_file())
+            .count()
+    }
+
     #[test]
     fn put_lookup_load() {
         let d = tempfile::tempdir().unwrap();
@@ -404,13 +492,10 @@ mod tests {
         assert_eq!(s.lookup(&drv).unwrap(), rec);
         assert_eq!(s.load(&rec.output).unwrap(), tree("x"));
         assert_eq!(s.derivation(&drv).unwrap(), b"{}");
+        assert!(s.derivation(&Digest::of(b"other")).is_err());
         let dir = s.materialize(&rec.output).unwrap();
         assert_eq!(fs::read_to_string(dir.join("a.yaml")).unwrap(), "x");
-        assert_eq!(
-            fs::read_dir(d.path().join("tmp")).unwrap().count(),
-            0,
-            "no temp files left"
-        );
+        assert_eq!(common_files(&d.path().join("tmp")), 0, "no temp files left");
     }
 
     #[test]

@@ -24,8 +24,6 @@ pub struct VerifyReport {
     pub objects: usize,
     /// Action cache entries checked.
     pub actions: usize,
-    /// Derivation records rehashed.
-    pub derivations: usize,
     /// Corrupt entries; each was moved to `quarantine/` (objects) or deleted (records), so it
     /// reads as a miss and the next build rebuilds it.
     pub corrupt: Vec<CorruptEntry>,
@@ -67,32 +65,26 @@ impl LocalStore {
             .collect();
         report.corrupt.extend(bad);
 
-        let drvs = walk(&self.dir("drvs"));
-        report.derivations = drvs.len();
-        for path in drvs {
-            let ok = match (stem(&path), fs::read(&path)) {
-                (Some(d), Ok(bytes)) => Digest::of(&bytes) == d,
-                _ => false,
-            };
-            if !ok {
-                let _ = fs::remove_file(&path);
-                report.corrupt.push(CorruptEntry {
-                    path: rel(&path),
-                    reason: "derivation record does not hash to its name".into(),
-                });
-            }
-        }
         let actions = walk(&self.dir("actions"));
         report.actions = actions.len();
         for path in actions {
-            let parsed = fs::read(&path)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<OutputRecord>(&b).ok());
-            if parsed.is_none() || stem(&path).is_none() {
+            let bytes = fs::read(&path).unwrap_or_default();
+            let record = serde_json::from_slice::<OutputRecord>(&bytes).ok();
+            let derivation = crate::local::derivation_of_action(&bytes);
+            let reason = match (stem(&path), record, derivation) {
+                (None, _, _) => Some("file name is not a digest"),
+                (_, None, _) => Some("unreadable action cache entry"),
+                (_, _, None) => Some("action cache entry has no derivation record"),
+                (Some(d), Some(_), Some(drv)) if Digest::of(&drv) != d => {
+                    Some("derivation record does not hash to its name")
+                }
+                _ => None,
+            };
+            if let Some(reason) = reason {
                 let _ = fs::remove_file(&path);
                 report.corrupt.push(CorruptEntry {
                     path: rel(&path),
-                    reason: "unreadable action cache entry".into(),
+                    reason: reason.to_owned(),
                 });
             }
         }
