@@ -104,17 +104,22 @@ pub fn build(
     let key = project_key(project);
     let cache_bytes = std::fs::read(LocalStore::source_cache_path(store_dir, &key)).ok();
     let cache = source_cache::SourceCache::decode(cache_bytes.as_deref());
-    let prepared = prepare::prepare(project, graph, selected, &kinds, &cache)?;
+    // Validate while the previous root is read and parsed.
+    let (prepared, previous_root) = rayon::join(
+        || prepare::prepare(project, graph, selected, &kinds, &cache),
+        || LocalStore::peek_root(store_dir, &key, selected.name()),
+    );
+    let prepared = prepared?;
     tracing::debug!(elapsed = ?start.elapsed(), "validated every rule");
 
     // Only now, with the whole project valid, is the store touched.
     let store = LocalStore::open(store_dir)?;
-    let previous = store
-        .read_root(&key, selected.name())
+    let previous = previous_root
+        .as_ref()
         .map(|r| {
             r.rules
-                .into_values()
-                .map(|e| (e.derivation, e.output))
+                .values()
+                .map(|e| (e.derivation, e.output.clone()))
                 .collect()
         })
         .unwrap_or_default();
@@ -218,9 +223,7 @@ pub fn build(
             env: selected.name().to_owned(),
             rules: root_rules,
         };
-        let unchanged = store
-            .read_root(&key, selected.name())
-            .is_some_and(|r| r == root);
+        let unchanged = previous_root.is_some_and(|r| r == root);
         if !unchanged {
             store.write_root(&key, &root)?;
         }

@@ -22,6 +22,11 @@ pub fn sort_keys(v: Value) -> Value {
     }
 }
 
+/// Appends `s` as a JSON string to `out`.
+pub fn write_str(s: &str, out: &mut Vec<u8>) {
+    serde_json::to_writer(&mut *out, s).expect("string serializes");
+}
+
 /// Writes `v` as canonical JSON.
 pub fn to_canonical_json(v: &Value) -> Vec<u8> {
     let mut out = Vec::new();
@@ -29,7 +34,8 @@ pub fn to_canonical_json(v: &Value) -> Vec<u8> {
     out
 }
 
-fn write(v: &Value, out: &mut Vec<u8>) {
+/// Appends `v` as canonical JSON to `out`.
+pub fn write(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().collect();

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::canonical::to_canonical_json;
+use crate::canonical;
 use crate::digest::Digest;
 use crate::name::RuleName;
 use crate::sources::SourceEntry;
@@ -50,11 +50,84 @@ pub struct Derivation {
     pub deps: BTreeMap<RuleName, Digest>,
 }
 
-impl Derivation {
-    /// The canonical bytes that are hashed and stored.
+/// A borrowed view of a [`Derivation`], so the build can encode one without copying its parts.
+#[derive(Clone, Copy, Debug)]
+pub struct DerivationRef<'a> {
+    /// The kind's name.
+    pub kind: &'a str,
+    /// The kind's implementation version.
+    pub kind_version: u32,
+    /// Resolved attributes.
+    pub attrs: &'a Value,
+    /// Source files, MUST be sorted by path.
+    pub srcs: &'a [SourceEntry],
+    /// Values read from source text.
+    pub vars: &'a BTreeMap<String, Value>,
+    /// Output hash of each dependency.
+    pub deps: &'a BTreeMap<RuleName, Digest>,
+}
+
+impl DerivationRef<'_> {
+    /// The canonical bytes that are hashed and stored (keys in byte order, as documented).
     pub fn canonical_bytes(&self) -> Vec<u8> {
         debug_assert!(self.srcs.windows(2).all(|w| w[0].path < w[1].path));
-        to_canonical_json(&serde_json::to_value(self).expect("derivation serializes"))
+        let mut out = Vec::with_capacity(512);
+        out.extend_from_slice(b"{\"attrs\":");
+        canonical::write(self.attrs, &mut out);
+        out.extend_from_slice(b",\"deps\":{");
+        for (i, (name, digest)) in self.deps.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            canonical::write_str(name.as_str(), &mut out);
+            out.push(b':');
+            canonical::write_str(&digest.to_string(), &mut out);
+        }
+        out.extend_from_slice(b"},\"encoding\":");
+        canonical::write_str(DERIVATION_ENCODING, &mut out);
+        out.extend_from_slice(b",\"kind\":");
+        canonical::write_str(self.kind, &mut out);
+        out.extend_from_slice(format!(",\"kind_version\":{},\"srcs\":[", self.kind_version).as_bytes());
+        for (i, src) in self.srcs.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"digest\":");
+            canonical::write_str(&src.digest.to_string(), &mut out);
+            out.extend_from_slice(if src.executable { b",\"executable\":true,\"path\":" } else { b",\"executable\":false,\"path\":" });
+            canonical::write_str(src.path.as_str(), &mut out);
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"],\"vars\":{");
+        for (i, (k, v)) in self.vars.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            canonical::write_str(k, &mut out);
+            out.push(b':');
+            canonical::write(v, &mut out);
+        }
+        out.extend_from_slice(b"}}");
+        out
+    }
+}
+
+impl Derivation {
+    /// The borrowed view.
+    pub fn as_ref(&self) -> DerivationRef<'_> {
+        DerivationRef {
+            kind: &self.kind,
+            kind_version: self.kind_version,
+            attrs: &self.attrs,
+            srcs: &self.srcs,
+            vars: &self.vars,
+            deps: &self.deps,
+        }
+    }
+
+    /// The canonical bytes that are hashed and stored.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        self.as_ref().canonical_bytes()
     }
 
     /// The derivation hash.
@@ -159,6 +232,15 @@ mod tests {
             d.hash().to_string(),
             "blake3:5e4261439163990047b89ddf605ab8f728e018fb251ad65e7f30b98b952788e5"
         );
+    }
+
+    #[test]
+    fn direct_encoding_equals_canonical_json_of_the_struct() {
+        let mut d = sample();
+        d.srcs.push(SourceEntry { path: RelPath::new("z/\"odd\" name").unwrap(), executable: true, digest: Digest::of(b"z") });
+        d.attrs = json!({"x": [1, 2.5, null, {"b": "é\n", "a": true}]});
+        let via_serde = canonical::to_canonical_json(&serde_json::to_value(&d).unwrap());
+        assert_eq!(String::from_utf8(d.canonical_bytes()).unwrap(), String::from_utf8(via_serde).unwrap());
     }
 
     #[test]

@@ -354,6 +354,16 @@ impl Scope<'_> {
     }
 }
 
+/// Whether any string in `v` contains `${` (so interpolation could change it).
+pub fn has_references(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains("${"),
+        Value::Array(items) => items.iter().any(has_references),
+        Value::Object(map) => map.values().any(has_references),
+        _ => false,
+    }
+}
+
 /// Collects every reference in the strings of a JSON value.
 pub fn value_references(v: &Value, out: &mut Vec<Reference>) -> Result<(), InterpolateError> {
     match v {

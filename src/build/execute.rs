@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use kiln_core::derivation::{Derivation, DERIVATION_ENCODING};
+use kiln_core::derivation::DerivationRef;
+use kiln_core::interpolate::has_references;
 use kiln_core::graph::RuleGraph;
 use kiln_core::interpolate::Scope;
 use kiln_core::kind::{BuildContext, BuildError, DepOutputs, LoadedSource};
@@ -163,26 +164,33 @@ impl Executor<'_> {
                 .map(|(n, b)| (n.as_str(), Some(&b.record.exports)))
                 .collect(),
         };
-        let attrs = scope.interpolate_value(&p.attrs).map_err(|(path, e)| {
-            fail(
-                None,
-                &BuildError::Attribute(kiln_core::kind::AttrError::new(path, e.to_string())),
-            )
-        })?;
+        // Only `${dep...}` can be left after preparation; most rules have none.
+        let resolved;
+        let attrs: &serde_json::Value = if has_references(&p.attrs) {
+            resolved = scope.interpolate_value(&p.attrs).map_err(|(path, e)| {
+                fail(
+                    None,
+                    &BuildError::Attribute(kiln_core::kind::AttrError::new(path, e.to_string())),
+                )
+            })?;
+            &resolved
+        } else {
+            &p.attrs
+        };
 
         // Early cutoff lives here: dependencies enter the derivation by *output* hash, so a
         // dependency rebuilt to an identical output leaves this hash, and so this rule, unchanged.
-        let derivation = Derivation {
-            encoding: DERIVATION_ENCODING.to_owned(),
-            kind: p.kind.name().to_owned(),
+        let dep_outputs: BTreeMap<RuleName, Digest> = built_deps
+            .iter()
+            .map(|(n, b)| (n.clone(), b.record.output))
+            .collect();
+        let derivation = DerivationRef {
+            kind: p.kind.name(),
             kind_version: p.kind.version(),
             attrs,
-            srcs: p.srcs.clone(),
-            vars: p.source_vars.clone(),
-            deps: built_deps
-                .iter()
-                .map(|(n, b)| (n.clone(), b.record.output))
-                .collect(),
+            srcs: &p.srcs,
+            vars: &p.source_vars,
+            deps: &dep_outputs,
         };
         let bytes = derivation.canonical_bytes();
         let drv = Digest::of(&bytes);
@@ -249,7 +257,7 @@ impl Executor<'_> {
         };
         let cx = BuildContext {
             rule: &rule.name,
-            attrs: &derivation.attrs,
+            attrs,
             srcs: &srcs,
             deps: &dep_access,
             scope: &scope,

@@ -343,14 +343,20 @@ impl LocalStore {
 
     /// The GC root of a project and environment.
     pub fn read_root(&self, project_key: &str, env: &str) -> Option<Root> {
-        let bytes = fs::read(self.root_path(project_key, env)).ok()?;
+        Self::peek_root(&self.root, project_key, env)
+    }
+
+    /// Reads a GC root without opening (or creating) the store.
+    pub fn peek_root(store_root: &Path, project_key: &str, env: &str) -> Option<Root> {
+        let path = store_root.join("roots").join(project_key).join(format!("{env}.json"));
+        let bytes = fs::read(path).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 
     /// Replaces the GC root of a project and environment.
     pub fn write_root(&self, project_key: &str, root: &Root) -> Result<()> {
         let path = self.root_path(project_key, &root.env);
-        let json = serde_json::to_vec_pretty(root).expect("root serializes");
+        let json = serde_json::to_vec(root).expect("root serializes");
         write_atomic(&self.root, &path, &json)
     }
 
