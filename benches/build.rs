@@ -5,6 +5,8 @@
 //! hub edit whose output stays identical (early cutoff). Then the store's ingest rate for 1 GiB
 //! of YAML-like artifacts. `-- generate DIR N` only writes a synthetic project of N rules.
 
+#![allow(clippy::print_stdout)] // a bench prints its table
+
 mod support;
 
 use std::path::Path;

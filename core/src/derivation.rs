@@ -87,14 +87,20 @@ impl DerivationRef<'_> {
         canonical::write_str(DERIVATION_ENCODING, &mut out);
         out.extend_from_slice(b",\"kind\":");
         canonical::write_str(self.kind, &mut out);
-        out.extend_from_slice(format!(",\"kind_version\":{},\"srcs\":[", self.kind_version).as_bytes());
+        out.extend_from_slice(
+            format!(",\"kind_version\":{},\"srcs\":[", self.kind_version).as_bytes(),
+        );
         for (i, src) in self.srcs.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
             out.extend_from_slice(b"{\"digest\":");
             canonical::write_str(&src.digest.to_string(), &mut out);
-            out.extend_from_slice(if src.executable { b",\"executable\":true,\"path\":" } else { b",\"executable\":false,\"path\":" });
+            out.extend_from_slice(if src.executable {
+                b",\"executable\":true,\"path\":"
+            } else {
+                b",\"executable\":false,\"path\":"
+            });
             canonical::write_str(src.path.as_str(), &mut out);
             out.push(b'}');
         }
@@ -237,10 +243,17 @@ mod tests {
     #[test]
     fn direct_encoding_equals_canonical_json_of_the_struct() {
         let mut d = sample();
-        d.srcs.push(SourceEntry { path: RelPath::new("z/\"odd\" name").unwrap(), executable: true, digest: Digest::of(b"z") });
+        d.srcs.push(SourceEntry {
+            path: RelPath::new("z/\"odd\" name").unwrap(),
+            executable: true,
+            digest: Digest::of(b"z"),
+        });
         d.attrs = json!({"x": [1, 2.5, null, {"b": "é\n", "a": true}]});
         let via_serde = canonical::to_canonical_json(&serde_json::to_value(&d).unwrap());
-        assert_eq!(String::from_utf8(d.canonical_bytes()).unwrap(), String::from_utf8(via_serde).unwrap());
+        assert_eq!(
+            String::from_utf8(d.canonical_bytes()).unwrap(),
+            String::from_utf8(via_serde).unwrap()
+        );
     }
 
     #[test]

@@ -5,8 +5,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use kiln_core::derivation::DerivationRef;
-use kiln_core::interpolate::has_references;
 use kiln_core::graph::RuleGraph;
+use kiln_core::interpolate::has_references;
 use kiln_core::interpolate::Scope;
 use kiln_core::kind::{BuildContext, BuildError, DepOutputs, LoadedSource};
 use kiln_core::project::Project;

@@ -348,7 +348,10 @@ impl LocalStore {
 
     /// Reads a GC root without opening (or creating) the store.
     pub fn peek_root(store_root: &Path, project_key: &str, env: &str) -> Option<Root> {
-        let path = store_root.join("roots").join(project_key).join(format!("{env}.json"));
+        let path = store_root
+            .join("roots")
+            .join(project_key)
+            .join(format!("{env}.json"));
         let bytes = fs::read(path).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
