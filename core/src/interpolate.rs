@@ -273,6 +273,15 @@ impl Scope<'_> {
         }
     }
 
+    /// Checks one reference and returns its value: `None` for a dependency export that is
+    /// declared but not built yet.
+    pub fn lookup(&self, r: &Reference) -> Result<Option<Value>, InterpolateError> {
+        Ok(match self.resolve(r, 0)? {
+            Resolved::Value(v) => Some(v.into_owned()),
+            Resolved::Unresolved => None,
+        })
+    }
+
     /// Interpolates a string. A string that is exactly one reference keeps the value's type.
     pub fn interpolate_str(&self, s: &str) -> Result<Value, InterpolateError> {
         if !s.contains("${") {

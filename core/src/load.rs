@@ -359,7 +359,7 @@ fn parse_rule(
     Ok(Rule {
         name,
         kind,
-        attrs,
+        attrs: Value::Object(attrs),
         srcs,
         deps,
         envs,

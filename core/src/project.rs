@@ -35,8 +35,8 @@ pub struct Rule {
     pub name: RuleName,
     /// The kind (`manifest`, `configmap`, ...).
     pub kind: Located<String>,
-    /// Kind-specific attributes.
-    pub attrs: serde_json::Map<String, Value>,
+    /// Kind-specific attributes: always a JSON object.
+    pub attrs: Value,
     /// Source patterns, relative to the project root.
     pub srcs: Vec<Located<String>>,
     /// Dependencies.

@@ -1,16 +1,17 @@
 //! Validation before anything is built: environment, graph, kinds, sources, attributes and
 //! references. A project that fails here writes nothing to the store.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kiln_core::diagnostic::{Diagnostic, SourceFile};
 use kiln_core::graph::RuleGraph;
-use kiln_core::interpolate::{Reference, Scope};
+use kiln_core::interpolate::{has_references, Reference, Scope};
 use kiln_core::kind::{BuildError, Kind, KindRegistry, LoadedSource};
 use kiln_core::project::{Project, Rule};
 use kiln_core::sources::{expand, read_source, SourceEntry};
-use kiln_core::EnvName;
+use kiln_core::{EnvName, RelPath};
 use rayon::prelude::*;
 use serde_json::Value;
 
@@ -26,7 +27,7 @@ pub struct PreparedRule<'p> {
     /// Its sources, sorted by path.
     pub srcs: Vec<SourceEntry>,
     /// Attributes with variables resolved; `${dep...}` still unresolved.
-    pub attrs: Value,
+    pub attrs: Cow<'p, Value>,
     /// Values the kind reads from source text (`var.X`, `kiln.X`).
     pub source_vars: BTreeMap<String, Value>,
 }
@@ -140,21 +141,33 @@ fn prepare_rule<'p>(
     })?;
 
     let scope = unresolved_scope(project, selected, rule);
-    let attrs = Value::Object(rule.attrs.clone());
-    let attrs = scope
-        .interpolate_value(&attrs)
-        .map_err(|(path, e)| diag(&project.attr_location(rule, &path), e.to_string()))?;
+    let attrs = if has_references(&rule.attrs) {
+        Cow::Owned(
+            scope
+                .interpolate_value(&rule.attrs)
+                .map_err(|(path, e)| diag(&project.attr_location(rule, &path), e.to_string()))?,
+        )
+    } else {
+        Cow::Borrowed(&rule.attrs)
+    };
     kind.check(&attrs)
         .map_err(|e| diag(&project.attr_location(rule, &e.path), attr_message(&e)))?;
 
-    let mut paths = Vec::new();
+    // (path, stat when already known): a plain file path costs one stat, a glob a walk.
+    let mut paths: Vec<(RelPath, Option<Stat>)> = Vec::new();
     for pattern in &rule.srcs {
+        if let Some(rel) = plain_file(&pattern.value) {
+            if let Ok(Some(stat)) = Stat::of_file(&project.root.join(rel.as_str())) {
+                paths.push((rel, Some(stat)));
+                continue;
+            }
+        }
         let found =
             expand(&project.root, &pattern.value).map_err(|e| diag(&pattern.loc, e.to_string()))?;
-        paths.extend(found);
+        paths.extend(found.into_iter().map(|p| (p, None)));
     }
-    paths.sort();
-    paths.dedup();
+    paths.sort_by(|a, b| a.0.cmp(&b.0));
+    paths.dedup_by(|a, b| a.0 == b.0);
     let mut srcs = Vec::with_capacity(paths.len());
     let mut source_vars = BTreeMap::new();
     let kind_key = format!("{}@{}", kind.name(), kind.version());
@@ -163,9 +176,12 @@ fn prepare_rule<'p>(
             .first()
             .map_or(rule.loc.clone(), |s| s.loc.clone())
     };
-    for path in paths {
-        let stat = Stat::of(&project.root.join(path.as_str()))
-            .map_err(|e| diag(&first_src(), format!("failed to read source `{path}`: {e}")))?;
+    for (path, stat) in paths {
+        let stat = match stat {
+            Some(s) => s,
+            None => Stat::of(&project.root.join(path.as_str()))
+                .map_err(|e| diag(&first_src(), format!("failed to read source `{path}`: {e}")))?,
+        };
         let (entry, refs) = match cache.lookup(&path, &stat, &kind_key) {
             Some(Hit {
                 entry,
@@ -187,7 +203,7 @@ fn prepare_rule<'p>(
             }
         };
         for r in refs {
-            let value = scope.interpolate_str(&r.to_string()).map_err(|e| {
+            let value = scope.lookup(&r).map_err(|e| {
                 let content = std::fs::read(project.root.join(path.as_str())).unwrap_or_default();
                 let loaded = LoadedSource {
                     path: path.clone(),
@@ -197,7 +213,7 @@ fn prepare_rule<'p>(
                 let offset = find_reference(&loaded, &r);
                 Box::new(source_file_diagnostic(&loaded, offset, rule, e.to_string()))
             })?;
-            if let Some(key) = r.derivation_key() {
+            if let (Some(key), Some(value)) = (r.derivation_key(), value) {
                 source_vars.insert(key, value);
             }
         }
@@ -210,6 +226,15 @@ fn prepare_rule<'p>(
         attrs,
         source_vars,
     })
+}
+
+/// The pattern as a relative path when it has no glob characters.
+fn plain_file(pattern: &str) -> Option<RelPath> {
+    let p = pattern.trim_start_matches("./");
+    if p.contains(['*', '?', '[', '{']) {
+        return None;
+    }
+    RelPath::new(p).ok()
 }
 
 fn find_reference(src: &LoadedSource, r: &Reference) -> Option<usize> {

@@ -33,16 +33,28 @@ pub struct Stat {
 }
 
 impl Stat {
+    /// Stats `path`: `None` when it is not a regular file (a directory, say).
+    pub fn of_file(path: &Path) -> std::io::Result<Option<Self>> {
+        let m = std::fs::metadata(path)?;
+        if !m.is_file() {
+            return Ok(None);
+        }
+        Ok(Some(Self::from_metadata(&m)))
+    }
+
     /// Stats `path`.
     pub fn of(path: &Path) -> std::io::Result<Self> {
-        let m = std::fs::metadata(path)?;
-        Ok(Self {
+        Ok(Self::from_metadata(&std::fs::metadata(path)?))
+    }
+
+    fn from_metadata(m: &std::fs::Metadata) -> Self {
+        Self {
             size: m.len(),
             mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
             ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
             ino: m.ino(),
             executable: m.mode() & 0o111 != 0,
-        })
+        }
     }
 }
 

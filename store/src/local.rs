@@ -346,6 +346,11 @@ impl LocalStore {
         Self::peek_root(&self.root, project_key, env)
     }
 
+    /// The project key a root is stored under.
+    pub fn root_key_of(&self, root: &Root) -> String {
+        Self::project_key(&root.project, &root.project_dir)
+    }
+
     /// Reads a GC root without opening (or creating) the store.
     pub fn peek_root(store_root: &Path, project_key: &str, env: &str) -> Option<Root> {
         let path = store_root

@@ -1,6 +1,7 @@
 //! Verification: rehash every entry of the store.
 
 use std::fs;
+use std::path::Path;
 
 use kiln_core::Digest;
 use rayon::prelude::*;
@@ -63,6 +64,21 @@ impl LocalStore {
                 })
             })
             .collect();
+        // Forget the quarantined objects everywhere they are named, so every build misses them.
+        let gone: std::collections::HashSet<String> = bad
+            .iter()
+            .filter_map(|c| {
+                Path::new(&c.path)
+                    .file_name()?
+                    .to_str()?
+                    .split('.')
+                    .next()
+                    .map(str::to_owned)
+            })
+            .collect();
+        if !gone.is_empty() {
+            self.forget_outputs(&gone)?;
+        }
         report.corrupt.extend(bad);
 
         let actions = walk(&self.dir("actions"));
@@ -90,6 +106,31 @@ impl LocalStore {
         }
         report.corrupt.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(report)
+    }
+}
+
+impl LocalStore {
+    /// Drops GC root entries and action cache entries that name one of `outputs` (hex digests).
+    fn forget_outputs(&self, outputs: &std::collections::HashSet<String>) -> Result<()> {
+        for (_, mut root) in self.roots()? {
+            let before = root.rules.len();
+            root.rules
+                .retain(|_, e| !outputs.contains(&e.output.output.hex()));
+            if root.rules.len() != before {
+                let key = self.root_key_of(&root);
+                self.write_root(&key, &root)?;
+            }
+        }
+        for path in walk(&self.dir("actions")) {
+            let names_gone = fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<OutputRecord>(&b).ok())
+                .is_some_and(|r| outputs.contains(&r.output.hex()));
+            if names_gone {
+                let _ = fs::remove_file(&path);
+            }
+        }
+        Ok(())
     }
 }
 
