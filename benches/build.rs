@@ -34,6 +34,20 @@ fn kiln_build(project: &Path, store: &Path) -> (f64, Value) {
     (secs, serde_json::from_slice(&out.stdout).expect("json"))
 }
 
+/// A build as a user runs it: no JSON report to print.
+fn kiln_build_quiet(project: &Path, store: &Path) -> f64 {
+    let start = Instant::now();
+    let status = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .env("KILN_STORE", store)
+        .env("KILN_NO_PROGRESS", "1")
+        .args(["build", "-q", "--env", "production"])
+        .arg(project)
+        .status()
+        .expect("run kiln");
+    assert!(status.success());
+    start.elapsed().as_secs_f64()
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
