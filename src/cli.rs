@@ -55,6 +55,69 @@ pub enum Command {
     /// Inspect and maintain the store.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Build, then show what `apply` would change on the cluster.
+    Plan(PlanArgs),
+    /// Build, then realize the artifacts on the cluster: apply changes, wait for health, prune.
+    Apply(ApplyArgs),
+}
+
+/// What `plan` and `apply` share.
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// The project directory (holding kiln.toml).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// The environment.
+    #[arg(short, long)]
+    pub env: Option<String>,
+    /// The kubeconfig file [default: $KUBECONFIG, else ~/.kube/config, else in-cluster].
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context [default: the current context].
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Namespace of the ApplySet parent Secret (`kiln-<project>-<env>`).
+    #[arg(long, default_value = "default")]
+    pub applyset_namespace: String,
+    /// Print JSON on stdout (format version 1).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `kiln plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Exit 0 when there is nothing to change, 2 when there is, 1 on errors (as Terraform).
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+}
+
+/// `kiln apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Delete objects removed from the rules without asking.
+    #[arg(short, long)]
+    pub yes: bool,
+    /// Take over fields other field managers own.
+    #[arg(long)]
+    pub force_conflicts: bool,
+    /// Do not wait for health gates.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Skip rollout gates of Deployments, StatefulSets, DaemonSets and Jobs (CRD and PVC gates
+    /// still apply). For clusters that cannot run pods, like the test control plane.
+    #[arg(long)]
+    pub skip_workload_gates: bool,
+    /// Seconds each wave may wait for health.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+    /// Concurrent writes inside a wave.
+    #[arg(long, default_value_t = 16)]
+    pub parallel: usize,
 }
 
 /// `kiln build`.

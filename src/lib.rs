@@ -6,6 +6,7 @@ pub mod build;
 pub mod cli;
 pub mod commands;
 pub mod printer;
+pub mod realize;
 
 use clap::Parser;
 
@@ -25,7 +26,7 @@ pub fn main_with_args() -> u8 {
         _ => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},kube_client=error")));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -36,6 +37,8 @@ pub fn main_with_args() -> u8 {
         Command::Build(args) => commands::build::run(args, &printer, &store),
         Command::Graph(args) => commands::graph::run(args, &printer),
         Command::Store(cmd) => commands::store::run(cmd, &printer, &store),
+        Command::Plan(args) => commands::realize::plan(args, &printer, &store),
+        Command::Apply(args) => commands::realize::apply(args, &printer, &store),
     };
     match result {
         Ok(code) => code,

@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod graph;
+pub mod realize;
 pub mod store;
 
 pub use failure::Failure;

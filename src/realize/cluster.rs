@@ -1,0 +1,223 @@
+//! The cluster side: a kube client with a request counter, discovery, LIST, server-side apply,
+//! delete and readiness. All I/O of `kiln plan` / `kiln apply` is here.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::discovery::{ApiCapabilities, ApiGroup, Scope};
+use kube::{Client, Config};
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use super::applyset::split_group_kind;
+use super::plan::FIELD_MANAGER;
+
+/// A cluster operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// No usable kubeconfig or context.
+    #[error("failed to load the kubeconfig")]
+    Config(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The API server refused or failed a request.
+    #[error("{action} {what} failed")]
+    Api {
+        /// What was attempted.
+        action: &'static str,
+        /// The object or resource.
+        what: String,
+        /// The cause.
+        #[source]
+        source: kube::Error,
+    },
+    /// The API server does not serve this kind.
+    #[error("the cluster does not serve `{kind}` in `{api_version}`")]
+    UnknownKind {
+        /// apiVersion.
+        api_version: String,
+        /// kind.
+        kind: String,
+    },
+    /// Server-side apply conflicts with another field manager.
+    #[error("{what}: conflict with another field manager: {message}")]
+    Conflict {
+        /// The object.
+        what: String,
+        /// The server's message, naming the manager and the fields.
+        message: String,
+    },
+}
+
+/// Request counts, by a counting layer on the client's HTTP stack.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Every request.
+    pub requests: AtomicUsize,
+    /// Requests that are not GET (writes).
+    pub writes: AtomicUsize,
+}
+
+/// A connection to one cluster.
+pub struct Cluster {
+    client: Client,
+    counters: Arc<Counters>,
+    /// group/version -> the group's resources.
+    groups: Mutex<HashMap<String, Arc<ApiGroup>>>,
+    /// group -> preferred version (from one /apis request, when needed).
+    preferred: Mutex<Option<HashMap<String, String>>>,
+}
+
+impl Cluster {
+    /// Connects with `--kubeconfig` / `--context`, or the usual inference (`KUBECONFIG`,
+    /// `~/.kube/config`, in-cluster).
+    pub async fn connect(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<Self, ClusterError> {
+        let options = KubeConfigOptions { context: context.map(str::to_owned), ..Default::default() };
+        let boxed = |e: Box<dyn std::error::Error + Send + Sync>| ClusterError::Config(e);
+        let config = match kubeconfig {
+            Some(path) => {
+                let kc = Kubeconfig::read_from(path).map_err(|e| boxed(Box::new(e)))?;
+                Config::from_custom_kubeconfig(kc, &options).await.map_err(|e| boxed(Box::new(e)))?
+            }
+            None if context.is_some() => Config::from_kubeconfig(&options).await.map_err(|e| boxed(Box::new(e)))?,
+            None => Config::infer().await.map_err(|e| boxed(Box::new(e)))?,
+        };
+        let counters = Arc::new(Counters::default());
+        let c = counters.clone();
+        let layer = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
+            c.requests.fetch_add(1, Ordering::Relaxed);
+            if req.method() != http::Method::GET {
+                c.writes.fetch_add(1, Ordering::Relaxed);
+            }
+            req
+        });
+        let client = kube::client::ClientBuilder::try_from(config)
+            .map_err(|e| boxed(Box::new(e)))?
+            .with_layer(&layer)
+            .build();
+        Ok(Self { client, counters, groups: Mutex::default(), preferred: Mutex::default() })
+    }
+
+    /// The request counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Resolves a kind in an apiVersion, one discovery request per group/version.
+    pub async fn resolve(&self, api_version: &str, kind: &str) -> Result<(ApiResource, ApiCapabilities), ClusterError> {
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let gv_key = format!("{group}/{version}");
+        let cached = self.groups.lock().await.get(&gv_key).cloned();
+        let g = match cached {
+            Some(g) => g,
+            None => {
+                let gvk = GroupVersionKind::gvk(group, version, kind);
+                let g = kube::discovery::pinned_group(&self.client, &kube::core::GroupVersion::gv(group, version))
+                    .await
+                    .map_err(|source| ClusterError::Api { action: "discover", what: format!("`{}`", gvk.api_version()), source })?;
+                let g = Arc::new(g);
+                self.groups.lock().await.insert(gv_key, g.clone());
+                g
+            }
+        };
+        g.versioned_resources(version)
+            .into_iter()
+            .find(|(ar, _)| ar.kind == kind)
+            .ok_or_else(|| ClusterError::UnknownKind { api_version: api_version.to_owned(), kind: kind.to_owned() })
+    }
+
+    /// Resolves a `Kind.group` with the group's preferred version.
+    pub async fn resolve_group_kind(&self, gk: &str) -> Result<(ApiResource, ApiCapabilities), ClusterError> {
+        let (kind, group) = split_group_kind(gk);
+        if group.is_empty() {
+            return self.resolve("v1", kind).await;
+        }
+        let version = {
+            let mut p = self.preferred.lock().await;
+            if p.is_none() {
+                let list = self
+                    .client
+                    .list_api_groups()
+                    .await
+                    .map_err(|source| ClusterError::Api { action: "discover", what: "API groups".into(), source })?;
+                *p = Some(
+                    list.groups
+                        .into_iter()
+                        .filter_map(|g| Some((g.name, g.preferred_version?.version)))
+                        .collect(),
+                );
+            }
+            p.as_ref().and_then(|m| m.get(group).cloned())
+        };
+        let version = version.ok_or_else(|| ClusterError::UnknownKind { api_version: group.to_owned(), kind: kind.to_owned() })?;
+        self.resolve(&format!("{group}/{version}"), kind).await
+    }
+
+    fn api(&self, ar: &ApiResource, caps: &ApiCapabilities, namespace: Option<&str>) -> Api<DynamicObject> {
+        match (&caps.scope, namespace) {
+            (Scope::Namespaced, Some(ns)) if !ns.is_empty() => Api::namespaced_with(self.client.clone(), ns, ar),
+            _ => Api::all_with(self.client.clone(), ar),
+        }
+    }
+
+    /// Every object of a group-kind labeled `selector`, across namespaces: one LIST.
+    pub async fn list(&self, gk: &str, selector: &str) -> Result<Vec<Value>, ClusterError> {
+        let (ar, caps) = self.resolve_group_kind(gk).await?;
+        let api = self.api(&ar, &caps, None);
+        let list = api
+            .list(&ListParams::default().labels(selector))
+            .await
+            .map_err(|source| ClusterError::Api { action: "list", what: format!("`{gk}`"), source })?;
+        Ok(list
+            .items
+            .into_iter()
+            .map(|mut o| {
+                o.types = Some(kube::core::TypeMeta { api_version: ar.api_version.clone(), kind: ar.kind.clone() });
+                serde_json::to_value(o).expect("objects serialize")
+            })
+            .collect())
+    }
+
+    /// One object, or `None`.
+    pub async fn get(&self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Result<Option<Value>, ClusterError> {
+        let (ar, caps) = self.resolve(api_version, kind).await?;
+        let api = self.api(&ar, &caps, Some(namespace));
+        let got = api
+            .get_opt(name)
+            .await
+            .map_err(|source| ClusterError::Api { action: "get", what: format!("{kind} `{name}`"), source })?;
+        Ok(got.map(|o| serde_json::to_value(o).expect("objects serialize")))
+    }
+
+    /// Server-side apply with field manager `kiln`.
+    pub async fn apply(&self, obj: &Value, force: bool) -> Result<Value, ClusterError> {
+        let api_version = obj["apiVersion"].as_str().unwrap_or_default();
+        let kind = obj["kind"].as_str().unwrap_or_default();
+        let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+        let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str);
+        let (ar, caps) = self.resolve(api_version, kind).await?;
+        let api = self.api(&ar, &caps, ns);
+        let mut params = PatchParams::apply(FIELD_MANAGER);
+        params.force = force;
+        let what = format!("{kind} `{}{name}`", ns.map(|n| format!("{n}/")).unwrap_or_default());
+        match api.patch(name, &params, &Patch::Apply(obj)).await {
+            Ok(o) => Ok(serde_json::to_value(o).expect("objects serialize")),
+            Err(kube::Error::Api(status)) if status.code == 409 => Err(ClusterError::Conflict { what, message: status.message }),
+            Err(source) => Err(ClusterError::Api { action: "apply", what, source }),
+        }
+    }
+
+    /// Deletes one object (background propagation); a missing object is fine.
+    pub async fn delete(&self, gk: &str, namespace: &str, name: &str) -> Result<(), ClusterError> {
+        let (ar, caps) = self.resolve_group_kind(gk).await?;
+        let api = self.api(&ar, &caps, Some(namespace));
+        match api.delete(name, &DeleteParams::background()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(source) => Err(ClusterError::Api { action: "delete", what: format!("{gk} `{name}`"), source }),
+        }
+    }
+}

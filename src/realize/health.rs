@@ -1,0 +1,91 @@
+//! Health gates: when an applied object counts as ready. Pure functions of the object.
+
+use serde_json::Value;
+
+/// What a gate waits for, named in errors.
+pub fn condition(obj: &Value) -> Option<&'static str> {
+    let api = obj["apiVersion"].as_str().unwrap_or_default();
+    match (api.split('/').next().unwrap_or_default(), obj["kind"].as_str().unwrap_or_default()) {
+        ("apps", "Deployment") => Some("rollout complete (updated and available replicas = spec.replicas)"),
+        ("apps", "StatefulSet") => Some("rollout complete (ready replicas = spec.replicas, current revision = update revision)"),
+        ("apps", "DaemonSet") => Some("rollout complete (updated and ready pods = desired pods)"),
+        ("batch", "Job") => Some("condition Complete=True"),
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => Some("condition Established=True"),
+        ("v1", "PersistentVolumeClaim") => Some("phase Bound"),
+        _ => None,
+    }
+}
+
+/// Whether `condition` applies to workloads (rollouts), which `--skip-workload-gates` turns off.
+pub fn is_workload(obj: &Value) -> bool {
+    matches!(obj["kind"].as_str(), Some("Deployment" | "StatefulSet" | "DaemonSet" | "Job"))
+}
+
+fn int(v: &Value, ptr: &str) -> i64 {
+    v.pointer(ptr).and_then(Value::as_i64).unwrap_or(0)
+}
+
+fn has_condition(obj: &Value, ty: &str) -> bool {
+    obj.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| cs.iter().any(|c| c["type"] == ty && c["status"] == "True"))
+}
+
+/// Whether `obj` (as read back from the cluster) is ready.
+pub fn is_ready(obj: &Value) -> bool {
+    let generation_seen = int(obj, "/status/observedGeneration") >= int(obj, "/metadata/generation");
+    match obj["kind"].as_str().unwrap_or_default() {
+        "Deployment" => {
+            let want = obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+            generation_seen
+                && int(obj, "/status/updatedReplicas") >= want
+                && int(obj, "/status/availableReplicas") >= want
+                && int(obj, "/status/replicas") <= want
+        }
+        "StatefulSet" => {
+            let want = obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+            generation_seen
+                && int(obj, "/status/readyReplicas") >= want
+                && obj.pointer("/status/currentRevision") == obj.pointer("/status/updateRevision")
+        }
+        "DaemonSet" => {
+            let want = int(obj, "/status/desiredNumberScheduled");
+            generation_seen && int(obj, "/status/updatedNumberScheduled") >= want && int(obj, "/status/numberReady") >= want
+        }
+        "Job" => has_condition(obj, "Complete"),
+        "CustomResourceDefinition" => has_condition(obj, "Established"),
+        "PersistentVolumeClaim" => obj.pointer("/status/phase").and_then(Value::as_str) == Some("Bound"),
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn deployment_readiness() {
+        let mut d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"generation": 2}, "spec": {"replicas": 0}, "status": {"observedGeneration": 1}});
+        assert!(condition(&d).is_some());
+        assert!(!is_ready(&d), "generation not observed yet");
+        d["status"]["observedGeneration"] = json!(2);
+        assert!(is_ready(&d), "0 replicas: ready once observed");
+        d["spec"]["replicas"] = json!(2);
+        assert!(!is_ready(&d));
+        d["status"] = json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2});
+        assert!(is_ready(&d));
+    }
+
+    #[test]
+    fn crd_job_pvc() {
+        let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "status": {"conditions": [{"type": "Established", "status": "True"}]}});
+        assert!(is_ready(&crd));
+        let job = json!({"apiVersion": "batch/v1", "kind": "Job", "status": {}});
+        assert!(!is_ready(&job));
+        let pvc = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "status": {"phase": "Pending"}});
+        assert!(!is_ready(&pvc));
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap"});
+        assert!(condition(&cm).is_none() && is_ready(&cm));
+    }
+}

@@ -1,0 +1,287 @@
+//! The plan and apply procedures.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+use serde_json::Value;
+
+use super::applyset::{self, parent_state, Parent};
+use super::cluster::{Cluster, ClusterError};
+use super::desired::{self, kind_rank, DesiredObject, ObjectKey};
+use super::health;
+use super::plan::{self, Action, Plan};
+use super::secrets;
+use crate::build::{BuildOptions, EngineError, Loaded};
+
+/// Why planning or applying failed.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum RealizeError {
+    /// The build failed or the project is invalid.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Build(#[from] EngineError),
+    /// Some rules failed to build.
+    #[error("the build failed ({0} rules failed or were skipped); nothing was applied")]
+    BuildFailed(usize),
+    /// The desired state is inconsistent.
+    #[error(transparent)]
+    Desired(#[from] desired::DesiredError),
+    /// A secret reference could not be resolved.
+    #[error(transparent)]
+    Secret(#[from] secrets::SecretError),
+    /// The cluster refused or failed.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// The set's parent belongs to another tool.
+    #[error("the ApplySet parent Secret `{namespace}/{name}` is managed by `{tooling}`, not kiln; refusing to touch its set")]
+    ForeignParent {
+        /// Parent name.
+        name: String,
+        /// Parent namespace.
+        namespace: String,
+        /// Its tooling annotation.
+        tooling: String,
+    },
+    /// Pruning needs confirmation.
+    #[error("refusing to delete {0} objects without confirmation")]
+    #[diagnostic(help("pass --yes, or run on a terminal to be asked"))]
+    NotConfirmed(usize),
+    /// A health gate did not pass.
+    #[error("{object} did not become ready within {timeout:?}: waited for {condition}")]
+    #[diagnostic(help("objects already applied stay; fix the cause and run `kiln apply` again to converge"))]
+    Unhealthy {
+        /// The object.
+        object: String,
+        /// The condition.
+        condition: String,
+        /// The timeout.
+        timeout: Duration,
+    },
+}
+
+impl RealizeError {
+    /// Exit code: 1 for the user's input, 2 for the cluster or store.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RealizeError::Build(e) => e.exit_code() as u8,
+            RealizeError::Cluster(ClusterError::Conflict { .. }) => 1,
+            RealizeError::Cluster(_) | RealizeError::Unhealthy { .. } => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// A planned realization: everything `apply` needs.
+pub struct Realized {
+    /// The connection.
+    pub cluster: Cluster,
+    /// The set's parent.
+    pub parent: Parent,
+    /// The live parent, if the set exists.
+    pub live_parent: Option<Value>,
+    /// Desired objects, secrets resolved.
+    pub desired: Vec<DesiredObject>,
+    /// The plan.
+    pub plan: Plan,
+}
+
+/// Builds the project, connects, and computes the plan.
+pub async fn connect_and_plan(
+    dir: &Path,
+    store_dir: &Path,
+    env: Option<String>,
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+    parent_namespace: &str,
+) -> Result<Realized, RealizeError> {
+    let report = crate::build::build(dir, store_dir, &BuildOptions::default().env(env.clone()), &|_, _| {})?;
+    if !report.success() {
+        return Err(RealizeError::BuildFailed(report.summary.failed + report.summary.skipped));
+    }
+    let Loaded { project, graph, selected } = crate::build::load(dir, env.as_deref())?;
+    let store = kiln_store::LocalStore::open(store_dir).map_err(EngineError::from)?;
+    let mut trees = BTreeMap::new();
+    for r in &report.rules {
+        if let Some(out) = r.output {
+            trees.insert(r.name.clone(), std::sync::Arc::new(store.load(&out).map_err(EngineError::from)?));
+        }
+    }
+    let parent = Parent::for_project(&project.name, selected.name(), parent_namespace);
+    let set_id = parent.id();
+    let mut desired = desired::collect(&project, &graph, &trees, &set_id)?;
+    for d in &mut desired {
+        secrets::resolve(&mut d.object)?;
+    }
+
+    let cluster = Cluster::connect(kubeconfig, context).await?;
+    let live_parent = cluster.get("v1", "Secret", &parent.namespace, &parent.name).await?;
+    let mut group_kinds: BTreeSet<String> = desired.iter().map(|d| d.key.group_kind.clone()).collect();
+    if let Some(p) = &live_parent {
+        let (gks, tooling) = parent_state(p);
+        let tooling = tooling.unwrap_or_default();
+        if !tooling.starts_with("kiln/") {
+            return Err(RealizeError::ForeignParent { name: parent.name.clone(), namespace: parent.namespace.clone(), tooling });
+        }
+        group_kinds.extend(gks);
+    }
+    let selector = format!("{}={set_id}", applyset::PART_OF_LABEL);
+    let lists: Vec<Vec<Value>> = stream::iter(group_kinds.iter())
+        .map(|gk| cluster.list(gk, &selector))
+        .buffer_unordered(8)
+        .try_collect()
+        .await?;
+    let live: BTreeMap<ObjectKey, Value> = lists.into_iter().flatten().map(|o| (ObjectKey::of(&o), o)).collect();
+    let plan = plan::compute(&set_id, &desired, &live);
+    Ok(Realized { cluster, parent, live_parent, desired, plan })
+}
+
+/// Options of `kiln apply`.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// Override other field managers' ownership.
+    pub force_conflicts: bool,
+    /// Wait for health gates.
+    pub wait: bool,
+    /// Skip the rollout gates of workloads (CRD and PVC gates still apply).
+    pub skip_workload_gates: bool,
+    /// How long each wave may wait.
+    pub timeout: Duration,
+    /// Deletions are confirmed.
+    pub yes: bool,
+    /// Concurrent writes inside a wave.
+    pub parallel: usize,
+}
+
+/// What `apply` did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct ApplyReport {
+    /// Objects written (created, updated, drift reverted).
+    pub applied: usize,
+    /// Objects deleted.
+    pub deleted: usize,
+    /// HTTP requests, and writes among them.
+    pub requests: usize,
+    /// Writes.
+    pub writes: usize,
+}
+
+fn parent_lists(desired: &[DesiredObject], extra_gks: &[String]) -> (Vec<String>, Vec<String>) {
+    let mut gks: BTreeSet<String> = desired.iter().map(|d| d.key.group_kind.clone()).collect();
+    gks.extend(extra_gks.iter().cloned());
+    let namespaces: BTreeSet<String> = desired.iter().map(|d| d.key.namespace.clone()).filter(|n| !n.is_empty()).collect();
+    (gks.into_iter().collect(), namespaces.into_iter().collect())
+}
+
+/// Applies the parent listing `gks` and `namespaces` unless `current` already says so; returns
+/// the parent as it now is.
+async fn write_parent_if_changed(
+    r: &Realized,
+    current: Option<Value>,
+    gks: &[String],
+    namespaces: &[String],
+    force: bool,
+) -> Result<Option<Value>, RealizeError> {
+    let obj = r.parent.object(gks, namespaces);
+    let same = current.as_ref().is_some_and(|live| {
+        let ann = |v: &Value, k: &str| v.pointer("/metadata/annotations").and_then(|a| a.get(k)).cloned();
+        [applyset::GROUP_KINDS_ANNOTATION, applyset::NAMESPACES_ANNOTATION, applyset::TOOLING_ANNOTATION]
+            .iter()
+            .all(|k| ann(live, k) == ann(&obj, k))
+            && live.pointer(&format!("/metadata/labels/{}", applyset::ID_LABEL.replace('/', "~1"))) == obj.pointer(&format!("/metadata/labels/{}", applyset::ID_LABEL.replace('/', "~1")))
+    });
+    if same {
+        return Ok(current);
+    }
+    Ok(Some(r.cluster.apply(&obj, force).await?))
+}
+
+async fn wait_ready(cluster: &Cluster, obj: &Value, timeout: Duration) -> Result<(), RealizeError> {
+    let Some(condition) = health::condition(obj) else { return Ok(()) };
+    let key = ObjectKey::of(obj);
+    let api_version = obj["apiVersion"].as_str().unwrap_or_default();
+    let kind = obj["kind"].as_str().unwrap_or_default();
+    let deadline = Instant::now() + timeout;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        if let Some(live) = cluster.get(api_version, kind, &key.namespace, &key.name).await? {
+            if health::is_ready(&live) {
+                return Ok(());
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(RealizeError::Unhealthy { object: key.to_string(), condition: condition.to_owned(), timeout });
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Applies a plan: creates, updates and drift reverts in waves, then prunes.
+pub async fn apply(
+    r: &Realized,
+    options: &ApplyOptions,
+    confirm: impl FnOnce(usize) -> bool,
+) -> Result<ApplyReport, RealizeError> {
+    let deletions: Vec<_> = r.plan.changes.iter().filter(|c| c.action == Action::Delete).collect();
+    if !deletions.is_empty() && !options.yes && !confirm(deletions.len()) {
+        return Err(RealizeError::NotConfirmed(deletions.len()));
+    }
+    let old_gks = r.live_parent.as_ref().map(|p| parent_state(p).0).unwrap_or_default();
+    // Widen the parent first, so an interrupted apply leaves no member the next run cannot find.
+    let (gks, namespaces) = parent_lists(&r.desired, &old_gks);
+    let current = write_parent_if_changed(r, r.live_parent.clone(), &gks, &namespaces, options.force_conflicts).await?;
+
+    let by_key: BTreeMap<&ObjectKey, &DesiredObject> = r.desired.iter().map(|d| (&d.key, d)).collect();
+    let mut to_write: BTreeMap<usize, BTreeMap<u8, Vec<&DesiredObject>>> = BTreeMap::new();
+    for c in &r.plan.changes {
+        if matches!(c.action, Action::Create | Action::Update | Action::Drift) {
+            let d = by_key[&c.key()];
+            to_write.entry(d.wave).or_default().entry(kind_rank(&d.key.group_kind)).or_default().push(d);
+        }
+    }
+    let mut report = ApplyReport::default();
+    for ranks in to_write.values() {
+        let mut written = Vec::new();
+        for objs in ranks.values() {
+            let applied: Vec<Value> = stream::iter(objs.iter())
+                .map(|d| r.cluster.apply(&d.object, options.force_conflicts))
+                .buffer_unordered(options.parallel.max(1))
+                .try_collect()
+                .await?;
+            report.applied += applied.len();
+            // A CRD created in this run must be Established before its custom resources.
+            for d in objs.iter().filter(|d| d.key.group_kind.starts_with("CustomResourceDefinition.")) {
+                wait_ready(&r.cluster, &d.object, options.timeout).await?;
+            }
+            written.extend(objs.iter().copied());
+        }
+        if options.wait {
+            let gated: Vec<&&DesiredObject> = written
+                .iter()
+                .filter(|d| health::condition(&d.object).is_some())
+                .filter(|d| !(options.skip_workload_gates && health::is_workload(&d.object)))
+                .collect();
+            stream::iter(gated)
+                .map(|d| wait_ready(&r.cluster, &d.object, options.timeout))
+                .buffer_unordered(options.parallel.max(1))
+                .try_collect::<Vec<()>>()
+                .await?;
+        }
+    }
+    // Prune: custom resources first, namespaces last.
+    let mut deletions = deletions;
+    deletions.sort_by_key(|c| std::cmp::Reverse(kind_rank(&c.group_kind)));
+    for c in deletions {
+        r.cluster.delete(&c.group_kind, &c.namespace, &c.name).await?;
+        report.deleted += 1;
+    }
+    // Narrow the parent to what the set now holds.
+    let (gks, namespaces) = parent_lists(&r.desired, &[]);
+    write_parent_if_changed(r, current, &gks, &namespaces, options.force_conflicts).await?;
+    report.requests = r.cluster.counters().requests.load(Ordering::Relaxed);
+    report.writes = r.cluster.counters().writes.load(Ordering::Relaxed);
+    Ok(report)
+}
