@@ -20,7 +20,10 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn failure(e: RealizeError) -> Failure {
-    Failure { code: e.exit_code(), report: miette::Report::new(e) }
+    Failure {
+        code: e.exit_code(),
+        report: miette::Report::new(e),
+    }
 }
 
 async fn plan_for(args: &ClusterArgs, store: &Path) -> Result<Realized, RealizeError> {
@@ -44,13 +47,15 @@ fn http_json(r: &Realized) -> serde_json::Value {
 
 /// `kiln plan`: 0, or with `--detailed-exitcode` 0 (no changes) / 2 (changes) / 1 (error).
 pub fn plan(args: &PlanArgs, printer: &Printer, store: &Path) -> Result<u8, Failure> {
-    let r = runtime().block_on(plan_for(&args.cluster, store)).map_err(|e| {
-        let mut f = failure(e);
-        if args.detailed_exitcode {
-            f.code = 1;
-        }
-        f
-    })?;
+    let r = runtime()
+        .block_on(plan_for(&args.cluster, store))
+        .map_err(|e| {
+            let mut f = failure(e);
+            if args.detailed_exitcode {
+                f.code = 1;
+            }
+            f
+        })?;
     if args.cluster.json {
         let mut v = serde_json::to_value(&r.plan).expect("plan serializes");
         v["http"] = http_json(&r);
@@ -58,7 +63,11 @@ pub fn plan(args: &PlanArgs, printer: &Printer, store: &Path) -> Result<u8, Fail
     } else {
         printer.data(&render(&r.plan));
     }
-    Ok(if args.detailed_exitcode && r.plan.has_changes() { 2 } else { 0 })
+    Ok(if args.detailed_exitcode && r.plan.has_changes() {
+        2
+    } else {
+        0
+    })
 }
 
 fn confirm(n: usize) -> bool {
@@ -76,7 +85,9 @@ fn confirm(n: usize) -> bool {
 /// `kiln apply`.
 pub fn apply(args: &ApplyArgs, printer: &Printer, store: &Path) -> Result<u8, Failure> {
     let rt = runtime();
-    let r = rt.block_on(plan_for(&args.cluster, store)).map_err(failure)?;
+    let r = rt
+        .block_on(plan_for(&args.cluster, store))
+        .map_err(failure)?;
     if !args.cluster.json {
         printer.status(render(&r.plan).trim_end());
     }
@@ -88,7 +99,9 @@ pub fn apply(args: &ApplyArgs, printer: &Printer, store: &Path) -> Result<u8, Fa
         yes: args.yes,
         parallel: args.parallel,
     };
-    let report = rt.block_on(apply_plan(&r, &options, confirm)).map_err(failure)?;
+    let report = rt
+        .block_on(apply_plan(&r, &options, confirm))
+        .map_err(failure)?;
     if args.cluster.json {
         let mut v = serde_json::to_value(&r.plan).expect("plan serializes");
         v["applied"] = serde_json::json!(report);

@@ -48,9 +48,18 @@ impl Parent {
         let raw = format!("kiln-{project}-{env}").to_lowercase();
         let name: String = raw
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    c
+                } else {
+                    '-'
+                }
+            })
             .collect();
-        Self { name: name.trim_matches('-').to_owned(), namespace: namespace.to_owned() }
+        Self {
+            name: name.trim_matches('-').to_owned(),
+            namespace: namespace.to_owned(),
+        }
     }
 
     /// The set id.
@@ -102,9 +111,17 @@ pub fn parent_state(parent: &Value) -> (Vec<String>, Option<String>) {
     let gks = ann
         .and_then(|a| a.get(GROUP_KINDS_ANNOTATION))
         .and_then(Value::as_str)
-        .map(|s| s.split(',').filter(|x| !x.is_empty()).map(str::to_owned).collect())
+        .map(|s| {
+            s.split(',')
+                .filter(|x| !x.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default();
-    let tooling = ann.and_then(|a| a.get(TOOLING_ANNOTATION)).and_then(Value::as_str).map(str::to_owned);
+    let tooling = ann
+        .and_then(|a| a.get(TOOLING_ANNOTATION))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     (gks, tooling)
 }
 
@@ -120,7 +137,8 @@ mod tests {
         assert_eq!(body.len(), 43, "unpadded base64url of 32 bytes");
         assert!(!body.contains(['+', '/', '=']));
         // Pinned: sha256("my-set.default.Secret.") in base64url.
-        let expected = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(b"my-set.default.Secret."));
+        let expected = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(Sha256::digest(b"my-set.default.Secret."));
         assert_eq!(body, expected);
     }
 
@@ -129,7 +147,10 @@ mod tests {
         assert_eq!(group_kind("apps/v1", "Deployment"), "Deployment.apps");
         assert_eq!(group_kind("v1", "Namespace"), "Namespace");
         assert_eq!(split_group_kind("Deployment.apps"), ("Deployment", "apps"));
-        assert_eq!(split_group_kind("HorizontalPodAutoscaler.autoscaling"), ("HorizontalPodAutoscaler", "autoscaling"));
+        assert_eq!(
+            split_group_kind("HorizontalPodAutoscaler.autoscaling"),
+            ("HorizontalPodAutoscaler", "autoscaling")
+        );
         assert_eq!(split_group_kind("Namespace"), ("Namespace", ""));
     }
 
@@ -137,9 +158,15 @@ mod tests {
     fn parent_object() {
         let p = Parent::for_project("OdorDiff", "production", "default");
         assert_eq!(p.name, "kiln-odordiff-production");
-        let o = p.object(&["ConfigMap".into(), "Deployment.apps".into()], &["default".into(), "shop".into()]);
+        let o = p.object(
+            &["ConfigMap".into(), "Deployment.apps".into()],
+            &["default".into(), "shop".into()],
+        );
         assert_eq!(o["metadata"]["labels"][ID_LABEL], p.id());
-        assert_eq!(o["metadata"]["annotations"][GROUP_KINDS_ANNOTATION], "ConfigMap,Deployment.apps");
+        assert_eq!(
+            o["metadata"]["annotations"][GROUP_KINDS_ANNOTATION],
+            "ConfigMap,Deployment.apps"
+        );
         assert_eq!(o["metadata"]["annotations"][NAMESPACES_ANNOTATION], "shop");
         assert_eq!(parent_state(&o).1.unwrap(), tooling());
     }

@@ -52,6 +52,20 @@ pub enum ClusterError {
     },
 }
 
+impl ClusterError {
+    /// Whether the error says the kind is not served (yet).
+    pub fn is_not_served(&self) -> bool {
+        match self {
+            ClusterError::UnknownKind { .. } => true,
+            ClusterError::Api {
+                source: kube::Error::Api(s),
+                ..
+            } => s.code == 404,
+            _ => false,
+        }
+    }
+}
+
 /// Request counts, by a counting layer on the client's HTTP stack.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -74,31 +88,47 @@ pub struct Cluster {
 impl Cluster {
     /// Connects with `--kubeconfig` / `--context`, or the usual inference (`KUBECONFIG`,
     /// `~/.kube/config`, in-cluster).
-    pub async fn connect(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<Self, ClusterError> {
-        let options = KubeConfigOptions { context: context.map(str::to_owned), ..Default::default() };
+    pub async fn connect(
+        kubeconfig: Option<&Path>,
+        context: Option<&str>,
+    ) -> Result<Self, ClusterError> {
+        let options = KubeConfigOptions {
+            context: context.map(str::to_owned),
+            ..Default::default()
+        };
         let boxed = |e: Box<dyn std::error::Error + Send + Sync>| ClusterError::Config(e);
         let config = match kubeconfig {
             Some(path) => {
                 let kc = Kubeconfig::read_from(path).map_err(|e| boxed(Box::new(e)))?;
-                Config::from_custom_kubeconfig(kc, &options).await.map_err(|e| boxed(Box::new(e)))?
+                Config::from_custom_kubeconfig(kc, &options)
+                    .await
+                    .map_err(|e| boxed(Box::new(e)))?
             }
-            None if context.is_some() => Config::from_kubeconfig(&options).await.map_err(|e| boxed(Box::new(e)))?,
+            None if context.is_some() => Config::from_kubeconfig(&options)
+                .await
+                .map_err(|e| boxed(Box::new(e)))?,
             None => Config::infer().await.map_err(|e| boxed(Box::new(e)))?,
         };
         let counters = Arc::new(Counters::default());
         let c = counters.clone();
-        let layer = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
-            c.requests.fetch_add(1, Ordering::Relaxed);
-            if req.method() != http::Method::GET {
-                c.writes.fetch_add(1, Ordering::Relaxed);
-            }
-            req
-        });
+        let layer =
+            tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
+                c.requests.fetch_add(1, Ordering::Relaxed);
+                if req.method() != http::Method::GET {
+                    c.writes.fetch_add(1, Ordering::Relaxed);
+                }
+                req
+            });
         let client = kube::client::ClientBuilder::try_from(config)
             .map_err(|e| boxed(Box::new(e)))?
             .with_layer(&layer)
             .build();
-        Ok(Self { client, counters, groups: Mutex::default(), preferred: Mutex::default() })
+        Ok(Self {
+            client,
+            counters,
+            groups: Mutex::default(),
+            preferred: Mutex::default(),
+        })
     }
 
     /// The request counters.
@@ -107,7 +137,11 @@ impl Cluster {
     }
 
     /// Resolves a kind in an apiVersion, one discovery request per group/version.
-    pub async fn resolve(&self, api_version: &str, kind: &str) -> Result<(ApiResource, ApiCapabilities), ClusterError> {
+    pub async fn resolve(
+        &self,
+        api_version: &str,
+        kind: &str,
+    ) -> Result<(ApiResource, ApiCapabilities), ClusterError> {
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
         let gv_key = format!("{group}/{version}");
         let cached = self.groups.lock().await.get(&gv_key).cloned();
@@ -115,9 +149,16 @@ impl Cluster {
             Some(g) => g,
             None => {
                 let gvk = GroupVersionKind::gvk(group, version, kind);
-                let g = kube::discovery::pinned_group(&self.client, &kube::core::GroupVersion::gv(group, version))
-                    .await
-                    .map_err(|source| ClusterError::Api { action: "discover", what: format!("`{}`", gvk.api_version()), source })?;
+                let g = kube::discovery::pinned_group(
+                    &self.client,
+                    &kube::core::GroupVersion::gv(group, version),
+                )
+                .await
+                .map_err(|source| ClusterError::Api {
+                    action: "discover",
+                    what: format!("`{}`", gvk.api_version()),
+                    source,
+                })?;
                 let g = Arc::new(g);
                 self.groups.lock().await.insert(gv_key, g.clone());
                 g
@@ -126,69 +167,115 @@ impl Cluster {
         g.versioned_resources(version)
             .into_iter()
             .find(|(ar, _)| ar.kind == kind)
-            .ok_or_else(|| ClusterError::UnknownKind { api_version: api_version.to_owned(), kind: kind.to_owned() })
+            .ok_or_else(|| ClusterError::UnknownKind {
+                api_version: api_version.to_owned(),
+                kind: kind.to_owned(),
+            })
     }
 
     /// Resolves a `Kind.group` with the group's preferred version.
-    pub async fn resolve_group_kind(&self, gk: &str) -> Result<(ApiResource, ApiCapabilities), ClusterError> {
+    pub async fn resolve_group_kind(
+        &self,
+        gk: &str,
+    ) -> Result<(ApiResource, ApiCapabilities), ClusterError> {
         let (kind, group) = split_group_kind(gk);
         if group.is_empty() {
             return self.resolve("v1", kind).await;
         }
-        let version = {
-            let mut p = self.preferred.lock().await;
-            if p.is_none() {
-                let list = self
-                    .client
-                    .list_api_groups()
-                    .await
-                    .map_err(|source| ClusterError::Api { action: "discover", what: "API groups".into(), source })?;
-                *p = Some(
-                    list.groups
-                        .into_iter()
-                        .filter_map(|g| Some((g.name, g.preferred_version?.version)))
-                        .collect(),
-                );
-            }
-            p.as_ref().and_then(|m| m.get(group).cloned())
-        };
-        let version = version.ok_or_else(|| ClusterError::UnknownKind { api_version: group.to_owned(), kind: kind.to_owned() })?;
+        let version =
+            {
+                let mut p = self.preferred.lock().await;
+                if p.is_none() {
+                    let list = self.client.list_api_groups().await.map_err(|source| {
+                        ClusterError::Api {
+                            action: "discover",
+                            what: "API groups".into(),
+                            source,
+                        }
+                    })?;
+                    *p = Some(
+                        list.groups
+                            .into_iter()
+                            .filter_map(|g| Some((g.name, g.preferred_version?.version)))
+                            .collect(),
+                    );
+                }
+                p.as_ref().and_then(|m| m.get(group).cloned())
+            };
+        let version = version.ok_or_else(|| ClusterError::UnknownKind {
+            api_version: group.to_owned(),
+            kind: kind.to_owned(),
+        })?;
         self.resolve(&format!("{group}/{version}"), kind).await
     }
 
-    fn api(&self, ar: &ApiResource, caps: &ApiCapabilities, namespace: Option<&str>) -> Api<DynamicObject> {
+    fn api(
+        &self,
+        ar: &ApiResource,
+        caps: &ApiCapabilities,
+        namespace: Option<&str>,
+    ) -> Api<DynamicObject> {
         match (&caps.scope, namespace) {
-            (Scope::Namespaced, Some(ns)) if !ns.is_empty() => Api::namespaced_with(self.client.clone(), ns, ar),
+            (Scope::Namespaced, Some(ns)) if !ns.is_empty() => {
+                Api::namespaced_with(self.client.clone(), ns, ar)
+            }
             _ => Api::all_with(self.client.clone(), ar),
         }
     }
 
-    /// Every object of a group-kind labeled `selector`, across namespaces: one LIST.
-    pub async fn list(&self, gk: &str, selector: &str) -> Result<Vec<Value>, ClusterError> {
-        let (ar, caps) = self.resolve_group_kind(gk).await?;
+    /// Every object of a group-kind labeled `selector`, across namespaces: one LIST, in
+    /// `api_version` when given (the version kiln applies in, so fields compare like for like),
+    /// else the group's preferred version.
+    pub async fn list(
+        &self,
+        gk: &str,
+        api_version: Option<&str>,
+        selector: &str,
+    ) -> Result<Vec<Value>, ClusterError> {
+        let (ar, caps) = match api_version {
+            Some(v) => self.resolve(v, split_group_kind(gk).0).await?,
+            None => self.resolve_group_kind(gk).await?,
+        };
         let api = self.api(&ar, &caps, None);
         let list = api
             .list(&ListParams::default().labels(selector))
             .await
-            .map_err(|source| ClusterError::Api { action: "list", what: format!("`{gk}`"), source })?;
+            .map_err(|source| ClusterError::Api {
+                action: "list",
+                what: format!("`{gk}`"),
+                source,
+            })?;
         Ok(list
             .items
             .into_iter()
             .map(|mut o| {
-                o.types = Some(kube::core::TypeMeta { api_version: ar.api_version.clone(), kind: ar.kind.clone() });
+                o.types = Some(kube::core::TypeMeta {
+                    api_version: ar.api_version.clone(),
+                    kind: ar.kind.clone(),
+                });
                 serde_json::to_value(o).expect("objects serialize")
             })
             .collect())
     }
 
     /// One object, or `None`.
-    pub async fn get(&self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Result<Option<Value>, ClusterError> {
+    pub async fn get(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Value>, ClusterError> {
         let (ar, caps) = self.resolve(api_version, kind).await?;
         let api = self.api(&ar, &caps, Some(namespace));
         let got = api
             .get_opt(name)
             .await
-            .map_err(|source| ClusterError::Api { action: "get", what: format!("{kind} `{name}`"), source })?;
+            .map_err(|source| ClusterError::Api {
+                action: "get",
+                what: format!("{kind} `{name}`"),
+                source,
+            })?;
         Ok(got.map(|o| serde_json::to_value(o).expect("objects serialize")))
     }
 
@@ -196,17 +283,30 @@ impl Cluster {
     pub async fn apply(&self, obj: &Value, force: bool) -> Result<Value, ClusterError> {
         let api_version = obj["apiVersion"].as_str().unwrap_or_default();
         let kind = obj["kind"].as_str().unwrap_or_default();
-        let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str);
         let (ar, caps) = self.resolve(api_version, kind).await?;
         let api = self.api(&ar, &caps, ns);
         let mut params = PatchParams::apply(FIELD_MANAGER);
         params.force = force;
-        let what = format!("{kind} `{}{name}`", ns.map(|n| format!("{n}/")).unwrap_or_default());
+        let what = format!(
+            "{kind} `{}{name}`",
+            ns.map(|n| format!("{n}/")).unwrap_or_default()
+        );
         match api.patch(name, &params, &Patch::Apply(obj)).await {
             Ok(o) => Ok(serde_json::to_value(o).expect("objects serialize")),
-            Err(kube::Error::Api(status)) if status.code == 409 => Err(ClusterError::Conflict { what, message: status.message }),
-            Err(source) => Err(ClusterError::Api { action: "apply", what, source }),
+            Err(kube::Error::Api(status)) if status.code == 409 => Err(ClusterError::Conflict {
+                what,
+                message: status.message,
+            }),
+            Err(source) => Err(ClusterError::Api {
+                action: "apply",
+                what,
+                source,
+            }),
         }
     }
 
@@ -217,7 +317,11 @@ impl Cluster {
         match api.delete(name, &DeleteParams::background()).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(source) => Err(ClusterError::Api { action: "delete", what: format!("{gk} `{name}`"), source }),
+            Err(source) => Err(ClusterError::Api {
+                action: "delete",
+                what: format!("{gk} `{name}`"),
+                source,
+            }),
         }
     }
 }

@@ -108,8 +108,13 @@ pub fn collect(
     let mut chosen: BTreeMap<ObjectKey, (usize, String, Value)> = BTreeMap::new();
     for &n in graph.order() {
         let rule = project.rules[graph.rule_index(n)].name.to_string();
-        let Some(tree) = trees.get(&rule) else { continue };
-        let objects = read_objects(tree).map_err(|message| DesiredError::Unreadable { rule: rule.clone(), message })?;
+        let Some(tree) = trees.get(&rule) else {
+            continue;
+        };
+        let objects = read_objects(tree).map_err(|message| DesiredError::Unreadable {
+            rule: rule.clone(),
+            message,
+        })?;
         for obj in objects {
             let key = ObjectKey::of(&obj);
             match chosen.get(&key) {
@@ -119,7 +124,11 @@ pub fn collect(
                     } else if ancestors[n.index()].contains(other) {
                         chosen.insert(key, (n.index(), rule.clone(), obj));
                     } else {
-                        return Err(DesiredError::Conflict { key, a: other_rule.clone(), b: rule.clone() });
+                        return Err(DesiredError::Conflict {
+                            key,
+                            a: other_rule.clone(),
+                            b: rule.clone(),
+                        });
                     }
                 }
                 None => {
@@ -134,7 +143,13 @@ pub fn collect(
             default_port_protocols(&mut obj);
             let hash = Digest::of(&to_canonical_json(&obj));
             let object = with_ownership(obj, set_id, &rule, &hash);
-            DesiredObject { key, rule, wave: waves[node], object, hash }
+            DesiredObject {
+                key,
+                rule,
+                wave: waves[node],
+                object,
+                hash,
+            }
         })
         .collect())
 }
@@ -169,10 +184,16 @@ fn default_port_protocols(obj: &mut Value) {
 }
 
 fn with_ownership(mut obj: Value, set_id: &str, rule: &str, hash: &Digest) -> Value {
-    let meta = obj["metadata"].as_object_mut().expect("checked objects have metadata");
-    let labels = meta.entry("labels").or_insert_with(|| Value::Object(Default::default()));
+    let meta = obj["metadata"]
+        .as_object_mut()
+        .expect("checked objects have metadata");
+    let labels = meta
+        .entry("labels")
+        .or_insert_with(|| Value::Object(Default::default()));
     labels[PART_OF_LABEL] = Value::from(set_id);
-    let ann = meta.entry("annotations").or_insert_with(|| Value::Object(Default::default()));
+    let ann = meta
+        .entry("annotations")
+        .or_insert_with(|| Value::Object(Default::default()));
     ann[DESIRED_HASH_ANNOTATION] = Value::from(hash.to_string());
     ann[RULE_ANNOTATION] = Value::from(rule);
     obj
@@ -189,7 +210,9 @@ pub fn kind_rank(group_kind: &str) -> u8 {
         ("ConfigMap" | "Secret", "") => 3,
         ("PersistentVolume" | "PersistentVolumeClaim", "") | ("StorageClass", _) => 4,
         ("Service", "") => 5,
-        ("Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet", "apps") | ("Job" | "CronJob", "batch") | ("Pod", "") => 6,
+        ("Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet", "apps")
+        | ("Job" | "CronJob", "batch")
+        | ("Pod", "") => 6,
         ("HorizontalPodAutoscaler", "autoscaling") | ("PodDisruptionBudget", "policy") => 7,
         (_, g) if is_builtin_group(g) => 8,
         _ => 9,
@@ -206,8 +229,33 @@ mod tests {
 
     #[test]
     fn kind_order() {
-        let mut kinds = vec!["Canary.flagger.app", "Deployment.apps", "Service", "ConfigMap", "Namespace", "CustomResourceDefinition.apiextensions.k8s.io", "HorizontalPodAutoscaler.autoscaling", "Role.rbac.authorization.k8s.io", "NetworkPolicy.networking.k8s.io", "PersistentVolumeClaim"];
+        let mut kinds = vec![
+            "Canary.flagger.app",
+            "Deployment.apps",
+            "Service",
+            "ConfigMap",
+            "Namespace",
+            "CustomResourceDefinition.apiextensions.k8s.io",
+            "HorizontalPodAutoscaler.autoscaling",
+            "Role.rbac.authorization.k8s.io",
+            "NetworkPolicy.networking.k8s.io",
+            "PersistentVolumeClaim",
+        ];
         kinds.sort_by_key(|k| kind_rank(k));
-        assert_eq!(kinds, ["Namespace", "CustomResourceDefinition.apiextensions.k8s.io", "Role.rbac.authorization.k8s.io", "ConfigMap", "PersistentVolumeClaim", "Service", "Deployment.apps", "HorizontalPodAutoscaler.autoscaling", "NetworkPolicy.networking.k8s.io", "Canary.flagger.app"]);
+        assert_eq!(
+            kinds,
+            [
+                "Namespace",
+                "CustomResourceDefinition.apiextensions.k8s.io",
+                "Role.rbac.authorization.k8s.io",
+                "ConfigMap",
+                "PersistentVolumeClaim",
+                "Service",
+                "Deployment.apps",
+                "HorizontalPodAutoscaler.autoscaling",
+                "NetworkPolicy.networking.k8s.io",
+                "Canary.flagger.app"
+            ]
+        );
     }
 }

@@ -5,9 +5,16 @@ use serde_json::Value;
 /// What a gate waits for, named in errors.
 pub fn condition(obj: &Value) -> Option<&'static str> {
     let api = obj["apiVersion"].as_str().unwrap_or_default();
-    match (api.split('/').next().unwrap_or_default(), obj["kind"].as_str().unwrap_or_default()) {
-        ("apps", "Deployment") => Some("rollout complete (updated and available replicas = spec.replicas)"),
-        ("apps", "StatefulSet") => Some("rollout complete (ready replicas = spec.replicas, current revision = update revision)"),
+    match (
+        api.split('/').next().unwrap_or_default(),
+        obj["kind"].as_str().unwrap_or_default(),
+    ) {
+        ("apps", "Deployment") => {
+            Some("rollout complete (updated and available replicas = spec.replicas)")
+        }
+        ("apps", "StatefulSet") => Some(
+            "rollout complete (ready replicas = spec.replicas, current revision = update revision)",
+        ),
         ("apps", "DaemonSet") => Some("rollout complete (updated and ready pods = desired pods)"),
         ("batch", "Job") => Some("condition Complete=True"),
         ("apiextensions.k8s.io", "CustomResourceDefinition") => Some("condition Established=True"),
@@ -18,7 +25,10 @@ pub fn condition(obj: &Value) -> Option<&'static str> {
 
 /// Whether `condition` applies to workloads (rollouts), which `--skip-workload-gates` turns off.
 pub fn is_workload(obj: &Value) -> bool {
-    matches!(obj["kind"].as_str(), Some("Deployment" | "StatefulSet" | "DaemonSet" | "Job"))
+    matches!(
+        obj["kind"].as_str(),
+        Some("Deployment" | "StatefulSet" | "DaemonSet" | "Job")
+    )
 }
 
 fn int(v: &Value, ptr: &str) -> i64 {
@@ -33,28 +43,39 @@ fn has_condition(obj: &Value, ty: &str) -> bool {
 
 /// Whether `obj` (as read back from the cluster) is ready.
 pub fn is_ready(obj: &Value) -> bool {
-    let generation_seen = int(obj, "/status/observedGeneration") >= int(obj, "/metadata/generation");
+    let generation_seen =
+        int(obj, "/status/observedGeneration") >= int(obj, "/metadata/generation");
     match obj["kind"].as_str().unwrap_or_default() {
         "Deployment" => {
-            let want = obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+            let want = obj
+                .pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
             generation_seen
                 && int(obj, "/status/updatedReplicas") >= want
                 && int(obj, "/status/availableReplicas") >= want
                 && int(obj, "/status/replicas") <= want
         }
         "StatefulSet" => {
-            let want = obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+            let want = obj
+                .pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
             generation_seen
                 && int(obj, "/status/readyReplicas") >= want
                 && obj.pointer("/status/currentRevision") == obj.pointer("/status/updateRevision")
         }
         "DaemonSet" => {
             let want = int(obj, "/status/desiredNumberScheduled");
-            generation_seen && int(obj, "/status/updatedNumberScheduled") >= want && int(obj, "/status/numberReady") >= want
+            generation_seen
+                && int(obj, "/status/updatedNumberScheduled") >= want
+                && int(obj, "/status/numberReady") >= want
         }
         "Job" => has_condition(obj, "Complete"),
         "CustomResourceDefinition" => has_condition(obj, "Established"),
-        "PersistentVolumeClaim" => obj.pointer("/status/phase").and_then(Value::as_str) == Some("Bound"),
+        "PersistentVolumeClaim" => {
+            obj.pointer("/status/phase").and_then(Value::as_str) == Some("Bound")
+        }
         _ => true,
     }
 }

@@ -71,7 +71,11 @@ pub struct Change {
 impl Change {
     /// The object's key.
     pub fn key(&self) -> ObjectKey {
-        ObjectKey { group_kind: self.group_kind.clone(), namespace: self.namespace.clone(), name: self.name.clone() }
+        ObjectKey {
+            group_kind: self.group_kind.clone(),
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+        }
     }
 }
 
@@ -113,9 +117,14 @@ pub fn compute(set_id: &str, desired: &[DesiredObject], live: &BTreeMap<ObjectKe
         match live.get(&d.key) {
             None => change.action = Action::Create,
             Some(l) => {
-                let live_hash = l.pointer("/metadata/annotations").and_then(|a| a.get(super::applyset::DESIRED_HASH_ANNOTATION)).and_then(Value::as_str);
+                let live_hash = l
+                    .pointer("/metadata/annotations")
+                    .and_then(|a| a.get(super::applyset::DESIRED_HASH_ANNOTATION))
+                    .and_then(Value::as_str);
                 change.secret_values_changed = secret_changes(&d.object, l);
-                if live_hash != Some(d.hash.to_string().as_str()) || !change.secret_values_changed.is_empty() {
+                if live_hash != Some(d.hash.to_string().as_str())
+                    || !change.secret_values_changed.is_empty()
+                {
                     change.action = Action::Update;
                     change.diff = Some(diff(&d.object, l));
                 } else {
@@ -129,12 +138,18 @@ pub fn compute(set_id: &str, desired: &[DesiredObject], live: &BTreeMap<ObjectKe
         }
         changes.push(change);
     }
-    let desired_keys: std::collections::HashSet<&ObjectKey> = desired.iter().map(|d| &d.key).collect();
+    let desired_keys: std::collections::HashSet<&ObjectKey> =
+        desired.iter().map(|d| &d.key).collect();
     for (key, l) in live {
         if desired_keys.contains(key) {
             continue;
         }
-        let rule = l.pointer("/metadata/annotations").and_then(|a| a.get(super::applyset::RULE_ANNOTATION)).and_then(Value::as_str).unwrap_or("?").to_owned();
+        let rule = l
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(super::applyset::RULE_ANNOTATION))
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_owned();
         changes.push(Change {
             action: Action::Delete,
             group_kind: key.group_kind.clone(),
@@ -147,22 +162,63 @@ pub fn compute(set_id: &str, desired: &[DesiredObject], live: &BTreeMap<ObjectKe
             wave: usize::MAX,
         });
     }
-    changes.sort_by(|a, b| (a.action, a.wave, &a.group_kind, &a.namespace, &a.name).cmp(&(b.action, b.wave, &b.group_kind, &b.namespace, &b.name)));
+    changes.sort_by(|a, b| {
+        (a.action, a.wave, &a.group_kind, &a.namespace, &a.name).cmp(&(
+            b.action,
+            b.wave,
+            &b.group_kind,
+            &b.namespace,
+            &b.name,
+        ))
+    });
     let mut summary = BTreeMap::new();
     for c in &changes {
         *summary.entry(c.action).or_insert(0) += 1;
     }
-    Plan { format_version: PLAN_JSON_FORMAT, applyset: set_id.to_owned(), summary, changes }
+    Plan {
+        format_version: PLAN_JSON_FORMAT,
+        applyset: set_id.to_owned(),
+        summary,
+        changes,
+    }
 }
 
 fn secret_changes(desired: &Value, live: &Value) -> Vec<String> {
     if desired["kind"] != "Secret" || desired["apiVersion"] != "v1" {
         return Vec::new();
     }
+    use base64::Engine as _;
     let empty = serde_json::Map::new();
-    let d = desired.get("data").and_then(Value::as_object).unwrap_or(&empty);
-    let l = live.get("data").and_then(Value::as_object).unwrap_or(&empty);
-    let mut keys: Vec<String> = d.iter().filter(|(k, v)| l.get(*k) != Some(v)).map(|(k, _)| k.clone()).collect();
+    // What the desired object will store: `data`, plus `stringData` encoded (the server keeps
+    // only `data`).
+    let mut d = desired
+        .get("data")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    for (k, v) in desired
+        .get("stringData")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty)
+    {
+        let text = v.as_str().unwrap_or_default();
+        d.insert(
+            k.clone(),
+            Value::from(base64::engine::general_purpose::STANDARD.encode(text)),
+        );
+    }
+    if d.is_empty() {
+        return Vec::new();
+    }
+    let l = live
+        .get("data")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let mut keys: Vec<String> = d
+        .iter()
+        .filter(|(k, v)| l.get(*k) != Some(v))
+        .map(|(k, _)| k.clone())
+        .collect();
     keys.extend(l.keys().filter(|k| !d.contains_key(*k)).cloned());
     keys.sort();
     keys
@@ -195,7 +251,10 @@ fn presentable(mut v: Value) -> Value {
             }
         }
     }
-    if let Some(ann) = v.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) {
+    if let Some(ann) = v
+        .pointer_mut("/metadata/annotations")
+        .and_then(Value::as_object_mut)
+    {
         ann.remove(super::applyset::DESIRED_HASH_ANNOTATION);
     }
     v
@@ -216,7 +275,10 @@ fn diff(desired: &Value, live: &Value) -> String {
 /// ownership, such as the scale subresource on older servers). Quantities compare by value
 /// (`1000m` equals `1`).
 pub fn unowned_fields(desired: &Value, live: &Value) -> Vec<String> {
-    let Some(entries) = live.pointer("/metadata/managedFields").and_then(Value::as_array) else {
+    let Some(entries) = live
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+    else {
         return Vec::new();
     };
     let Some(fields) = entries
@@ -231,23 +293,39 @@ pub fn unowned_fields(desired: &Value, live: &Value) -> Vec<String> {
         for (k, v) in d {
             match k.as_str() {
                 "apiVersion" | "kind" => {}
+                // Write-only: the server folds it into `data`, compared by value above.
+                "stringData" if desired["kind"] == "Secret" => {}
                 "metadata" => {
                     for sub in ["labels", "annotations"] {
                         if let Some(dv) = v.get(sub) {
-                            let f = fields.get("f:metadata").and_then(|m| m.get(format!("f:{sub}")));
+                            let f = fields
+                                .get("f:metadata")
+                                .and_then(|m| m.get(format!("f:{sub}")));
                             let lv = live.pointer(&format!("/metadata/{sub}"));
                             walk(dv, f, lv, &format!(".metadata.{sub}"), &mut out);
                         }
                     }
                 }
-                _ => walk(v, fields.get(format!("f:{k}")), live.get(k), &format!(".{k}"), &mut out),
+                _ => walk(
+                    v,
+                    fields.get(format!("f:{k}")),
+                    live.get(k),
+                    &format!(".{k}"),
+                    &mut out,
+                ),
             }
         }
     }
     out
 }
 
-fn walk(desired: &Value, fields: Option<&Value>, live: Option<&Value>, path: &str, out: &mut Vec<String>) {
+fn walk(
+    desired: &Value,
+    fields: Option<&Value>,
+    live: Option<&Value>,
+    path: &str,
+    out: &mut Vec<String>,
+) {
     let (Some(fields), Some(live)) = (fields, live) else {
         out.push(path.to_owned());
         return;
@@ -262,11 +340,19 @@ fn walk(desired: &Value, fields: Option<&Value>, live: Option<&Value>, path: &st
     match desired {
         Value::Object(map) => {
             for (k, v) in map {
-                walk(v, fields.get(format!("f:{k}")), live.get(k), &format!("{path}.{k}"), out);
+                walk(
+                    v,
+                    fields.get(format!("f:{k}")),
+                    live.get(k),
+                    &format!("{path}.{k}"),
+                    out,
+                );
             }
         }
         Value::Array(items) => {
-            let Some(fmap) = fields.as_object() else { return };
+            let Some(fmap) = fields.as_object() else {
+                return;
+            };
             let keyed: Vec<(serde_json::Map<String, Value>, &Value)> = fmap
                 .iter()
                 .filter_map(|(k, v)| {
@@ -283,12 +369,17 @@ fn walk(desired: &Value, fields: Option<&Value>, live: Option<&Value>, path: &st
             let live_items = live.as_array().map(Vec::as_slice).unwrap_or_default();
             for (i, item) in items.iter().enumerate() {
                 let matches = |key: &serde_json::Map<String, Value>, it: &Value| {
-                    key.iter().all(|(kf, kv)| it.get(kf).is_none_or(|iv| iv == kv)) && key.keys().any(|kf| it.get(kf).is_some())
+                    key.iter()
+                        .all(|(kf, kv)| it.get(kf).is_none_or(|iv| iv == kv))
+                        && key.keys().any(|kf| it.get(kf).is_some())
                 };
                 let found = keyed.iter().find(|(key, _)| matches(key, item));
-                let live_item = found.and_then(|(key, _)| live_items.iter().find(|l| matches(key, l)));
+                let live_item =
+                    found.and_then(|(key, _)| live_items.iter().find(|l| matches(key, l)));
                 match found {
-                    Some((_, sub)) => walk(item, Some(sub), live_item, &format!("{path}[{i}]"), out),
+                    Some((_, sub)) => {
+                        walk(item, Some(sub), live_item, &format!("{path}[{i}]"), out)
+                    }
                     None => out.push(format!("{path}[{i}]")),
                 }
             }
@@ -306,8 +397,12 @@ fn walk(desired: &Value, fields: Option<&Value>, live: Option<&Value>, path: &st
 /// by amount.
 fn equivalent(desired: &Value, live: &Value) -> bool {
     match (desired, live) {
-        (Value::Object(d), Value::Object(l)) => d.iter().all(|(k, v)| l.get(k).is_some_and(|lv| equivalent(v, lv))),
-        (Value::Array(d), Value::Array(l)) => d.len() == l.len() && d.iter().zip(l).all(|(a, b)| equivalent(a, b)),
+        (Value::Object(d), Value::Object(l)) => d
+            .iter()
+            .all(|(k, v)| l.get(k).is_some_and(|lv| equivalent(v, lv))),
+        (Value::Array(d), Value::Array(l)) => {
+            d.len() == l.len() && d.iter().zip(l).all(|(a, b)| equivalent(a, b))
+        }
         (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
         (a, b) if a == b => true,
         (a, b) => match (quantity(a), quantity(b)) {
@@ -324,7 +419,9 @@ fn quantity(v: &Value) -> Option<f64> {
         Value::Number(n) => return n.as_f64(),
         _ => return None,
     };
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+        .unwrap_or(s.len());
     let (num, suffix) = s.split_at(split);
     let n: f64 = num.parse().ok()?;
     let factor = match suffix {
@@ -352,7 +449,11 @@ fn quantity(v: &Value) -> Option<f64> {
 pub fn render(plan: &Plan) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    for c in plan.changes.iter().filter(|c| c.action != Action::Unchanged) {
+    for c in plan
+        .changes
+        .iter()
+        .filter(|c| c.action != Action::Unchanged)
+    {
         let sign = match c.action {
             Action::Create => "+",
             Action::Update => "~",
@@ -361,9 +462,18 @@ pub fn render(plan: &Plan) -> String {
             Action::Unchanged => " ",
         };
         let key = c.key();
-        let _ = writeln!(out, "{sign} {:<9} {key}  (rule `{}`)", format!("{:?}", c.action).to_lowercase(), c.rule);
+        let _ = writeln!(
+            out,
+            "{sign} {:<9} {key}  (rule `{}`)",
+            format!("{:?}", c.action).to_lowercase(),
+            c.rule
+        );
         if !c.drifted_fields.is_empty() {
-            let _ = writeln!(out, "    changed outside kiln: {}", c.drifted_fields.join(", "));
+            let _ = writeln!(
+                out,
+                "    changed outside kiln: {}",
+                c.drifted_fields.join(", ")
+            );
         }
         for k in &c.secret_values_changed {
             let _ = writeln!(out, "    data.{k}: (value changed)");
@@ -396,8 +506,15 @@ mod tests {
     fn desired(obj: Value) -> DesiredObject {
         let hash = Digest::of(obj.to_string().as_bytes());
         let mut o = obj;
-        o["metadata"]["annotations"] = json!({super::super::applyset::DESIRED_HASH_ANNOTATION: hash.to_string()});
-        DesiredObject { key: ObjectKey::of(&o), rule: "r".into(), wave: 0, object: o, hash }
+        o["metadata"]["annotations"] =
+            json!({super::super::applyset::DESIRED_HASH_ANNOTATION: hash.to_string()});
+        DesiredObject {
+            key: ObjectKey::of(&o),
+            rule: "r".into(),
+            wave: 0,
+            object: o,
+            hash,
+        }
     }
 
     fn deployment(replicas: i64) -> Value {
@@ -407,7 +524,8 @@ mod tests {
 
     fn live_from(d: &DesiredObject, managed: Value) -> Value {
         let mut l = d.object.clone();
-        l["metadata"]["managedFields"] = json!([{"manager": "kiln", "operation": "Apply", "fieldsV1": managed}]);
+        l["metadata"]["managedFields"] =
+            json!([{"manager": "kiln", "operation": "Apply", "fieldsV1": managed}]);
         l
     }
 
@@ -430,7 +548,10 @@ mod tests {
         let p = compute("id", std::slice::from_ref(&d3), &live);
         assert_eq!(p.changes[0].action, Action::Update);
         let diff = p.changes[0].diff.as_ref().unwrap();
-        assert!(diff.contains("-  replicas: 2") && diff.contains("+  replicas: 3"), "{diff}");
+        assert!(
+            diff.contains("-  replicas: 2") && diff.contains("+  replicas: 3"),
+            "{diff}"
+        );
         let p = compute("id", &[], &live);
         assert_eq!(p.changes[0].action, Action::Delete);
     }
@@ -439,17 +560,26 @@ mod tests {
     fn drift_when_another_manager_took_a_field() {
         let d = desired(deployment(2));
         let mut fields = kiln_fields();
-        fields["f:spec"].as_object_mut().unwrap().remove("f:replicas");
+        fields["f:spec"]
+            .as_object_mut()
+            .unwrap()
+            .remove("f:replicas");
         let mut live = BTreeMap::new();
         live.insert(d.key.clone(), live_from(&d, fields));
         let p = compute("id", std::slice::from_ref(&d), &live);
         assert_eq!(p.changes[0].action, Action::Drift);
         assert_eq!(p.changes[0].drifted_fields, [".spec.replicas"]);
         let mut fields = kiln_fields();
-        fields["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"api\"}"].as_object_mut().unwrap().remove("f:image");
+        fields["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"api\"}"]
+            .as_object_mut()
+            .unwrap()
+            .remove("f:image");
         live.insert(d.key.clone(), live_from(&d, fields));
         let p = compute("id", std::slice::from_ref(&d), &live);
-        assert_eq!(p.changes[0].drifted_fields, [".spec.template.spec.containers[0].image"]);
+        assert_eq!(
+            p.changes[0].drifted_fields,
+            [".spec.template.spec.containers[0].image"]
+        );
     }
 
     #[test]
@@ -468,19 +598,29 @@ mod tests {
         assert!(equivalent(&json!("1000m"), &json!("1")));
         assert!(equivalent(&json!("1536Mi"), &json!("1.5Gi")));
         assert!(!equivalent(&json!("1Gi"), &json!("1G")));
-        assert!(equivalent(&json!({"a": 1}), &json!({"a": 1.0, "defaulted": true})));
+        assert!(equivalent(
+            &json!({"a": 1}),
+            &json!({"a": 1.0, "defaulted": true})
+        ));
         assert!(!equivalent(&json!(["a", "b"]), &json!(["a"])));
         assert!(!equivalent(&json!("api:1"), &json!("api:2")));
     }
 
     #[test]
     fn atomic_fields_are_owned_whole() {
-        let d = desired(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "api", "namespace": "shop"},
-                               "spec": {"selector": {"matchLabels": {"app": "api"}}}}));
+        let d = desired(
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "api", "namespace": "shop"},
+                               "spec": {"selector": {"matchLabels": {"app": "api"}}}}),
+        );
         let mut live = BTreeMap::new();
         live.insert(d.key.clone(), live_from(&d, json!({"f:metadata": {"f:annotations": {"f:kiln.dev/desired-hash": {}}}, "f:spec": {"f:selector": {}}})));
         let p = compute("id", std::slice::from_ref(&d), &live);
-        assert_eq!(p.changes[0].action, Action::Unchanged, "{:?}", p.changes[0].drifted_fields);
+        assert_eq!(
+            p.changes[0].action,
+            Action::Unchanged,
+            "{:?}",
+            p.changes[0].drifted_fields
+        );
     }
 
     #[test]
@@ -496,7 +636,14 @@ mod tests {
         assert_eq!(p.changes[0].secret_values_changed, ["password"]);
         let text = render(&p) + &serde_json::to_string(&p).unwrap();
         assert!(text.contains("(value changed)"));
-        for secret in ["bmV3LXNlY3JldA", "b2xkLXNlY3JldA", "new-secret", "old-secret", "bmV3", "b2xk"] {
+        for secret in [
+            "bmV3LXNlY3JldA",
+            "b2xkLXNlY3JldA",
+            "new-secret",
+            "old-secret",
+            "bmV3",
+            "b2xk",
+        ] {
             assert!(!text.contains(secret), "{secret} leaked: {text}");
         }
     }

@@ -51,7 +51,9 @@ pub enum RealizeError {
     NotConfirmed(usize),
     /// A health gate did not pass.
     #[error("{object} did not become ready within {timeout:?}: waited for {condition}")]
-    #[diagnostic(help("objects already applied stay; fix the cause and run `kiln apply` again to converge"))]
+    #[diagnostic(help(
+        "objects already applied stay; fix the cause and run `kiln apply` again to converge"
+    ))]
     Unhealthy {
         /// The object.
         object: String,
@@ -97,16 +99,30 @@ pub async fn connect_and_plan(
     context: Option<&str>,
     parent_namespace: &str,
 ) -> Result<Realized, RealizeError> {
-    let report = crate::build::build(dir, store_dir, &BuildOptions::default().env(env.clone()), &|_, _| {})?;
+    let report = crate::build::build(
+        dir,
+        store_dir,
+        &BuildOptions::default().env(env.clone()),
+        &|_, _| {},
+    )?;
     if !report.success() {
-        return Err(RealizeError::BuildFailed(report.summary.failed + report.summary.skipped));
+        return Err(RealizeError::BuildFailed(
+            report.summary.failed + report.summary.skipped,
+        ));
     }
-    let Loaded { project, graph, selected } = crate::build::load(dir, env.as_deref())?;
+    let Loaded {
+        project,
+        graph,
+        selected,
+    } = crate::build::load(dir, env.as_deref())?;
     let store = kiln_store::LocalStore::open(store_dir).map_err(EngineError::from)?;
     let mut trees = BTreeMap::new();
     for r in &report.rules {
         if let Some(out) = r.output {
-            trees.insert(r.name.clone(), std::sync::Arc::new(store.load(&out).map_err(EngineError::from)?));
+            trees.insert(
+                r.name.clone(),
+                std::sync::Arc::new(store.load(&out).map_err(EngineError::from)?),
+            );
         }
     }
     let parent = Parent::for_project(&project.name, selected.name(), parent_namespace);
@@ -117,25 +133,73 @@ pub async fn connect_and_plan(
     }
 
     let cluster = Cluster::connect(kubeconfig, context).await?;
-    let live_parent = cluster.get("v1", "Secret", &parent.namespace, &parent.name).await?;
-    let mut group_kinds: BTreeSet<String> = desired.iter().map(|d| d.key.group_kind.clone()).collect();
+    let live_parent = cluster
+        .get("v1", "Secret", &parent.namespace, &parent.name)
+        .await?;
+    let mut group_kinds: BTreeSet<String> =
+        desired.iter().map(|d| d.key.group_kind.clone()).collect();
     if let Some(p) = &live_parent {
         let (gks, tooling) = parent_state(p);
         let tooling = tooling.unwrap_or_default();
         if !tooling.starts_with("kiln/") {
-            return Err(RealizeError::ForeignParent { name: parent.name.clone(), namespace: parent.namespace.clone(), tooling });
+            return Err(RealizeError::ForeignParent {
+                name: parent.name.clone(),
+                namespace: parent.namespace.clone(),
+                tooling,
+            });
         }
         group_kinds.extend(gks);
     }
     let selector = format!("{}={set_id}", applyset::PART_OF_LABEL);
+    let versions: BTreeMap<&str, &str> = desired
+        .iter()
+        .map(|d| {
+            (
+                d.key.group_kind.as_str(),
+                d.object["apiVersion"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    // Kinds whose CRD this run creates are not served yet: they have no members.
+    let defined_here: BTreeSet<String> = desired
+        .iter()
+        .filter(|d| d.key.group_kind.starts_with("CustomResourceDefinition."))
+        .filter_map(|d| {
+            let spec = d.object.get("spec")?;
+            Some(format!(
+                "{}.{}",
+                spec.pointer("/names/kind")?.as_str()?,
+                spec.get("group")?.as_str()?
+            ))
+        })
+        .collect();
     let lists: Vec<Vec<Value>> = stream::iter(group_kinds.iter())
-        .map(|gk| cluster.list(gk, &selector))
+        .map(|gk| {
+            let (cluster, selector, defined_here) = (&cluster, &selector, &defined_here);
+            let version = versions.get(gk.as_str()).copied();
+            async move {
+                match cluster.list(gk, version, selector).await {
+                    Err(e) if defined_here.contains(gk) && e.is_not_served() => Ok(Vec::new()),
+                    other => other,
+                }
+            }
+        })
         .buffer_unordered(8)
         .try_collect()
         .await?;
-    let live: BTreeMap<ObjectKey, Value> = lists.into_iter().flatten().map(|o| (ObjectKey::of(&o), o)).collect();
+    let live: BTreeMap<ObjectKey, Value> = lists
+        .into_iter()
+        .flatten()
+        .map(|o| (ObjectKey::of(&o), o))
+        .collect();
     let plan = plan::compute(&set_id, &desired, &live);
-    Ok(Realized { cluster, parent, live_parent, desired, plan })
+    Ok(Realized {
+        cluster,
+        parent,
+        live_parent,
+        desired,
+        plan,
+    })
 }
 
 /// Options of `kiln apply`.
@@ -171,7 +235,11 @@ pub struct ApplyReport {
 fn parent_lists(desired: &[DesiredObject], extra_gks: &[String]) -> (Vec<String>, Vec<String>) {
     let mut gks: BTreeSet<String> = desired.iter().map(|d| d.key.group_kind.clone()).collect();
     gks.extend(extra_gks.iter().cloned());
-    let namespaces: BTreeSet<String> = desired.iter().map(|d| d.key.namespace.clone()).filter(|n| !n.is_empty()).collect();
+    let namespaces: BTreeSet<String> = desired
+        .iter()
+        .map(|d| d.key.namespace.clone())
+        .filter(|n| !n.is_empty())
+        .collect();
     (gks.into_iter().collect(), namespaces.into_iter().collect())
 }
 
@@ -186,11 +254,25 @@ async fn write_parent_if_changed(
 ) -> Result<Option<Value>, RealizeError> {
     let obj = r.parent.object(gks, namespaces);
     let same = current.as_ref().is_some_and(|live| {
-        let ann = |v: &Value, k: &str| v.pointer("/metadata/annotations").and_then(|a| a.get(k)).cloned();
-        [applyset::GROUP_KINDS_ANNOTATION, applyset::NAMESPACES_ANNOTATION, applyset::TOOLING_ANNOTATION]
-            .iter()
-            .all(|k| ann(live, k) == ann(&obj, k))
-            && live.pointer(&format!("/metadata/labels/{}", applyset::ID_LABEL.replace('/', "~1"))) == obj.pointer(&format!("/metadata/labels/{}", applyset::ID_LABEL.replace('/', "~1")))
+        let ann = |v: &Value, k: &str| {
+            v.pointer("/metadata/annotations")
+                .and_then(|a| a.get(k))
+                .cloned()
+        };
+        [
+            applyset::GROUP_KINDS_ANNOTATION,
+            applyset::NAMESPACES_ANNOTATION,
+            applyset::TOOLING_ANNOTATION,
+        ]
+        .iter()
+        .all(|k| ann(live, k) == ann(&obj, k))
+            && live.pointer(&format!(
+                "/metadata/labels/{}",
+                applyset::ID_LABEL.replace('/', "~1")
+            )) == obj.pointer(&format!(
+                "/metadata/labels/{}",
+                applyset::ID_LABEL.replace('/', "~1")
+            ))
     });
     if same {
         return Ok(current);
@@ -199,20 +281,29 @@ async fn write_parent_if_changed(
 }
 
 async fn wait_ready(cluster: &Cluster, obj: &Value, timeout: Duration) -> Result<(), RealizeError> {
-    let Some(condition) = health::condition(obj) else { return Ok(()) };
+    let Some(condition) = health::condition(obj) else {
+        return Ok(());
+    };
     let key = ObjectKey::of(obj);
     let api_version = obj["apiVersion"].as_str().unwrap_or_default();
     let kind = obj["kind"].as_str().unwrap_or_default();
     let deadline = Instant::now() + timeout;
     let mut delay = Duration::from_millis(100);
     loop {
-        if let Some(live) = cluster.get(api_version, kind, &key.namespace, &key.name).await? {
+        if let Some(live) = cluster
+            .get(api_version, kind, &key.namespace, &key.name)
+            .await?
+        {
             if health::is_ready(&live) {
                 return Ok(());
             }
         }
         if Instant::now() >= deadline {
-            return Err(RealizeError::Unhealthy { object: key.to_string(), condition: condition.to_owned(), timeout });
+            return Err(RealizeError::Unhealthy {
+                object: key.to_string(),
+                condition: condition.to_owned(),
+                timeout,
+            });
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(2));
@@ -225,35 +316,72 @@ pub async fn apply(
     options: &ApplyOptions,
     confirm: impl FnOnce(usize) -> bool,
 ) -> Result<ApplyReport, RealizeError> {
-    let deletions: Vec<_> = r.plan.changes.iter().filter(|c| c.action == Action::Delete).collect();
+    let deletions: Vec<_> = r
+        .plan
+        .changes
+        .iter()
+        .filter(|c| c.action == Action::Delete)
+        .collect();
     if !deletions.is_empty() && !options.yes && !confirm(deletions.len()) {
         return Err(RealizeError::NotConfirmed(deletions.len()));
     }
-    let old_gks = r.live_parent.as_ref().map(|p| parent_state(p).0).unwrap_or_default();
+    let old_gks = r
+        .live_parent
+        .as_ref()
+        .map(|p| parent_state(p).0)
+        .unwrap_or_default();
     // Widen the parent first, so an interrupted apply leaves no member the next run cannot find.
     let (gks, namespaces) = parent_lists(&r.desired, &old_gks);
-    let current = write_parent_if_changed(r, r.live_parent.clone(), &gks, &namespaces, options.force_conflicts).await?;
+    let current = write_parent_if_changed(
+        r,
+        r.live_parent.clone(),
+        &gks,
+        &namespaces,
+        options.force_conflicts,
+    )
+    .await?;
 
-    let by_key: BTreeMap<&ObjectKey, &DesiredObject> = r.desired.iter().map(|d| (&d.key, d)).collect();
+    let by_key: BTreeMap<&ObjectKey, &DesiredObject> =
+        r.desired.iter().map(|d| (&d.key, d)).collect();
     let mut to_write: BTreeMap<usize, BTreeMap<u8, Vec<&DesiredObject>>> = BTreeMap::new();
     for c in &r.plan.changes {
         if matches!(c.action, Action::Create | Action::Update | Action::Drift) {
             let d = by_key[&c.key()];
-            to_write.entry(d.wave).or_default().entry(kind_rank(&d.key.group_kind)).or_default().push(d);
+            to_write
+                .entry(d.wave)
+                .or_default()
+                .entry(kind_rank(&d.key.group_kind))
+                .or_default()
+                .push(d);
         }
     }
+    let drifted: std::collections::HashSet<ObjectKey> = r
+        .plan
+        .changes
+        .iter()
+        .filter(|c| c.action == Action::Drift)
+        .map(|c| c.key())
+        .collect();
     let mut report = ApplyReport::default();
     for ranks in to_write.values() {
         let mut written = Vec::new();
         for objs in ranks.values() {
             let applied: Vec<Value> = stream::iter(objs.iter())
-                .map(|d| r.cluster.apply(&d.object, options.force_conflicts))
+                .map(|d| {
+                    // Reverting drift takes the fields back from whoever changed them; a new
+                    // field another manager owns is a conflict unless --force-conflicts.
+                    let force = options.force_conflicts || drifted.contains(&d.key);
+                    r.cluster.apply(&d.object, force)
+                })
                 .buffer_unordered(options.parallel.max(1))
                 .try_collect()
                 .await?;
             report.applied += applied.len();
             // A CRD created in this run must be Established before its custom resources.
-            for d in objs.iter().filter(|d| d.key.group_kind.starts_with("CustomResourceDefinition.")) {
+            for d in objs
+                .iter()
+                .filter(|d| d.key.group_kind.starts_with("CustomResourceDefinition."))
+            {
                 wait_ready(&r.cluster, &d.object, options.timeout).await?;
             }
             written.extend(objs.iter().copied());
@@ -275,7 +403,9 @@ pub async fn apply(
     let mut deletions = deletions;
     deletions.sort_by_key(|c| std::cmp::Reverse(kind_rank(&c.group_kind)));
     for c in deletions {
-        r.cluster.delete(&c.group_kind, &c.namespace, &c.name).await?;
+        r.cluster
+            .delete(&c.group_kind, &c.namespace, &c.name)
+            .await?;
         report.deleted += 1;
     }
     // Narrow the parent to what the set now holds.

@@ -24,7 +24,9 @@ fn resolve_one(r: &SecretRef) -> Result<Vec<u8>, String> {
         SecretRef::Env(var) => std::env::var_os(var)
             .map(|v| v.into_encoded_bytes())
             .ok_or_else(|| format!("environment variable `{var}` is not set")),
-        SecretRef::File(path) => std::fs::read(path).map_err(|e| format!("cannot read `{path}`: {e}")),
+        SecretRef::File(path) => {
+            std::fs::read(path).map_err(|e| format!("cannot read `{path}`: {e}"))
+        }
         SecretRef::Command(argv) => {
             let out = std::process::Command::new(&argv[0])
                 .args(&argv[1..])
@@ -47,22 +49,37 @@ fn resolve_one(r: &SecretRef) -> Result<Vec<u8>, String> {
 /// Fills `data` of a kiln Secret from its references. Other objects are left as they are.
 pub fn resolve(obj: &mut Value) -> Result<(), SecretError> {
     let Some(refs) = obj
-        .pointer(&format!("/metadata/annotations/{}", SECRET_REFS_ANNOTATION.replace('/', "~1")))
+        .pointer(&format!(
+            "/metadata/annotations/{}",
+            SECRET_REFS_ANNOTATION.replace('/', "~1")
+        ))
         .and_then(Value::as_str)
         .map(str::to_owned)
     else {
         return Ok(());
     };
-    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_owned();
-    let refs: BTreeMap<String, SecretRef> = serde_json::from_str(&refs).map_err(|e| SecretError {
-        secret: name.clone(),
-        key: "*".into(),
-        message: format!("unreadable references: {e}"),
-    })?;
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let refs: BTreeMap<String, SecretRef> =
+        serde_json::from_str(&refs).map_err(|e| SecretError {
+            secret: name.clone(),
+            key: "*".into(),
+            message: format!("unreadable references: {e}"),
+        })?;
     let mut data = serde_json::Map::new();
     for (key, r) in refs {
-        let value = resolve_one(&r).map_err(|message| SecretError { secret: name.clone(), key: key.clone(), message })?;
-        data.insert(key, Value::from(base64::engine::general_purpose::STANDARD.encode(value)));
+        let value = resolve_one(&r).map_err(|message| SecretError {
+            secret: name.clone(),
+            key: key.clone(),
+            message,
+        })?;
+        data.insert(
+            key,
+            Value::from(base64::engine::general_purpose::STANDARD.encode(value)),
+        );
     }
     obj["data"] = Value::Object(data);
     Ok(())
@@ -79,17 +96,33 @@ mod tests {
         let f = dir.path().join("v");
         std::fs::write(&f, "from-file").unwrap();
         std::env::set_var("KILN_SECRETS_TEST", "from-env");
-        let refs = format!(r#"{{"a":{{"env":"KILN_SECRETS_TEST"}},"b":{{"file":"{}"}},"c":{{"command":["echo","from-cmd"]}}}}"#, f.display());
+        let refs = format!(
+            r#"{{"a":{{"env":"KILN_SECRETS_TEST"}},"b":{{"file":"{}"}},"c":{{"command":["echo","from-cmd"]}}}}"#,
+            f.display()
+        );
         let mut obj = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "annotations": {SECRET_REFS_ANNOTATION: refs}}});
         resolve(&mut obj).unwrap();
-        let dec = |k: &str| String::from_utf8(base64::engine::general_purpose::STANDARD.decode(obj["data"][k].as_str().unwrap()).unwrap()).unwrap();
-        assert_eq!((dec("a"), dec("b"), dec("c")), ("from-env".into(), "from-file".into(), "from-cmd".into()));
+        let dec = |k: &str| {
+            String::from_utf8(
+                base64::engine::general_purpose::STANDARD
+                    .decode(obj["data"][k].as_str().unwrap())
+                    .unwrap(),
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            (dec("a"), dec("b"), dec("c")),
+            ("from-env".into(), "from-file".into(), "from-cmd".into())
+        );
     }
 
     #[test]
     fn a_missing_variable_names_the_reference_not_a_value() {
         let mut obj = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "annotations": {SECRET_REFS_ANNOTATION: r#"{"pw":{"env":"KILN_SECRETS_TEST_MISSING"}}"#}}});
         let e = resolve(&mut obj).unwrap_err().to_string();
-        assert_eq!(e, "secret `s`, key `pw`: environment variable `KILN_SECRETS_TEST_MISSING` is not set");
+        assert_eq!(
+            e,
+            "secret `s`, key `pw`: environment variable `KILN_SECRETS_TEST_MISSING` is not set"
+        );
     }
 }
