@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::core::{ApiResource, GroupVersionKind};
+use kube::core::ApiResource;
 use kube::discovery::{ApiCapabilities, ApiGroup, Scope};
 use kube::{Client, Config};
 use serde_json::Value;
@@ -79,8 +79,8 @@ pub struct Counters {
 pub struct Cluster {
     client: Client,
     counters: Arc<Counters>,
-    /// group/version -> the group's resources.
-    groups: Mutex<HashMap<String, Arc<ApiGroup>>>,
+    /// group/version -> the group's resources, fetched once even when asked for concurrently.
+    groups: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<ApiGroup>>>>>,
     /// group -> preferred version (from one /apis request, when needed).
     preferred: Mutex<Option<HashMap<String, String>>>,
 }
@@ -144,26 +144,21 @@ impl Cluster {
     ) -> Result<(ApiResource, ApiCapabilities), ClusterError> {
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
         let gv_key = format!("{group}/{version}");
-        let cached = self.groups.lock().await.get(&gv_key).cloned();
-        let g = match cached {
-            Some(g) => g,
-            None => {
-                let gvk = GroupVersionKind::gvk(group, version, kind);
-                let g = kube::discovery::pinned_group(
-                    &self.client,
-                    &kube::core::GroupVersion::gv(group, version),
-                )
-                .await
-                .map_err(|source| ClusterError::Api {
-                    action: "discover",
-                    what: format!("`{}`", gvk.api_version()),
-                    source,
-                })?;
-                let g = Arc::new(g);
-                self.groups.lock().await.insert(gv_key, g.clone());
-                g
-            }
-        };
+        let cell = self.groups.lock().await.entry(gv_key).or_default().clone();
+        let g = cell
+            .get_or_try_init(|| async {
+                let gv = kube::core::GroupVersion::gv(group, version);
+                kube::discovery::pinned_group(&self.client, &gv)
+                    .await
+                    .map(Arc::new)
+                    .map_err(|source| ClusterError::Api {
+                        action: "discover",
+                        what: format!("`{api_version}`"),
+                        source,
+                    })
+            })
+            .await?
+            .clone();
         g.versioned_resources(version)
             .into_iter()
             .find(|(ar, _)| ar.kind == kind)

@@ -99,6 +99,7 @@ pub async fn connect_and_plan(
     context: Option<&str>,
     parent_namespace: &str,
 ) -> Result<Realized, RealizeError> {
+    let start = Instant::now();
     let report = crate::build::build(
         dir,
         store_dir,
@@ -132,24 +133,8 @@ pub async fn connect_and_plan(
         secrets::resolve(&mut d.object)?;
     }
 
+    tracing::debug!(elapsed = ?start.elapsed(), objects = desired.len(), "desired state assembled");
     let cluster = Cluster::connect(kubeconfig, context).await?;
-    let live_parent = cluster
-        .get("v1", "Secret", &parent.namespace, &parent.name)
-        .await?;
-    let mut group_kinds: BTreeSet<String> =
-        desired.iter().map(|d| d.key.group_kind.clone()).collect();
-    if let Some(p) = &live_parent {
-        let (gks, tooling) = parent_state(p);
-        let tooling = tooling.unwrap_or_default();
-        if !tooling.starts_with("kiln/") {
-            return Err(RealizeError::ForeignParent {
-                name: parent.name.clone(),
-                namespace: parent.namespace.clone(),
-                tooling,
-            });
-        }
-        group_kinds.extend(gks);
-    }
     let selector = format!("{}={set_id}", applyset::PART_OF_LABEL);
     let versions: BTreeMap<&str, &str> = desired
         .iter()
@@ -173,26 +158,56 @@ pub async fn connect_and_plan(
             ))
         })
         .collect();
-    let lists: Vec<Vec<Value>> = stream::iter(group_kinds.iter())
-        .map(|gk| {
-            let (cluster, selector, defined_here) = (&cluster, &selector, &defined_here);
-            let version = versions.get(gk.as_str()).copied();
-            async move {
-                match cluster.list(gk, version, selector).await {
-                    Err(e) if defined_here.contains(gk) && e.is_not_served() => Ok(Vec::new()),
+    let list_all = |gks: Vec<String>| {
+        let (cluster, selector, versions, defined_here) =
+            (&cluster, &selector, &versions, &defined_here);
+        stream::iter(gks)
+            .map(move |gk| async move {
+                match cluster
+                    .list(&gk, versions.get(gk.as_str()).copied(), selector)
+                    .await
+                {
+                    Err(e) if defined_here.contains(&gk) && e.is_not_served() => Ok(Vec::new()),
                     other => other,
                 }
-            }
-        })
-        .buffer_unordered(8)
-        .try_collect()
-        .await?;
+            })
+            .buffer_unordered(8)
+            .try_collect::<Vec<Vec<Value>>>()
+    };
+    // The parent and the members of the kinds kiln wants read together: reads only.
+    let desired_gks: BTreeSet<String> = desired.iter().map(|d| d.key.group_kind.clone()).collect();
+    let (live_parent, mut lists) = futures::try_join!(
+        cluster.get("v1", "Secret", &parent.namespace, &parent.name),
+        list_all(desired_gks.iter().cloned().collect()),
+    )?;
+    tracing::debug!(elapsed = ?start.elapsed(), "read the parent and listed the desired kinds");
+    if let Some(p) = &live_parent {
+        let (gks, tooling) = parent_state(p);
+        let tooling = tooling.unwrap_or_default();
+        if !tooling.starts_with("kiln/") {
+            return Err(RealizeError::ForeignParent {
+                name: parent.name.clone(),
+                namespace: parent.namespace.clone(),
+                tooling,
+            });
+        }
+        // Kinds the set held before and no rule produces now: their members are to be pruned.
+        let extra: Vec<String> = gks
+            .into_iter()
+            .filter(|g| !desired_gks.contains(g))
+            .collect();
+        if !extra.is_empty() {
+            lists.extend(list_all(extra).await?);
+        }
+    }
     let live: BTreeMap<ObjectKey, Value> = lists
         .into_iter()
         .flatten()
         .map(|o| (ObjectKey::of(&o), o))
         .collect();
+    tracing::debug!(elapsed = ?start.elapsed(), members = live.len(), "listed the set");
     let plan = plan::compute(&set_id, &desired, &live);
+    tracing::debug!(elapsed = ?start.elapsed(), "planned");
     Ok(Realized {
         cluster,
         parent,
