@@ -33,7 +33,7 @@ fn build_example(dir: &Path, env: &str) {
 
 #[test]
 fn odordiff_builds_for_staging_and_production() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/odordiff");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/odordiff-2");
     build_example(&dir, "staging");
     build_example(&dir, "production");
 }

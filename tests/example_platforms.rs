@@ -1,0 +1,315 @@
+//! The example platforms are the acceptance suite: each is built for staging and production and
+//! realized on the real test cluster (see tests/cluster.rs for how the cluster is found), then
+//! changed the way its users change it. Workload rollouts cannot finish on a control plane
+//! without kubelets, so apply runs with `--skip-workload-gates`; CRD gates still apply.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use common::Sandbox;
+use serde_json::Value;
+
+fn kubeconfig() -> PathBuf {
+    static KUBECONFIG: OnceLock<PathBuf> = OnceLock::new();
+    KUBECONFIG
+        .get_or_init(|| {
+            if let Some(p) = std::env::var_os("KILN_TEST_KUBECONFIG") {
+                return PathBuf::from(p);
+            }
+            let dir =
+                std::env::temp_dir().join(format!("kiln-test-cluster-{}", std::process::id()));
+            let status =
+                Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/test-cluster"))
+                    .arg("start")
+                    .arg(&dir)
+                    .args(["--watch-pid", &std::process::id().to_string()])
+                    .status()
+                    .expect("run scripts/test-cluster");
+            assert!(status.success(), "the test cluster did not start");
+            dir.join("kubeconfig")
+        })
+        .clone()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+/// How one example is exercised.
+struct Example {
+    dir: &'static str,
+    /// Environment variables its secret references read.
+    secrets: &'static [&'static str],
+    /// (file, from, to): a variable change.
+    variable: (&'static str, &'static str, &'static str),
+    /// Objects that change with it (`Kind.group/name`).
+    variable_changes: &'static [&'static str],
+    /// (file, text appended): a config file edit.
+    config: (&'static str, &'static str),
+    /// The ConfigMap's base name, and the workloads that refer to it.
+    config_map: &'static str,
+    config_users: &'static [&'static str],
+    /// A rule to remove, and the objects that go with it.
+    removed_rule: &'static str,
+    removed_objects: &'static [&'static str],
+}
+
+struct Run<'a> {
+    ex: &'a Example,
+    s: Sandbox,
+}
+
+impl Run<'_> {
+    fn project(&self) -> PathBuf {
+        self.s.project()
+    }
+
+    fn kiln(&self, args: &[&str]) -> Output {
+        let mut c = self.s.kiln();
+        c.args(args).arg(self.project());
+        for var in self.ex.secrets {
+            c.env(var, format!("test-value-of-{var}"));
+        }
+        c.output().unwrap()
+    }
+
+    fn realize(&self, cmd: &str, extra: &[&str]) -> Value {
+        let mut args = vec![cmd, "--env", "staging", "--json", "--kubeconfig"];
+        let kc = kubeconfig();
+        args.push(kc.to_str().unwrap());
+        args.extend_from_slice(extra);
+        let out = self.kiln(&args);
+        assert!(
+            out.status.success(),
+            "kiln {cmd} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn plan(&self) -> Value {
+        self.realize("plan", &[])
+    }
+
+    fn apply(&self) -> Value {
+        self.realize("apply", &["--yes", "--skip-workload-gates"])
+    }
+
+    fn edit(&self, file: &str, f: impl FnOnce(String) -> String) {
+        let p = self.project().join(file);
+        let text = std::fs::read_to_string(&p).unwrap();
+        let new = f(text.clone());
+        assert_ne!(text, new, "edit of {file} changed nothing");
+        std::fs::write(p, new).unwrap();
+    }
+}
+
+fn count(plan: &Value, action: &str) -> u64 {
+    plan["summary"][action].as_u64().unwrap_or(0)
+}
+
+fn changed(plan: &Value, action: &str) -> Vec<String> {
+    let mut v: Vec<String> = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["action"] == action)
+        .map(|c| {
+            format!(
+                "{}/{}",
+                c["group_kind"].as_str().unwrap(),
+                c["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn sorted(v: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = v.iter().map(|s| (*s).to_owned()).collect();
+    v.sort();
+    v
+}
+
+fn exercise(ex: &Example) {
+    let r = Run {
+        ex,
+        s: Sandbox::new(),
+    };
+    std::fs::remove_dir_all(r.project()).unwrap();
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join(ex.dir),
+        &r.project(),
+    );
+
+    // 1. Both environments build; a second build is a no-op.
+    for env in ["staging", "production", "staging"] {
+        let out = r.kiln(&["build", "--env", env, "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        if env == "staging" && report["summary"]["cached"].as_u64().unwrap() > 0 {
+            assert_eq!(report["summary"]["built"], 0, "second build is a no-op");
+        }
+    }
+
+    // 2. Apply creates everything; the objects exist.
+    let plan = r.plan();
+    let total = plan["changes"].as_array().unwrap().len() as u64;
+    assert_eq!(
+        count(&plan, "create") + count(&plan, "unchanged"),
+        total,
+        "{}",
+        plan["summary"]
+    );
+    r.apply();
+    let id = plan["applyset"].as_str().unwrap();
+    let kc = kubeconfig();
+    let deployments = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["group_kind"] == "Deployment.apps")
+        .count();
+    let listed = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kc)
+        .args([
+            "get",
+            "deployments",
+            "-A",
+            "-l",
+            &format!("applyset.kubernetes.io/part-of={id}"),
+            "-o",
+            "name",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&listed.stdout).lines().count(),
+        deployments
+    );
+
+    // 3. Plan right after: nothing to do, no writes.
+    let clean = r.plan();
+    assert_eq!(count(&clean, "unchanged"), total, "{}", clean["summary"]);
+    assert_eq!(clean["http"]["writes"], 0);
+
+    // 4. One variable: exactly the objects that read it.
+    let (file, from, to) = ex.variable;
+    r.edit(file, |t| t.replacen(from, to, 1));
+    let plan = r.plan();
+    assert_eq!(changed(&plan, "update"), sorted(ex.variable_changes));
+    assert_eq!(count(&plan, "create") + count(&plan, "delete"), 0);
+    let applied = r.apply();
+    assert_eq!(
+        applied["http"]["writes"].as_u64().unwrap(),
+        ex.variable_changes.len() as u64
+    );
+
+    // 5. One config file: a new hashed ConfigMap, its users follow, the old one is pruned.
+    let (file, extra) = ex.config;
+    r.edit(file, |t| t + extra);
+    let plan = r.plan();
+    let created = changed(&plan, "create");
+    let deleted = changed(&plan, "delete");
+    assert_eq!(created.len(), 1, "{created:?}");
+    assert!(
+        created[0].starts_with(&format!("ConfigMap/{}-", ex.config_map)),
+        "{created:?}"
+    );
+    assert_eq!(deleted.len(), 1, "{deleted:?}");
+    assert!(
+        deleted[0].starts_with(&format!("ConfigMap/{}-", ex.config_map)),
+        "{deleted:?}"
+    );
+    assert_eq!(changed(&plan, "update"), sorted(ex.config_users));
+    r.apply();
+    assert_eq!(count(&r.plan(), "unchanged"), total);
+
+    // 6. Remove a rule: its objects are pruned.
+    let rule = ex.removed_rule;
+    for entry in std::fs::read_dir(r.project().join("rules"))
+        .unwrap()
+        .flatten()
+    {
+        let text = std::fs::read_to_string(entry.path()).unwrap();
+        let mut out = String::new();
+        let mut skipping = false;
+        for line in text.lines() {
+            if line.starts_with('[') {
+                skipping = line == format!("[rule.{rule}]");
+            }
+            if !skipping {
+                out.push_str(
+                    &line
+                        .replace(&format!("\"{rule}\", "), "")
+                        .replace(&format!(", \"{rule}\""), ""),
+                );
+                out.push('\n');
+            }
+        }
+        std::fs::write(entry.path(), out).unwrap();
+    }
+    let plan = r.plan();
+    assert_eq!(changed(&plan, "delete"), sorted(ex.removed_objects));
+    r.apply();
+    let after = r.plan();
+    assert_eq!(
+        count(&after, "unchanged"),
+        total - ex.removed_objects.len() as u64
+    );
+    assert_eq!(count(&after, "delete"), 0);
+
+    // 7. The graph renders.
+    let out = r.kiln(&["graph", "--format", "dot", "--env", "production"]);
+    let dot = String::from_utf8(out.stdout).unwrap();
+    assert!(dot.starts_with("digraph") && dot.contains("->"), "{dot}");
+}
+
+#[test]
+fn odordiff_2() {
+    exercise(&Example {
+        dir: "examples/odordiff-2",
+        secrets: &[
+            "ODORDIFF_SECRET_KEY",
+            "ODORDIFF_JWT_SECRET",
+            "ODORDIFF_ENCRYPTION_KEY",
+            "ODORDIFF_DATABASE_URL",
+            "ODORDIFF_POSTGRES_USER",
+            "ODORDIFF_POSTGRES_PASSWORD",
+        ],
+        variable: (
+            "kiln.toml",
+            "image_tag = \"1.0.0\"",
+            "image_tag = \"1.0.1\"",
+        ),
+        variable_changes: &[
+            "Deployment.apps/odordiff-api",
+            "Deployment.apps/odordiff-worker",
+        ],
+        config: ("config/api.env", "FEATURE_FLAGS=beta\n"),
+        config_map: "odordiff-api-config",
+        config_users: &[
+            "Deployment.apps/odordiff-api",
+            "Deployment.apps/odordiff-worker",
+        ],
+        removed_rule: "jaeger",
+        removed_objects: &["Deployment.apps/jaeger", "Service/jaeger"],
+    });
+}
