@@ -108,8 +108,9 @@ pub struct ApplyArgs {
     /// Do not wait for health gates.
     #[arg(long)]
     pub no_wait: bool,
-    /// Skip rollout gates of Deployments, StatefulSets, DaemonSets and Jobs (CRD and PVC gates
-    /// still apply). For clusters that cannot run pods, like the test control plane.
+    /// Skip the gates that need nodes or a volume provisioner: rollouts of Deployments,
+    /// StatefulSets and DaemonSets, Job completion, PVC binding (CRD gates still apply). For
+    /// control planes that cannot run pods, like the test cluster.
     #[arg(long)]
     pub skip_workload_gates: bool,
     /// Seconds each wave may wait for health.

@@ -7,6 +7,7 @@
 //! namespace = "${var.namespace}"     # default namespace for namespaced objects
 //! labels = { "app.kubernetes.io/part-of" = "shop" }
 //! objects = [ { apiVersion = "v1", kind = "ServiceAccount", metadata = { name = "api" } } ]
+//! from = ["api-rendered"]            # YAML files of dependencies (for example a `template` rule)
 //! ```
 
 use std::collections::BTreeMap;
@@ -24,6 +25,8 @@ use crate::objects::{parse_documents, write_objects, MetadataAttrs};
 struct Attrs {
     #[serde(default)]
     objects: Vec<Value>,
+    #[serde(default)]
+    from: Vec<String>,
     #[serde(flatten)]
     meta: MetadataAttrs,
 }
@@ -70,6 +73,38 @@ impl Kind for Manifest {
                 crate::objects::check_object(&obj)
                     .map_err(|m| BuildError::source(&src.path, None, m))?;
                 objects.push(obj);
+            }
+        }
+        // YAML files produced by dependencies (typically `template` rules).
+        for dep in &a.from {
+            let rule = kiln_core::RuleName::new(dep.as_str())
+                .map_err(|e| AttrError::new("from", e.to_string()))?;
+            if !cx.deps.names().contains(&rule) {
+                return Err(AttrError::new(
+                    "from",
+                    format!("`{dep}` must also be listed in `deps`"),
+                )
+                .into());
+            }
+            let tree = cx.deps.tree(&rule)?;
+            for (path, _) in tree
+                .iter()
+                .filter(|(p, _)| !p.as_str().starts_with(".kiln/"))
+            {
+                let Some(bytes) = tree.file(path.as_str()) else {
+                    continue;
+                };
+                let text = std::str::from_utf8(bytes).map_err(|_| BuildError::Dependency {
+                    rule: rule.clone(),
+                    message: format!("`{path}` is not UTF-8"),
+                })?;
+                for obj in parse_documents(text, path)? {
+                    crate::objects::check_object(&obj).map_err(|m| BuildError::Dependency {
+                        rule: rule.clone(),
+                        message: format!("`{path}`: {m}"),
+                    })?;
+                    objects.push(obj);
+                }
             }
         }
         objects.extend(a.objects);
