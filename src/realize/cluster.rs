@@ -144,28 +144,45 @@ impl Cluster {
     ) -> Result<(ApiResource, ApiCapabilities), ClusterError> {
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
         let gv_key = format!("{group}/{version}");
-        let cell = self.groups.lock().await.entry(gv_key).or_default().clone();
-        let g = cell
-            .get_or_try_init(|| async {
-                let gv = kube::core::GroupVersion::gv(group, version);
-                kube::discovery::pinned_group(&self.client, &gv)
-                    .await
-                    .map(Arc::new)
-                    .map_err(|source| ClusterError::Api {
-                        action: "discover",
-                        what: format!("`{api_version}`"),
-                        source,
-                    })
-            })
-            .await?
-            .clone();
-        g.versioned_resources(version)
-            .into_iter()
-            .find(|(ar, _)| ar.kind == kind)
-            .ok_or_else(|| ClusterError::UnknownKind {
-                api_version: api_version.to_owned(),
-                kind: kind.to_owned(),
-            })
+        for attempt in 0..2 {
+            let cell = self
+                .groups
+                .lock()
+                .await
+                .entry(gv_key.clone())
+                .or_default()
+                .clone();
+            let g = cell
+                .get_or_try_init(|| async {
+                    let gv = kube::core::GroupVersion::gv(group, version);
+                    kube::discovery::pinned_group(&self.client, &gv)
+                        .await
+                        .map(Arc::new)
+                        .map_err(|source| ClusterError::Api {
+                            action: "discover",
+                            what: format!("`{api_version}`"),
+                            source,
+                        })
+                })
+                .await?
+                .clone();
+            if let Some(found) = g
+                .versioned_resources(version)
+                .into_iter()
+                .find(|(ar, _)| ar.kind == kind)
+            {
+                return Ok(found);
+            }
+            // A CRD established moments ago may not be in the group's discovery document we
+            // read before it: read it again, once.
+            if attempt == 0 {
+                self.groups.lock().await.remove(&gv_key);
+            }
+        }
+        Err(ClusterError::UnknownKind {
+            api_version: api_version.to_owned(),
+            kind: kind.to_owned(),
+        })
     }
 
     /// Resolves a `Kind.group` with the group's preferred version.

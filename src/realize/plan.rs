@@ -401,7 +401,12 @@ fn equivalent(desired: &Value, live: &Value) -> bool {
             .iter()
             .all(|(k, v)| l.get(k).is_some_and(|lv| equivalent(v, lv))),
         (Value::Array(d), Value::Array(l)) => {
-            d.len() == l.len() && d.iter().zip(l).all(|(a, b)| equivalent(a, b))
+            d.len() == l.len()
+                && (d.iter().zip(l).all(|(a, b)| equivalent(a, b))
+                    // Lists of objects some servers store reordered (HPA metrics on 1.20, which
+                    // round-trip through autoscaling/v1): match them as a set. Lists of scalars
+                    // (args, command) keep their order.
+                    || (d.iter().all(Value::is_object) && same_items_in_any_order(d, l)))
         }
         (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
         (a, b) if a == b => true,
@@ -410,6 +415,18 @@ fn equivalent(desired: &Value, live: &Value) -> bool {
             _ => false,
         },
     }
+}
+
+fn same_items_in_any_order(desired: &[Value], live: &[Value]) -> bool {
+    let mut used = vec![false; live.len()];
+    desired.iter().all(|d| {
+        let hit = live
+            .iter()
+            .enumerate()
+            .find(|(i, l)| !used[*i] && equivalent(d, l))
+            .map(|(i, _)| i);
+        hit.map(|i| used[i] = true).is_some()
+    })
 }
 
 /// A Kubernetes quantity (`100m`, `1.5Gi`, `2`, `1e3`) as a number.
@@ -603,6 +620,18 @@ mod tests {
             &json!({"a": 1.0, "defaulted": true})
         ));
         assert!(!equivalent(&json!(["a", "b"]), &json!(["a"])));
+        assert!(
+            !equivalent(&json!(["a", "b"]), &json!(["b", "a"])),
+            "scalar lists keep order"
+        );
+        assert!(equivalent(
+            &json!([{"n": "cpu"}, {"n": "mem"}]),
+            &json!([{"n": "mem"}, {"n": "cpu"}])
+        ));
+        assert!(!equivalent(
+            &json!([{"n": "cpu"}, {"n": "cpu"}]),
+            &json!([{"n": "mem"}, {"n": "cpu"}])
+        ));
         assert!(!equivalent(&json!("api:1"), &json!("api:2")));
     }
 
