@@ -396,3 +396,40 @@ fn data_pipeline() {
         removed_objects: &["Deployment.apps/pyroscope", "Service/pyroscope"],
     });
 }
+
+#[test]
+fn ml_platform() {
+    exercise(&Example {
+        dir: "examples/ml-platform",
+        secrets: &[
+            "ML_JWT_SECRET_KEY",
+            "ML_VECTOR_DB_DSN",
+            "ML_MINIO_ROOT_PASSWORD",
+            "ML_POSTGRES_PASSWORD",
+        ],
+        // Staging's image tag is its own variable, as in the guide (`:staging` images).
+        variable: (
+            "kiln.toml",
+            "image_tag = \"staging\"",
+            "image_tag = \"staging-2\"",
+        ),
+        variable_changes: &[
+            "Deployment.apps/embedding-service",
+            "Deployment.apps/model-serving",
+            "Deployment.apps/search-service",
+        ],
+        config: ("config/ml-platform.env", "ML_SEARCH_RERANK=true\n"),
+        config_map: "ml-platform-config",
+        config_users: &[
+            "Deployment.apps/embedding-service",
+            "Deployment.apps/mlflow-server",
+            "Deployment.apps/model-serving",
+            "Deployment.apps/search-service",
+        ],
+        removed_rule: "backups",
+        removed_objects: &[
+            "CronJob.batch/minio-backup",
+            "CronJob.batch/postgres-backup",
+        ],
+    });
+}

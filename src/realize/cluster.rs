@@ -81,8 +81,8 @@ pub struct Cluster {
     counters: Arc<Counters>,
     /// group/version -> the group's resources, fetched once even when asked for concurrently.
     groups: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<ApiGroup>>>>>,
-    /// group -> preferred version (from one /apis request, when needed).
-    preferred: Mutex<Option<HashMap<String, String>>>,
+    /// group -> versions, preferred first (from one /apis request, when needed).
+    preferred: Mutex<Option<HashMap<String, Vec<String>>>>,
 }
 
 impl Cluster {
@@ -194,7 +194,7 @@ impl Cluster {
         if group.is_empty() {
             return self.resolve("v1", kind).await;
         }
-        let version =
+        let versions =
             {
                 let mut p = self.preferred.lock().await;
                 if p.is_none() {
@@ -205,20 +205,41 @@ impl Cluster {
                             source,
                         }
                     })?;
+                    // Preferred version first, then the others the group serves.
                     *p = Some(
                         list.groups
                             .into_iter()
-                            .filter_map(|g| Some((g.name, g.preferred_version?.version)))
+                            .map(|g| {
+                                let mut versions: Vec<String> = g
+                                    .preferred_version
+                                    .iter()
+                                    .map(|v| v.version.clone())
+                                    .collect();
+                                for v in g.versions {
+                                    if !versions.contains(&v.version) {
+                                        versions.push(v.version);
+                                    }
+                                }
+                                (g.name, versions)
+                            })
                             .collect(),
                     );
                 }
-                p.as_ref().and_then(|m| m.get(group).cloned())
+                p.as_ref()
+                    .and_then(|m| m.get(group).cloned())
+                    .unwrap_or_default()
             };
-        let version = version.ok_or_else(|| ClusterError::UnknownKind {
+        // A kind need not be served in the preferred version (CronJob is batch/v1beta1 on 1.20).
+        for version in &versions {
+            match self.resolve(&format!("{group}/{version}"), kind).await {
+                Err(ClusterError::UnknownKind { .. }) => continue,
+                other => return other,
+            }
+        }
+        Err(ClusterError::UnknownKind {
             api_version: group.to_owned(),
             kind: kind.to_owned(),
-        })?;
-        self.resolve(&format!("{group}/{version}"), kind).await
+        })
     }
 
     fn api(
