@@ -433,3 +433,30 @@ fn ml_platform() {
         ],
     });
 }
+
+#[test]
+fn footanalytics() {
+    exercise(&Example {
+        dir: "examples/footanalytics",
+        secrets: &["FOOT_FLAGSMITH_KEY", "FOOT_DATABASE_URL"],
+        // Blue/green: switching the active color moves only the Service's selector.
+        variable: (
+            "kiln.toml",
+            "active_color = \"green\"",
+            "active_color = \"blue\"",
+        ),
+        variable_changes: &["Service/api-gateway"],
+        config: (
+            "config/platform.env",
+            "OTEL_EXPORTER_OTLP_ENDPOINT=http://jaeger-collector.monitoring:4317\n",
+        ),
+        config_map: "platform-config",
+        config_users: &[
+            "Deployment.apps/analytics-engine",
+            "Deployment.apps/api-gateway-blue",
+            "Deployment.apps/api-gateway-green",
+        ],
+        removed_rule: "chaos",
+        removed_objects: &["ChaosEngine.litmuschaos.io/analytics-engine-chaos"],
+    });
+}

@@ -16,6 +16,7 @@
 //! srcs = ["k8s/api.yaml"]
 //! deps = ["api-config"]
 //! envs = ["production"]           # optional: only in these environments
+//! realize = false                  # optional: an intermediate rule, built but never applied
 //! # ...kind-specific attributes
 //! ```
 
@@ -37,7 +38,7 @@ use crate::project::{Env, Located, Project, Rule};
 pub const PROJECT_FILE: &str = "kiln.toml";
 
 /// Keys of a rule table that are not kind attributes.
-pub const RESERVED_RULE_KEYS: &[&str] = &["kind", "srcs", "deps", "envs", "description"];
+pub const RESERVED_RULE_KEYS: &[&str] = &["kind", "srcs", "deps", "envs", "realize", "description"];
 
 /// Why a project could not be loaded.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -309,6 +310,7 @@ fn parse_rule(
     let mut srcs = Vec::new();
     let mut deps = Vec::new();
     let mut envs = None;
+    let mut realize = true;
     let mut attrs = serde_json::Map::new();
     for (k, v) in table {
         let ks = k.get_ref().as_ref();
@@ -342,6 +344,12 @@ fn parse_rule(
                 }
                 envs = Some(list);
             }
+            "realize" => {
+                realize = v
+                    .get_ref()
+                    .as_bool()
+                    .ok_or_else(|| type_error(loader, file, v, rn, "realize", "a boolean"))?;
+            }
             "description" => {
                 expect_str(loader, file, v, rn, "description")?;
             }
@@ -363,6 +371,7 @@ fn parse_rule(
         srcs,
         deps,
         envs,
+        realize,
         loc: Location {
             file,
             span: key.span(),

@@ -43,6 +43,9 @@ pub struct Rule {
     pub deps: Vec<Located<RuleName>>,
     /// The environments this rule exists in (all when `None`).
     pub envs: Option<Vec<EnvName>>,
+    /// Whether `kiln apply` realizes this rule's objects (false for intermediate rules, such as
+    /// a base that overlays rename).
+    pub realize: bool,
     /// Where `[rule.NAME]` was written.
     pub loc: Location,
 }

@@ -107,7 +107,11 @@ pub fn collect(
     }
     let mut chosen: BTreeMap<ObjectKey, (usize, String, Value)> = BTreeMap::new();
     for &n in graph.order() {
-        let rule = project.rules[graph.rule_index(n)].name.to_string();
+        let r = &project.rules[graph.rule_index(n)];
+        if !r.realize {
+            continue;
+        }
+        let rule = r.name.to_string();
         let Some(tree) = trees.get(&rule) else {
             continue;
         };
