@@ -23,11 +23,12 @@ pub fn condition(obj: &Value) -> Option<&'static str> {
     }
 }
 
-/// Whether `condition` applies to workloads (rollouts), which `--skip-workload-gates` turns off.
+/// Whether the gate needs nodes or a volume provisioner to pass (rollouts, Jobs, PVC binding),
+/// which `--skip-workload-gates` turns off.
 pub fn is_workload(obj: &Value) -> bool {
     matches!(
         obj["kind"].as_str(),
-        Some("Deployment" | "StatefulSet" | "DaemonSet" | "Job")
+        Some("Deployment" | "StatefulSet" | "DaemonSet" | "Job" | "PersistentVolumeClaim")
     )
 }
 
@@ -106,6 +107,11 @@ mod tests {
         assert!(!is_ready(&job));
         let pvc = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "status": {"phase": "Pending"}});
         assert!(!is_ready(&pvc));
+        assert!(
+            is_workload(&pvc),
+            "PVC binding needs a provisioner: skipped with the workload gates"
+        );
+        assert!(!is_workload(&crd), "CRD gates always apply");
         let cm = json!({"apiVersion": "v1", "kind": "ConfigMap"});
         assert!(condition(&cm).is_none() && is_ready(&cm));
     }
