@@ -285,10 +285,20 @@ fn exercise(ex: &Example) {
     );
     assert_eq!(count(&after, "delete"), 0);
 
-    // 7. The graph renders.
+    // 7. The graph renders, and Graphviz (installed by scripts/test) draws it.
     let out = r.kiln(&["graph", "--format", "dot", "--env", "production"]);
     let dot = String::from_utf8(out.stdout).unwrap();
     assert!(dot.starts_with("digraph") && dot.contains("->"), "{dot}");
+    let mut child = Command::new("dot")
+        .arg("-Tsvg")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("Graphviz `dot` (scripts/test installs it)");
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), dot.as_bytes()).unwrap();
+    drop(child.stdin.take());
+    let svg = child.wait_with_output().unwrap();
+    assert!(svg.status.success() && String::from_utf8_lossy(&svg.stdout).contains("<svg"));
 }
 
 #[test]
