@@ -4,7 +4,12 @@
 
 #![allow(clippy::print_stdout)] // a bench prints its table
 
-use std::path::{Path, PathBuf};
+#[path = "support/cluster.rs"]
+mod cluster;
+
+use cluster::kubeconfig;
+
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
@@ -51,21 +56,6 @@ const EXAMPLES: &[(&str, &[&str])] = &[
         &["FOOT_FLAGSMITH_KEY", "FOOT_DATABASE_URL"],
     ),
 ];
-
-fn kubeconfig(scratch: &Path) -> PathBuf {
-    if let Some(p) = std::env::var_os("KILN_TEST_KUBECONFIG") {
-        return PathBuf::from(p);
-    }
-    let dir = scratch.join("cluster");
-    let status = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/test-cluster"))
-        .arg("start")
-        .arg(&dir)
-        .args(["--watch-pid", &std::process::id().to_string()])
-        .status()
-        .expect("start the test cluster");
-    assert!(status.success());
-    dir.join("kubeconfig")
-}
 
 fn main() {
     let scratch = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();

@@ -7,24 +7,14 @@
 
 #![allow(clippy::print_stdout)] // a bench prints its table
 
-use std::path::{Path, PathBuf};
+#[path = "support/cluster.rs"]
+mod cluster;
+
+use cluster::kubeconfig;
+
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
-
-fn kubeconfig(scratch: &Path) -> PathBuf {
-    if let Some(p) = std::env::var_os("KILN_TEST_KUBECONFIG") {
-        return PathBuf::from(p);
-    }
-    let dir = scratch.join("cluster");
-    let status = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/test-cluster"))
-        .arg("start")
-        .arg(&dir)
-        .args(["--watch-pid", &std::process::id().to_string()])
-        .status()
-        .expect("start the test cluster");
-    assert!(status.success());
-    dir.join("kubeconfig")
-}
 
 fn project(dir: &Path, ns: &str, changed: Option<usize>) {
     std::fs::create_dir_all(dir).unwrap();

@@ -5,39 +5,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::Sandbox;
+use common::{kubeconfig, Sandbox};
 use serde_json::Value;
-
-fn kubeconfig() -> PathBuf {
-    static KUBECONFIG: OnceLock<PathBuf> = OnceLock::new();
-    KUBECONFIG
-        .get_or_init(|| {
-            if let Some(p) = std::env::var_os("KILN_TEST_KUBECONFIG") {
-                return PathBuf::from(p);
-            }
-            // No cluster from scripts/test: start one that stops when this process exits.
-            let dir =
-                std::env::temp_dir().join(format!("kiln-test-cluster-{}", std::process::id()));
-            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-            let status = Command::new(root.join("scripts/test-cluster"))
-                .arg("start")
-                .arg(&dir)
-                .args(["--watch-pid", &std::process::id().to_string()])
-                .status()
-                .expect("run scripts/test-cluster");
-            assert!(
-                status.success(),
-                "the test cluster did not start (see scripts/test-cluster)"
-            );
-            dir.join("kubeconfig")
-        })
-        .clone()
-}
 
 fn kubectl(args: &[&str]) -> Output {
     Command::new("kubectl")

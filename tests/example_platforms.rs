@@ -7,32 +7,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
-use common::Sandbox;
+use common::{kubeconfig, Sandbox};
 use serde_json::Value;
-
-fn kubeconfig() -> PathBuf {
-    static KUBECONFIG: OnceLock<PathBuf> = OnceLock::new();
-    KUBECONFIG
-        .get_or_init(|| {
-            if let Some(p) = std::env::var_os("KILN_TEST_KUBECONFIG") {
-                return PathBuf::from(p);
-            }
-            let dir =
-                std::env::temp_dir().join(format!("kiln-test-cluster-{}", std::process::id()));
-            let status =
-                Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/test-cluster"))
-                    .arg("start")
-                    .arg(&dir)
-                    .args(["--watch-pid", &std::process::id().to_string()])
-                    .status()
-                    .expect("run scripts/test-cluster");
-            assert!(status.success(), "the test cluster did not start");
-            dir.join("kubeconfig")
-        })
-        .clone()
-}
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();

@@ -182,3 +182,32 @@ fn walkdir(p: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// The test cluster's kubeconfig: the cluster scripts/test started (`KILN_TEST_KUBECONFIG`),
+/// else one this test binary starts once and that stops when it exits. Never skipped: no
+/// cluster is a failure.
+pub fn kubeconfig() -> PathBuf {
+    static KUBECONFIG: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    KUBECONFIG
+        .get_or_init(|| {
+            if let Some(p) = std::env::var_os("KILN_TEST_KUBECONFIG") {
+                return PathBuf::from(p);
+            }
+            let dir =
+                std::env::temp_dir().join(format!("kiln-test-cluster-{}", std::process::id()));
+            let status = std::process::Command::new(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/test-cluster"),
+            )
+            .arg("start")
+            .arg(&dir)
+            .args(["--watch-pid", &std::process::id().to_string()])
+            .status()
+            .expect("run scripts/test-cluster");
+            assert!(
+                status.success(),
+                "the test cluster did not start (see scripts/test-cluster)"
+            );
+            dir.join("kubeconfig")
+        })
+        .clone()
+}
