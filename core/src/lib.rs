@@ -11,6 +11,7 @@ pub mod canonical;
 pub mod derivation;
 pub mod diagnostic;
 pub mod digest;
+pub mod error_chain;
 pub mod graph;
 pub mod interpolate;
 pub mod kind;

@@ -17,8 +17,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use kiln_core::kind::{parse_attrs, AttrError, BuildContext, BuildError, Kind};
-use kiln_core::tree::EXPORTS_PATH;
-use kiln_core::{Digest, RuleName, Tree};
+use kiln_core::{Digest, Tree};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -134,25 +133,12 @@ impl Kind for ConfigMap {
                 &format!("source `{}`", src.path),
             )?;
         }
-        for dep in &a.from {
-            let rule =
-                RuleName::new(dep.as_str()).map_err(|e| AttrError::new("from", e.to_string()))?;
-            if !cx.deps.names().contains(&rule) {
-                return Err(AttrError::new(
-                    "from",
-                    format!("`{dep}` must also be listed in `deps`"),
-                )
-                .into());
-            }
-            let tree = cx.deps.tree(&rule)?;
-            for (path, _) in tree.iter() {
-                if path.as_str() == EXPORTS_PATH || path.as_str().starts_with(".kiln/") {
-                    continue;
-                }
-                if let Some(bytes) = tree.file(path.as_str()) {
-                    add(path.file_name(), bytes, &format!("`{path}` of `{dep}`"))?;
-                }
-            }
+        for f in crate::from_deps::files_from(cx, &a.from)? {
+            add(
+                f.path.file_name(),
+                &f.content,
+                &format!("`{}` of `{}`", f.path, f.rule),
+            )?;
         }
         for (k, v) in a.literals {
             add(&k, v.into_string().as_bytes(), "literals")?;

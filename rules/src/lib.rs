@@ -18,6 +18,7 @@
 pub mod bundle;
 pub mod configmap;
 pub mod exec;
+pub mod from_deps;
 pub mod manifest;
 pub mod objects;
 pub mod overlay;

@@ -76,35 +76,17 @@ impl Kind for Manifest {
             }
         }
         // YAML files produced by dependencies (typically `template` rules).
-        for dep in &a.from {
-            let rule = kiln_core::RuleName::new(dep.as_str())
-                .map_err(|e| AttrError::new("from", e.to_string()))?;
-            if !cx.deps.names().contains(&rule) {
-                return Err(AttrError::new(
-                    "from",
-                    format!("`{dep}` must also be listed in `deps`"),
-                )
-                .into());
-            }
-            let tree = cx.deps.tree(&rule)?;
-            for (path, _) in tree
-                .iter()
-                .filter(|(p, _)| !p.as_str().starts_with(".kiln/"))
-            {
-                let Some(bytes) = tree.file(path.as_str()) else {
-                    continue;
-                };
-                let text = std::str::from_utf8(bytes).map_err(|_| BuildError::Dependency {
-                    rule: rule.clone(),
-                    message: format!("`{path}` is not UTF-8"),
-                })?;
-                for obj in parse_documents(text, path)? {
-                    crate::objects::check_object(&obj).map_err(|m| BuildError::Dependency {
-                        rule: rule.clone(),
-                        message: format!("`{path}`: {m}"),
-                    })?;
-                    objects.push(obj);
-                }
+        for f in crate::from_deps::files_from(cx, &a.from)? {
+            let dep_err = |message: String| BuildError::Dependency {
+                rule: f.rule.clone(),
+                message,
+            };
+            let text = std::str::from_utf8(&f.content)
+                .map_err(|_| dep_err(format!("`{}` is not UTF-8", f.path)))?;
+            for obj in parse_documents(text, &f.path)? {
+                crate::objects::check_object(&obj)
+                    .map_err(|m| dep_err(format!("`{}`: {m}", f.path)))?;
+                objects.push(obj);
             }
         }
         objects.extend(a.objects);

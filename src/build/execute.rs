@@ -5,6 +5,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use kiln_core::derivation::DerivationRef;
+use kiln_core::error_chain::error_chain;
 use kiln_core::graph::RuleGraph;
 use kiln_core::interpolate::has_references;
 use kiln_core::interpolate::Scope;
@@ -92,23 +93,12 @@ impl DepOutputs for Deps<'_> {
                     rule: rule.clone(),
                     message: format!(
                         "{}; it was moved aside and will be rebuilt: run the build again",
-                        chain(&e)
+                        error_chain(&e)
                     ),
                 })
             }
         }
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 impl Executor<'_> {
@@ -318,7 +308,7 @@ impl Executor<'_> {
                     "{}:{line}:{col}: rule `{}` failed: {}",
                     self.project.file(rule.loc.file).display,
                     rule.name,
-                    chain(e)
+                    error_chain(e)
                 );
                 (miette::miette!("{msg}"), msg)
             }

@@ -3,6 +3,7 @@
 use std::fs;
 use std::path::Path;
 
+use kiln_core::error_chain::error_chain;
 use kiln_core::Digest;
 use rayon::prelude::*;
 
@@ -149,17 +150,6 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 fn stem(path: &std::path::Path) -> Option<Digest> {
     let name = path.file_name()?.to_str()?;
     Digest::from_hex(name.split('.').next()?).ok()
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 #[cfg(test)]
