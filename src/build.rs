@@ -14,7 +14,6 @@ pub use error::EngineError;
 pub use prepare::{select_env, Selected};
 pub use report::{BuildReport, RuleReport, Status, Summary, BUILD_JSON_FORMAT};
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -119,7 +118,7 @@ pub fn build(
         .map(|r| {
             r.rules
                 .values()
-                .map(|e| (e.derivation, e.output.clone()))
+                .map(|e| (e.derivation, &e.output))
                 .collect()
         })
         .unwrap_or_default();
@@ -144,8 +143,11 @@ pub fn build(
 
     let mut rules = Vec::with_capacity(graph.len());
     let mut diagnostics = Vec::new();
-    let mut root_rules = BTreeMap::new();
     let mut any_built = false;
+    // Whether the new GC root would equal the previous one (then it is not rewritten).
+    let mut same_root = previous_root
+        .as_ref()
+        .is_some_and(|r| r.rules.len() == graph.len());
     let mut outcomes: Vec<Option<Outcome<_, _>>> = outcomes.into_iter().map(Some).collect();
     for &node in graph.order() {
         let rule = &project.rules[graph.rule_index(node)];
@@ -161,14 +163,14 @@ pub fn build(
         match outcomes[node.index()].take().expect("one outcome per node") {
             Outcome::Done(b) => {
                 any_built |= b.status == Status::Built;
-                root_rules.insert(
-                    rule.name.to_string(),
-                    RootEntry {
-                        kind: rule.kind.value.clone(),
-                        derivation: b.derivation,
-                        output: b.record.clone(),
-                    },
-                );
+                same_root &= previous_root
+                    .as_ref()
+                    .and_then(|r| r.rules.get(rule.name.as_str()))
+                    .is_some_and(|e| {
+                        e.derivation == b.derivation
+                            && e.output == b.record
+                            && e.kind == rule.kind.value
+                    });
                 rules.push(base(
                     b.status,
                     Some(b.derivation),
@@ -176,6 +178,8 @@ pub fn build(
                     b.duration_ms,
                     None,
                 ));
+                // Kept for the GC root, which is written only when it changed.
+                outcomes[node.index()] = Some(Outcome::Done(b));
             }
             Outcome::Failed(f) => {
                 rules.push(base(
@@ -215,7 +219,25 @@ pub fn build(
         rules,
         diagnostics,
     );
-    if report.success() {
+    if report.success() && !same_root {
+        let root_rules = graph
+            .order()
+            .iter()
+            .filter_map(|&node| {
+                let rule = &project.rules[graph.rule_index(node)];
+                match outcomes[node.index()].take()? {
+                    Outcome::Done(b) => Some((
+                        rule.name.to_string(),
+                        RootEntry {
+                            kind: rule.kind.value.clone(),
+                            derivation: b.derivation,
+                            output: b.record,
+                        },
+                    )),
+                    _ => None,
+                }
+            })
+            .collect();
         let root = Root {
             format_version: 1,
             project: project.name.clone(),
@@ -223,10 +245,7 @@ pub fn build(
             env: selected.name().to_owned(),
             rules: root_rules,
         };
-        let unchanged = previous_root.is_some_and(|r| r == root);
-        if !unchanged {
-            store.write_root(&key, &root)?;
-        }
+        store.write_root(&key, &root)?;
     }
     Ok(report)
 }

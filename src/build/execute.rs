@@ -59,7 +59,7 @@ pub struct Executor<'a> {
     /// The store.
     pub store: &'a LocalStore,
     /// The previous root of this project and environment: derivation -> record.
-    pub previous: BTreeMap<Digest, OutputRecord>,
+    pub previous: BTreeMap<Digest, &'a OutputRecord>,
     /// Called after each rule finishes (progress).
     pub on_done: &'a (dyn Fn(&str) + Sync),
 }
@@ -194,7 +194,7 @@ impl Executor<'_> {
         // The previous GC root needs no check that its objects exist: gc keeps everything a
         // root reaches, and `verify` drops root entries whose object it quarantined.
         if let Some(record) = self.previous.get(&drv) {
-            return Ok(cached(record.clone()));
+            return Ok(cached((*record).clone()));
         }
         if let Some(record) = self.store.lookup(&drv) {
             return Ok(cached(record));
