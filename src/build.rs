@@ -93,7 +93,7 @@ pub fn build(
 ) -> Result<BuildReport, EngineError> {
     let start = Instant::now();
     let loaded = load(dir, options.env.as_deref())?;
-    tracing::debug!(elapsed = ?start.elapsed(), "loaded the project");
+    tracing::debug!(elapsed = ?start.elapsed(), rss_kib = rss_kib(), "loaded the project");
     let Loaded {
         project,
         selected,
@@ -109,7 +109,7 @@ pub fn build(
         || LocalStore::peek_root(store_dir, &key, selected.name()),
     );
     let prepared = prepared?;
-    tracing::debug!(elapsed = ?start.elapsed(), "validated every rule");
+    tracing::debug!(elapsed = ?start.elapsed(), rss_kib = rss_kib(), "validated every rule");
 
     // Only now, with the whole project valid, is the store touched.
     let store = LocalStore::open(store_dir)?;
@@ -139,7 +139,7 @@ pub fn build(
             .jobs(options.jobs)
             .keep_going(options.keep_going),
     );
-    tracing::debug!(elapsed = ?start.elapsed(), "executed");
+    tracing::debug!(elapsed = ?start.elapsed(), rss_kib = rss_kib(), "executed");
 
     let mut rules = Vec::with_capacity(graph.len());
     let mut diagnostics = Vec::new();
@@ -210,7 +210,7 @@ pub fn build(
     if any_built {
         store.sync()?;
     }
-    tracing::debug!(elapsed = ?start.elapsed(), "synced");
+    tracing::debug!(elapsed = ?start.elapsed(), rss_kib = rss_kib(), "synced");
     let report = BuildReport::new(
         project.name.clone(),
         selected.name().to_owned(),
@@ -248,6 +248,18 @@ pub fn build(
         store.write_root(&key, &root)?;
     }
     Ok(report)
+}
+
+/// Current resident memory in KiB (Linux), for debug logs.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// The store directory: `--store`, else [`LocalStore::default_location`].
