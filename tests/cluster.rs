@@ -45,26 +45,20 @@ impl Realm {
         }
     }
 
-    /// Writes kiln.toml: `[project] name = ns`, `[vars] ns = ...`, then `rules`.
+    /// Writes kiln.toml: `[project] name = ns`, `[vars] ns = ...`, the `ns` rule that
+    /// creates the namespace, then `rules`.
     fn rules(&self, rules: &str) {
         self.s.write(
             "kiln.toml",
             &format!(
-                "[project]\nname = \"{}\"\n[vars]\nns = \"{}\"\n{rules}",
+                "[project]\nname = \"{}\"\n[vars]\nns = \"{}\"\n{NS_RULE}{rules}",
                 self.ns, self.ns
             ),
         );
     }
 
     fn kiln(&self, cmd: &str, extra: &[&str]) -> Output {
-        let mut c = self.s.kiln();
-        c.arg(cmd)
-            .arg(self.s.project())
-            .arg("--kubeconfig")
-            .arg(kubeconfig())
-            .args(extra);
-        c.env("KILN_TEST_SECRET", "hunter2-first");
-        c.output().unwrap()
+        self.kiln_env(cmd, extra, &[])
     }
 
     fn kiln_env(&self, cmd: &str, extra: &[&str], env: &[(&str, &str)]) -> Output {
@@ -127,10 +121,10 @@ fn names(plan: &Value, action: &str) -> Vec<String> {
     v
 }
 
+/// Every test project's namespace, as a rule the others depend on.
+const NS_RULE: &str = "[rule.ns]\nkind = \"manifest\"\nobjects = [ { apiVersion = \"v1\", kind = \"Namespace\", metadata = { name = \"${var.ns}\" } } ]\n";
+
 const WEB: &str = r#"
-[rule.ns]
-kind = "manifest"
-objects = [ { apiVersion = "v1", kind = "Namespace", metadata = { name = "${var.ns}" } } ]
 
 [rule.config]
 kind = "configmap"
@@ -415,9 +409,6 @@ fn crds_are_established_before_their_custom_resources() {
     let group = format!("{}.kiln.test", r.ns);
     r.rules(
         r#"
-[rule.ns]
-kind = "manifest"
-objects = [ { apiVersion = "v1", kind = "Namespace", metadata = { name = "${var.ns}" } } ]
 [rule.widgets]
 kind = "manifest"
 srcs = ["widgets.yaml"]
@@ -456,9 +447,6 @@ fn a_failing_health_gate_names_the_object_and_stops_dependents() {
     let r = Realm::new("gate");
     r.rules(
         r#"
-[rule.ns]
-kind = "manifest"
-objects = [ { apiVersion = "v1", kind = "Namespace", metadata = { name = "${var.ns}" } } ]
 [rule.app]
 kind = "manifest"
 srcs = ["app.yaml"]
@@ -514,9 +502,6 @@ fn conflicts_name_the_other_field_manager() {
     let r = Realm::new("conflict");
     r.rules(
         r#"
-[rule.ns]
-kind = "manifest"
-objects = [ { apiVersion = "v1", kind = "Namespace", metadata = { name = "${var.ns}" } } ]
 [rule.shared]
 kind = "manifest"
 deps = ["ns"]
@@ -607,7 +592,7 @@ fn base64_encode(b: &[u8]) -> String {
 #[test]
 fn a_thousand_objects_plan_cheaply_and_one_change_is_one_write() {
     let r = Realm::new("thousand");
-    let mut rules = String::from("[rule.ns]\nkind = \"manifest\"\nobjects = [ { apiVersion = \"v1\", kind = \"Namespace\", metadata = { name = \"${var.ns}\" } } ]\n");
+    let mut rules = String::new();
     let kinds = [
         "configmaps",
         "services",
@@ -669,7 +654,7 @@ fn a_thousand_objects_plan_cheaply_and_one_change_is_one_write() {
 #[test]
 fn kill_9_during_apply_converges_without_duplicates_or_orphans() {
     let r = Realm::new("kill");
-    let mut rules = String::from("[rule.ns]\nkind = \"manifest\"\nobjects = [ { apiVersion = \"v1\", kind = \"Namespace\", metadata = { name = \"${var.ns}\" } } ]\n");
+    let mut rules = String::new();
     rules.push_str("[rule.many]\nkind = \"manifest\"\nsrcs = [\"many.yaml\"]\ndeps = [\"ns\"]\nnamespace = \"${var.ns}\"\n");
     r.rules(&rules);
     let docs: Vec<String> = (0..400)
@@ -735,7 +720,7 @@ fn kill_9_during_apply_converges_without_duplicates_or_orphans() {
     assert_eq!(listed.lines().count(), 400, "every member exactly once");
     assert_eq!(count(&r.plan(), "unchanged"), 401);
     // No orphans: dropping the rule prunes every object the killed run had created too.
-    r.rules("[rule.ns]\nkind = \"manifest\"\nobjects = [ { apiVersion = \"v1\", kind = \"Namespace\", metadata = { name = \"${var.ns}\" } } ]\n");
+    r.rules("");
     let plan = r.plan();
     assert_eq!(count(&plan, "delete"), 400);
     r.apply(&[]);
