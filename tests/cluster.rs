@@ -8,7 +8,7 @@ mod common;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{kubeconfig, Sandbox};
+use common::{changed, count, kubeconfig, Sandbox};
 use serde_json::Value;
 
 fn kubectl(args: &[&str]) -> Output {
@@ -97,28 +97,6 @@ impl Realm {
     fn plan(&self) -> Value {
         self.json("plan", &[])
     }
-}
-
-fn count(plan: &Value, action: &str) -> u64 {
-    plan["summary"][action].as_u64().unwrap_or(0)
-}
-
-fn names(plan: &Value, action: &str) -> Vec<String> {
-    let mut v: Vec<String> = plan["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["action"] == action)
-        .map(|c| {
-            format!(
-                "{}/{}",
-                c["group_kind"].as_str().unwrap(),
-                c["name"].as_str().unwrap()
-            )
-        })
-        .collect();
-    v.sort();
-    v
 }
 
 /// Every test project's namespace, as a rule the others depend on.
@@ -264,7 +242,7 @@ fn drift_from_kubectl_is_planned_and_reverted() {
         "{text}"
     );
     let plan = r.plan();
-    assert_eq!(names(&plan, "drift"), ["Deployment.apps/web"]);
+    assert_eq!(changed(&plan, "drift"), ["Deployment.apps/web"]);
     let applied = r.apply(&[]);
     assert_eq!(applied["applied"]["applied"], 1);
     let d: Value = serde_json::from_str(&kubectl_ok(&[
@@ -291,7 +269,7 @@ fn a_change_updates_only_what_depends_on_it_and_prunes_the_old_configmap() {
     r.apply(&[]);
     r.s.write("web.yaml", &web_yaml("1.27"));
     let plan = r.plan();
-    assert_eq!(names(&plan, "update"), ["Deployment.apps/web"]);
+    assert_eq!(changed(&plan, "update"), ["Deployment.apps/web"]);
     assert_eq!(count(&plan, "unchanged"), 4);
     let diff = plan["changes"]
         .as_array()
@@ -314,7 +292,7 @@ fn a_change_updates_only_what_depends_on_it_and_prunes_the_old_configmap() {
     r.s.write("app.env", "MODE=careful\n");
     let plan = r.plan();
     assert_eq!(count(&plan, "create"), 1);
-    assert_eq!(names(&plan, "update"), ["Deployment.apps/web"]);
+    assert_eq!(changed(&plan, "update"), ["Deployment.apps/web"]);
     assert_eq!(count(&plan, "delete"), 1);
     r.apply(&[]);
     let new = kubectl_ok(&["get", "configmaps", "-n", &r.ns, "-o", "name"]);
@@ -350,7 +328,7 @@ fn prune_asks_first_and_never_touches_unlabeled_objects() {
         + text.split("[rule.web]").nth(1).unwrap();
     r.rules(&text);
     let plan = r.plan();
-    assert_eq!(names(&plan, "delete"), ["Secret/web-creds"], "{plan}");
+    assert_eq!(changed(&plan, "delete"), ["Secret/web-creds"], "{plan}");
     let out = r.kiln("apply", &["--skip-workload-gates"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -570,7 +548,7 @@ fn secret_values_never_appear_in_plans() {
         );
     }
     let plan: Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(names(&plan, "update"), ["Secret/web-creds"]);
+    assert_eq!(changed(&plan, "update"), ["Secret/web-creds"]);
 }
 
 fn base64_encode(b: &[u8]) -> String {
@@ -644,7 +622,7 @@ fn a_thousand_objects_plan_cheaply_and_one_change_is_one_write() {
     assert_eq!(plan["http"]["writes"], 0);
     write(Some(7));
     let applied = r.apply(&["--no-wait"]);
-    assert_eq!(names(&applied, "update"), ["ConfigMap/c7"]);
+    assert_eq!(changed(&applied, "update"), ["ConfigMap/c7"]);
     assert_eq!(
         applied["http"]["writes"], 1,
         "one changed object, one write"

@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{kubeconfig, Sandbox};
+use common::{changed, count, kubeconfig, Sandbox};
 use serde_json::Value;
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -90,28 +90,6 @@ impl Run<'_> {
         assert_ne!(text, new, "edit of {file} changed nothing");
         std::fs::write(p, new).unwrap();
     }
-}
-
-fn count(plan: &Value, action: &str) -> u64 {
-    plan["summary"][action].as_u64().unwrap_or(0)
-}
-
-fn changed(plan: &Value, action: &str) -> Vec<String> {
-    let mut v: Vec<String> = plan["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["action"] == action)
-        .map(|c| {
-            format!(
-                "{}/{}",
-                c["group_kind"].as_str().unwrap(),
-                c["name"].as_str().unwrap()
-            )
-        })
-        .collect();
-    v.sort();
-    v
 }
 
 fn sorted(v: &[&str]) -> Vec<String> {

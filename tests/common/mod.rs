@@ -211,3 +211,27 @@ pub fn kubeconfig() -> PathBuf {
         })
         .clone()
 }
+
+/// How many changes of `action` a plan (`kiln plan --json`) has.
+pub fn count(plan: &Value, action: &str) -> u64 {
+    plan["summary"][action].as_u64().unwrap_or(0)
+}
+
+/// The changes of `action` in a plan, as sorted `Kind.group/name`.
+pub fn changed(plan: &Value, action: &str) -> Vec<String> {
+    let mut v: Vec<String> = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["action"] == action)
+        .map(|c| {
+            format!(
+                "{}/{}",
+                c["group_kind"].as_str().unwrap(),
+                c["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
