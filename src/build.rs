@@ -94,11 +94,23 @@ pub fn build(
     let start = Instant::now();
     let loaded = load(dir, options.env.as_deref())?;
     tracing::debug!(elapsed = ?start.elapsed(), rss_kib = rss_kib(), "loaded the project");
+    build_loaded(&loaded, store_dir, options, on_progress, start)
+}
+
+/// [`build`] for a project already loaded (`kiln plan`/`apply` keep it for realizing). The
+/// environment is the one `loaded` was loaded for; `options.env` is not read here.
+pub fn build_loaded(
+    loaded: &Loaded,
+    store_dir: &Path,
+    options: &BuildOptions,
+    on_progress: &(dyn Fn(usize, &str) + Sync),
+    start: Instant,
+) -> Result<BuildReport, EngineError> {
     let Loaded {
         project,
         selected,
         graph,
-    } = &loaded;
+    } = loaded;
     let kinds = BuiltinKinds::default();
     let key = project_key(project);
     let cache_bytes = std::fs::read(LocalStore::source_cache_path(store_dir, &key)).ok();

@@ -100,11 +100,13 @@ pub async fn connect_and_plan(
     parent_namespace: &str,
 ) -> Result<Realized, RealizeError> {
     let start = Instant::now();
-    let report = crate::build::build(
-        dir,
+    let loaded = crate::build::load(dir, env.as_deref())?;
+    let report = crate::build::build_loaded(
+        &loaded,
         store_dir,
-        &BuildOptions::default().env(env.clone()),
+        &BuildOptions::default(),
         &|_, _| {},
+        start,
     )?;
     if !report.success() {
         return Err(RealizeError::BuildFailed(
@@ -115,7 +117,7 @@ pub async fn connect_and_plan(
         project,
         graph,
         selected,
-    } = crate::build::load(dir, env.as_deref())?;
+    } = loaded;
     let store = kiln_store::LocalStore::open(store_dir).map_err(EngineError::from)?;
     let mut trees = BTreeMap::new();
     for r in &report.rules {
