@@ -185,11 +185,6 @@ impl RuleGraph {
         self.graph[node]
     }
 
-    /// The node of the rule with index `rule` in [`Project::rules`], if it is in the graph.
-    pub fn node_of(&self, rule: usize) -> Option<NodeIndex> {
-        self.graph.node_indices().find(|n| self.graph[*n] == rule)
-    }
-
     /// Direct dependencies of `node`.
     pub fn dependencies(&self, node: NodeIndex) -> impl Iterator<Item = NodeIndex> + '_ {
         self.graph.neighbors_directed(node, Direction::Incoming)

@@ -59,12 +59,6 @@ pub enum SourceError {
 
 const SKIPPED_DIRS: &[&str] = &[".git", "target", ".kiln", "node_modules"];
 
-/// Every regular file under `root`, as `/`-separated relative paths, skipping `.git`, `target`
-/// and hidden directories.
-pub fn walk_files(root: &Path) -> impl Iterator<Item = String> + '_ {
-    walk_under(root, root)
-}
-
 fn walk_under<'a>(root: &'a Path, dir: &Path) -> impl Iterator<Item = String> + 'a {
     walkdir::WalkDir::new(dir)
         .sort_by_file_name()
