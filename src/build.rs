@@ -14,13 +14,16 @@ pub use error::EngineError;
 pub use prepare::{select_env, Selected};
 pub use report::{BuildReport, RuleReport, Status, Summary, BUILD_JSON_FORMAT};
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use kiln_core::graph::RuleGraph;
 use kiln_core::load::load_project;
 use kiln_core::project::Project;
 use kiln_core::scheduler::{Outcome, Schedule};
+use kiln_core::{Digest, Tree};
 use kiln_rules::BuiltinKinds;
 use kiln_store::{LocalStore, Root, RootEntry};
 
@@ -30,6 +33,7 @@ pub struct BuildOptions {
     env: Option<String>,
     jobs: usize,
     keep_going: bool,
+    distrusted: BTreeSet<Digest>,
 }
 
 impl BuildOptions {
@@ -44,6 +48,14 @@ impl BuildOptions {
     #[must_use]
     pub fn jobs(mut self, jobs: usize) -> Self {
         self.jobs = jobs;
+        self
+    }
+
+    /// Outputs known to be missing or corrupt: rules whose previous output is one of them are
+    /// looked up in the action cache (which checks the object) instead of trusted.
+    #[must_use]
+    pub fn distrust(mut self, outputs: impl IntoIterator<Item = Digest>) -> Self {
+        self.distrusted.extend(outputs);
         self
     }
 
@@ -136,21 +148,39 @@ pub fn build_loaded(
         .unwrap_or_default();
     on_progress(graph.len(), "");
     let on_done = |name: &str| on_progress(graph.len(), name);
-    let executor = execute::Executor {
+    let mut executor = execute::Executor {
         project,
         graph,
         prepared,
         selected,
         store: &store,
         previous,
+        distrusted: options.distrusted.clone(),
+        broken: Default::default(),
         on_done: &on_done,
     };
     tracing::debug!(elapsed = ?start.elapsed(), "opened the store, read the previous root");
-    let outcomes = executor.run(
+    let schedule = || {
         Schedule::default()
             .jobs(options.jobs)
-            .keep_going(options.keep_going),
-    );
+            .keep_going(options.keep_going)
+    };
+    let mut outcomes = executor.run(schedule());
+    // Self-healing: an object found missing or corrupt (and quarantined) is rebuilt in this
+    // run, with whatever failed because of it. Each pass can only shrink what is broken, since
+    // a rebuilt object is written afresh; a few passes cover damage found at several depths.
+    for _ in 0..3 {
+        let broken = std::mem::take(&mut *executor.broken.lock().expect("broken set lock"));
+        if broken.is_empty() || broken.is_subset(&executor.distrusted) {
+            break;
+        }
+        tracing::warn!(
+            objects = broken.len(),
+            "objects in the store were missing or corrupt: rebuilding what produced them"
+        );
+        executor.distrusted.extend(broken);
+        outcomes = executor.run(schedule());
+    }
     tracing::debug!(elapsed = ?start.elapsed(), rss_kib = rss_kib(), "executed");
 
     let mut rules = Vec::with_capacity(graph.len());
@@ -260,6 +290,47 @@ pub fn build_loaded(
         store.write_root(&key, &root)?;
     }
     Ok(report)
+}
+
+/// [`build_loaded`], then the artifact of every rule that succeeded, loaded and checked. An
+/// object found missing or corrupt while loading is quarantined and its rule rebuilt in this
+/// run (the store heals itself); the user is never asked to run again.
+pub fn build_and_load(
+    loaded: &Loaded,
+    store_dir: &Path,
+    options: &BuildOptions,
+    on_progress: &(dyn Fn(usize, &str) + Sync),
+    start: Instant,
+) -> Result<(BuildReport, BTreeMap<String, Arc<Tree>>), EngineError> {
+    let mut options = options.clone();
+    for _ in 0..3 {
+        let report = build_loaded(loaded, store_dir, &options, on_progress, start)?;
+        if !report.success() {
+            return Ok((report, BTreeMap::new()));
+        }
+        let store = LocalStore::open(store_dir)?;
+        let mut trees = BTreeMap::new();
+        let mut broken = Vec::new();
+        for r in &report.rules {
+            let Some(out) = r.output else { continue };
+            match store.load(&out) {
+                Ok(tree) => {
+                    trees.insert(r.name.clone(), Arc::new(tree));
+                }
+                Err(e) if e.is_missing_or_corrupt() => {
+                    tracing::warn!(rule = %r.name, "its artifact in the store is missing or corrupt: rebuilding it");
+                    store.quarantine(&out)?;
+                    broken.push(out);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if broken.is_empty() {
+            return Ok((report, trees));
+        }
+        options = options.distrust(broken);
+    }
+    Err(EngineError::Unhealable)
 }
 
 /// Current resident memory in KiB (Linux), for debug logs.

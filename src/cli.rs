@@ -119,6 +119,12 @@ pub struct ApplyArgs {
     /// Concurrent writes inside a wave.
     #[arg(long, default_value_t = 16)]
     pub parallel: usize,
+    /// Seconds to wait for another apply of the same set to release its lock.
+    #[arg(long, default_value_t = 300)]
+    pub lock_timeout: u64,
+    /// Seconds after which the lock of an apply that stopped renewing it (killed) expires.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
+    pub lock_ttl: u64,
 }
 
 /// `kiln build`.

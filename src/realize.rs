@@ -10,6 +10,7 @@ pub mod applyset;
 pub mod cluster;
 pub mod desired;
 pub mod health;
+pub mod lock;
 pub mod plan;
 pub mod secrets;
 

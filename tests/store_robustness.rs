@@ -202,3 +202,95 @@ fn secret_values_never_enter_the_store() {
 fn zstd_text(bytes: &[u8]) -> Vec<u8> {
     zstd::decode_all(bytes).unwrap_or_else(|_| bytes.to_vec())
 }
+
+fn object_of(s: &Sandbox, report: &serde_json::Value, rule: &str) -> std::path::PathBuf {
+    let out = report["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == rule)
+        .unwrap()["output"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let hex = out.strip_prefix("blake3:").unwrap().to_owned();
+    s.store()
+        .join("objects")
+        .join(&hex[..2])
+        .join(format!("{hex}.tar.zst"))
+}
+
+/// A root still says `cached` for a rule whose object is gone or damaged: a build that needs
+/// the object rebuilds it in the same run, and every later build succeeds too.
+#[test]
+fn a_missing_or_corrupt_dependency_is_rebuilt_in_the_same_run() {
+    for damage in ["delete", "corrupt"] {
+        let s = Sandbox::new();
+        small_platform(&s);
+        let first = s.build(&["--env", "staging"]);
+        let obj = object_of(&s, &first, "ns");
+        if damage == "delete" {
+            std::fs::remove_file(&obj).unwrap();
+        } else {
+            let mut bytes = std::fs::read(&obj).unwrap();
+            let i = bytes.len() / 2;
+            bytes[i] ^= 0x40;
+            std::fs::write(&obj, bytes).unwrap();
+        }
+        // The bundle depends on `ns` and must read its tree: it rebuilds when `api` changes.
+        s.write(
+            "k8s/api.yaml",
+            &std::fs::read_to_string(s.project().join("k8s/api.yaml"))
+                .unwrap()
+                .replace("replicas: ${var.replicas}", "replicas: 7"),
+        );
+        let healed = s.build(&["--env", "staging"]);
+        assert_eq!(healed["summary"]["failed"], 0, "{damage}: {healed:#}");
+        let built = with_status(&healed, "built");
+        assert!(
+            built.contains(&"ns".to_owned()),
+            "{damage}: `ns` rebuilt: {built:?}"
+        );
+        assert!(built.contains(&"all".to_owned()), "{damage}: {built:?}");
+        assert!(obj.is_file(), "{damage}: the object is back");
+        for _ in 0..2 {
+            let again = s.build(&["--env", "staging"]);
+            assert_eq!(
+                with_status(&again, "built"),
+                Vec::<String>::new(),
+                "{damage}"
+            );
+        }
+        s.kiln().args(["store", "verify"]).assert().success();
+    }
+}
+
+/// `verify` checks roots too: an entry naming a missing object is reported (exit 1) and
+/// dropped, so the next build looks the rule up again.
+#[test]
+fn verify_reports_roots_naming_missing_objects() {
+    let s = Sandbox::new();
+    small_platform(&s);
+    let first = s.build(&["--env", "staging"]);
+    let obj = object_of(&s, &first, "worker");
+    std::fs::remove_file(&obj).unwrap();
+    let out = s
+        .kiln()
+        .args(["store", "verify", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["corrupt"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["reason"].as_str().unwrap().contains("rule `worker`")),
+        "{report:#}"
+    );
+    let again = s.build(&["--env", "staging"]);
+    assert_eq!(with_status(&again, "built"), ["worker"]);
+    assert!(obj.is_file());
+    s.kiln().args(["store", "verify"]).assert().success();
+}

@@ -200,8 +200,17 @@ pub fn load_project(dir: &Path) -> Result<Project> {
     })?;
 
     let mut include_ids = Vec::new();
+    let confinement = if includes.is_empty() {
+        None
+    } else {
+        Some(
+            crate::sources::Confinement::new(&root)
+                .map_err(|e| loader.diag(main_id, 0..0, None, format!("include: {e}")))?,
+        )
+    };
     for inc in &includes {
-        let matched = crate::sources::expand(&root, &inc.value).map_err(|e| {
+        let confinement = confinement.as_ref().expect("made when there are includes");
+        let matched = crate::sources::expand(confinement, &inc.value).map_err(|e| {
             loader.diag(main_id, inc.loc.span.clone(), None, format!("include: {e}"))
         })?;
         for rel in matched {

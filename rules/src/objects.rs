@@ -160,6 +160,15 @@ pub fn parse_documents(text: &str, path: &RelPath) -> Result<Vec<Value>, BuildEr
 
 /// The objects in an artifact's `objects/` directory, in path order.
 pub fn read_objects(tree: &Tree) -> Result<Vec<Value>, String> {
+    Ok(read_object_files(tree)?
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect())
+}
+
+/// The objects in an artifact's `objects/` directory with the files they were read from, in
+/// path order. Each object is checked ([`check_object`]): artifacts are untrusted input.
+pub fn read_object_files(tree: &Tree) -> Result<Vec<(String, Value)>, String> {
     let mut out = Vec::new();
     for (path, _) in tree.iter() {
         if path.strip_dir(OBJECTS_DIR).is_none() {
@@ -170,7 +179,8 @@ pub fn read_objects(tree: &Tree) -> Result<Vec<Value>, String> {
             .ok_or_else(|| format!("`{path}` is not a file"))?;
         let text = std::str::from_utf8(bytes).map_err(|_| format!("`{path}` is not UTF-8"))?;
         let v: Value = serde_norway::from_str(text).map_err(|e| format!("`{path}`: {e}"))?;
-        out.push(v);
+        check_object(&v).map_err(|e| format!("`{path}`: {e}"))?;
+        out.push((path.to_string(), v));
     }
     Ok(out)
 }

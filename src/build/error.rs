@@ -31,6 +31,13 @@ pub enum EngineError {
         /// What the project has.
         available: String,
     },
+    /// The project directory could not be resolved.
+    #[error("failed to resolve the project directory")]
+    ProjectDir(#[source] kiln_core::sources::SourceError),
+    /// Objects kept coming back missing or corrupt after rebuilding them.
+    #[error("the store keeps losing or damaging rebuilt objects")]
+    #[diagnostic(help("run `kiln store verify`, and check the disk the store is on"))]
+    Unhealable,
     /// The store failed.
     #[error("store error")]
     Store(#[from] StoreError),
@@ -49,7 +56,10 @@ impl EngineError {
     /// 1 for errors in the user's input, 2 for infrastructure failures.
     pub fn exit_code(&self) -> i32 {
         match self {
-            EngineError::Load(LoadError::Read { .. }) | EngineError::Store(_) => 2,
+            EngineError::Load(LoadError::Read { .. })
+            | EngineError::Store(_)
+            | EngineError::ProjectDir(_)
+            | EngineError::Unhealable => 2,
             _ => 1,
         }
     }

@@ -1,7 +1,7 @@
 //! Running a prepared build: derivation hashes, cache lookups, builds and store writes.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use kiln_core::derivation::DerivationRef;
@@ -60,6 +60,10 @@ pub struct Executor<'a> {
     pub store: &'a LocalStore,
     /// The previous root of this project and environment: derivation -> record.
     pub previous: BTreeMap<Digest, &'a OutputRecord>,
+    /// Outputs known to be missing or corrupt: never taken from the previous root.
+    pub distrusted: BTreeSet<Digest>,
+    /// Outputs this run found missing or corrupt (quarantined), to be rebuilt.
+    pub broken: Mutex<BTreeSet<Digest>>,
     /// Called after each rule finishes (progress).
     pub on_done: &'a (dyn Fn(&str) + Sync),
 }
@@ -68,6 +72,7 @@ struct Deps<'a> {
     names: Vec<RuleName>,
     built: BTreeMap<RuleName, &'a Built>,
     store: &'a LocalStore,
+    broken: &'a Mutex<BTreeSet<Digest>>,
 }
 
 impl DepOutputs for Deps<'_> {
@@ -86,13 +91,17 @@ impl DepOutputs for Deps<'_> {
         match self.store.load(&b.record.output) {
             Ok(t) => Ok(b.tree.get_or_init(|| Arc::new(t)).clone()),
             Err(e) => {
-                if matches!(e, StoreError::Corrupt { .. } | StoreError::Archive { .. }) {
+                if e.is_missing_or_corrupt() {
                     let _ = self.store.quarantine(&b.record.output);
+                    self.broken
+                        .lock()
+                        .expect("broken set lock")
+                        .insert(b.record.output);
                 }
                 Err(BuildError::Dependency {
                     rule: rule.clone(),
                     message: format!(
-                        "{}; it was moved aside and will be rebuilt: run the build again",
+                        "{}; it is moved aside and rebuilt in this run",
                         error_chain(&e)
                     ),
                 })
@@ -192,9 +201,12 @@ impl Executor<'_> {
             tree: OnceLock::new(),
         };
         // The previous GC root needs no check that its objects exist: gc keeps everything a
-        // root reaches, and `verify` drops root entries whose object it quarantined.
+        // root reaches, `verify` drops root entries whose object it quarantined, and an object
+        // found missing or corrupt later in a run is distrusted in the run that heals it.
         if let Some(record) = self.previous.get(&drv) {
-            return Ok(cached((*record).clone()));
+            if !self.distrusted.contains(&record.output) {
+                return Ok(cached((*record).clone()));
+            }
         }
         if let Some(record) = self.store.lookup(&drv) {
             return Ok(cached(record));
@@ -228,6 +240,7 @@ impl Executor<'_> {
             names: rule.deps.iter().map(|d| d.value.clone()).collect(),
             built: built_deps.clone(),
             store: self.store,
+            broken: &self.broken,
         };
         let scratch = if p.kind.needs_scratch() {
             let dir = tempfile::Builder::new()

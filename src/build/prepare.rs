@@ -10,7 +10,7 @@ use kiln_core::graph::RuleGraph;
 use kiln_core::interpolate::{has_references, Reference, Scope};
 use kiln_core::kind::{BuildError, Kind, KindRegistry, LoadedSource};
 use kiln_core::project::{Project, Rule};
-use kiln_core::sources::{expand, read_source, SourceEntry};
+use kiln_core::sources::{expand, read_source, Confinement, SourceEntry};
 use kiln_core::{EnvName, RelPath};
 use rayon::prelude::*;
 use serde_json::Value;
@@ -107,9 +107,19 @@ pub fn prepare<'p>(
 ) -> Result<BTreeMap<usize, PreparedRule<'p>>, EngineError> {
     let mut indices: Vec<usize> = graph.order().iter().map(|n| graph.rule_index(*n)).collect();
     indices.sort_unstable();
+    let confinement = Confinement::new(&project.root).map_err(EngineError::ProjectDir)?;
     let results: Vec<Result<PreparedRule<'p>, Box<Diagnostic>>> = indices
         .par_iter()
-        .map(|&i| prepare_rule(project, &project.rules[i], selected, kinds, cache))
+        .map(|&i| {
+            prepare_rule(
+                project,
+                &project.rules[i],
+                selected,
+                kinds,
+                cache,
+                &confinement,
+            )
+        })
         .collect();
     let mut out = BTreeMap::new();
     for (i, r) in indices.into_iter().zip(results) {
@@ -124,6 +134,7 @@ fn prepare_rule<'p>(
     selected: &Selected,
     kinds: &'p dyn KindRegistry,
     cache: &SourceCache,
+    confinement: &Confinement,
 ) -> Result<PreparedRule<'p>, Box<Diagnostic>> {
     let diag = |loc: &kiln_core::diagnostic::Location, msg: String| {
         Box::new(project.diagnostic(loc, Some(&rule.name), msg))
@@ -157,13 +168,18 @@ fn prepare_rule<'p>(
     let mut paths: Vec<(RelPath, Option<Stat>)> = Vec::new();
     for pattern in &rule.srcs {
         if let Some(rel) = plain_file(&pattern.value) {
-            if let Ok(Some(stat)) = Stat::of_file(&project.root.join(rel.as_str())) {
-                paths.push((rel, Some(stat)));
-                continue;
+            // One lstat when the file and its directory are known to be inside the project.
+            match confinement.metadata(&rel) {
+                Ok(Some(meta)) if meta.is_file() => {
+                    paths.push((rel, Some(Stat::from_metadata(&meta))));
+                    continue;
+                }
+                Err(e) => return Err(diag(&pattern.loc, e.to_string())),
+                _ => {}
             }
         }
         let found =
-            expand(&project.root, &pattern.value).map_err(|e| diag(&pattern.loc, e.to_string()))?;
+            expand(confinement, &pattern.value).map_err(|e| diag(&pattern.loc, e.to_string()))?;
         paths.extend(found.into_iter().map(|p| (p, None)));
     }
     paths.sort_by(|a, b| a.0.cmp(&b.0));

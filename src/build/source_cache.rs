@@ -33,21 +33,13 @@ pub struct Stat {
 }
 
 impl Stat {
-    /// Stats `path`: `None` when it is not a regular file (a directory, say).
-    pub fn of_file(path: &Path) -> std::io::Result<Option<Self>> {
-        let m = std::fs::metadata(path)?;
-        if !m.is_file() {
-            return Ok(None);
-        }
-        Ok(Some(Self::from_metadata(&m)))
-    }
-
     /// Stats `path`.
     pub fn of(path: &Path) -> std::io::Result<Self> {
         Ok(Self::from_metadata(&std::fs::metadata(path)?))
     }
 
-    fn from_metadata(m: &std::fs::Metadata) -> Self {
+    /// The stat data of `m`.
+    pub fn from_metadata(m: &std::fs::Metadata) -> Self {
         Self {
             size: m.len(),
             mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),

@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::cli::{ApplyArgs, ClusterArgs, PlanArgs};
 use crate::commands::Failure;
 use crate::printer::Printer;
+use crate::realize::lock::LockOptions;
 use crate::realize::plan::render;
 use crate::realize::{apply as apply_plan, connect_and_plan, ApplyOptions, RealizeError, Realized};
 
@@ -26,7 +27,12 @@ fn failure(e: RealizeError) -> Failure {
     }
 }
 
-async fn plan_for(args: &ClusterArgs, store: &Path) -> Result<Realized, RealizeError> {
+async fn plan_for(
+    args: &ClusterArgs,
+    store: &Path,
+    lock: Option<&LockOptions>,
+    printer: &Printer,
+) -> Result<Realized, RealizeError> {
     connect_and_plan(
         &args.dir,
         store,
@@ -34,8 +40,20 @@ async fn plan_for(args: &ClusterArgs, store: &Path) -> Result<Realized, RealizeE
         args.kubeconfig.as_deref(),
         args.context.as_deref(),
         &args.applyset_namespace,
+        lock,
+        |holder, since| {
+            printer.status(&format!(
+                "waiting for the set's lock, held by `{holder}` since {since}"
+            ));
+        },
     )
     .await
+}
+
+fn print_warnings(r: &Realized, printer: &Printer) {
+    for w in &r.warnings {
+        printer.status(&format!("warning: {w}"));
+    }
 }
 
 fn http_json(r: &Realized) -> serde_json::Value {
@@ -48,7 +66,7 @@ fn http_json(r: &Realized) -> serde_json::Value {
 /// `kiln plan`: 0, or with `--detailed-exitcode` 0 (no changes) / 2 (changes) / 1 (error).
 pub fn plan(args: &PlanArgs, printer: &Printer, store: &Path) -> Result<u8, Failure> {
     let r = runtime()
-        .block_on(plan_for(&args.cluster, store))
+        .block_on(plan_for(&args.cluster, store, None, printer))
         .map_err(|e| {
             let mut f = failure(e);
             if args.detailed_exitcode {
@@ -56,9 +74,11 @@ pub fn plan(args: &PlanArgs, printer: &Printer, store: &Path) -> Result<u8, Fail
             }
             f
         })?;
+    print_warnings(&r, printer);
     if args.cluster.json {
         let mut v = serde_json::to_value(&r.plan).expect("plan serializes");
         v["http"] = http_json(&r);
+        v["warnings"] = serde_json::json!(r.warnings);
         printer.json(&v);
     } else {
         printer.data(&render(&r.plan));
@@ -85,9 +105,15 @@ fn confirm(n: usize) -> bool {
 /// `kiln apply`.
 pub fn apply(args: &ApplyArgs, printer: &Printer, store: &Path) -> Result<u8, Failure> {
     let rt = runtime();
-    let r = rt
-        .block_on(plan_for(&args.cluster, store))
+    let lock = LockOptions {
+        timeout: Duration::from_secs(args.lock_timeout),
+        ttl: Duration::from_secs(args.lock_ttl),
+    };
+    let mut r = rt
+        .block_on(plan_for(&args.cluster, store, Some(&lock), printer))
         .map_err(failure)?;
+    let guard = r.lock.take();
+    print_warnings(&r, printer);
     if !args.cluster.json {
         printer.status(render(&r.plan).trim_end());
     }
@@ -99,9 +125,21 @@ pub fn apply(args: &ApplyArgs, printer: &Printer, store: &Path) -> Result<u8, Fa
         yes: args.yes,
         parallel: args.parallel,
     };
-    let report = rt
-        .block_on(apply_plan(&r, &options, confirm))
-        .map_err(failure)?;
+    let result = rt.block_on(apply_plan(&r, &options, confirm));
+    if let Some(guard) = guard {
+        if guard.lost() {
+            printer.status(
+                "warning: the set's lock expired and was taken by another apply during this one",
+            );
+        }
+        if let Err(e) = rt.block_on(guard.release()) {
+            printer.status(&format!(
+                "warning: {}",
+                kiln_core::error_chain::error_chain(&e)
+            ));
+        }
+    }
+    let report = result.map_err(failure)?;
     if args.cluster.json {
         let mut v = serde_json::to_value(&r.plan).expect("plan serializes");
         v["applied"] = serde_json::json!(report);

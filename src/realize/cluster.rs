@@ -131,6 +131,11 @@ impl Cluster {
         })
     }
 
+    /// The client (for the set's lock).
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
     /// The request counters.
     pub fn counters(&self) -> &Counters {
         &self.counters
@@ -240,6 +245,18 @@ impl Cluster {
             api_version: group.to_owned(),
             kind: kind.to_owned(),
         })
+    }
+
+    /// The namespace a namespaced object without one goes to: the kubeconfig context's, else
+    /// `default` (as kubectl does).
+    pub fn default_namespace(&self) -> &str {
+        self.client.default_namespace()
+    }
+
+    /// Whether a kind is namespaced, from discovery.
+    pub async fn scope(&self, api_version: &str, kind: &str) -> Result<Scope, ClusterError> {
+        let (_, caps) = self.resolve(api_version, kind).await?;
+        Ok(caps.scope)
     }
 
     fn api(

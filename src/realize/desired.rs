@@ -7,7 +7,7 @@ use kiln_core::canonical::to_canonical_json;
 use kiln_core::graph::RuleGraph;
 use kiln_core::project::Project;
 use kiln_core::{Digest, Tree};
-use kiln_rules::objects::{identity, read_objects};
+use kiln_rules::objects::{identity, read_object_files};
 use serde_json::Value;
 
 use super::applyset::{group_kind, DESIRED_HASH_ANNOTATION, PART_OF_LABEL, RULE_ANNOTATION};
@@ -83,13 +83,164 @@ pub enum DesiredError {
     },
 }
 
-/// Collects the objects of every rule's artifact. When several rules hold the same object with
-/// different content, a rule that (transitively) depends on the others wins (an overlay replaces
-/// its base); identical copies (a bundle repeating its parts) stay with the first rule.
-pub fn collect(
+/// Whether a kind's objects live in a namespace, as API discovery (or a CRD of the project) says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Namespaced objects.
+    Namespaced,
+    /// Cluster-scoped objects: a namespace on them is meaningless.
+    Cluster,
+}
+
+/// One object as a rule's artifact holds it, before scope and ownership are settled.
+#[derive(Debug, Clone)]
+pub struct RawObject {
+    /// The rule's node index in the graph.
+    node: usize,
+    /// The rule.
+    pub rule: String,
+    /// The artifact file it was read from (`objects/…`).
+    pub path: String,
+    /// The object.
+    pub object: Value,
+}
+
+impl RawObject {
+    /// `apiVersion` and `kind`.
+    pub fn type_meta(&self) -> (&str, &str) {
+        (
+            self.object["apiVersion"].as_str().unwrap_or_default(),
+            self.object["kind"].as_str().unwrap_or_default(),
+        )
+    }
+}
+
+/// Reads the objects of every realized rule's artifact, in DAG order.
+pub fn read(
     project: &Project,
     graph: &RuleGraph,
     trees: &BTreeMap<String, std::sync::Arc<Tree>>,
+) -> Result<Vec<RawObject>, DesiredError> {
+    let mut out = Vec::new();
+    for &n in graph.order() {
+        let r = &project.rules[graph.rule_index(n)];
+        if !r.realize {
+            continue;
+        }
+        let rule = r.name.to_string();
+        let Some(tree) = trees.get(&rule) else {
+            continue;
+        };
+        let objects = read_object_files(tree).map_err(|message| DesiredError::Unreadable {
+            rule: rule.clone(),
+            message,
+        })?;
+        out.extend(objects.into_iter().map(|(path, object)| RawObject {
+            node: n.index(),
+            rule: rule.clone(),
+            path,
+            object,
+        }));
+    }
+    Ok(out)
+}
+
+/// The scopes of kinds that CRDs among `objects` define (`Kind.group` -> scope), for kinds the
+/// cluster does not serve yet.
+pub fn scopes_defined_by_crds(objects: &[RawObject]) -> BTreeMap<String, Scope> {
+    objects
+        .iter()
+        .filter(|o| {
+            o.type_meta().1 == "CustomResourceDefinition"
+                && o.type_meta().0.starts_with("apiextensions.k8s.io/")
+        })
+        .filter_map(|o| {
+            let spec = o.object.get("spec")?;
+            let gk = format!(
+                "{}.{}",
+                spec.pointer("/names/kind")?.as_str()?,
+                spec.get("group")?.as_str()?
+            );
+            let scope = match spec.get("scope").and_then(Value::as_str) {
+                Some("Cluster") => Scope::Cluster,
+                _ => Scope::Namespaced,
+            };
+            Some((gk, scope))
+        })
+        .collect()
+}
+
+/// A namespace that kiln dropped from a cluster-scoped object.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ScopeWarning {
+    /// The rule.
+    pub rule: String,
+    /// The artifact file.
+    pub path: String,
+    /// `Kind.group name`.
+    pub object: String,
+    /// The namespace dropped.
+    pub namespace: String,
+}
+
+impl std::fmt::Display for ScopeWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "rule `{}`: {} is cluster-scoped; its namespace `{}` is ignored (`{}`)",
+            self.rule, self.object, self.namespace, self.path
+        )
+    }
+}
+
+/// Settles each object's namespace by its kind's scope: a cluster-scoped object loses any
+/// namespace (with a warning), a namespaced object without one gets `default_namespace` (as
+/// kubectl does). `scope_of` answers for every `Kind.group` among the objects.
+pub fn settle_scopes(
+    objects: &mut [RawObject],
+    scope_of: impl Fn(&str) -> Scope,
+    default_namespace: &str,
+) -> Vec<ScopeWarning> {
+    let mut warnings = Vec::new();
+    for o in objects {
+        let (api_version, kind) = o.type_meta();
+        let gk = group_kind(api_version, kind);
+        let Some(meta) = o.object.get_mut("metadata").and_then(Value::as_object_mut) else {
+            continue;
+        };
+        match scope_of(&gk) {
+            Scope::Cluster => {
+                if let Some(ns) = meta.remove("namespace") {
+                    let name = meta.get("name").and_then(Value::as_str).unwrap_or_default();
+                    warnings.push(ScopeWarning {
+                        rule: o.rule.clone(),
+                        path: o.path.clone(),
+                        object: format!("{gk} {name}"),
+                        namespace: ns.as_str().unwrap_or_default().to_owned(),
+                    });
+                }
+            }
+            Scope::Namespaced => {
+                let missing = meta
+                    .get("namespace")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty);
+                if missing {
+                    meta.insert("namespace".into(), Value::from(default_namespace));
+                }
+            }
+        }
+    }
+    warnings
+}
+
+/// Collects the objects of every rule's artifact (scopes settled, see [`settle_scopes`]). When
+/// several rules hold the same object with different content, a rule that (transitively)
+/// depends on the others wins (an overlay replaces its base); identical copies (a bundle
+/// repeating its parts) stay with the first rule.
+pub fn collect(
+    graph: &RuleGraph,
+    objects: Vec<RawObject>,
     set_id: &str,
 ) -> Result<Vec<DesiredObject>, DesiredError> {
     let mut waves = vec![0usize; graph.len()];
@@ -106,38 +257,27 @@ pub fn collect(
         ancestors[n.index()] = anc;
     }
     let mut chosen: BTreeMap<ObjectKey, (usize, String, Value)> = BTreeMap::new();
-    for &n in graph.order() {
-        let r = &project.rules[graph.rule_index(n)];
-        if !r.realize {
-            continue;
-        }
-        let rule = r.name.to_string();
-        let Some(tree) = trees.get(&rule) else {
-            continue;
-        };
-        let objects = read_objects(tree).map_err(|message| DesiredError::Unreadable {
-            rule: rule.clone(),
-            message,
-        })?;
-        for obj in objects {
-            let key = ObjectKey::of(&obj);
-            match chosen.get(&key) {
-                Some((other, other_rule, other_obj)) => {
-                    if *other_obj == obj {
-                        // A bundle repeating its part: the part's rule keeps it (and its wave).
-                    } else if ancestors[n.index()].contains(other) {
-                        chosen.insert(key, (n.index(), rule.clone(), obj));
-                    } else {
-                        return Err(DesiredError::Conflict {
-                            key,
-                            a: other_rule.clone(),
-                            b: rule.clone(),
-                        });
-                    }
+    for RawObject {
+        node, rule, object, ..
+    } in objects
+    {
+        let key = ObjectKey::of(&object);
+        match chosen.get(&key) {
+            Some((other, other_rule, other_obj)) => {
+                if *other_obj == object {
+                    // A bundle repeating its part: the part's rule keeps it (and its wave).
+                } else if ancestors[node].contains(other) {
+                    chosen.insert(key, (node, rule, object));
+                } else {
+                    return Err(DesiredError::Conflict {
+                        key,
+                        a: other_rule.clone(),
+                        b: rule,
+                    });
                 }
-                None => {
-                    chosen.insert(key, (n.index(), rule.clone(), obj));
-                }
+            }
+            None => {
+                chosen.insert(key, (node, rule, object));
             }
         }
     }
@@ -230,6 +370,72 @@ fn is_builtin_group(group: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    fn raw(object: Value) -> RawObject {
+        RawObject {
+            node: 0,
+            rule: "gw".into(),
+            path: "objects/x/y.yaml".into(),
+            object,
+        }
+    }
+
+    #[test]
+    fn cluster_scoped_objects_lose_their_namespace_with_a_warning() {
+        let mut objs = vec![
+            raw(
+                json!({"apiVersion": "gateway.example.io/v1", "kind": "GatewayClass",
+                       "metadata": {"name": "edge", "namespace": "shop"}}),
+            ),
+            raw(
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                       "metadata": {"name": "reader"}}),
+            ),
+            raw(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}})),
+            raw(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                       "metadata": {"name": "d", "namespace": "shop"}})),
+        ];
+        let warnings = settle_scopes(
+            &mut objs,
+            |gk| match gk {
+                "ConfigMap" => Scope::Namespaced,
+                _ => Scope::Cluster,
+            },
+            "team",
+        );
+        assert_eq!(warnings.len(), 1);
+        assert_eq!(warnings[0].rule, "gw");
+        assert_eq!(warnings[0].namespace, "shop");
+        assert!(warnings[0]
+            .to_string()
+            .contains("GatewayClass.gateway.example.io edge"));
+        assert!(objs[0].object.pointer("/metadata/namespace").is_none());
+        assert!(objs[1].object.pointer("/metadata/namespace").is_none());
+        assert_eq!(objs[2].object["metadata"]["namespace"], "team");
+        assert_eq!(objs[3].object["metadata"]["namespace"], "shop");
+    }
+
+    #[test]
+    fn crds_of_the_project_give_their_kinds_scope() {
+        let objs = vec![
+            raw(
+                json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                       "metadata": {"name": "gatewayclasses.gateway.example.io"},
+                       "spec": {"group": "gateway.example.io", "scope": "Cluster",
+                                "names": {"kind": "GatewayClass", "plural": "gatewayclasses"}}}),
+            ),
+            raw(
+                json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                       "metadata": {"name": "routes.gateway.example.io"},
+                       "spec": {"group": "gateway.example.io", "scope": "Namespaced",
+                                "names": {"kind": "Route", "plural": "routes"}}}),
+            ),
+        ];
+        let scopes = scopes_defined_by_crds(&objs);
+        assert_eq!(scopes["GatewayClass.gateway.example.io"], Scope::Cluster);
+        assert_eq!(scopes["Route.gateway.example.io"], Scope::Namespaced);
+    }
 
     #[test]
     fn kind_order() {

@@ -140,8 +140,25 @@ pub fn compute(set_id: &str, desired: &[DesiredObject], live: &BTreeMap<ObjectKe
     }
     let desired_keys: std::collections::HashSet<&ObjectKey> =
         desired.iter().map(|d| &d.key).collect();
+    // The same object under another spelling of its scope (a namespace on a cluster-scoped
+    // object, or none on a namespaced one) is never pruned: scopes are settled from discovery
+    // before planning, so this only guards against a bug deleting a live, desired object.
+    let unscoped: std::collections::HashSet<(&str, &str)> = desired
+        .iter()
+        .map(|d| (d.key.group_kind.as_str(), d.key.name.as_str()))
+        .collect();
     for (key, l) in live {
         if desired_keys.contains(key) {
+            continue;
+        }
+        if unscoped.contains(&(key.group_kind.as_str(), key.name.as_str()))
+            && (key.namespace.is_empty()
+                || desired.iter().any(|d| {
+                    d.key.group_kind == key.group_kind
+                        && d.key.name == key.name
+                        && d.key.namespace.is_empty()
+                }))
+        {
             continue;
         }
         let rule = l

@@ -10,8 +10,9 @@ use serde_json::Value;
 
 use super::applyset::{self, parent_state, Parent};
 use super::cluster::{Cluster, ClusterError};
-use super::desired::{self, kind_rank, DesiredObject, ObjectKey};
+use super::desired::{self, kind_rank, DesiredObject, ObjectKey, Scope};
 use super::health;
+use super::lock::{self, LockError, LockGuard, LockOptions};
 use super::plan::{self, Action, Plan};
 use super::secrets;
 use crate::build::{BuildOptions, EngineError, Loaded};
@@ -35,6 +36,30 @@ pub enum RealizeError {
     /// The cluster refused or failed.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// The set's lock could not be taken.
+    #[error(transparent)]
+    #[diagnostic(help(
+        "another `kiln apply` of this set is running; wait for it, or raise --lock-timeout"
+    ))]
+    Lock(#[from] LockError),
+    /// The parent changed between this run's read and its write: another apply ran.
+    #[error("the ApplySet parent Secret `{namespace}/{name}` changed while this apply ran; refusing to overwrite another run's work")]
+    #[diagnostic(help("run `kiln apply` again: it plans against what the set holds now"))]
+    ParentChanged {
+        /// Parent name.
+        name: String,
+        /// Parent namespace.
+        namespace: String,
+    },
+    /// A rule's object has a kind the cluster cannot resolve.
+    #[error("rule `{rule}`: cannot resolve its object's kind")]
+    Kind {
+        /// The rule.
+        rule: String,
+        /// The cause.
+        #[source]
+        source: ClusterError,
+    },
     /// The set's parent belongs to another tool.
     #[error("the ApplySet parent Secret `{namespace}/{name}` is managed by `{tooling}`, not kiln; refusing to touch its set")]
     ForeignParent {
@@ -70,7 +95,12 @@ impl RealizeError {
         match self {
             RealizeError::Build(e) => e.exit_code() as u8,
             RealizeError::Cluster(ClusterError::Conflict { .. }) => 1,
-            RealizeError::Cluster(_) | RealizeError::Unhealthy { .. } => 2,
+            RealizeError::Kind { source, .. } if source.is_not_served() => 1,
+            RealizeError::Cluster(_)
+            | RealizeError::Kind { .. }
+            | RealizeError::Unhealthy { .. }
+            | RealizeError::Lock(_)
+            | RealizeError::ParentChanged { .. } => 2,
             _ => 1,
         }
     }
@@ -88,9 +118,53 @@ pub struct Realized {
     pub desired: Vec<DesiredObject>,
     /// The plan.
     pub plan: Plan,
+    /// Namespaces dropped from cluster-scoped objects.
+    pub warnings: Vec<desired::ScopeWarning>,
+    /// The set's lock, when the plan was made for an apply.
+    pub lock: Option<LockGuard>,
+}
+
+/// The scope of every group-kind among `objects`: from the project's own CRDs first (their
+/// kinds may not be served yet), else from discovery (one request per group-version). A kind
+/// that neither knows is an error naming the rule.
+async fn resolve_scopes(
+    cluster: &Cluster,
+    objects: &[desired::RawObject],
+    defined_here: &BTreeMap<String, Scope>,
+) -> Result<BTreeMap<String, Scope>, RealizeError> {
+    let mut wanted: BTreeMap<String, (&str, &str, &str)> = BTreeMap::new();
+    for o in objects {
+        let (api_version, kind) = o.type_meta();
+        let gk = applyset::group_kind(api_version, kind);
+        if !defined_here.contains_key(&gk) {
+            wanted.entry(gk).or_insert((api_version, kind, &o.rule));
+        }
+    }
+    let resolved: Vec<(String, Scope)> = stream::iter(wanted)
+        .map(|(gk, (api_version, kind, rule))| async move {
+            match cluster.scope(api_version, kind).await {
+                Ok(kube::discovery::Scope::Cluster) => Ok((gk, Scope::Cluster)),
+                Ok(kube::discovery::Scope::Namespaced) => Ok((gk, Scope::Namespaced)),
+                Err(source) => Err(RealizeError::Kind {
+                    rule: rule.to_owned(),
+                    source,
+                }),
+            }
+        })
+        .buffer_unordered(8)
+        .try_collect()
+        .await?;
+    let mut scopes = defined_here.clone();
+    scopes.extend(resolved);
+    Ok(scopes)
 }
 
 /// Builds the project, connects, and computes the plan.
+///
+/// With `lock`, the set's lock is taken (waiting for another apply to finish; `on_wait` is told
+/// who holds it) before the parent and members are read, so the plan cannot go stale under
+/// another apply.
+#[allow(clippy::too_many_arguments)]
 pub async fn connect_and_plan(
     dir: &Path,
     store_dir: &Path,
@@ -98,10 +172,12 @@ pub async fn connect_and_plan(
     kubeconfig: Option<&Path>,
     context: Option<&str>,
     parent_namespace: &str,
+    lock: Option<&LockOptions>,
+    on_wait: impl Fn(&str, &str),
 ) -> Result<Realized, RealizeError> {
     let start = Instant::now();
     let loaded = crate::build::load(dir, env.as_deref())?;
-    let report = crate::build::build_loaded(
+    let (report, trees) = crate::build::build_and_load(
         &loaded,
         store_dir,
         &BuildOptions::default(),
@@ -118,25 +194,41 @@ pub async fn connect_and_plan(
         graph,
         selected,
     } = loaded;
-    let store = kiln_store::LocalStore::open(store_dir).map_err(EngineError::from)?;
-    let mut trees = BTreeMap::new();
-    for r in &report.rules {
-        if let Some(out) = r.output {
-            trees.insert(
-                r.name.clone(),
-                std::sync::Arc::new(store.load(&out).map_err(EngineError::from)?),
-            );
-        }
-    }
     let parent = Parent::for_project(&project.name, selected.name(), parent_namespace);
     let set_id = parent.id();
-    let mut desired = desired::collect(&project, &graph, &trees, &set_id)?;
+    let mut raw = desired::read(&project, &graph, &trees)?;
+    let cluster = Cluster::connect(kubeconfig, context).await?;
+    // Kinds whose CRD this run creates may not be served yet: the CRD says their scope, and
+    // they have no members.
+    let defined_here = desired::scopes_defined_by_crds(&raw);
+    let scopes = resolve_scopes(&cluster, &raw, &defined_here).await?;
+    let warnings = desired::settle_scopes(
+        &mut raw,
+        |gk| scopes.get(gk).copied().unwrap_or(Scope::Namespaced),
+        cluster.default_namespace(),
+    );
+    for w in &warnings {
+        tracing::debug!(%w, "namespace dropped");
+    }
+    let mut desired = desired::collect(&graph, raw, &set_id)?;
     for d in &mut desired {
         secrets::resolve(&mut d.object)?;
     }
+    let lock = match lock {
+        Some(options) => Some(
+            lock::acquire(
+                cluster.client(),
+                &parent.namespace,
+                &parent.name,
+                options,
+                on_wait,
+            )
+            .await?,
+        ),
+        None => None,
+    };
 
     tracing::debug!(elapsed = ?start.elapsed(), objects = desired.len(), "desired state assembled");
-    let cluster = Cluster::connect(kubeconfig, context).await?;
     let selector = format!("{}={set_id}", applyset::PART_OF_LABEL);
     let versions: BTreeMap<&str, &str> = desired
         .iter()
@@ -145,19 +237,6 @@ pub async fn connect_and_plan(
                 d.key.group_kind.as_str(),
                 d.object["apiVersion"].as_str().unwrap_or_default(),
             )
-        })
-        .collect();
-    // Kinds whose CRD this run creates are not served yet: they have no members.
-    let defined_here: BTreeSet<String> = desired
-        .iter()
-        .filter(|d| d.key.group_kind.starts_with("CustomResourceDefinition."))
-        .filter_map(|d| {
-            let spec = d.object.get("spec")?;
-            Some(format!(
-                "{}.{}",
-                spec.pointer("/names/kind")?.as_str()?,
-                spec.get("group")?.as_str()?
-            ))
         })
         .collect();
     let list_all = |gks: Vec<String>| {
@@ -169,7 +248,7 @@ pub async fn connect_and_plan(
                     .list(&gk, versions.get(gk.as_str()).copied(), selector)
                     .await
                 {
-                    Err(e) if defined_here.contains(&gk) && e.is_not_served() => Ok(Vec::new()),
+                    Err(e) if defined_here.contains_key(&gk) && e.is_not_served() => Ok(Vec::new()),
                     other => other,
                 }
             })
@@ -216,6 +295,8 @@ pub async fn connect_and_plan(
         live_parent,
         desired,
         plan,
+        warnings,
+        lock,
     })
 }
 
@@ -294,7 +375,25 @@ async fn write_parent_if_changed(
     if same {
         return Ok(current);
     }
-    Ok(Some(r.cluster.apply(&obj, force).await?))
+    // Conditional on the parent as this run last saw it: a lost update (another run widened
+    // or narrowed it meanwhile) fails instead of overwriting that run's group-kinds.
+    let mut obj = obj;
+    if let Some(rv) = current
+        .as_ref()
+        .and_then(|c| c.pointer("/metadata/resourceVersion"))
+    {
+        obj["metadata"]["resourceVersion"] = rv.clone();
+    }
+    match r.cluster.apply(&obj, force).await {
+        Ok(v) => Ok(Some(v)),
+        Err(ClusterError::Conflict { message, .. }) if message.contains("has been modified") => {
+            Err(RealizeError::ParentChanged {
+                name: r.parent.name.clone(),
+                namespace: r.parent.namespace.clone(),
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn wait_ready(cluster: &Cluster, obj: &Value, timeout: Duration) -> Result<(), RealizeError> {

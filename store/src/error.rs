@@ -60,6 +60,15 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the error says an object is missing or its content is damaged: a store that
+    /// heals rebuilds what produced it.
+    pub fn is_missing_or_corrupt(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Missing(_) | StoreError::Corrupt { .. } | StoreError::Archive { .. }
+        )
+    }
+
     pub(crate) fn io(
         action: &'static str,
         path: impl Into<PathBuf>,

@@ -185,7 +185,7 @@ impl LocalStore {
         shard(&self.dir("objects"), out, ".tar.zst")
     }
 
-    fn action_path(&self, drv: &Digest) -> PathBuf {
+    pub(crate) fn action_path(&self, drv: &Digest) -> PathBuf {
         shard(&self.dir("actions"), drv, ".json")
     }
 
@@ -351,21 +351,28 @@ impl LocalStore {
         Self::project_key(&root.project, &root.project_dir)
     }
 
-    /// Reads a GC root without opening (or creating) the store.
+    /// Reads a GC root without opening (or creating) the store. A root that cannot be parsed
+    /// or fails its checksum is not trusted: `None` (the build then asks the action cache,
+    /// which checks every object, and writes a fresh root).
     pub fn peek_root(store_root: &Path, project_key: &str, env: &str) -> Option<Root> {
         let path = store_root
             .join("roots")
             .join(project_key)
             .join(format!("{env}.json"));
-        let bytes = fs::read(path).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        let bytes = fs::read(&path).ok()?;
+        match parse_root(&bytes) {
+            Ok(root) => Some(root),
+            Err(reason) => {
+                tracing::warn!(root = %path.display(), %reason, "ignoring a GC root");
+                None
+            }
+        }
     }
 
     /// Replaces the GC root of a project and environment.
     pub fn write_root(&self, project_key: &str, root: &Root) -> Result<()> {
         let path = self.root_path(project_key, &root.env);
-        let json = serde_json::to_vec(root).expect("root serializes");
-        write_atomic(&self.root, &path, &json)
+        write_atomic(&self.root, &path, &encode_root(root))
     }
 
     /// Where the source stat cache of a project lives (see the CLI's `source_cache`).
@@ -398,9 +405,9 @@ impl LocalStore {
                 continue;
             }
             let bytes = fs::read(item.path()).map_err(StoreError::io("read", item.path()))?;
-            let root = serde_json::from_slice(&bytes).map_err(|source| StoreError::Record {
+            let root = parse_root(&bytes).map_err(|reason| StoreError::Corrupt {
                 path: item.path().to_owned(),
-                source,
+                reason,
             })?;
             out.push((item.path().to_owned(), root));
         }
@@ -412,6 +419,38 @@ impl LocalStore {
         let dir = File::open(&self.root).map_err(StoreError::io("open", &self.root))?;
         rustix::fs::syncfs(&dir).map_err(|e| StoreError::io("sync", &self.root)(e.into()))
     }
+}
+
+const ROOT_CHECKSUM_KEY: &[u8] = b",\"checksum\":\"";
+
+/// A root's bytes: its JSON, then a `checksum` member holding blake3 of everything before it,
+/// so a torn, truncated or hand-edited root is detected when read.
+pub(crate) fn encode_root(root: &Root) -> Vec<u8> {
+    let mut json = serde_json::to_vec(root).expect("root serializes");
+    json.pop(); // the closing brace
+    let checksum = Digest::of(&json);
+    json.extend_from_slice(ROOT_CHECKSUM_KEY);
+    json.extend_from_slice(checksum.to_string().as_bytes());
+    json.extend_from_slice(b"\"}");
+    json
+}
+
+/// Parses a root written by [`encode_root`], checking its checksum.
+pub(crate) fn parse_root(bytes: &[u8]) -> std::result::Result<Root, String> {
+    // `,"checksum":"blake3:<64 hex>"}` ends the file.
+    let tail = ROOT_CHECKSUM_KEY.len() + "blake3:".len() + 64 + 2;
+    if bytes.len() < tail || !bytes[bytes.len() - tail..].starts_with(ROOT_CHECKSUM_KEY) {
+        return Err("the root has no checksum".to_owned());
+    }
+    let (body, rest) = bytes.split_at(bytes.len() - tail);
+    let recorded = std::str::from_utf8(&rest[ROOT_CHECKSUM_KEY.len()..rest.len() - 2])
+        .ok()
+        .and_then(|s| s.parse::<Digest>().ok())
+        .ok_or("the root's checksum is unreadable")?;
+    if Digest::of(body) != recorded {
+        return Err("the root does not match its checksum".to_owned());
+    }
+    serde_json::from_slice(bytes).map_err(|e| format!("unreadable root: {e}"))
 }
 
 /// The canonical derivation bytes kept in an action cache entry.

@@ -26,6 +26,8 @@ pub struct VerifyReport {
     pub objects: usize,
     /// Action cache entries checked.
     pub actions: usize,
+    /// GC roots checked.
+    pub roots: usize,
     /// Corrupt entries; each was moved to `quarantine/` (objects) or deleted (records), so it
     /// reads as a miss and the next build rebuilds it.
     pub corrupt: Vec<CorruptEntry>,
@@ -77,6 +79,7 @@ impl LocalStore {
                     .map(str::to_owned)
             })
             .collect();
+        self.verify_roots(&mut report)?;
         if !gone.is_empty() {
             self.forget_outputs(&gone)?;
         }
@@ -111,6 +114,75 @@ impl LocalStore {
 }
 
 impl LocalStore {
+    /// Checks every GC root: it parses and matches its checksum (else it is moved to
+    /// `quarantine/`), every entry's object exists, and every entry agrees with the action
+    /// cache entry of its derivation (else the entry is dropped, so the next build looks it up
+    /// again and rebuilds what is missing).
+    fn verify_roots(&self, report: &mut VerifyReport) -> Result<()> {
+        let rel = |p: &Path| {
+            p.strip_prefix(self.root())
+                .unwrap_or(p)
+                .display()
+                .to_string()
+        };
+        for path in walk(&self.dir("roots")) {
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            report.roots += 1;
+            let bytes = fs::read(&path).map_err(crate::error::StoreError::io("read", &path))?;
+            let mut root = match crate::local::parse_root(&bytes) {
+                Ok(root) => root,
+                Err(reason) => {
+                    let aside = self
+                        .dir("quarantine")
+                        .join(format!("root-{}", rel(&path).replace('/', "-")));
+                    fs::rename(&path, &aside)
+                        .map_err(crate::error::StoreError::io("quarantine", &path))?;
+                    report.corrupt.push(CorruptEntry {
+                        path: rel(&path),
+                        reason,
+                    });
+                    continue;
+                }
+            };
+            let before = root.rules.len();
+            root.rules.retain(|name, entry| {
+                let reason = if !self.has_object(&entry.output.output) {
+                    Some(format!(
+                        "rule `{name}` names a missing object {}",
+                        entry.output.output
+                    ))
+                } else {
+                    fs::read(self.action_path(&entry.derivation))
+                        .ok()
+                        .and_then(|b| serde_json::from_slice::<OutputRecord>(&b).ok())
+                        .filter(|action| action.output != entry.output.output)
+                        .map(|action| {
+                            format!(
+                                "rule `{name}` names {} but its derivation built {}",
+                                entry.output.output, action.output
+                            )
+                        })
+                };
+                match reason {
+                    Some(reason) => {
+                        report.corrupt.push(CorruptEntry {
+                            path: rel(&path),
+                            reason,
+                        });
+                        false
+                    }
+                    None => true,
+                }
+            });
+            if root.rules.len() != before {
+                crate::local::write_atomic(self.root(), &path, &crate::local::encode_root(&root))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Drops GC root entries and action cache entries that name one of `outputs` (hex digests).
     fn forget_outputs(&self, outputs: &std::collections::HashSet<String>) -> Result<()> {
         for (_, mut root) in self.roots()? {
@@ -180,5 +252,98 @@ mod tests {
         assert!(r.corrupt[0].path.starts_with("objects/"));
         assert!(s.lookup(&drv).is_none());
         assert!(s.verify().unwrap().corrupt.is_empty());
+    }
+
+    fn root_with(s: &LocalStore, entries: &[(&str, Digest, OutputRecord)]) -> std::path::PathBuf {
+        let root = crate::local::Root {
+            format_version: 1,
+            project: "p".into(),
+            project_dir: "/p".into(),
+            env: "prod".into(),
+            rules: entries
+                .iter()
+                .map(|(n, drv, rec)| {
+                    (
+                        (*n).to_owned(),
+                        crate::local::RootEntry {
+                            kind: "manifest".into(),
+                            derivation: *drv,
+                            output: rec.clone(),
+                        },
+                    )
+                })
+                .collect(),
+        };
+        s.write_root("p-key", &root).unwrap();
+        s.root().join("roots/p-key/prod.json")
+    }
+
+    fn put(s: &LocalStore, content: &str) -> (Digest, OutputRecord) {
+        let mut t = Tree::new();
+        t.insert_file(
+            RelPath::new("f").unwrap(),
+            content.as_bytes().to_vec(),
+            false,
+        );
+        let drv_bytes = format!("{{\"c\":\"{content}\"}}");
+        let drv = Digest::of(drv_bytes.as_bytes());
+        (drv, s.put(&drv, drv_bytes.as_bytes(), &t).unwrap())
+    }
+
+    #[test]
+    fn roots_naming_missing_or_other_objects_are_found_and_repaired() {
+        let d = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(d.path()).unwrap();
+        let (drv_a, rec_a) = put(&s, "a");
+        let (drv_b, rec_b) = put(&s, "b");
+        // `b` points at `a`'s valid object: the action cache disagrees.
+        root_with(
+            &s,
+            &[("a", drv_a, rec_a.clone()), ("b", drv_b, rec_a.clone())],
+        );
+        let r = s.verify().unwrap();
+        assert_eq!(r.roots, 1);
+        assert_eq!(r.corrupt.len(), 1, "{r:?}");
+        assert!(r.corrupt[0].reason.contains("rule `b`"), "{r:?}");
+        let root = s.read_root("p-key", "prod").unwrap();
+        assert_eq!(root.rules.keys().collect::<Vec<_>>(), ["a"]);
+        // A missing object.
+        root_with(
+            &s,
+            &[("a", drv_a, rec_a.clone()), ("b", drv_b, rec_b.clone())],
+        );
+        fs::remove_file(s.object_path(&rec_b.output)).unwrap();
+        let r = s.verify().unwrap();
+        assert!(
+            r.corrupt
+                .iter()
+                .any(|c| c.reason.contains("missing object")),
+            "{r:?}"
+        );
+        assert!(s.verify().unwrap().corrupt.is_empty());
+    }
+
+    #[test]
+    fn an_unparsable_or_edited_root_is_reported_and_set_aside() {
+        let d = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(d.path()).unwrap();
+        let (drv_a, rec_a) = put(&s, "a");
+        let path = root_with(&s, &[("a", drv_a, rec_a)]);
+        assert!(s.read_root("p-key", "prod").is_some());
+        let text = fs::read_to_string(&path)
+            .unwrap()
+            .replace("manifest", "configmap");
+        fs::write(&path, text).unwrap();
+        assert!(
+            s.read_root("p-key", "prod").is_none(),
+            "an edited root is not trusted"
+        );
+        let r = s.verify().unwrap();
+        assert_eq!(r.corrupt.len(), 1, "{r:?}");
+        assert!(r.corrupt[0].reason.contains("checksum"), "{r:?}");
+        assert!(!path.exists());
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, "{not json").unwrap();
+        assert_eq!(s.verify().unwrap().corrupt.len(), 1);
     }
 }

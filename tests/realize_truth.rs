@@ -1,0 +1,86 @@
+//! Plan and apply tell the truth about what they change (issue 7), on the real test control
+//! plane: a run after a converged apply writes nothing and deletes nothing.
+
+mod common;
+
+use common::count;
+use common::realm::{kubectl_ok, Realm};
+use serde_json::Value;
+
+fn writes_and_deletes(report: &Value) -> (u64, u64) {
+    (
+        report["applied"]["applied"].as_u64().unwrap(),
+        report["applied"]["deleted"].as_u64().unwrap(),
+    )
+}
+
+/// A cluster-scoped custom kind in a rule with `namespace = ...`, and a ClusterRole with an
+/// explicit `metadata.namespace`: scope comes from discovery (or the project's CRD), the
+/// namespace is dropped with a warning, and nothing flips between created and pruned.
+#[test]
+fn cluster_scoped_objects_with_a_namespace_converge() {
+    let r = Realm::new("scope");
+    let group = format!("{}.kiln.test", r.ns);
+    r.rules(
+        r#"
+[rule.classes]
+kind = "manifest"
+srcs = ["classes.yaml"]
+deps = ["ns"]
+namespace = "${var.ns}"
+
+[rule.rbac]
+kind = "manifest"
+srcs = ["rbac.yaml"]
+deps = ["ns"]
+"#,
+    );
+    r.s.write(
+        "classes.yaml",
+        &format!(
+            "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {{name: gatewayclasses.{group}}}\nspec:\n  group: {group}\n  scope: Cluster\n  names: {{plural: gatewayclasses, singular: gatewayclass, kind: GatewayClass}}\n  versions:\n    - name: v1\n      served: true\n      storage: true\n      schema:\n        openAPIV3Schema:\n          type: object\n          properties:\n            spec: {{type: object, properties: {{controller: {{type: string}}}}}}\n---\napiVersion: {group}/v1\nkind: GatewayClass\nmetadata: {{name: edge-{ns}}}\nspec: {{controller: example.io/edge}}\n",
+            ns = r.ns
+        ),
+    );
+    r.s.write(
+        "rbac.yaml",
+        &format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: reader-{ns}\n  namespace: {ns}\nrules:\n  - apiGroups: [\"\"]\n    resources: [configmaps]\n    verbs: [get]\n",
+            ns = r.ns
+        ),
+    );
+
+    let first = r.apply(&[]);
+    assert_eq!(count(&first, "create"), 4, "{first:#}");
+    let warnings = first["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 2, "{first:#}");
+    assert!(warnings
+        .iter()
+        .any(|w| w["rule"] == "classes"
+            && w["object"].as_str().unwrap().starts_with("GatewayClass.")));
+    assert!(warnings.iter().any(|w| w["rule"] == "rbac"
+        && w["path"].as_str().unwrap().ends_with(".yaml")
+        && w["namespace"] == r.ns.as_str()));
+    for run in 2..=3 {
+        let again = r.apply(&[]);
+        assert_eq!(
+            writes_and_deletes(&again),
+            (0, 0),
+            "run {run} changed something: {again:#}"
+        );
+        assert_eq!(count(&again, "unchanged"), 4, "run {run}: {again:#}");
+    }
+    // The objects exist, cluster-scoped.
+    kubectl_ok(&[
+        "get",
+        &format!("gatewayclasses.{group}"),
+        &format!("edge-{}", r.ns),
+    ]);
+    kubectl_ok(&["get", "clusterrole", &format!("reader-{}", r.ns)]);
+    let plan = r.plan();
+    assert_eq!(
+        count(&plan, "delete") + count(&plan, "create"),
+        0,
+        "{plan:#}"
+    );
+}
