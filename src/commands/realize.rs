@@ -144,6 +144,7 @@ pub fn apply(args: &ApplyArgs, printer: &Printer, store: &Path) -> Result<u8, Fa
         let mut v = serde_json::to_value(&r.plan).expect("plan serializes");
         v["applied"] = serde_json::json!(report);
         v["http"] = http_json(&r);
+        v["warnings"] = serde_json::json!(r.warnings);
         printer.json(&v);
     }
     printer.status(&format!(

@@ -78,6 +78,9 @@ pub struct Counters {
 /// A connection to one cluster.
 pub struct Cluster {
     client: Client,
+    /// The same connection without the counting layer: the set's lock (a Lease read, created,
+    /// renewed and deleted) is not part of a plan's or an apply's request counts.
+    lock_client: Client,
     counters: Arc<Counters>,
     /// group/version -> the group's resources, fetched once even when asked for concurrently.
     groups: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<ApiGroup>>>>>,
@@ -119,21 +122,23 @@ impl Cluster {
                 }
                 req
             });
+        let lock_client = Client::try_from(config.clone()).map_err(|e| boxed(Box::new(e)))?;
         let client = kube::client::ClientBuilder::try_from(config)
             .map_err(|e| boxed(Box::new(e)))?
             .with_layer(&layer)
             .build();
         Ok(Self {
             client,
+            lock_client,
             counters,
             groups: Mutex::default(),
             preferred: Mutex::default(),
         })
     }
 
-    /// The client (for the set's lock).
-    pub fn client(&self) -> Client {
-        self.client.clone()
+    /// The client for the set's lock, outside the request counts.
+    pub fn lock_client(&self) -> Client {
+        self.lock_client.clone()
     }
 
     /// The request counters.

@@ -217,7 +217,7 @@ pub async fn connect_and_plan(
     let lock = match lock {
         Some(options) => Some(
             lock::acquire(
-                cluster.client(),
+                cluster.lock_client(),
                 &parent.namespace,
                 &parent.name,
                 options,
