@@ -11,7 +11,7 @@ mod report;
 mod source_cache;
 
 pub use error::EngineError;
-pub use prepare::{select_env, Selected};
+pub use prepare::{parse_var, select_env, Selected};
 pub use report::{BuildReport, RuleReport, Status, Summary, BUILD_JSON_FORMAT};
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,6 +34,7 @@ pub struct BuildOptions {
     jobs: usize,
     keep_going: bool,
     distrusted: BTreeSet<Digest>,
+    vars: BTreeMap<String, serde_json::Value>,
 }
 
 impl BuildOptions {
@@ -41,6 +42,13 @@ impl BuildOptions {
     #[must_use]
     pub fn env(mut self, env: Option<String>) -> Self {
         self.env = env;
+        self
+    }
+
+    /// Variable overrides (`--var`), making a separate instance of the environment.
+    #[must_use]
+    pub fn vars(mut self, vars: BTreeMap<String, serde_json::Value>) -> Self {
+        self.vars = vars;
         self
     }
 
@@ -104,7 +112,8 @@ pub fn build(
     on_progress: &(dyn Fn(usize, &str) + Sync),
 ) -> Result<BuildReport, EngineError> {
     let start = Instant::now();
-    let loaded = load(dir, options.env.as_deref())?;
+    let mut loaded = load(dir, options.env.as_deref())?;
+    loaded.selected.override_vars(&options.vars)?;
     tracing::debug!(elapsed = ?start.elapsed(), rss_kib = rss_kib(), "loaded the project");
     build_loaded(&loaded, store_dir, options, on_progress, start)
 }
@@ -130,7 +139,7 @@ pub fn build_loaded(
     // Validate while the previous root is read and parsed.
     let (prepared, previous_root) = rayon::join(
         || prepare::prepare(project, graph, selected, &kinds, &cache),
-        || LocalStore::peek_root(store_dir, &key, selected.name()),
+        || LocalStore::peek_root(store_dir, &key, &selected.instance_name()),
     );
     let prepared = prepared?;
     tracing::debug!(elapsed = ?start.elapsed(), rss_kib = rss_kib(), "validated every rule");
@@ -284,7 +293,7 @@ pub fn build_loaded(
             format_version: 1,
             project: project.name.clone(),
             project_dir: project.root.clone(),
-            env: selected.name().to_owned(),
+            env: selected.instance_name(),
             rules: root_rules,
         };
         store.write_root(&key, &root)?;

@@ -59,6 +59,24 @@ pub enum Command {
     Plan(PlanArgs),
     /// Build, then realize the artifacts on the cluster: apply changes, wait for health, prune.
     Apply(ApplyArgs),
+    /// Delete every member of an environment's set from the cluster, then its parent.
+    Destroy(DestroyArgs),
+}
+
+/// `--var NAME=VALUE`, repeatable: VALUE is a TOML value, else a string.
+#[derive(Debug, Clone, Default, Args)]
+pub struct VarArgs {
+    /// Override a variable for this run (NAME=VALUE; VALUE read as TOML, else a string). Each
+    /// distinct set of overrides is its own instance: its own GC root and ApplySet.
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = crate::build::parse_var)]
+    pub vars: Vec<(String, serde_json::Value)>,
+}
+
+impl VarArgs {
+    /// The overrides by name (a later one wins).
+    pub fn map(&self) -> std::collections::BTreeMap<String, serde_json::Value> {
+        self.vars.iter().cloned().collect()
+    }
 }
 
 /// What `plan` and `apply` share.
@@ -82,6 +100,8 @@ pub struct ClusterArgs {
     /// Print JSON on stdout (format version 1).
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub vars: VarArgs,
 }
 
 /// `kiln plan`.
@@ -89,6 +109,10 @@ pub struct ClusterArgs {
 pub struct PlanArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
+    /// Also look in every kind the cluster serves for members of the set that its parent does
+    /// not list (left by a race, an older kiln or a crash): one LIST per served kind.
+    #[arg(long)]
+    pub find_orphans: bool,
     /// Exit 0 when there is nothing to change, 2 when there is, 1 on errors (as Terraform).
     #[arg(long)]
     pub detailed_exitcode: bool,
@@ -119,12 +143,47 @@ pub struct ApplyArgs {
     /// Concurrent writes inside a wave.
     #[arg(long, default_value_t = 16)]
     pub parallel: usize,
+    /// Also find members of kinds the parent does not list (see `plan --find-orphans`) and
+    /// delete them, with the same confirmation as prune.
+    #[arg(long)]
+    pub prune_orphans: bool,
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+/// The set's lock.
+#[derive(Debug, Args)]
+pub struct LockArgs {
     /// Seconds to wait for another apply of the same set to release its lock.
     #[arg(long, default_value_t = 300)]
     pub lock_timeout: u64,
     /// Seconds after which the lock of an apply that stopped renewing it (killed) expires.
     #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
     pub lock_ttl: u64,
+}
+
+/// `kiln destroy`.
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// List what would be deleted, delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Delete without asking.
+    #[arg(short, long)]
+    pub yes: bool,
+    /// Wait until every member is gone (finalizers done) before deleting the parent.
+    #[arg(long)]
+    pub wait: bool,
+    /// Seconds `--wait` may take.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+    /// Also delete members of kinds the parent does not list (one LIST per served kind).
+    #[arg(long)]
+    pub find_orphans: bool,
+    #[command(flatten)]
+    pub lock: LockArgs,
 }
 
 /// `kiln build`.
@@ -145,6 +204,8 @@ pub struct BuildArgs {
     /// Keep building independent rules after a failure.
     #[arg(short, long)]
     pub keep_going: bool,
+    #[command(flatten)]
+    pub vars: VarArgs,
 }
 
 /// `kiln graph`.

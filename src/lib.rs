@@ -40,6 +40,7 @@ pub fn main_with_args() -> u8 {
         Command::Store(cmd) => commands::store::run(cmd, &printer, &store),
         Command::Plan(args) => commands::realize::plan(args, &printer, &store),
         Command::Apply(args) => commands::realize::apply(args, &printer, &store),
+        Command::Destroy(args) => commands::realize::destroy(args, &printer, &store),
     };
     match result {
         Ok(code) => code,

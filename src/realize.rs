@@ -16,4 +16,7 @@ pub mod secrets;
 
 mod run;
 
-pub use run::{apply, connect_and_plan, ApplyOptions, ApplyReport, RealizeError, Realized};
+pub use run::{
+    apply, connect_and_plan, connect_for_destroy, destroy, ApplyOptions, ApplyReport, PlanOptions,
+    RealizeError, Realized, Target,
+};

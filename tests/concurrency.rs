@@ -253,13 +253,14 @@ fn a_parent_update_with_a_stale_resource_version_is_detected() {
     let kc = kubeconfig();
     let realized = rt
         .block_on(kiln::realize::connect_and_plan(
-            &r.s.project(),
-            &r.s.store(),
-            None,
-            Some(&kc),
-            None,
-            "default",
-            None,
+            &kiln::realize::Target {
+                dir: r.s.project(),
+                store_dir: r.s.store(),
+                kubeconfig: Some(kc),
+                parent_namespace: "default".into(),
+                ..Default::default()
+            },
+            &kiln::realize::PlanOptions::default(),
             |_, _| {},
         ))
         .unwrap();
@@ -289,4 +290,106 @@ fn a_parent_update_with_a_stale_resource_version_is_detected() {
         "{err:?}"
     );
     assert!(err.to_string().contains("changed while this apply ran"));
+}
+
+/// Orphans made on purpose: a Service labeled as a member while the parent lists no Service.
+/// `plan --find-orphans` reports exactly it, a plain plan does not, `apply --prune-orphans`
+/// deletes it, and unlabeled objects and other sets' objects stay.
+#[test]
+fn orphans_are_found_and_pruned_and_nothing_else_is_touched() {
+    let r = Realm::new("orphans");
+    r.rules("\n[rule.cfg]\nkind = \"configmap\"\nname = \"cfg\"\nnamespace = \"${var.ns}\"\nliterals = { a = \"1\" }\nhash_suffix = false\n");
+    let applied = r.apply(&[]);
+    let id = applied["applyset"].as_str().unwrap().to_owned();
+    let service = |name: &str, label: Option<&str>| {
+        let labels = label
+            .map(|l| format!(",\"labels\":{{\"applyset.kubernetes.io/part-of\":\"{l}\"}}"))
+            .unwrap_or_default();
+        let file = r.s.dir.path().join(format!("{name}.json"));
+        std::fs::write(
+            &file,
+            format!("{{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{{\"name\":\"{name}\",\"namespace\":\"{ns}\"{labels}}},\"spec\":{{\"ports\":[{{\"port\":80,\"protocol\":\"TCP\"}}]}}}}", ns = r.ns),
+        )
+        .unwrap();
+        kubectl_ok(&["create", "-f", file.to_str().unwrap()]);
+    };
+    service("orphan", Some(&id));
+    service("unlabeled", None);
+    service("other-set", Some("applyset-someone-else-v1"));
+    let plain = r.plan();
+    assert_eq!(count(&plain, "delete"), 0, "{plain:#}");
+    let found = r.json("plan", &["--find-orphans"]);
+    let orphans: Vec<&Value> = found["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["orphan"] == true)
+        .collect();
+    assert_eq!(orphans.len(), 1, "{found:#}");
+    assert_eq!(orphans[0]["name"], "orphan");
+    assert_eq!(orphans[0]["action"], "delete");
+    let pruned = r.apply(&["--prune-orphans"]);
+    assert_eq!(pruned["applied"]["deleted"], 1, "{pruned:#}");
+    assert!(!kubectl(&["get", "service", "orphan", "-n", &r.ns])
+        .status
+        .success());
+    kubectl_ok(&["get", "service", "unlabeled", "-n", &r.ns]);
+    kubectl_ok(&["get", "service", "other-set", "-n", &r.ns]);
+    kubectl_ok(&["get", "configmap", "cfg", "-n", &r.ns]);
+}
+
+/// Two instances of one environment (`--var ns=...`) are two sets; destroying one leaves the
+/// other, unlabeled objects and other sets' objects untouched.
+#[test]
+fn destroy_removes_one_instance_and_leaves_the_other() {
+    let r = Realm::new("preview");
+    r.rules("\n[rule.cfg]\nkind = \"configmap\"\nname = \"cfg\"\nnamespace = \"${var.ns}\"\ndeps = [\"ns\"]\nliterals = { a = \"1\" }\nhash_suffix = false\n");
+    let (one, two) = (format!("{}-one", r.ns), format!("{}-two", r.ns));
+    let var_one = format!("ns={one}");
+    let var_two = format!("ns={two}");
+    let a = r.apply(&["--var", &var_one]);
+    let b = r.apply(&["--var", &var_two]);
+    assert_ne!(a["applyset"], b["applyset"], "two instances, two sets");
+    assert_eq!(count(&a, "create"), 2);
+    assert_eq!(
+        count(&b, "create"),
+        2,
+        "the second instance does not see the first: {b:#}"
+    );
+    kubectl_ok(&["create", "configmap", "bystander", "-n", &two]);
+    // The dry run lists and deletes nothing.
+    let dry = r.kiln("destroy", &["--var", &var_one, "--dry-run"]);
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    let listed = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        listed.contains(&format!("ConfigMap {one}/cfg"))
+            && listed.contains(&format!("Namespace {one}")),
+        "{listed}"
+    );
+    kubectl_ok(&["get", "configmap", "cfg", "-n", &one]);
+    // Without a terminal and without --yes, nothing is deleted.
+    let refused = r.kiln("destroy", &["--var", &var_one]);
+    assert_eq!(refused.status.code(), Some(1));
+    kubectl_ok(&["get", "configmap", "cfg", "-n", &one]);
+    let out = r.kiln(
+        "destroy",
+        &["--var", &var_one, "--yes", "--wait", "--timeout", "120"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!kubectl(&["get", "namespace", &one]).status.success());
+    kubectl_ok(&["get", "configmap", "cfg", "-n", &two]);
+    kubectl_ok(&["get", "configmap", "bystander", "-n", &two]);
+    let again = r.json("plan", &["--var", &var_two]);
+    assert_eq!(count(&again, "unchanged"), 2, "{again:#}");
+    // The destroyed instance has no parent left: a plan would create everything again.
+    let gone = r.json("plan", &["--var", &var_one]);
+    assert_eq!(count(&gone, "create"), 2, "{gone:#}");
 }

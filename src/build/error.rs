@@ -24,6 +24,15 @@ pub enum EngineError {
         /// What the project has.
         hint: String,
     },
+    /// `--var` names a variable the project does not define.
+    #[error("`--var {name}`: the project defines no variable `{name}`")]
+    #[diagnostic(help("variables of this environment: {defined}"))]
+    UnknownVar {
+        /// The name given.
+        name: String,
+        /// The names defined.
+        defined: String,
+    },
     /// The project has environments but none was chosen.
     #[error("choose an environment with `--env`")]
     #[diagnostic(help("this project defines: {}", .available))]

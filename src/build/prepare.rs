@@ -38,6 +38,8 @@ pub struct Selected {
     pub env: Option<EnvName>,
     /// The variables, `[vars]` defaults included.
     pub vars: BTreeMap<String, Value>,
+    /// For an instance made with `--var`: 8 hex digits of blake3 over the overrides.
+    instance: Option<String>,
 }
 
 impl Selected {
@@ -45,6 +47,57 @@ impl Selected {
     pub fn name(&self) -> &str {
         self.env.as_ref().map_or("-", EnvName::as_str)
     }
+
+    /// The name of this instance of the environment: the environment's name, followed by
+    /// `-<8 hex of the overrides>` when `--var` overrode variables. Each instance has its own
+    /// GC root and its own ApplySet, so `--var namespace=pr-123` and `--var namespace=pr-124`
+    /// are two separate sets.
+    pub fn instance_name(&self) -> String {
+        match &self.instance {
+            Some(h) => format!("{}-{h}", self.name()),
+            None => self.name().to_owned(),
+        }
+    }
+
+    /// Overrides variables (`--var NAME=VALUE`). Each must be one the project defines, in
+    /// `[vars]` or the selected environment: a misspelled name would otherwise make a new,
+    /// separate instance silently.
+    pub fn override_vars(&mut self, vars: &BTreeMap<String, Value>) -> Result<(), EngineError> {
+        if vars.is_empty() {
+            return Ok(());
+        }
+        for (name, value) in vars {
+            if !self.vars.contains_key(name) {
+                return Err(EngineError::UnknownVar {
+                    name: name.clone(),
+                    defined: self.vars.keys().cloned().collect::<Vec<_>>().join(", "),
+                });
+            }
+            self.vars.insert(name.clone(), value.clone());
+        }
+        let canonical = kiln_core::canonical::to_canonical_json(
+            &serde_json::to_value(vars).expect("values serialize"),
+        );
+        self.instance = Some(kiln_core::Digest::of(&canonical).hex()[..8].to_owned());
+        Ok(())
+    }
+}
+
+/// Parses `NAME=VALUE` of `--var`: VALUE is read as a TOML value (`3`, `true`, `"x"`, `[1, 2]`),
+/// and taken as a plain string when it is not one (`--var namespace=pr-123`).
+pub fn parse_var(arg: &str) -> Result<(String, Value), String> {
+    let (name, value) = arg
+        .split_once('=')
+        .ok_or_else(|| format!("`{arg}` is not NAME=VALUE"))?;
+    if name.is_empty() {
+        return Err(format!("`{arg}` has no variable name"));
+    }
+    let value = match toml::from_str::<toml::Table>(&format!("v = {value}")) {
+        Ok(mut t) => serde_json::to_value(t.remove("v").expect("parsed `v`"))
+            .map_err(|e| format!("`{arg}`: {e}"))?,
+        Err(_) => Value::from(value),
+    };
+    Ok((name.to_owned(), value))
 }
 
 /// Checks `--env` against the project.
@@ -79,7 +132,11 @@ pub fn select_env(project: &Project, env: Option<&str>) -> Result<Selected, Engi
         }
     };
     let vars = project.vars_for(env.as_ref());
-    Ok(Selected { env, vars })
+    Ok(Selected {
+        env,
+        vars,
+        instance: None,
+    })
 }
 
 /// A scope where every dependency is declared but not yet built.
@@ -303,5 +360,49 @@ pub fn attr_message(e: &kiln_core::kind::AttrError) -> String {
         e.message.clone()
     } else {
         format!("attribute `{}`: {}", e.path, e.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vars_parse_as_toml_values_else_strings() {
+        assert_eq!(
+            parse_var("replicas=3").unwrap(),
+            ("replicas".into(), Value::from(3))
+        );
+        assert_eq!(parse_var("on=true").unwrap().1, Value::from(true));
+        assert_eq!(parse_var("ns=pr-123").unwrap().1, Value::from("pr-123"));
+        assert_eq!(parse_var("ns=\"a b\"").unwrap().1, Value::from("a b"));
+        assert_eq!(parse_var("xs=[1, 2]").unwrap().1, serde_json::json!([1, 2]));
+        assert_eq!(parse_var("empty=").unwrap().1, Value::from(""));
+        assert!(parse_var("novalue").is_err());
+        assert!(parse_var("=3").is_err());
+    }
+
+    #[test]
+    fn overrides_make_a_separate_instance_and_refuse_unknown_names() {
+        let mut s = Selected {
+            env: None,
+            vars: [("ns".to_owned(), Value::from("shop"))].into(),
+            instance: None,
+        };
+        assert_eq!(s.instance_name(), "-");
+        let mut a = BTreeMap::new();
+        a.insert("ns".to_owned(), Value::from("pr-1"));
+        s.override_vars(&a).unwrap();
+        let first = s.instance_name();
+        assert!(first.starts_with("--") && first.len() == 10, "{first}");
+        a.insert("ns".to_owned(), Value::from("pr-2"));
+        s.override_vars(&a).unwrap();
+        assert_ne!(s.instance_name(), first);
+        assert_eq!(s.vars["ns"], "pr-2");
+        let typo = [("nss".to_owned(), Value::from("x"))].into();
+        assert!(matches!(
+            s.override_vars(&typo),
+            Err(EngineError::UnknownVar { .. })
+        ));
     }
 }

@@ -1,16 +1,19 @@
-//! `kiln plan` and `kiln apply`.
+//! `kiln plan`, `kiln apply` and `kiln destroy`.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::cli::{ApplyArgs, ClusterArgs, PlanArgs};
+use crate::cli::{ApplyArgs, ClusterArgs, DestroyArgs, LockArgs, PlanArgs};
 use crate::commands::Failure;
 use crate::printer::Printer;
-use crate::realize::lock::LockOptions;
+use crate::realize::lock::{LockGuard, LockOptions};
 use crate::realize::plan::render;
-use crate::realize::{apply as apply_plan, connect_and_plan, ApplyOptions, RealizeError, Realized};
+use crate::realize::{
+    apply as apply_plan, connect_and_plan, connect_for_destroy, destroy as destroy_set,
+    ApplyOptions, PlanOptions, RealizeError, Realized, Target,
+};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -27,27 +30,30 @@ fn failure(e: RealizeError) -> Failure {
     }
 }
 
-async fn plan_for(
-    args: &ClusterArgs,
-    store: &Path,
-    lock: Option<&LockOptions>,
-    printer: &Printer,
-) -> Result<Realized, RealizeError> {
-    connect_and_plan(
-        &args.dir,
-        store,
-        args.env.clone(),
-        args.kubeconfig.as_deref(),
-        args.context.as_deref(),
-        &args.applyset_namespace,
-        lock,
-        |holder, since| {
-            printer.status(&format!(
-                "waiting for the set's lock, held by `{holder}` since {since}"
-            ));
-        },
-    )
-    .await
+fn target(args: &ClusterArgs, store: &Path) -> Target {
+    Target {
+        dir: args.dir.clone(),
+        store_dir: store.to_path_buf(),
+        env: args.env.clone(),
+        kubeconfig: args.kubeconfig.clone(),
+        context: args.context.clone(),
+        parent_namespace: args.applyset_namespace.clone(),
+    }
+}
+
+fn lock_options(args: &LockArgs) -> LockOptions {
+    LockOptions {
+        timeout: Duration::from_secs(args.lock_timeout),
+        ttl: Duration::from_secs(args.lock_ttl),
+    }
+}
+
+fn on_wait(printer: &Printer) -> impl Fn(&str, &str) + '_ {
+    move |holder, since| {
+        printer.status(&format!(
+            "waiting for the set's lock, held by `{holder}` since {since}"
+        ));
+    }
 }
 
 fn print_warnings(r: &Realized, printer: &Printer) {
@@ -63,10 +69,34 @@ fn http_json(r: &Realized) -> serde_json::Value {
     })
 }
 
+/// Releases the lock after a run, whatever its outcome; trouble with it is a warning.
+fn release(rt: &tokio::runtime::Runtime, guard: Option<LockGuard>, printer: &Printer) {
+    let Some(guard) = guard else { return };
+    if guard.lost() {
+        printer
+            .status("warning: the set's lock expired and was taken by another run during this one");
+    }
+    if let Err(e) = rt.block_on(guard.release()) {
+        printer.status(&format!(
+            "warning: {}",
+            kiln_core::error_chain::error_chain(&e)
+        ));
+    }
+}
+
 /// `kiln plan`: 0, or with `--detailed-exitcode` 0 (no changes) / 2 (changes) / 1 (error).
 pub fn plan(args: &PlanArgs, printer: &Printer, store: &Path) -> Result<u8, Failure> {
+    let options = PlanOptions {
+        find_orphans: args.find_orphans,
+        vars: args.cluster.vars.map(),
+        ..PlanOptions::default()
+    };
     let r = runtime()
-        .block_on(plan_for(&args.cluster, store, None, printer))
+        .block_on(connect_and_plan(
+            &target(&args.cluster, store),
+            &options,
+            on_wait(printer),
+        ))
         .map_err(|e| {
             let mut f = failure(e);
             if args.detailed_exitcode {
@@ -90,27 +120,34 @@ pub fn plan(args: &PlanArgs, printer: &Printer, store: &Path) -> Result<u8, Fail
     })
 }
 
-fn confirm(n: usize) -> bool {
-    if !std::io::stdin().is_terminal() {
-        return false;
+fn confirm(what: &str) -> impl FnOnce(usize) -> bool + '_ {
+    move |n| {
+        if !std::io::stdin().is_terminal() {
+            return false;
+        }
+        let mut err = std::io::stderr();
+        let _ = write!(err, "kiln {what} will delete {n} objects. Continue? [y/N] ");
+        let _ = err.flush();
+        let mut line = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut line);
+        matches!(line.trim(), "y" | "Y" | "yes")
     }
-    let mut err = std::io::stderr();
-    let _ = write!(err, "kiln apply will delete {n} objects. Continue? [y/N] ");
-    let _ = err.flush();
-    let mut line = String::new();
-    let _ = std::io::stdin().lock().read_line(&mut line);
-    matches!(line.trim(), "y" | "Y" | "yes")
 }
 
 /// `kiln apply`.
 pub fn apply(args: &ApplyArgs, printer: &Printer, store: &Path) -> Result<u8, Failure> {
     let rt = runtime();
-    let lock = LockOptions {
-        timeout: Duration::from_secs(args.lock_timeout),
-        ttl: Duration::from_secs(args.lock_ttl),
+    let options = PlanOptions {
+        lock: Some(lock_options(&args.lock)),
+        find_orphans: args.prune_orphans,
+        vars: args.cluster.vars.map(),
     };
     let mut r = rt
-        .block_on(plan_for(&args.cluster, store, Some(&lock), printer))
+        .block_on(connect_and_plan(
+            &target(&args.cluster, store),
+            &options,
+            on_wait(printer),
+        ))
         .map_err(failure)?;
     let guard = r.lock.take();
     print_warnings(&r, printer);
@@ -125,20 +162,8 @@ pub fn apply(args: &ApplyArgs, printer: &Printer, store: &Path) -> Result<u8, Fa
         yes: args.yes,
         parallel: args.parallel,
     };
-    let result = rt.block_on(apply_plan(&r, &options, confirm));
-    if let Some(guard) = guard {
-        if guard.lost() {
-            printer.status(
-                "warning: the set's lock expired and was taken by another apply during this one",
-            );
-        }
-        if let Err(e) = rt.block_on(guard.release()) {
-            printer.status(&format!(
-                "warning: {}",
-                kiln_core::error_chain::error_chain(&e)
-            ));
-        }
-    }
+    let result = rt.block_on(apply_plan(&r, &options, confirm("apply")));
+    release(&rt, guard, printer);
     let report = result.map_err(failure)?;
     if args.cluster.json {
         let mut v = serde_json::to_value(&r.plan).expect("plan serializes");
@@ -150,6 +175,55 @@ pub fn apply(args: &ApplyArgs, printer: &Printer, store: &Path) -> Result<u8, Fa
     printer.status(&format!(
         "applied {} objects, deleted {} ({} requests, {} writes)",
         report.applied, report.deleted, report.requests, report.writes
+    ));
+    Ok(0)
+}
+
+/// `kiln destroy`: every member of the set, then its parent.
+pub fn destroy(args: &DestroyArgs, printer: &Printer, store: &Path) -> Result<u8, Failure> {
+    let rt = runtime();
+    let options = PlanOptions {
+        lock: (!args.dry_run).then(|| lock_options(&args.lock)),
+        find_orphans: args.find_orphans,
+        vars: args.cluster.vars.map(),
+    };
+    let mut r = rt
+        .block_on(connect_for_destroy(
+            &target(&args.cluster, store),
+            &options,
+            on_wait(printer),
+        ))
+        .map_err(failure)?;
+    let guard = r.lock.take();
+    if args.dry_run || !args.cluster.json {
+        let text = render(&r.plan);
+        if args.dry_run && !args.cluster.json {
+            printer.data(&text);
+        } else {
+            printer.status(text.trim_end());
+        }
+    }
+    if args.dry_run {
+        if args.cluster.json {
+            let mut v = serde_json::to_value(&r.plan).expect("plan serializes");
+            v["http"] = http_json(&r);
+            printer.json(&v);
+        }
+        return Ok(0);
+    }
+    let wait = args.wait.then(|| Duration::from_secs(args.timeout));
+    let result = rt.block_on(destroy_set(&r, wait, args.yes, confirm("destroy")));
+    release(&rt, guard, printer);
+    let report = result.map_err(failure)?;
+    if args.cluster.json {
+        let mut v = serde_json::to_value(&r.plan).expect("plan serializes");
+        v["applied"] = serde_json::json!(report);
+        v["http"] = http_json(&r);
+        printer.json(&v);
+    }
+    printer.status(&format!(
+        "deleted {} objects, the parent included ({} requests, {} writes)",
+        report.deleted, report.requests, report.writes
     ));
     Ok(0)
 }

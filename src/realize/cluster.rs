@@ -313,6 +313,60 @@ impl Cluster {
             .collect())
     }
 
+    /// Members of the set (labeled `selector`) of every listable kind the cluster serves that
+    /// is not in `known` (`Kind.group`): one discovery pass, then one LIST per such kind.
+    pub async fn list_other_kinds(
+        &self,
+        known: &std::collections::BTreeSet<String>,
+        selector: &str,
+    ) -> Result<Vec<Value>, ClusterError> {
+        let discovery = kube::Discovery::new(self.client.clone())
+            .run()
+            .await
+            .map_err(|source| ClusterError::Api {
+                action: "discover",
+                what: "every API group".into(),
+                source,
+            })?;
+        let mut kinds = Vec::new();
+        for group in discovery.groups() {
+            for (ar, caps) in group.recommended_resources() {
+                let gk = super::applyset::group_kind(&ar.api_version, &ar.kind);
+                if caps.supports_operation(kube::discovery::verbs::LIST) && !known.contains(&gk) {
+                    kinds.push((gk, ar, caps));
+                }
+            }
+        }
+        let lists =
+            futures::future::try_join_all(kinds.into_iter().map(|(gk, ar, caps)| async move {
+                let api = self.api(&ar, &caps, None);
+                match api.list(&ListParams::default().labels(selector)).await {
+                    Ok(list) => Ok(list
+                        .items
+                        .into_iter()
+                        .map(|mut o| {
+                            o.types = Some(kube::core::TypeMeta {
+                                api_version: ar.api_version.clone(),
+                                kind: ar.kind.clone(),
+                            });
+                            serde_json::to_value(o).expect("objects serialize")
+                        })
+                        .collect::<Vec<_>>()),
+                    // Kinds this user may not list cannot hold members it could delete.
+                    Err(kube::Error::Api(s)) if s.code == 403 || s.code == 404 || s.code == 405 => {
+                        Ok(Vec::new())
+                    }
+                    Err(source) => Err(ClusterError::Api {
+                        action: "list",
+                        what: format!("`{gk}`"),
+                        source,
+                    }),
+                }
+            }))
+            .await?;
+        Ok(lists.into_iter().flatten().collect())
+    }
+
     /// One object, or `None`.
     pub async fn get(
         &self,
@@ -363,6 +417,25 @@ impl Cluster {
                 source,
             }),
         }
+    }
+
+    /// Whether an object of `Kind.group` exists.
+    pub async fn exists(
+        &self,
+        gk: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<bool, ClusterError> {
+        let (ar, caps) = self.resolve_group_kind(gk).await?;
+        let api = self.api(&ar, &caps, Some(namespace));
+        api.get_opt(name)
+            .await
+            .map(|o| o.is_some())
+            .map_err(|source| ClusterError::Api {
+                action: "get",
+                what: format!("{gk} `{name}`"),
+                source,
+            })
     }
 
     /// Deletes one object (background propagation); a missing object is fine.

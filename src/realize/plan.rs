@@ -63,6 +63,10 @@ pub struct Change {
     /// Secret keys whose value changed; the values are never shown.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub secret_values_changed: Vec<String>,
+    /// A member whose group-kind the parent does not list (a race, an older kiln, a crash):
+    /// found only by `--find-orphans`, deleted only by `apply --prune-orphans`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub orphan: bool,
     /// Apply wave (rule depth).
     #[serde(skip)]
     pub wave: usize,
@@ -112,6 +116,7 @@ pub fn compute(set_id: &str, desired: &[DesiredObject], live: &BTreeMap<ObjectKe
             diff: None,
             drifted_fields: Vec::new(),
             secret_values_changed: Vec::new(),
+            orphan: false,
             wave: d.wave,
         };
         match live.get(&d.key) {
@@ -176,6 +181,7 @@ pub fn compute(set_id: &str, desired: &[DesiredObject], live: &BTreeMap<ObjectKe
             diff: None,
             drifted_fields: Vec::new(),
             secret_values_changed: Vec::new(),
+            orphan: false,
             wave: usize::MAX,
         });
     }
@@ -502,6 +508,12 @@ pub fn render(plan: &Plan) -> String {
             format!("{:?}", c.action).to_lowercase(),
             c.rule
         );
+        if c.orphan {
+            let _ = writeln!(
+                out,
+                "    orphan: a member whose kind the ApplySet parent does not list"
+            );
+        }
         if !c.drifted_fields.is_empty() {
             let _ = writeln!(
                 out,

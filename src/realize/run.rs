@@ -1,7 +1,7 @@
 //! The plan and apply procedures.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -106,6 +106,34 @@ impl RealizeError {
     }
 }
 
+/// Where to plan: the project, the store and the cluster.
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    /// The project directory.
+    pub dir: PathBuf,
+    /// The store.
+    pub store_dir: PathBuf,
+    /// The environment.
+    pub env: Option<String>,
+    /// `--kubeconfig`.
+    pub kubeconfig: Option<PathBuf>,
+    /// `--context`.
+    pub context: Option<String>,
+    /// Namespace of the ApplySet parent.
+    pub parent_namespace: String,
+}
+
+/// How to plan.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    /// Take the set's lock first (apply).
+    pub lock: Option<LockOptions>,
+    /// Also list every served kind for members the parent does not name.
+    pub find_orphans: bool,
+    /// `--var NAME=VALUE` overrides.
+    pub vars: BTreeMap<String, Value>,
+}
+
 /// A planned realization: everything `apply` needs.
 pub struct Realized {
     /// The connection.
@@ -164,19 +192,24 @@ async fn resolve_scopes(
 /// With `lock`, the set's lock is taken (waiting for another apply to finish; `on_wait` is told
 /// who holds it) before the parent and members are read, so the plan cannot go stale under
 /// another apply.
-#[allow(clippy::too_many_arguments)]
 pub async fn connect_and_plan(
-    dir: &Path,
-    store_dir: &Path,
-    env: Option<String>,
-    kubeconfig: Option<&Path>,
-    context: Option<&str>,
-    parent_namespace: &str,
-    lock: Option<&LockOptions>,
+    target: &Target,
+    options: &PlanOptions,
     on_wait: impl Fn(&str, &str),
 ) -> Result<Realized, RealizeError> {
+    let Target {
+        dir,
+        store_dir,
+        env,
+        kubeconfig,
+        context,
+        parent_namespace,
+    } = target;
+    let (kubeconfig, context) = (kubeconfig.as_deref(), context.as_deref());
+    let lock = options.lock.as_ref();
     let start = Instant::now();
-    let loaded = crate::build::load(dir, env.as_deref())?;
+    let mut loaded = crate::build::load(dir, env.as_deref())?;
+    loaded.selected.override_vars(&options.vars)?;
     let (report, trees) = crate::build::build_and_load(
         &loaded,
         store_dir,
@@ -194,7 +227,7 @@ pub async fn connect_and_plan(
         graph,
         selected,
     } = loaded;
-    let parent = Parent::for_project(&project.name, selected.name(), parent_namespace);
+    let parent = Parent::for_project(&project.name, &selected.instance_name(), parent_namespace);
     let set_id = parent.id();
     let mut raw = desired::read(&project, &graph, &trees)?;
     let cluster = Cluster::connect(kubeconfig, context).await?;
@@ -287,7 +320,27 @@ pub async fn connect_and_plan(
         .map(|o| (ObjectKey::of(&o), o))
         .collect();
     tracing::debug!(elapsed = ?start.elapsed(), members = live.len(), "listed the set");
-    let plan = plan::compute(&set_id, &desired, &live);
+    let mut live = live;
+    let mut orphans = std::collections::HashSet::new();
+    if options.find_orphans {
+        // Every listable kind the parent does not name: members there are invisible to a
+        // normal plan, so a prune would never reach them.
+        let mut known: BTreeSet<String> = live_parent
+            .as_ref()
+            .map(|p| parent_state(p).0.into_iter().collect())
+            .unwrap_or_default();
+        known.extend(desired_gks.iter().cloned());
+        for o in cluster.list_other_kinds(&known, &selector).await? {
+            let key = ObjectKey::of(&o);
+            orphans.insert(key.clone());
+            live.insert(key, o);
+        }
+        // Members of desired kinds are listed already; only those of unlisted kinds are orphans.
+    }
+    let mut plan = plan::compute(&set_id, &desired, &live);
+    for c in &mut plan.changes {
+        c.orphan = orphans.contains(&c.key());
+    }
     tracing::debug!(elapsed = ?start.elapsed(), "planned");
     Ok(Realized {
         cluster,
@@ -515,18 +568,154 @@ pub async fn apply(
                 .await?;
         }
     }
-    // Prune: custom resources first, namespaces last.
-    let mut deletions = deletions;
-    deletions.sort_by_key(|c| std::cmp::Reverse(kind_rank(&c.group_kind)));
-    for c in deletions {
-        r.cluster
-            .delete(&c.group_kind, &c.namespace, &c.name)
-            .await?;
-        report.deleted += 1;
-    }
+    report.deleted += delete_in_order(&r.cluster, deletions).await?;
     // Narrow the parent to what the set now holds.
     let (gks, namespaces) = parent_lists(&r.desired, &[]);
     write_parent_if_changed(r, current, &gks, &namespaces, options.force_conflicts).await?;
+    report.requests = r.cluster.counters().requests.load(Ordering::Relaxed);
+    report.writes = r.cluster.counters().writes.load(Ordering::Relaxed);
+    Ok(report)
+}
+
+/// Deletes `changes` in reverse kind order: custom resources first, namespaces last.
+async fn delete_in_order(
+    cluster: &Cluster,
+    mut changes: Vec<&plan::Change>,
+) -> Result<usize, RealizeError> {
+    changes.sort_by_key(|c| std::cmp::Reverse(kind_rank(&c.group_kind)));
+    for c in &changes {
+        cluster.delete(&c.group_kind, &c.namespace, &c.name).await?;
+    }
+    Ok(changes.len())
+}
+
+/// Plans the teardown of an environment's set (nothing is built; the project is only loaded
+/// for its name and environment): every member of the kinds its parent lists, and with
+/// `find_orphans` of every served kind, is to be deleted. With `options.lock`, the set's lock is
+/// taken first, as for apply.
+pub async fn connect_for_destroy(
+    target: &Target,
+    options: &PlanOptions,
+    on_wait: impl Fn(&str, &str),
+) -> Result<Realized, RealizeError> {
+    let mut loaded = crate::build::load(&target.dir, target.env.as_deref())?;
+    loaded.selected.override_vars(&options.vars)?;
+    let parent = Parent::for_project(
+        &loaded.project.name,
+        &loaded.selected.instance_name(),
+        &target.parent_namespace,
+    );
+    let set_id = parent.id();
+    let cluster = Cluster::connect(target.kubeconfig.as_deref(), target.context.as_deref()).await?;
+    let lock = match &options.lock {
+        Some(o) => Some(
+            lock::acquire(
+                cluster.lock_client(),
+                &parent.namespace,
+                &parent.name,
+                o,
+                on_wait,
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let live_parent = cluster
+        .get("v1", "Secret", &parent.namespace, &parent.name)
+        .await?;
+    let selector = format!("{}={set_id}", applyset::PART_OF_LABEL);
+    let mut live = BTreeMap::new();
+    let mut known = BTreeSet::new();
+    if let Some(p) = &live_parent {
+        let (gks, tooling) = parent_state(p);
+        let tooling = tooling.unwrap_or_default();
+        if !tooling.starts_with("kiln/") {
+            return Err(RealizeError::ForeignParent {
+                name: parent.name.clone(),
+                namespace: parent.namespace.clone(),
+                tooling,
+            });
+        }
+        for gk in gks {
+            match cluster.list(&gk, None, &selector).await {
+                Ok(items) => live.extend(items.into_iter().map(|o| (ObjectKey::of(&o), o))),
+                Err(e) if e.is_not_served() => {}
+                Err(e) => return Err(e.into()),
+            }
+            known.insert(gk);
+        }
+    }
+    let mut orphans = std::collections::HashSet::new();
+    if options.find_orphans {
+        for o in cluster.list_other_kinds(&known, &selector).await? {
+            let key = ObjectKey::of(&o);
+            orphans.insert(key.clone());
+            live.insert(key, o);
+        }
+    }
+    let mut plan = plan::compute(&set_id, &[], &live);
+    for c in &mut plan.changes {
+        c.orphan = orphans.contains(&c.key());
+    }
+    Ok(Realized {
+        cluster,
+        parent,
+        live_parent,
+        desired: Vec::new(),
+        plan,
+        warnings: Vec::new(),
+        lock,
+    })
+}
+
+/// Deletes every member planned by [`connect_for_destroy`], then (with `wait`, once they are
+/// gone) the parent.
+pub async fn destroy(
+    r: &Realized,
+    wait: Option<Duration>,
+    yes: bool,
+    confirm: impl FnOnce(usize) -> bool,
+) -> Result<ApplyReport, RealizeError> {
+    let deletions: Vec<&plan::Change> = r
+        .plan
+        .changes
+        .iter()
+        .filter(|c| c.action == Action::Delete)
+        .collect();
+    if !deletions.is_empty() && !yes && !confirm(deletions.len()) {
+        return Err(RealizeError::NotConfirmed(deletions.len()));
+    }
+    let mut report = ApplyReport {
+        deleted: delete_in_order(&r.cluster, deletions.clone()).await?,
+        ..ApplyReport::default()
+    };
+    if let Some(timeout) = wait {
+        let deadline = Instant::now() + timeout;
+        for c in &deletions {
+            let mut delay = Duration::from_millis(100);
+            while r
+                .cluster
+                .exists(&c.group_kind, &c.namespace, &c.name)
+                .await?
+            {
+                if Instant::now() >= deadline {
+                    return Err(RealizeError::Unhealthy {
+                        object: c.key().to_string(),
+                        condition: "deleted".to_owned(),
+                        timeout,
+                    });
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+    if r.live_parent.is_some() {
+        r.cluster
+            .delete("Secret", &r.parent.namespace, &r.parent.name)
+            .await?;
+        report.deleted += 1;
+    }
     report.requests = r.cluster.counters().requests.load(Ordering::Relaxed);
     report.writes = r.cluster.counters().writes.load(Ordering::Relaxed);
     Ok(report)
