@@ -41,6 +41,18 @@ fn j2() -> String {
 /// The `template` kind.
 pub struct Template;
 
+/// The keys of `kiln` in a template's context.
+const KILN_KEYS: &[&str] = &["env", "project"];
+
+/// The byte offset of `word` standing alone (not inside a longer name) in `text`.
+fn whole_word(text: &str, word: &str) -> Option<usize> {
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    text.match_indices(word).map(|(i, _)| i).find(|&i| {
+        !text[..i].chars().next_back().is_some_and(ident)
+            && !text[i + word.len()..].chars().next().is_some_and(ident)
+    })
+}
+
 fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
@@ -74,7 +86,8 @@ impl Kind for Template {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: the context holds only the names the template reads (`kiln` included).
+        2
     }
 
     fn check(&self, attrs: &Value) -> Result<(), AttrError> {
@@ -96,6 +109,10 @@ impl Kind for Template {
         let tmpl = env
             .template_from_str(text)
             .map_err(|e| template_error(src, text, &e))?;
+        // `undeclared_variables(true)` names attribute paths (`kiln.env`) where the template
+        // spells them statically, and only the top-level name where it does not (`kiln["env"]`,
+        // `{% set k = kiln %}`). A top-level name alone could reach any key: for `kiln` all of
+        // its keys enter the derivation; for `var`, which holds every variable, it is refused.
         let mut refs = Vec::new();
         let mut names: Vec<String> = tmpl.undeclared_variables(true).into_iter().collect();
         names.sort();
@@ -104,12 +121,21 @@ impl Kind for Template {
             match (parts.next(), parts.next(), parts.next()) {
                 (Some("var"), Some(v), _) => refs.push(Reference::Var(v.to_owned())),
                 (Some("kiln"), Some(k), _) => refs.push(Reference::Kiln(k.to_owned())),
+                (Some("kiln"), None, _) => {
+                    refs.extend(KILN_KEYS.iter().map(|k| Reference::Kiln((*k).to_owned())));
+                }
                 (Some("var"), None, _) => {
-                    return Err(BuildError::source(&src.path, None, "templates must name each variable (`var.NAME`), so only those enter the derivation"))
+                    return Err(BuildError::source(
+                        &src.path,
+                        whole_word(text, "var"),
+                        "templates must name each variable as `var.NAME` (not `var[...]` or `var` alone), so exactly those enter the derivation",
+                    ))
                 }
                 _ => {}
             }
         }
+        refs.sort_by_key(ToString::to_string);
+        refs.dedup();
         Ok(refs)
     }
 
@@ -122,15 +148,27 @@ impl Kind for Template {
             let tmpl = env
                 .template_from_str(text)
                 .map_err(|e| template_error(src, text, &e))?;
-            // Only the variables this template names are visible, so the derivation covers them.
+            // Only what this template names is visible, so the derivation covers all it reads.
             let mut vars = serde_json::Map::new();
+            let mut kiln = serde_json::Map::new();
             for r in self.source_references(cx.attrs, src)? {
-                if let Reference::Var(name) = r {
-                    let v = cx
-                        .scope
-                        .interpolate_str(&format!("${{var.{name}}}"))
-                        .map_err(|e| BuildError::source(&src.path, None, e.to_string()))?;
-                    vars.insert(name, v);
+                match r {
+                    Reference::Var(name) => {
+                        let v = cx
+                            .scope
+                            .interpolate_str(&format!("${{var.{name}}}"))
+                            .map_err(|e| BuildError::source(&src.path, None, e.to_string()))?;
+                        vars.insert(name, v);
+                    }
+                    Reference::Kiln(key) => {
+                        let v = match key.as_str() {
+                            "env" => cx.scope.env,
+                            "project" => cx.scope.project,
+                            _ => continue,
+                        };
+                        kiln.insert(key, Value::from(v));
+                    }
+                    Reference::Dep { .. } => {}
                 }
             }
             let deps: serde_json::Map<String, Value> = cx
@@ -142,7 +180,7 @@ impl Kind for Template {
             let ctx = json!({
                 "var": vars,
                 "dep": deps,
-                "kiln": {"env": cx.scope.env, "project": cx.scope.project},
+                "kiln": kiln,
                 "values": a.values,
             });
             let mut out = tmpl
@@ -164,5 +202,67 @@ impl Kind for Template {
             tree.insert_file(rel, out.into_bytes(), src.executable);
         }
         Ok(tree)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refs(text: &str) -> Result<Vec<String>, BuildError> {
+        let src = LoadedSource {
+            path: RelPath::new("t.j2").unwrap(),
+            content: std::sync::Arc::from(text.as_bytes()),
+            executable: false,
+        };
+        Ok(Template
+            .source_references(&Value::Null, &src)?
+            .iter()
+            .map(ToString::to_string)
+            .collect())
+    }
+
+    #[test]
+    fn every_way_to_reach_kiln_enters_the_derivation() {
+        assert_eq!(refs("{{ kiln.env }}").unwrap(), ["${kiln.env}"]);
+        for text in [
+            "{{ kiln[\"env\"] }}",
+            "{% set k = kiln %}{{ k.env }}",
+            "{{ kiln }}",
+            "{% for k, v in kiln|items %}{{ v }}{% endfor %}",
+        ] {
+            assert_eq!(
+                refs(text).unwrap(),
+                ["${kiln.env}", "${kiln.project}"],
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn variables_must_be_named_and_the_refusal_is_located() {
+        assert_eq!(
+            refs("{{ var.ns }} {{ var.tag }}").unwrap(),
+            ["${var.ns}", "${var.tag}"]
+        );
+        for text in [
+            "a: 1\nb: {{ var[\"ns\"] }}\n",
+            "{% set v = var %}{{ v.ns }}",
+        ] {
+            match refs(text) {
+                Err(BuildError::Source { offset, .. }) => {
+                    assert_eq!(offset, Some(text.find("var").unwrap()), "{text}");
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn values_and_variables_are_not_mistaken_for_var() {
+        assert_eq!(
+            refs("{{ values.variant }} {{ var.x }}").unwrap(),
+            ["${var.x}"]
+        );
     }
 }

@@ -261,87 +261,101 @@ pub async fn connect_and_plan(
         None => None,
     };
 
-    tracing::debug!(elapsed = ?start.elapsed(), objects = desired.len(), "desired state assembled");
-    let selector = format!("{}={set_id}", applyset::PART_OF_LABEL);
-    let versions: BTreeMap<&str, &str> = desired
-        .iter()
-        .map(|d| {
-            (
-                d.key.group_kind.as_str(),
-                d.object["apiVersion"].as_str().unwrap_or_default(),
-            )
-        })
-        .collect();
-    let list_all = |gks: Vec<String>| {
-        let (cluster, selector, versions, defined_here) =
-            (&cluster, &selector, &versions, &defined_here);
-        stream::iter(gks)
-            .map(move |gk| async move {
-                match cluster
-                    .list(&gk, versions.get(gk.as_str()).copied(), selector)
-                    .await
-                {
-                    Err(e) if defined_here.contains_key(&gk) && e.is_not_served() => Ok(Vec::new()),
-                    other => other,
-                }
+    // Everything read under the lock; on failure the lock is released before returning.
+    let planned = async {
+        tracing::debug!(elapsed = ?start.elapsed(), objects = desired.len(), "desired state assembled");
+        let selector = format!("{}={set_id}", applyset::PART_OF_LABEL);
+        let versions: BTreeMap<&str, &str> = desired
+            .iter()
+            .map(|d| {
+                (
+                    d.key.group_kind.as_str(),
+                    d.object["apiVersion"].as_str().unwrap_or_default(),
+                )
             })
-            .buffer_unordered(8)
-            .try_collect::<Vec<Vec<Value>>>()
-    };
-    // The parent and the members of the kinds kiln wants read together: reads only.
-    let desired_gks: BTreeSet<String> = desired.iter().map(|d| d.key.group_kind.clone()).collect();
-    let (live_parent, mut lists) = futures::try_join!(
-        cluster.get("v1", "Secret", &parent.namespace, &parent.name),
-        list_all(desired_gks.iter().cloned().collect()),
-    )?;
-    tracing::debug!(elapsed = ?start.elapsed(), "read the parent and listed the desired kinds");
-    if let Some(p) = &live_parent {
-        let (gks, tooling) = parent_state(p);
-        let tooling = tooling.unwrap_or_default();
-        if !tooling.starts_with("kiln/") {
-            return Err(RealizeError::ForeignParent {
-                name: parent.name.clone(),
-                namespace: parent.namespace.clone(),
-                tooling,
-            });
-        }
-        // Kinds the set held before and no rule produces now: their members are to be pruned.
-        let extra: Vec<String> = gks
-            .into_iter()
-            .filter(|g| !desired_gks.contains(g))
             .collect();
-        if !extra.is_empty() {
-            lists.extend(list_all(extra).await?);
+        let list_all = |gks: Vec<String>| {
+            let (cluster, selector, versions, defined_here) =
+                (&cluster, &selector, &versions, &defined_here);
+            stream::iter(gks)
+                .map(move |gk| async move {
+                    match cluster
+                        .list(&gk, versions.get(gk.as_str()).copied(), selector)
+                        .await
+                    {
+                        Err(e) if defined_here.contains_key(&gk) && e.is_not_served() => Ok(Vec::new()),
+                        other => other,
+                    }
+                })
+                .buffer_unordered(8)
+                .try_collect::<Vec<Vec<Value>>>()
+        };
+        // The parent and the members of the kinds kiln wants read together: reads only.
+        let desired_gks: BTreeSet<String> = desired.iter().map(|d| d.key.group_kind.clone()).collect();
+        let (live_parent, mut lists) = futures::try_join!(
+            cluster.get("v1", "Secret", &parent.namespace, &parent.name),
+            list_all(desired_gks.iter().cloned().collect()),
+        )?;
+        tracing::debug!(elapsed = ?start.elapsed(), "read the parent and listed the desired kinds");
+        if let Some(p) = &live_parent {
+            let (gks, tooling) = parent_state(p);
+            let tooling = tooling.unwrap_or_default();
+            if !tooling.starts_with("kiln/") {
+                return Err(RealizeError::ForeignParent {
+                    name: parent.name.clone(),
+                    namespace: parent.namespace.clone(),
+                    tooling,
+                });
+            }
+            // Kinds the set held before and no rule produces now: their members are to be pruned.
+            let extra: Vec<String> = gks
+                .into_iter()
+                .filter(|g| !desired_gks.contains(g))
+                .collect();
+            if !extra.is_empty() {
+                lists.extend(list_all(extra).await?);
+            }
         }
-    }
-    let live: BTreeMap<ObjectKey, Value> = lists
-        .into_iter()
-        .flatten()
-        .map(|o| (ObjectKey::of(&o), o))
-        .collect();
-    tracing::debug!(elapsed = ?start.elapsed(), members = live.len(), "listed the set");
-    let mut live = live;
-    let mut orphans = std::collections::HashSet::new();
-    if options.find_orphans {
-        // Every listable kind the parent does not name: members there are invisible to a
-        // normal plan, so a prune would never reach them.
-        let mut known: BTreeSet<String> = live_parent
-            .as_ref()
-            .map(|p| parent_state(p).0.into_iter().collect())
-            .unwrap_or_default();
-        known.extend(desired_gks.iter().cloned());
-        for o in cluster.list_other_kinds(&known, &selector).await? {
-            let key = ObjectKey::of(&o);
-            orphans.insert(key.clone());
-            live.insert(key, o);
+        let live: BTreeMap<ObjectKey, Value> = lists
+            .into_iter()
+            .flatten()
+            .map(|o| (ObjectKey::of(&o), o))
+            .collect();
+        tracing::debug!(elapsed = ?start.elapsed(), members = live.len(), "listed the set");
+        let mut live = live;
+        let mut orphans = std::collections::HashSet::new();
+        if options.find_orphans {
+            // Every listable kind the parent does not name: members there are invisible to a
+            // normal plan, so a prune would never reach them.
+            let mut known: BTreeSet<String> = live_parent
+                .as_ref()
+                .map(|p| parent_state(p).0.into_iter().collect())
+                .unwrap_or_default();
+            known.extend(desired_gks.iter().cloned());
+            for o in cluster.list_other_kinds(&known, &selector).await? {
+                let key = ObjectKey::of(&o);
+                orphans.insert(key.clone());
+                live.insert(key, o);
+            }
+            // Members of desired kinds are listed already; only those of unlisted kinds are orphans.
         }
-        // Members of desired kinds are listed already; only those of unlisted kinds are orphans.
+        let mut plan = plan::compute(&set_id, &desired, &live);
+        for c in &mut plan.changes {
+            c.orphan = orphans.contains(&c.key());
+        }
+        tracing::debug!(elapsed = ?start.elapsed(), "planned");
+        Ok::<_, RealizeError>((live_parent, plan))
     }
-    let mut plan = plan::compute(&set_id, &desired, &live);
-    for c in &mut plan.changes {
-        c.orphan = orphans.contains(&c.key());
-    }
-    tracing::debug!(elapsed = ?start.elapsed(), "planned");
+    .await;
+    let (live_parent, plan) = match planned {
+        Ok(p) => p,
+        Err(e) => {
+            if let Some(guard) = lock {
+                let _ = guard.release().await;
+            }
+            return Err(e);
+        }
+    };
     Ok(Realized {
         cluster,
         parent,
