@@ -210,6 +210,7 @@ pub fn build_loaded(
             output,
             duration_ms,
             error,
+            infrastructure: false,
         };
         match outcomes[node.index()].take().expect("one outcome per node") {
             Outcome::Done(b) => {
@@ -233,13 +234,16 @@ pub fn build_loaded(
                 outcomes[node.index()] = Some(Outcome::Done(b));
             }
             Outcome::Failed(f) => {
-                rules.push(base(
-                    Status::Failed,
-                    f.derivation,
-                    None,
-                    f.duration_ms,
-                    Some(f.message),
-                ));
+                rules.push(RuleReport {
+                    infrastructure: f.infrastructure,
+                    ..base(
+                        Status::Failed,
+                        f.derivation,
+                        None,
+                        f.duration_ms,
+                        Some(f.message),
+                    )
+                });
                 diagnostics.push(f.report);
             }
             Outcome::Skipped { failed_dependency } => {
@@ -255,14 +259,21 @@ pub fn build_loaded(
             Outcome::Cancelled => rules.push(base(Status::Cancelled, None, None, 0.0, None)),
         }
     }
+    // The stat cache only saves work: failing to write it is not worth failing the build.
     if let Some(bytes) = cache.encode_if_changed(std::time::SystemTime::now()) {
-        store.write_source_cache(&key, &bytes)?;
+        if let Err(e) = store.write_source_cache(&key, &bytes) {
+            tracing::warn!(error = %kiln_core::error_chain::error_chain(&e), "could not save the source stat cache");
+        }
     }
+    // Store failures from here on still leave a full report (and valid --json), with exit 2.
+    let mut store_error = None;
     if any_built {
-        store.sync()?;
+        if let Err(e) = store.sync() {
+            store_error = Some(e);
+        }
     }
     tracing::debug!(elapsed = ?start.elapsed(), rss_kib = rss_kib(), "synced");
-    let report = BuildReport::new(
+    let mut report = BuildReport::new(
         project.name.clone(),
         selected.name().to_owned(),
         store.root().display().to_string(),
@@ -270,7 +281,7 @@ pub fn build_loaded(
         rules,
         diagnostics,
     );
-    if report.success() && !same_root {
+    if store_error.is_none() && report.success() && !same_root {
         let root_rules = graph
             .order()
             .iter()
@@ -296,7 +307,15 @@ pub fn build_loaded(
             env: selected.instance_name(),
             rules: root_rules,
         };
-        store.write_root(&key, &root)?;
+        if let Err(e) = store.write_root(&key, &root) {
+            store_error = Some(e);
+        }
+    }
+    if let Some(e) = store_error {
+        report.store_error = Some(kiln_core::error_chain::error_chain(&e));
+        report
+            .diagnostics
+            .push(miette::Report::new(EngineError::Store(e)));
     }
     Ok(report)
 }

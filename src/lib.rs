@@ -14,9 +14,18 @@ use crate::cli::{Cli, Command};
 use crate::printer::Printer;
 
 /// Exit codes: 0 success; 1 user error (invalid project, a rule failed, corrupt store entries
-/// found by `verify`); 2 infrastructure error (store I/O); 130 interrupted.
+/// found by `verify`, a command-line usage error); 2 infrastructure error (store I/O, the
+/// cluster) or, with `plan --detailed-exitcode`, changes; 130 interrupted.
 pub fn main_with_args() -> u8 {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // A usage error exits 1, as in Terraform: 2 means "changes" to `plan
+            // --detailed-exitcode` and "infrastructure" elsewhere. Help and version exit 0.
+            let _ = e.print();
+            return if e.use_stderr() { 1 } else { 0 };
+        }
+    };
     let printer = Printer::new(&cli.global);
     let level = match (cli.global.quiet, cli.global.verbose) {
         (true, _) => "error",

@@ -68,6 +68,13 @@ impl Printer {
         let _ = out.flush();
     }
 
+    /// Writes bytes to stdout exactly as given (`kiln store cat`).
+    pub fn bytes(&self, bytes: &[u8]) {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(bytes);
+        let _ = out.flush();
+    }
+
     /// Writes pretty JSON to stdout.
     pub fn json(&self, value: &impl serde::Serialize) {
         self.data(&serde_json::to_string_pretty(value).expect("serializable"));

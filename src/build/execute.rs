@@ -42,6 +42,8 @@ pub struct Failure {
     pub report: miette::Report,
     /// A one-line message for JSON.
     pub message: String,
+    /// The store (not the rule) failed: disk full, permissions. Exit 2, not 1.
+    pub infrastructure: bool,
     /// Time spent.
     pub duration_ms: f64,
 }
@@ -140,6 +142,7 @@ impl Executor<'_> {
                 derivation,
                 report,
                 message,
+                infrastructure: false,
                 duration_ms: elapsed(),
             }
         };
@@ -211,7 +214,10 @@ impl Executor<'_> {
         if let Some(record) = self.store.lookup(&drv) {
             return Ok(cached(record));
         }
-        let store_fail = |e: StoreError| fail(Some(drv), &BuildError::caused("store error", e));
+        let store_fail = |e: StoreError| Failure {
+            infrastructure: true,
+            ..fail(Some(drv), &BuildError::caused("store error", e))
+        };
         // Build once across processes: whoever holds the lock builds, the others find it cached.
         let _lock = self.store.lock_derivation(&drv).map_err(store_fail)?;
         if let Some(record) = self.store.lookup(&drv) {
@@ -246,8 +252,9 @@ impl Executor<'_> {
             let dir = tempfile::Builder::new()
                 .prefix("build-")
                 .tempdir_in(self.store.root().join("tmp"))
-                .map_err(|e| {
-                    fail(
+                .map_err(|e| Failure {
+                    infrastructure: true,
+                    ..fail(
                         Some(drv),
                         &BuildError::caused("failed to create a scratch directory", e),
                     )

@@ -42,6 +42,9 @@ pub struct RuleReport {
     /// The error, for failed rules.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The failure was the store's (disk full, permissions), not the rule's.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub infrastructure: bool,
 }
 
 /// Counts per status.
@@ -81,6 +84,9 @@ pub struct BuildReport {
     /// Located errors of failed rules, for humans.
     #[serde(skip)]
     pub diagnostics: Vec<miette::Report>,
+    /// The store failed after the rules ran (sync or GC root): nothing is lost but the root.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_error: Option<String>,
 }
 
 impl BuildReport {
@@ -115,12 +121,25 @@ impl BuildReport {
             peak_rss_kib: peak_rss_kib(),
             rules,
             diagnostics,
+            store_error: None,
         }
     }
 
-    /// Whether every rule was built or cached.
+    /// Whether every rule was built or cached, and the store kept the result.
     pub fn success(&self) -> bool {
-        self.summary.failed == 0 && self.summary.skipped == 0
+        self.summary.failed == 0 && self.summary.skipped == 0 && self.store_error.is_none()
+    }
+
+    /// 0 on success; 2 when the store failed (a rule's write, the sync or the GC root);
+    /// 1 when a rule failed.
+    pub fn exit_code(&self) -> u8 {
+        if self.store_error.is_some() || self.rules.iter().any(|r| r.infrastructure) {
+            2
+        } else if self.success() {
+            0
+        } else {
+            1
+        }
     }
 }
 

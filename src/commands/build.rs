@@ -81,5 +81,5 @@ pub fn run(args: &BuildArgs, printer: &Printer, store: &Path) -> Result<u8, Fail
         report.store
     );
     printer.status(&line);
-    Ok(if report.success() { 0 } else { 1 })
+    Ok(report.exit_code())
 }

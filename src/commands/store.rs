@@ -96,7 +96,7 @@ pub fn run(cmd: &StoreCommand, printer: &Printer, store_dir: &Path) -> Result<u8
                         code: 1,
                         report: miette::miette!("artifact of `{}` has no file `{f}`", rule.rule),
                     })?;
-                    printer.data(&String::from_utf8_lossy(bytes));
+                    printer.bytes(bytes);
                 }
                 None => {
                     for (path, _) in tree
@@ -104,10 +104,11 @@ pub fn run(cmd: &StoreCommand, printer: &Printer, store_dir: &Path) -> Result<u8
                         .filter(|(p, _)| !p.as_str().starts_with(".kiln/"))
                     {
                         let bytes = tree.file(path.as_str()).unwrap_or_default();
-                        printer.data(&format!(
-                            "# ==> {path} <==\n{}",
-                            String::from_utf8_lossy(bytes)
-                        ));
+                        printer.bytes(format!("# ==> {path} <==\n").as_bytes());
+                        printer.bytes(bytes);
+                        if !bytes.ends_with(b"\n") {
+                            printer.bytes(b"\n");
+                        }
                     }
                 }
             }
