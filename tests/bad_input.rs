@@ -155,3 +155,46 @@ fn a_failing_rule_stops_dependents_and_keep_going_builds_the_rest() {
     assert_eq!(common::with_status(&r, "skipped"), ["after"]);
     assert_eq!(common::with_status(&r, "built"), ["other"]);
 }
+
+/// Input that used to panic or hang: each is a located user error (exit 1), quickly.
+#[test]
+fn hostile_objects_and_yaml_are_located_errors_not_panics() {
+    let start = std::time::Instant::now();
+    for (yaml, expect) in [
+        (
+            "apiVersion: v1/../x\nkind: ConfigMap\nmetadata: {name: a}\n".to_owned(),
+            "is not `VERSION` or `GROUP/VERSION`",
+        ),
+        (
+            "apiVersion: v1\nkind: Config/Map\nmetadata: {name: a}\n".to_owned(),
+            "is not a Kubernetes kind",
+        ),
+        (
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: a}}\ndata: {{x: \"{}\", z: [}}\n", "y".repeat(70_000)),
+            "a.yaml:4:",
+        ),
+        (format!("a: {}", "[".repeat(100_000)), "nested deeper than 256 levels"),
+    ] {
+        let s = common::Sandbox::new();
+        s.write(
+            "kiln.toml",
+            "[project]\nname = \"p\"\n[rule.a]\nkind = \"manifest\"\nsrcs = [\"a.yaml\"]\n",
+        );
+        s.write("a.yaml", &yaml);
+        let out = s.build_fails(&[]);
+        assert_eq!(out.status.code(), Some(1), "{expect}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expect), "stderr lacks {expect:?}:\n{}", &err[..err.len().min(2000)]);
+        assert!(err.contains("rule `a`"), "{}", &err[..err.len().min(2000)]);
+        assert!(!err.contains("panicked"));
+    }
+    // Inline objects too: checked at validation.
+    fails(
+        &[(
+            "kiln.toml",
+            "[project]\nname = \"p\"\n[rule.a]\nkind = \"manifest\"\nobjects = [ { apiVersion = \"v1\", kind = \"../x\", metadata = { name = \"a\" } } ]\n",
+        )],
+        &["kiln.toml:5:", "rule `a`", "is not a Kubernetes kind"],
+    );
+    assert!(start.elapsed() < std::time::Duration::from_secs(20));
+}

@@ -61,11 +61,16 @@ pub struct Diagnostic {
     /// How to fix it, when known.
     #[help]
     pub hint: Option<String>,
+    /// The file's text, for the snippet; `None` when the line is too long to show (the
+    /// location in the message is enough, and a snippet printer cannot lay it out).
     #[source_code]
-    source_code: NamedSource<Arc<str>>,
+    source_code: Option<NamedSource<Arc<str>>>,
     #[label("here")]
-    label: SourceSpan,
+    label: Option<SourceSpan>,
 }
+
+/// Lines longer than this get no snippet, only `file:line:column`.
+const MAX_SNIPPET_LINE: usize = 4096;
 
 impl Diagnostic {
     /// Builds a diagnostic pointing at `span` of `file`.
@@ -77,6 +82,11 @@ impl Diagnostic {
     ) -> Self {
         let (line, column) = file.line_col(span.start);
         let len = span.end.saturating_sub(span.start);
+        let text: &str = &file.text;
+        let start = floor_char_boundary(text, span.start.min(text.len()));
+        let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+        let snippet = line_end - line_start <= MAX_SNIPPET_LINE && len <= MAX_SNIPPET_LINE;
         Self {
             message: message.into(),
             file: file.display.clone(),
@@ -84,8 +94,8 @@ impl Diagnostic {
             column,
             rule: rule.map(str::to_owned),
             hint: None,
-            source_code: NamedSource::new(file.display.clone(), file.text.clone()),
-            label: (span.start, len).into(),
+            source_code: snippet.then(|| NamedSource::new(file.display.clone(), file.text.clone())),
+            label: snippet.then(|| (span.start, len).into()),
         }
     }
 

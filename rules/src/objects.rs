@@ -47,6 +47,18 @@ pub fn check_object(obj: &Value) -> Result<(), String> {
             None => return Err(format!("object has no `{field}`")),
         }
     }
+    let api_version = map["apiVersion"].as_str().unwrap_or_default();
+    if !valid_api_version(api_version) {
+        return Err(format!(
+            "`apiVersion` `{api_version}` is not `VERSION` or `GROUP/VERSION` (a DNS subdomain, then a version such as `v1` or `v1beta1`)"
+        ));
+    }
+    let kind = map["kind"].as_str().unwrap_or_default();
+    if !valid_kind(kind) {
+        return Err(format!(
+            "`kind` `{kind}` is not a Kubernetes kind (a letter, then letters and digits, at most 63)"
+        ));
+    }
     let name = obj.pointer("/metadata/name").ok_or_else(|| {
         format!(
             "{} has no `metadata.name`",
@@ -66,6 +78,34 @@ pub fn check_object(obj: &Value) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `v1`, or `group/v1beta1` with a lowercase DNS-subdomain group.
+fn valid_api_version(s: &str) -> bool {
+    let (group, version) = s.rsplit_once('/').unwrap_or(("", s));
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let version_ok = label(version) && version.starts_with('v');
+    let group_ok = if s.contains('/') {
+        group.len() <= 253 && group.split('.').all(label)
+    } else {
+        true
+    };
+    version_ok && group_ok
+}
+
+/// `ConfigMap`, `HorizontalPodAutoscaler`: an ASCII letter, then letters and digits.
+fn valid_kind(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.as_bytes()[0].is_ascii_alphabetic()
+        && s.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 fn valid_name(s: &str) -> bool {
@@ -136,9 +176,79 @@ pub fn to_yaml(obj: &Value) -> String {
     serde_norway::to_string(&sort_keys(obj.clone())).expect("JSON values serialize to YAML")
 }
 
+/// Flow collections (`[`, `{`) nested deeper than this are refused before parsing: the YAML
+/// parser's time grows with the square of the depth (100,000 levels took 35 s).
+pub const MAX_FLOW_DEPTH: usize = 256;
+
+/// Scans `text` for flow nesting deeper than [`MAX_FLOW_DEPTH`]; `Err(offset)` of the bracket
+/// that goes too deep. Quoted strings and comments are skipped; a bracket counts only where a
+/// flow collection can start (after `:`, `-` or at the start of a line, and inside a flow
+/// collection after `,`, `[` or `{`), so brackets inside plain text do not.
+pub fn check_nesting(text: &str) -> Result<(), usize> {
+    let bytes = text.as_bytes();
+    let (mut depth, mut i) = (0usize, 0usize);
+    let mut prev = b'\n'; // the last byte that is not a space or tab
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'\'' => {
+                i += 1;
+                while i < bytes.len() {
+                    if bytes[i] == b'\'' {
+                        if bytes.get(i + 1) == Some(&b'\'') {
+                            i += 1;
+                        } else {
+                            break;
+                        }
+                    }
+                    i += 1;
+                }
+            }
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    if bytes[i] == b'\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+            }
+            b'#' if matches!(prev, b'\n') || i == 0 || matches!(bytes[i - 1], b' ' | b'\t') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'[' | b'{'
+                if matches!(prev, b':' | b'-' | b'\n')
+                    || (depth > 0 && matches!(prev, b',' | b'[' | b'{')) =>
+            {
+                depth += 1;
+                if depth > MAX_FLOW_DEPTH {
+                    return Err(i);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if i < bytes.len() && !matches!(bytes[i], b' ' | b'\t') {
+            prev = bytes[i];
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
 /// Parses YAML (or JSON) text holding one or more documents. Empty documents are skipped and
 /// `kind: List` documents are flattened into their items.
 pub fn parse_documents(text: &str, path: &RelPath) -> Result<Vec<Value>, BuildError> {
+    check_nesting(text).map_err(|offset| {
+        BuildError::source(
+            path,
+            Some(offset),
+            format!("YAML nested deeper than {MAX_FLOW_DEPTH} levels"),
+        )
+    })?;
     let mut out = Vec::new();
     for doc in serde_norway::Deserializer::from_str(text) {
         let v = Value::deserialize(doc).map_err(|e| {
@@ -178,6 +288,8 @@ pub fn read_object_files(tree: &Tree) -> Result<Vec<(String, Value)>, String> {
             .file(path.as_str())
             .ok_or_else(|| format!("`{path}` is not a file"))?;
         let text = std::str::from_utf8(bytes).map_err(|_| format!("`{path}` is not UTF-8"))?;
+        check_nesting(text)
+            .map_err(|_| format!("`{path}`: YAML nested deeper than {MAX_FLOW_DEPTH} levels"))?;
         let v: Value = serde_norway::from_str(text).map_err(|e| format!("`{path}`: {e}"))?;
         check_object(&v).map_err(|e| format!("`{path}`: {e}"))?;
         out.push((path.to_string(), v));
@@ -256,6 +368,62 @@ mod tests {
             &json!({"apiVersion": "v1", "kind": "X", "metadata": {"name": "Bad_Name"}})
         )
         .is_err());
+    }
+
+    #[test]
+    fn api_versions_and_kinds_follow_the_kubernetes_grammar() {
+        let obj = |api: &str, kind: &str| {
+            check_object(&json!({"apiVersion": api, "kind": kind, "metadata": {"name": "a"}}))
+        };
+        for (api, kind) in [
+            ("v1", "ConfigMap"),
+            ("apps/v1", "Deployment"),
+            ("gateway.networking.k8s.io/v1beta1", "GatewayClass"),
+            ("cert-manager.io/v1", "ClusterIssuer"),
+        ] {
+            assert!(obj(api, kind).is_ok(), "{api} {kind}");
+        }
+        for (api, kind) in [
+            ("v1/../x", "ConfigMap"),
+            ("/v1", "ConfigMap"),
+            ("apps//v1", "Deployment"),
+            ("apps/", "Deployment"),
+            ("Apps/v1", "Deployment"),
+            ("apps/v1/x", "Deployment"),
+            ("1", "ConfigMap"),
+            ("v1", "Config/Map"),
+            ("v1", "../x"),
+            ("v1", "Config Map"),
+            ("v1", "9Lives"),
+        ] {
+            assert!(obj(api, kind).is_err(), "{api} {kind}");
+        }
+    }
+
+    #[test]
+    fn deep_flow_nesting_is_refused_before_parsing() {
+        let deep = format!("a: {}", "[".repeat(100_000));
+        let start = std::time::Instant::now();
+        assert_eq!(check_nesting(&deep), Err(3 + MAX_FLOW_DEPTH));
+        assert!(start.elapsed() < std::time::Duration::from_secs(1));
+        let p = RelPath::new("deep.yaml").unwrap();
+        assert!(matches!(
+            parse_documents(&deep, &p),
+            Err(BuildError::Source {
+                offset: Some(259),
+                ..
+            })
+        ));
+        // Brackets in strings, comments and plain text are not nesting.
+        let text = format!(
+            "a: \"{0}\"\nb: '{0}'\n# {0}\nc: text {0}\nd: [[1, 2], {{e: [3]}}]\n",
+            "[".repeat(1000)
+        );
+        assert_eq!(check_nesting(&text), Ok(()));
+        assert_eq!(
+            check_nesting(&format!("a: {}{}", "[".repeat(256), "]".repeat(256))),
+            Ok(())
+        );
     }
 
     #[test]
