@@ -198,3 +198,72 @@ fn hostile_objects_and_yaml_are_located_errors_not_panics() {
     );
     assert!(start.elapsed() < std::time::Duration::from_secs(20));
 }
+
+/// What used to be accepted silently is now a located error.
+#[test]
+fn silent_accepts_are_errors() {
+    // `envs` naming an environment the project does not have.
+    fails(
+        &[(
+            "kiln.toml",
+            "[project]\nname = \"p\"\n[env.staging]\n[env.production]\n[rule.a]\nkind = \"manifest\"\nenvs = [\"production\", \"stagin\"]\n",
+        )],
+        &["kiln.toml:7:", "rule `a`", "`stagin`", "production, staging"],
+    );
+    // `from` naming a rule that is not a dependency: caught before anything is built.
+    fails(
+        &[(
+            "kiln.toml",
+            "[project]\nname = \"p\"\n[rule.t]\nkind = \"template\"\nsrcs = [\"t.j2\"]\n[rule.c]\nkind = \"configmap\"\nname = \"c\"\nfrom = [\"t\"]\n",
+        ), ("t.j2", "x\n")],
+        &["kiln.toml:9:", "rule `c`", "`from` names `t`, which is not in `deps`"],
+    );
+    // Invalid UTF-8 in kiln.toml.
+    let s = common::Sandbox::new();
+    std::fs::create_dir_all(s.project()).unwrap();
+    std::fs::write(
+        s.project().join("kiln.toml"),
+        b"[project]\nname = \"p\"\n# caf\xe9\n",
+    )
+    .unwrap();
+    let out = s.build_fails(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("kiln.toml:3:6") && err.contains("not valid UTF-8"),
+        "{err}"
+    );
+    assert!(!s.store().exists());
+}
+
+/// Build-time refusals: a duplicate YAML key and a ConfigMap over 1 MiB, each naming the rule.
+#[test]
+fn duplicate_yaml_keys_and_oversized_configmaps_fail_their_rule() {
+    for (files, expect) in [
+        (
+            vec![
+                ("kiln.toml", "[project]\nname = \"p\"\n[rule.a]\nkind = \"manifest\"\nsrcs = [\"a.yaml\"]\n".to_owned()),
+                ("a.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata:\n  k: 1\n  k: 2\n".to_owned()),
+            ],
+            vec!["a.yaml:5:", "rule `a`", "duplicate entry with key \"k\""],
+        ),
+        (
+            vec![
+                ("kiln.toml", "[project]\nname = \"p\"\n[rule.big]\nkind = \"configmap\"\nname = \"big\"\nsrcs = [\"big.txt\"]\n".to_owned()),
+                ("big.txt", "x".repeat(1024 * 1024 + 1)),
+            ],
+            vec!["rule `big`", "1 MiB"],
+        ),
+    ] {
+        let s = common::Sandbox::new();
+        for (p, t) in &files {
+            s.write(p, t);
+        }
+        let out = s.build_fails(&[]);
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        for e in &expect {
+            assert!(err.contains(e), "stderr lacks {e:?}:\n{err}");
+        }
+    }
+}

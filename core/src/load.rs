@@ -86,7 +86,7 @@ impl Loader {
     }
 
     fn read(&mut self, path: &Path) -> Result<FileId> {
-        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
             path: path.to_owned(),
             source,
         })?;
@@ -95,6 +95,24 @@ impl Loader {
             .unwrap_or(path)
             .to_string_lossy()
             .into_owned();
+        let text = match String::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(e) => {
+                // Located on the first bad byte: everything before it is unchanged in the
+                // lossy text, so the offset holds there.
+                let offset = e.utf8_error().valid_up_to();
+                let file = SourceFile {
+                    display,
+                    text: Arc::from(String::from_utf8_lossy(e.as_bytes()).into_owned()),
+                };
+                return Err(LoadError::Invalid(Box::new(Diagnostic::new(
+                    &file,
+                    offset..offset + 1,
+                    None,
+                    "the file is not valid UTF-8",
+                ))));
+            }
+        };
         self.files.push(SourceFile {
             display,
             text: Arc::from(text),
@@ -227,6 +245,39 @@ pub fn load_project(dir: &Path) -> Result<Project> {
     for file_rules in parsed {
         for rule in file_rules? {
             insert_rule(&loader, &mut rules, rule)?;
+        }
+    }
+    // `envs` must name environments the project defines: a misspelling would silently drop
+    // the rule from every environment.
+    for rule in rules.values() {
+        for (i, e) in rule.envs.iter().flatten().enumerate() {
+            if !envs.contains_key(e) {
+                let file = rule.loc.file;
+                let span = find_attr_span(
+                    &loader.files[file].text,
+                    rule.name.as_str(),
+                    &format!("envs[{i}]"),
+                )
+                .unwrap_or_else(|| rule.loc.span.clone());
+                let defined: Vec<&str> = envs.keys().map(EnvName::as_str).collect();
+                return Err(
+                    match loader.diag(
+                        file,
+                        span,
+                        Some(rule.name.as_str()),
+                        format!("`envs` names `{e}`, which is not an environment of this project"),
+                    ) {
+                        LoadError::Invalid(d) => {
+                            LoadError::Invalid(Box::new(d.with_hint(if defined.is_empty() {
+                                "this project defines no [env.NAME] tables".to_owned()
+                            } else {
+                                format!("this project defines: {}", defined.join(", "))
+                            })))
+                        }
+                        other => other,
+                    },
+                );
+            }
         }
     }
     Ok(Project {

@@ -104,9 +104,17 @@ impl Kind for ConfigMap {
 
     fn build(&self, cx: &BuildContext<'_>) -> Result<Tree, BuildError> {
         let a: Attrs = parse_attrs(cx.attrs)?;
+        const MAX_CONFIGMAP_BYTES: usize = 1024 * 1024;
         let mut data = BTreeMap::new();
         let mut binary = BTreeMap::new();
+        let mut total = 0usize;
         let mut add = |key: &str, bytes: &[u8], origin: &str| -> Result<(), BuildError> {
+            total += key.len() + bytes.len();
+            if total > MAX_CONFIGMAP_BYTES {
+                return Err(BuildError::failed(format!(
+                    "the ConfigMap's data passes Kubernetes' limit of 1 MiB at `{key}` (from {origin}); the API server would refuse it"
+                )));
+            }
             if !valid_key(key) {
                 return Err(BuildError::failed(format!(
                     "`{key}` (from {origin}) is not a valid ConfigMap key"

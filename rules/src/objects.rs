@@ -251,9 +251,14 @@ pub fn parse_documents(text: &str, path: &RelPath) -> Result<Vec<Value>, BuildEr
     })?;
     let mut out = Vec::new();
     for doc in serde_norway::Deserializer::from_str(text) {
-        let v = Value::deserialize(doc).map_err(|e| {
+        // Through YAML's own value type, which refuses a key given twice in one mapping (a
+        // JSON map would keep the last silently).
+        let yaml = serde_norway::Value::deserialize(doc).map_err(|e| {
             let offset = e.location().map(|l| l.index());
             BuildError::source(path, offset, format!("invalid YAML: {e}"))
+        })?;
+        let v = serde_json::to_value(yaml).map_err(|e| {
+            BuildError::source(path, None, format!("YAML that JSON cannot hold: {e}"))
         })?;
         match v {
             Value::Null => {}
@@ -424,6 +429,25 @@ mod tests {
             check_nesting(&format!("a: {}{}", "[".repeat(256), "]".repeat(256))),
             Ok(())
         );
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_with_a_location() {
+        let p = RelPath::new("k.yaml").unwrap();
+        match parse_documents("a: 1\nb:\n  c: 1\n  c: 2\n", &p) {
+            Err(BuildError::Source {
+                offset: Some(o),
+                message,
+                ..
+            }) => {
+                assert!(
+                    message.contains("duplicate entry with key \"c\""),
+                    "{message}"
+                );
+                assert!(o >= 10, "{o}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

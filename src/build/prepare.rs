@@ -220,6 +220,24 @@ fn prepare_rule<'p>(
     };
     kind.check(&attrs)
         .map_err(|e| diag(&project.attr_location(rule, &e.path), attr_message(&e)))?;
+    // `from` takes files of dependencies: each must be declared in `deps`, caught here rather
+    // than after other rules were built.
+    if let Some(Value::Array(from)) = attrs.get("from") {
+        for (i, name) in from.iter().enumerate() {
+            let name = name.as_str().unwrap_or_default();
+            if !rule.deps.iter().any(|d| d.value.as_str() == name) {
+                return Err(Box::new(
+                    project
+                        .diagnostic(
+                            &project.attr_location(rule, &format!("from[{i}]")),
+                            Some(&rule.name),
+                            format!("`from` names `{name}`, which is not in `deps`"),
+                        )
+                        .with_hint(format!("add `{name}` to `deps`")),
+                ));
+            }
+        }
+    }
 
     // (path, stat when already known): a plain file path costs one stat, a glob a walk.
     let mut paths: Vec<(RelPath, Option<Stat>)> = Vec::new();
