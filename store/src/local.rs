@@ -306,6 +306,17 @@ impl LocalStore {
             path: tmp.path().to_owned(),
             source: std::io::Error::other(e),
         })?;
+        // Read-only files: a view of a content-addressed artifact is not a scratch copy
+        // (`verify` rehashes the views and rebuilds any that were changed anyway).
+        for (path, entry) in tree.iter() {
+            if let kiln_core::tree::Entry::File { executable, .. } = entry {
+                use std::os::unix::fs::PermissionsExt;
+                let file = tmp.path().join(path.as_str());
+                let mode = if *executable { 0o555 } else { 0o444 };
+                fs::set_permissions(&file, fs::Permissions::from_mode(mode))
+                    .map_err(StoreError::io("make read-only", &file))?;
+            }
+        }
         let tmp = tmp.keep();
         match fs::rename(&tmp, &dest) {
             Ok(()) => Ok(dest),

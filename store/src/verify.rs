@@ -28,6 +28,8 @@ pub struct VerifyReport {
     pub actions: usize,
     /// GC roots checked.
     pub roots: usize,
+    /// Materialized views (`trees/`) rehashed.
+    pub trees: usize,
     /// Corrupt entries; each was moved to `quarantine/` (objects) or deleted (records), so it
     /// reads as a miss and the next build rebuilds it.
     pub corrupt: Vec<CorruptEntry>,
@@ -80,6 +82,7 @@ impl LocalStore {
             })
             .collect();
         self.verify_roots(&mut report)?;
+        self.verify_trees(&mut report)?;
         if !gone.is_empty() {
             self.forget_outputs(&gone)?;
         }
@@ -178,6 +181,41 @@ impl LocalStore {
             });
             if root.rules.len() != before {
                 crate::local::write_atomic(self.root(), &path, &crate::local::encode_root(&root))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rehashes every materialized view under `trees/` against its name. A view that was
+    /// edited is replaced by a fresh one from its object (or removed, when the object is gone).
+    fn verify_trees(&self, report: &mut VerifyReport) -> Result<()> {
+        let dir = self.dir("trees");
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return Ok(());
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            report.trees += 1;
+            let expected = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| Digest::from_hex(n).ok());
+            let reason = match (expected, kiln_core::Tree::from_dir(&path)) {
+                (None, _) => Some("name is not a digest".to_owned()),
+                (Some(_), Err(e)) => Some(error_chain(&e)),
+                (Some(d), Ok(t)) if t.output_hash() != d => {
+                    Some(format!("content hashes to {}", t.output_hash()))
+                }
+                _ => None,
+            };
+            let Some(reason) = reason else { continue };
+            fs::remove_dir_all(&path).map_err(crate::error::StoreError::io("remove", &path))?;
+            report.corrupt.push(CorruptEntry {
+                path: format!("trees/{}", entry.file_name().to_string_lossy()),
+                reason: format!("materialized view was changed: {reason}"),
+            });
+            if let Some(d) = expected.filter(|d| self.has_object(d)) {
+                self.materialize(&d)?;
             }
         }
         Ok(())
@@ -320,6 +358,26 @@ mod tests {
                 .any(|c| c.reason.contains("missing object")),
             "{r:?}"
         );
+        assert!(s.verify().unwrap().corrupt.is_empty());
+    }
+
+    #[test]
+    fn views_are_read_only_and_an_edited_view_is_rebuilt() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(d.path()).unwrap();
+        let (_, rec) = put(&s, "a");
+        let view = s.materialize(&rec.output).unwrap();
+        let file = view.join("f");
+        assert_eq!(fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o444);
+        // The owner (or root) can still force a change: verify notices and rebuilds the view.
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::write(&file, "edited").unwrap();
+        let r = s.verify().unwrap();
+        assert_eq!(r.trees, 1);
+        assert_eq!(r.corrupt.len(), 1, "{r:?}");
+        assert!(r.corrupt[0].path.starts_with("trees/"), "{r:?}");
+        assert_eq!(fs::read_to_string(&file).unwrap(), "a");
         assert!(s.verify().unwrap().corrupt.is_empty());
     }
 
