@@ -200,7 +200,7 @@ impl Tree {
                 return Err(TreeError::FileDirConflict(path.to_string()));
             }
             if let Entry::Symlink { target } = entry {
-                if !symlink_stays_inside(path, target) {
+                if !symlink_stays_inside(path, target) || !self.resolves_inside(path, target) {
                     return Err(TreeError::EscapingSymlink {
                         path: path.to_string(),
                         target: target.clone(),
@@ -209,6 +209,42 @@ impl Tree {
             }
         }
         Ok(())
+    }
+
+    /// Whether `target` of the symlink `link` stays inside the tree when resolved as the kernel
+    /// would: every component that names another symlink of the tree is replaced by that
+    /// link's target (at most 40 hops, as Linux allows), so a chain such as `a/d -> ..` with
+    /// `a/x -> d/../..` is seen to leave the tree although each text alone stays inside.
+    fn resolves_inside(&self, link: &RelPath, target: &str) -> bool {
+        let mut at: Vec<String> = link.components().map(str::to_owned).collect();
+        at.pop();
+        let mut pending: std::collections::VecDeque<String> =
+            target.split('/').map(str::to_owned).collect();
+        let mut hops = 0;
+        while let Some(c) = pending.pop_front() {
+            match c.as_str() {
+                "" | "." => {}
+                ".." => {
+                    if at.pop().is_none() {
+                        return false;
+                    }
+                }
+                _ => {
+                    at.push(c);
+                    if let Some(Entry::Symlink { target: next }) = self.get(&at.join("/")) {
+                        hops += 1;
+                        if hops > 40 || next.starts_with('/') {
+                            return false;
+                        }
+                        at.pop();
+                        for part in next.split('/').rev() {
+                            pending.push_front(part.to_owned());
+                        }
+                    }
+                }
+            }
+        }
+        true
     }
 
     /// The canonical encoding described in the module docs.
@@ -367,6 +403,26 @@ pub fn symlink_stays_inside(link: &RelPath, target: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn symlink_chains_are_resolved_whole() {
+        let mut t = Tree::new();
+        t.insert_file(RelPath::new("a/f").unwrap(), b"x".to_vec(), false);
+        t.insert_symlink(RelPath::new("a/d").unwrap(), "..");
+        t.insert_symlink(RelPath::new("a/ok").unwrap(), "d/a/f");
+        assert!(t.validate().is_ok());
+        // Each text stays inside on its own; through `a/d` the chain leaves the tree.
+        t.insert_symlink(RelPath::new("a/x").unwrap(), "d/../..");
+        assert!(matches!(
+            t.validate(),
+            Err(TreeError::EscapingSymlink { .. })
+        ));
+        // A loop is refused, not followed forever.
+        let mut l = Tree::new();
+        l.insert_symlink(RelPath::new("p").unwrap(), "q/x");
+        l.insert_symlink(RelPath::new("q").unwrap(), "p");
+        assert!(l.validate().is_err());
+    }
 
     fn p(s: &str) -> RelPath {
         RelPath::new(s).unwrap()

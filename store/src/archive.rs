@@ -27,13 +27,27 @@ pub struct UnpackLimits {
 }
 
 impl Default for UnpackLimits {
+    /// 1 GiB of content and a million entries per artifact: far above what rendered platform
+    /// artifacts need, and low enough that a hostile archive cannot exhaust a CI runner's
+    /// memory. `KILN_MAX_ARTIFACT_BYTES` raises or lowers the byte limit.
     fn default() -> Self {
+        let max_total_bytes = std::env::var("KILN_MAX_ARTIFACT_BYTES")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(DEFAULT_MAX_ARTIFACT_BYTES);
         Self {
-            max_total_bytes: 8 << 30,
+            max_total_bytes,
             max_entries: 1_000_000,
         }
     }
 }
+
+/// The default limit on an artifact's total file size.
+pub const DEFAULT_MAX_ARTIFACT_BYTES: u64 = 1 << 30;
+
+/// Memory reserved up front for one file at most: a declared size is only a claim until the
+/// bytes arrive, so larger files grow as they are read.
+const MAX_PREALLOCATION: u64 = 16 << 20;
 
 /// Why an archive was refused.
 #[derive(Debug, thiserror::Error)]
@@ -177,7 +191,7 @@ pub fn unpack(bytes: &[u8], limits: UnpackLimits) -> Result<Tree, ArchiveError> 
                         limits.max_total_bytes
                     )));
                 }
-                let mut content = Vec::with_capacity(size as usize);
+                let mut content = Vec::with_capacity(size.min(MAX_PREALLOCATION) as usize);
                 entry
                     .read_to_end(&mut content)
                     .map_err(ArchiveError::Read)?;
@@ -248,6 +262,33 @@ mod tests {
         build(&mut b);
         let raw = b.into_inner().unwrap();
         zstd::encode_all(&raw[..], 3).unwrap()
+    }
+
+    /// A header claiming 3 GiB (below the old 8 GiB limit), with a stream that really holds
+    /// that many zeros: refused by the declared size before any of it is read or allocated.
+    #[test]
+    fn a_huge_declared_size_is_refused_before_reading() {
+        let mut raw = Vec::new();
+        raw.extend_from_slice(raw_header("big", tar::EntryType::Regular, 3 << 30).as_bytes());
+        let mut enc = zstd::Encoder::new(Vec::new(), 3).unwrap();
+        enc.write_all(&raw).unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..64 {
+            enc.write_all(&zeros).unwrap();
+        }
+        let bytes = enc.finish().unwrap();
+        let start = std::time::Instant::now();
+        assert!(matches!(
+            unpack(&bytes, UnpackLimits::default()),
+            Err(ArchiveError::TooLarge(_))
+        ));
+        assert!(start.elapsed() < std::time::Duration::from_secs(2));
+        // Below the limit but truncated: refused, after growing only with what arrived.
+        let limits = UnpackLimits {
+            max_total_bytes: 4 << 30,
+            max_entries: 10,
+        };
+        assert!(matches!(unpack(&bytes, limits), Err(ArchiveError::Read(_))));
     }
 
     fn raw_header(name: &str, kind: tar::EntryType, size: u64) -> tar::Header {

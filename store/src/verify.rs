@@ -369,7 +369,10 @@ mod tests {
         let (_, rec) = put(&s, "a");
         let view = s.materialize(&rec.output).unwrap();
         let file = view.join("f");
-        assert_eq!(fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o444);
+        assert_eq!(
+            fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o444
+        );
         // The owner (or root) can still force a change: verify notices and rebuilds the view.
         fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
         fs::write(&file, "edited").unwrap();
