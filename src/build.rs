@@ -35,6 +35,7 @@ pub struct BuildOptions {
     keep_going: bool,
     distrusted: BTreeSet<Digest>,
     vars: BTreeMap<String, serde_json::Value>,
+    unsandboxed: bool,
 }
 
 impl BuildOptions {
@@ -49,6 +50,13 @@ impl BuildOptions {
     #[must_use]
     pub fn vars(mut self, vars: BTreeMap<String, serde_json::Value>) -> Self {
         self.vars = vars;
+        self
+    }
+
+    /// Run `exec` commands without the sandbox (a warning per rule).
+    #[must_use]
+    pub fn unsandboxed(mut self, unsandboxed: bool) -> Self {
+        self.unsandboxed = unsandboxed;
         self
     }
 
@@ -132,7 +140,7 @@ pub fn build_loaded(
         selected,
         graph,
     } = loaded;
-    let kinds = BuiltinKinds::default();
+    let kinds = BuiltinKinds::new(options.unsandboxed);
     let key = project_key(project);
     let cache_bytes = std::fs::read(LocalStore::source_cache_path(store_dir, &key)).ok();
     let cache = source_cache::SourceCache::decode(cache_bytes.as_deref());

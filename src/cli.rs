@@ -63,9 +63,13 @@ pub enum Command {
     Destroy(DestroyArgs),
 }
 
-/// `--var NAME=VALUE`, repeatable: VALUE is a TOML value, else a string.
+/// `--var NAME=VALUE`, repeatable: VALUE is a TOML value, else a string; and `--unsandboxed`.
 #[derive(Debug, Clone, Default, Args)]
 pub struct VarArgs {
+    /// Run `exec` commands without the sandbox (for machines without bubblewrap or user
+    /// namespaces): they can then read the host and reach the network. Warns per rule.
+    #[arg(long)]
+    pub unsandboxed: bool,
     /// Override a variable for this run (NAME=VALUE; VALUE read as TOML, else a string). Each
     /// distinct set of overrides is its own instance: its own GC root and ApplySet.
     #[arg(long = "var", value_name = "NAME=VALUE", value_parser = crate::build::parse_var)]

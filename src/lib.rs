@@ -27,6 +27,15 @@ pub fn main_with_args() -> u8 {
         }
     };
     let printer = Printer::new(&cli.global);
+    // Ctrl-C / SIGTERM: the first asks every part to stop (exec children are killed, pending
+    // rules cancelled, temp files removed by their owners, the set's lock released); a second
+    // one exits at once.
+    let _ = ctrlc::set_handler(|| {
+        if kiln_core::interrupt::interrupted() {
+            std::process::exit(130);
+        }
+        kiln_core::interrupt::interrupt();
+    });
     let level = match (cli.global.quiet, cli.global.verbose) {
         (true, _) => "error",
         (_, 0) => "warn",
@@ -51,11 +60,16 @@ pub fn main_with_args() -> u8 {
         Command::Apply(args) => commands::realize::apply(args, &printer, &store),
         Command::Destroy(args) => commands::realize::destroy(args, &printer, &store),
     };
-    match result {
+    let code = match result {
         Ok(code) => code,
         Err(f) => {
             printer.error(&f.report);
             f.code
         }
+    };
+    if kiln_core::interrupt::interrupted() {
+        printer.status("interrupted");
+        return 130;
     }
+    code
 }

@@ -11,19 +11,7 @@ fn store_cat_pipes_bytes_unchanged() {
         "kiln.toml",
         "[project]\nname = \"p\"\n[rule.bin]\nkind = \"exec\"\ncommand = [\"sh\", \"-c\", \"printf '\\\\000\\\\377\\\\200abc' > $out/bin.dat; printf 'no newline' > $out/t.txt\"]\n",
     );
-    let out = s
-        .kiln()
-        .arg("build")
-        .arg(s.project())
-        .arg("--unsandboxed")
-        .output()
-        .unwrap();
-    let out = if out.status.success() {
-        out
-    } else {
-        // Before the sandbox exists, there is no such flag.
-        s.kiln().arg("build").arg(s.project()).output().unwrap()
-    };
+    let out = s.kiln().arg("build").arg(s.project()).output().unwrap();
     assert!(
         out.status.success(),
         "{}",

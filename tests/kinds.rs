@@ -47,16 +47,7 @@ fn exec_runs_in_a_cleared_environment_with_a_fixed_epoch() {
 }
 
 #[test]
-fn exec_has_no_network_where_namespaces_are_available() {
-    if !kiln_rules::exec::network_sandbox_available() {
-        // Documented: without user/network namespaces exec runs with the host network. The
-        // sandbox check itself is asserted so that this branch is visible in the test output.
-        assert!(std::process::Command::new("unshare")
-            .args(["-Urn", "true"])
-            .status()
-            .map_or(true, |s| !s.success()));
-        return;
-    }
+fn exec_has_no_network_but_a_down_loopback() {
     let s = Sandbox::new();
     s.write(
         "kiln.toml",
@@ -68,6 +59,45 @@ fn exec_has_no_network_where_namespaces_are_available() {
         "lo",
         "only a loopback interface"
     );
+}
+
+/// Where the sandbox cannot run (here: no `bwrap` on PATH), exec rules are refused with a clear
+/// error, never run silently without it; `--unsandboxed` runs them, with a warning.
+#[test]
+fn exec_without_a_sandbox_is_refused_unless_unsandboxed() {
+    let s = Sandbox::new();
+    s.write(
+        "kiln.toml",
+        "[project]\nname = \"p\"\n[rule.x]\nkind = \"exec\"\ncommand = [\"sh\", \"-c\", \"echo hi > $out/f\"]\n",
+    );
+    let out = s
+        .kiln()
+        .env("PATH", "/nonexistent")
+        .arg("build")
+        .arg(s.project())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("install bubblewrap") && err.contains("--unsandboxed"),
+        "{err}"
+    );
+    let out = s
+        .kiln()
+        .env("PATH", "/nonexistent")
+        .arg("build")
+        .arg(s.project())
+        .arg("--unsandboxed")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("without the sandbox"));
+    assert_eq!(cat(&s, "x", "f", &[]), "hi\n");
 }
 
 #[test]

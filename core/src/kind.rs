@@ -189,6 +189,12 @@ pub trait Kind: Send + Sync {
     fn needs_scratch(&self) -> bool {
         false
     }
+    /// Inputs the kind takes from the host (for `exec`: the binaries of its `tools`), made
+    /// part of the derivation: `Some(attrs)` replaces the checked attributes with a version
+    /// that names them by content. Called once per build, after [`Kind::check`].
+    fn host_inputs(&self, _attrs: &Value) -> Result<Option<Value>, AttrError> {
+        Ok(None)
+    }
     /// Builds the artifact.
     fn build(&self, cx: &BuildContext<'_>) -> Result<Tree, BuildError>;
 }

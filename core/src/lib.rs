@@ -14,6 +14,7 @@ pub mod digest;
 pub mod error_chain;
 pub mod graph;
 pub mod interpolate;
+pub mod interrupt;
 pub mod kind;
 pub mod load;
 pub mod name;

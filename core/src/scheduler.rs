@@ -129,7 +129,7 @@ where
         deps.sort_by_key(|(d, _)| d.index());
         let outcome = if let Some(failed_dependency) = failed {
             Outcome::Skipped { failed_dependency }
-        } else if self.stop.load(Ordering::Relaxed) {
+        } else if self.stop.load(Ordering::Relaxed) || crate::interrupt::interrupted() {
             // Leave it unset: it becomes Cancelled, and so do its dependents.
             return;
         } else {

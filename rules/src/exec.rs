@@ -11,26 +11,30 @@
 //! network = false
 //! ```
 //!
-//! The command runs in a fresh scratch directory holding `in/` (the sources, at their project
+//! The command runs in a fresh build directory holding `in/` (the sources, at their project
 //! paths), `deps/<rule>/` (each dependency's output) and an empty `out/`, which becomes the
-//! artifact. The environment is cleared and set to: `PATH=/usr/local/bin:/usr/bin:/bin`,
-//! `HOME` and `TMPDIR` inside the scratch directory, `out` (absolute path of `out/`),
-//! `SOURCE_DATE_EPOCH=315532800`, `TZ=UTC`, `LC_ALL=C`, plus the declared `env`.
+//! artifact. The environment is cleared and set to: `PATH`, `HOME` and `TMPDIR` inside the build
+//! directory, `out` (the absolute path of `out/`), `SOURCE_DATE_EPOCH=315532800`, `TZ=UTC`,
+//! `LC_ALL=C`, plus the declared `env`.
 //!
-//! Isolation, honestly: when the OS allows unprivileged user and network namespaces
-//! (`unshare -Urn`), the command runs with no network at all (only a loopback that is down).
-//! Otherwise it runs with the host network and kiln logs a warning. It is *not* a full sandbox:
-//! it can read the host file system (tools in `/usr`, but also anything else readable), and the
-//! result may depend on those tools' versions, which are not part of the derivation. Declare
-//! what you can in `env` and `srcs`, and use `kiln audit` (planned) to catch nondeterminism.
+//! It runs in the sandbox of [`crate::sandbox`] (bubblewrap): no network, no host file system
+//! beyond read-only tool directories, every process killed when the command ends. Where the
+//! sandbox cannot run, exec rules are refused unless the build passes `--unsandboxed`. With
+//! `tools = ["jq", "helm"]`, each tool is resolved through `PATH` when the build starts, its
+//! content hash enters the derivation (another jq version, another hash), and only those
+//! tools and `sh` are visible inside.
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use kiln_core::kind::{parse_attrs, AttrError, BuildContext, BuildError, Kind};
+use kiln_core::Digest;
+
+use crate::sandbox::{self, Spec, Tool};
 use kiln_core::Tree;
 use serde::Deserialize;
 use serde_json::Value;
@@ -48,28 +52,62 @@ struct Attrs {
     timeout_secs: u64,
     #[serde(default)]
     network: bool,
+    /// As written: names; once prepared: name -> content hash of the binary.
+    #[serde(default)]
+    tools: Option<Tools>,
+}
+
+/// `tools`: names as written, or name -> blake3 of the binary once resolved (what the
+/// derivation holds: no host path enters it).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Tools {
+    Names(Vec<String>),
+    Resolved(BTreeMap<String, String>),
+}
+
+/// Resolves `tools = [...]` of exec attributes through `path_var`: each becomes
+/// `name -> blake3:<hash of the binary>`, and `sh` is always among them. The derivation then
+/// covers the tools' versions. An unknown tool is an error naming it.
+pub fn resolve_tools(attrs: &mut Value, path_var: &str) -> Result<(), AttrError> {
+    let Some(Value::Array(names)) = attrs.get("tools") else {
+        return Ok(());
+    };
+    let mut resolved = serde_json::Map::new();
+    let mut all: Vec<String> = names
+        .iter()
+        .map(|n| n.as_str().unwrap_or_default().to_owned())
+        .collect();
+    all.push("sh".to_owned());
+    for (i, name) in all.iter().enumerate() {
+        let path = sandbox::find_tool(name, path_var).ok_or_else(|| {
+            AttrError::new(
+                format!("tools[{i}]"),
+                format!("tool `{name}` is not on PATH"),
+            )
+        })?;
+        let bytes = std::fs::read(&path).map_err(|e| {
+            AttrError::new(
+                format!("tools[{i}]"),
+                format!("cannot read `{}`: {e}", path.display()),
+            )
+        })?;
+        resolved.insert(name.clone(), Value::from(Digest::of(&bytes).to_string()));
+    }
+    attrs["tools"] = Value::Object(resolved);
+    Ok(())
 }
 
 fn default_timeout() -> u64 {
     600
 }
 
-/// Whether `unshare -Urn` works here (checked once).
-pub fn network_sandbox_available() -> bool {
-    static AVAILABLE: OnceLock<bool> = OnceLock::new();
-    *AVAILABLE.get_or_init(|| {
-        Command::new("unshare")
-            .args(["-Urn", "true"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
-}
-
 /// The `exec` kind.
-pub struct Exec;
+#[derive(Default)]
+pub struct Exec {
+    /// Run commands without the sandbox (`--unsandboxed`), with a warning.
+    pub unsandboxed: bool,
+}
 
 impl Kind for Exec {
     fn name(&self) -> &'static str {
@@ -77,7 +115,8 @@ impl Kind for Exec {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: the sandbox (`/build` inside, only declared tools with `tools`).
+        2
     }
 
     fn needs_scratch(&self) -> bool {
@@ -86,10 +125,29 @@ impl Kind for Exec {
 
     fn check(&self, attrs: &Value) -> Result<(), AttrError> {
         let a: Attrs = parse_attrs(attrs)?;
-        if a.command.is_empty() {
+        if a.command.is_empty() || a.command[0].is_empty() {
             return Err(AttrError::new("command", "must name a program"));
         }
+        if let Some(Tools::Names(names)) = &a.tools {
+            for (i, n) in names.iter().enumerate() {
+                if n.is_empty() || n.contains('/') {
+                    return Err(AttrError::new(
+                        format!("tools[{i}]"),
+                        "a tool is a program name found on PATH, not a path",
+                    ));
+                }
+            }
+        }
         Ok(())
+    }
+
+    fn host_inputs(&self, attrs: &Value) -> Result<Option<Value>, AttrError> {
+        if !matches!(attrs.get("tools"), Some(Value::Array(_))) {
+            return Ok(None);
+        }
+        let mut resolved = attrs.clone();
+        resolve_tools(&mut resolved, &std::env::var("PATH").unwrap_or_default())?;
+        Ok(Some(resolved))
     }
 
     fn build(&self, cx: &BuildContext<'_>) -> Result<Tree, BuildError> {
@@ -124,25 +182,73 @@ impl Kind for Exec {
                 BuildError::caused(format!("failed to stage dependency `{dep}`"), e)
             })?;
         }
-        let sandboxed = !a.network && network_sandbox_available();
-        if !a.network && !sandboxed {
-            tracing::warn!(rule = %cx.rule, "no user/network namespaces here: `exec` runs with the host network");
+        let tools = match &a.tools {
+            None => None,
+            Some(Tools::Names(_)) => {
+                return Err(BuildError::failed(
+                    "`tools` were not resolved before the build",
+                ))
+            }
+            Some(Tools::Resolved(map)) => {
+                let host_path = std::env::var("PATH").unwrap_or_default();
+                let mut tools = Vec::new();
+                for (name, digest) in map {
+                    let path = sandbox::find_tool(name, &host_path).ok_or_else(|| {
+                        BuildError::failed(format!("tool `{name}` is no longer on PATH"))
+                    })?;
+                    let bytes = std::fs::read(&path).map_err(io("read a tool"))?;
+                    if Digest::of(&bytes).to_string() != *digest {
+                        return Err(BuildError::failed(format!(
+                            "tool `{name}` changed since the build started; run it again"
+                        )));
+                    }
+                    tools.push(Tool {
+                        name: name.clone(),
+                        path,
+                    });
+                }
+                Some(tools)
+            }
+        };
+        let spec = Spec {
+            network: a.network,
+            tools,
+        };
+        let sandboxed = !self.unsandboxed;
+        if sandboxed {
+            sandbox::available().map_err(|why| {
+                BuildError::failed(format!(
+                    "exec rules run in a sandbox, and it cannot run here: {why}; install bubblewrap, or pass --unsandboxed to run commands without it"
+                ))
+            })?;
+        } else {
+            tracing::warn!(rule = %cx.rule, "running `exec` without the sandbox (--unsandboxed): it can read the host and use the network");
         }
+        let (work, path_var) = if sandboxed {
+            (Path::new(sandbox::BUILD_DIR).to_path_buf(), spec.path_var())
+        } else {
+            (root.to_path_buf(), "/usr/local/bin:/usr/bin:/bin")
+        };
         let mut cmd = if sandboxed {
-            let mut c = Command::new("unshare");
-            c.args(["-Urn", "--"]).args(&a.command);
-            c
+            let bwrap = sandbox::find_tool("bwrap", &std::env::var("PATH").unwrap_or_default())
+                .ok_or_else(|| BuildError::failed("`bwrap` is not on PATH"))?;
+            let mut c = spec.command(root, &a.command);
+            c.env_clear();
+            // The program itself is resolved on the host, not on the sandbox's PATH.
+            let mut outer = Command::new(bwrap);
+            outer.args(c.get_args());
+            outer
         } else {
             let mut c = Command::new(&a.command[0]);
-            c.args(&a.command[1..]);
+            c.args(&a.command[1..]).process_group(0);
             c
         };
         cmd.current_dir(root)
             .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .env("HOME", &home)
-            .env("TMPDIR", &tmp)
-            .env("out", &out)
+            .env("PATH", path_var)
+            .env("HOME", work.join("home"))
+            .env("TMPDIR", work.join("tmp"))
+            .env("out", work.join("out"))
             .env("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH)
             .env("TZ", "UTC")
             .env("LC_ALL", "C")
@@ -165,14 +271,28 @@ impl Kind for Exec {
             let _ = stderr.read_to_end(&mut s);
             s
         });
+        // Sandboxed, killing bwrap kills its PID namespace and everything in it; unsandboxed,
+        // the command's process group is the best there is.
+        let kill_all = |child: &mut std::process::Child| {
+            if !sandboxed {
+                if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+                    let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+                }
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        };
         let deadline = Instant::now() + Duration::from_secs(a.timeout_secs);
         let status = loop {
             if let Some(status) = child.try_wait().map_err(io("wait for the command"))? {
                 break status;
             }
+            if kiln_core::interrupt::interrupted() {
+                kill_all(&mut child);
+                return Err(BuildError::failed("interrupted"));
+            }
             if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
+                kill_all(&mut child);
                 return Err(BuildError::failed(format!(
                     "command timed out after {} s",
                     a.timeout_secs
@@ -180,6 +300,12 @@ impl Kind for Exec {
             }
             std::thread::sleep(Duration::from_millis(5));
         };
+        if !sandboxed {
+            // Background children that outlive the command would hold its output open.
+            if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+                let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+            }
+        }
         let _ = out_reader.join();
         let err = err_reader.join().unwrap_or_default();
         if !status.success() {

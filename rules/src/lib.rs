@@ -22,6 +22,7 @@ pub mod from_deps;
 pub mod manifest;
 pub mod objects;
 pub mod overlay;
+pub mod sandbox;
 pub mod secret;
 pub mod strategic;
 pub mod template;
@@ -35,10 +36,17 @@ pub struct BuiltinKinds {
 
 impl Default for BuiltinKinds {
     fn default() -> Self {
+        Self::new(false)
+    }
+}
+
+impl BuiltinKinds {
+    /// The kinds; `unsandboxed` lets `exec` run commands without the sandbox.
+    pub fn new(unsandboxed: bool) -> Self {
         let mut kinds: Vec<Box<dyn Kind>> = vec![
             Box::new(bundle::Bundle),
             Box::new(configmap::ConfigMap),
-            Box::new(exec::Exec),
+            Box::new(exec::Exec { unsandboxed }),
             Box::new(manifest::Manifest),
             Box::new(overlay::Overlay),
             Box::new(secret::Secret),

@@ -220,6 +220,13 @@ fn prepare_rule<'p>(
     };
     kind.check(&attrs)
         .map_err(|e| diag(&project.attr_location(rule, &e.path), attr_message(&e)))?;
+    let attrs = match kind
+        .host_inputs(&attrs)
+        .map_err(|e| diag(&project.attr_location(rule, &e.path), attr_message(&e)))?
+    {
+        Some(resolved) => Cow::Owned(resolved),
+        None => attrs,
+    };
     // `from` takes files of dependencies: each must be declared in `deps`, caught here rather
     // than after other rules were built.
     if let Some(Value::Array(from)) = attrs.get("from") {

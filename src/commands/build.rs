@@ -35,7 +35,8 @@ pub fn run(args: &BuildArgs, printer: &Printer, store: &Path) -> Result<u8, Fail
         .env(args.env.clone())
         .jobs(args.jobs)
         .keep_going(args.keep_going)
-        .vars(args.vars.map());
+        .vars(args.vars.map())
+        .unsandboxed(args.vars.unsandboxed);
     let result = build(&args.dir, store, &options, &on_progress);
     if let Some(bar) = &bar {
         bar.finish_and_clear();

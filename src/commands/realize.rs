@@ -30,6 +30,21 @@ fn failure(e: RealizeError) -> Failure {
     }
 }
 
+/// Runs `fut` until it ends or the user interrupts (Ctrl-C, SIGTERM); then it is dropped, which
+/// stops its requests, and the caller releases the set's lock.
+async fn until_interrupted<T>(
+    fut: impl std::future::Future<Output = Result<T, RealizeError>>,
+) -> Result<T, RealizeError> {
+    tokio::select! {
+        r = fut => r,
+        () = async {
+            while !kiln_core::interrupt::interrupted() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        } => Err(RealizeError::Interrupted),
+    }
+}
+
 fn target(args: &ClusterArgs, store: &Path) -> Target {
     Target {
         dir: args.dir.clone(),
@@ -89,14 +104,15 @@ pub fn plan(args: &PlanArgs, printer: &Printer, store: &Path) -> Result<u8, Fail
     let options = PlanOptions {
         find_orphans: args.find_orphans,
         vars: args.cluster.vars.map(),
+        unsandboxed: args.cluster.vars.unsandboxed,
         ..PlanOptions::default()
     };
     let r = runtime()
-        .block_on(connect_and_plan(
+        .block_on(until_interrupted(connect_and_plan(
             &target(&args.cluster, store),
             &options,
             on_wait(printer),
-        ))
+        )))
         .map_err(|e| {
             let mut f = failure(e);
             if args.detailed_exitcode {
@@ -141,13 +157,14 @@ pub fn apply(args: &ApplyArgs, printer: &Printer, store: &Path) -> Result<u8, Fa
         lock: Some(lock_options(&args.lock)),
         find_orphans: args.prune_orphans,
         vars: args.cluster.vars.map(),
+        unsandboxed: args.cluster.vars.unsandboxed,
     };
     let mut r = rt
-        .block_on(connect_and_plan(
+        .block_on(until_interrupted(connect_and_plan(
             &target(&args.cluster, store),
             &options,
             on_wait(printer),
-        ))
+        )))
         .map_err(failure)?;
     let guard = r.lock.take();
     print_warnings(&r, printer);
@@ -162,7 +179,11 @@ pub fn apply(args: &ApplyArgs, printer: &Printer, store: &Path) -> Result<u8, Fa
         yes: args.yes,
         parallel: args.parallel,
     };
-    let result = rt.block_on(apply_plan(&r, &options, confirm("apply")));
+    let result = rt.block_on(until_interrupted(apply_plan(
+        &r,
+        &options,
+        confirm("apply"),
+    )));
     release(&rt, guard, printer);
     let report = result.map_err(failure)?;
     if args.cluster.json {
@@ -186,13 +207,14 @@ pub fn destroy(args: &DestroyArgs, printer: &Printer, store: &Path) -> Result<u8
         lock: (!args.dry_run).then(|| lock_options(&args.lock)),
         find_orphans: args.find_orphans,
         vars: args.cluster.vars.map(),
+        unsandboxed: false,
     };
     let mut r = rt
-        .block_on(connect_for_destroy(
+        .block_on(until_interrupted(connect_for_destroy(
             &target(&args.cluster, store),
             &options,
             on_wait(printer),
-        ))
+        )))
         .map_err(failure)?;
     let guard = r.lock.take();
     if args.dry_run || !args.cluster.json {
@@ -212,7 +234,12 @@ pub fn destroy(args: &DestroyArgs, printer: &Printer, store: &Path) -> Result<u8
         return Ok(0);
     }
     let wait = args.wait.then(|| Duration::from_secs(args.timeout));
-    let result = rt.block_on(destroy_set(&r, wait, args.yes, confirm("destroy")));
+    let result = rt.block_on(until_interrupted(destroy_set(
+        &r,
+        wait,
+        args.yes,
+        confirm("destroy"),
+    )));
     release(&rt, guard, printer);
     let report = result.map_err(failure)?;
     if args.cluster.json {

@@ -36,6 +36,9 @@ pub enum RealizeError {
     /// The cluster refused or failed.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// Ctrl-C or SIGTERM.
+    #[error("interrupted")]
+    Interrupted,
     /// The set's lock could not be taken.
     #[error(transparent)]
     #[diagnostic(help(
@@ -93,6 +96,7 @@ impl RealizeError {
     /// Exit code: 1 for the user's input, 2 for the cluster or store.
     pub fn exit_code(&self) -> u8 {
         match self {
+            RealizeError::Interrupted => 130,
             RealizeError::Build(e) => e.exit_code() as u8,
             RealizeError::Cluster(ClusterError::Conflict { .. }) => 1,
             RealizeError::Kind { source, .. } if source.is_not_served() => 1,
@@ -132,6 +136,8 @@ pub struct PlanOptions {
     pub find_orphans: bool,
     /// `--var NAME=VALUE` overrides.
     pub vars: BTreeMap<String, Value>,
+    /// `exec` without the sandbox.
+    pub unsandboxed: bool,
 }
 
 /// A planned realization: everything `apply` needs.
@@ -213,7 +219,7 @@ pub async fn connect_and_plan(
     let (report, trees) = crate::build::build_and_load(
         &loaded,
         store_dir,
-        &BuildOptions::default(),
+        &BuildOptions::default().unsandboxed(options.unsandboxed),
         &|_, _| {},
         start,
     )?;

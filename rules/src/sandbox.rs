@@ -1,0 +1,171 @@
+//! The `exec` sandbox: bubblewrap (`bwrap`, Debian's `bubblewrap`), the same kernel mechanism
+//! as Nix's Linux sandbox, driven by a tool that has been hardened for exactly this (Flatpak
+//! runs on it) rather than by namespace code of our own.
+//!
+//! Inside, a command has:
+//! - new user, mount, PID, network, IPC and UTS namespaces (`--unshare-all`); with `network =
+//!   true` only the network is shared, with the host's resolver and CA certificates;
+//! - a root file system holding only the build directory (`/build`: `in/`, `deps/`, `out/`,
+//!   `home/`, `tmp/` (`TMPDIR`); the only writable place), `/proc`, a minimal `/dev`, a
+//!   read-only root with no `/tmp`, and
+//!   read-only host tool directories: `/usr` (with `/bin`, `/lib*`, `/sbin` as on the host) and
+//!   `/etc/alternatives`. With `tools = [...]`, `/usr/bin` is *not* visible: only the declared
+//!   tools and `sh`, under `/kiln/tools`, and the shared libraries. The store, the project and
+//!   the user's home are never visible;
+//! - its own session (`--new-session`), and bwrap as PID 1 of its PID namespace: when the
+//!   command exits, times out or kiln is stopped (`--die-with-parent`), every process it
+//!   started dies with the namespace, background and `setsid` children included.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+/// Where the build directory appears inside the sandbox.
+pub const BUILD_DIR: &str = "/build";
+/// Where declared tools appear inside the sandbox.
+pub const TOOLS_DIR: &str = "/kiln/tools";
+
+/// Whether bwrap is installed and can create the namespaces here (checked once).
+pub fn available() -> Result<(), String> {
+    static AVAILABLE: OnceLock<Result<(), String>> = OnceLock::new();
+    AVAILABLE
+        .get_or_init(|| {
+            let out = Command::new("bwrap")
+                .args(["--unshare-all", "--die-with-parent", "--new-session"])
+                .args(["--ro-bind", "/usr", "/usr"])
+                .args(host_root_links())
+                .args([
+                    "--proc", "/proc", "--dev", "/dev", "--", "/bin/sh", "-c", "true",
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .output();
+            match out {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Err("bubblewrap (`bwrap`) is not installed".to_owned())
+                }
+                Err(e) => Err(format!("`bwrap` could not run: {e}")),
+                Ok(o) if o.status.success() => Ok(()),
+                Ok(o) => Err(format!(
+                    "`bwrap` cannot create namespaces here: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                )),
+            }
+        })
+        .clone()
+}
+
+/// `/bin`, `/lib`, `/lib64`, `/sbin` as the host has them: symlinks into `/usr` on a
+/// merged-`/usr` system, read-only directories otherwise.
+fn host_root_links() -> Vec<String> {
+    let mut args = Vec::new();
+    for dir in ["bin", "sbin", "lib", "lib32", "lib64", "libx32"] {
+        let host = Path::new("/").join(dir);
+        match std::fs::read_link(&host) {
+            Ok(target) => args.extend([
+                "--symlink".to_owned(),
+                target.display().to_string(),
+                host.display().to_string(),
+            ]),
+            Err(_) if host.is_dir() => args.extend([
+                "--ro-bind".to_owned(),
+                host.display().to_string(),
+                host.display().to_string(),
+            ]),
+            Err(_) => {}
+        }
+    }
+    args
+}
+
+/// A tool resolved on the host: its name inside the sandbox and the file it is.
+#[derive(Debug, Clone)]
+pub struct Tool {
+    /// The name the command calls it by.
+    pub name: String,
+    /// The binary on the host (symlinks resolved).
+    pub path: PathBuf,
+}
+
+/// Finds `name` in `path_var` (a `PATH`), symlinks resolved.
+pub fn find_tool(name: &str, path_var: &str) -> Option<PathBuf> {
+    if name.contains('/') {
+        return None;
+    }
+    std::env::split_paths(path_var)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .and_then(|p| std::fs::canonicalize(p).ok())
+}
+
+/// What the sandbox shows.
+#[derive(Debug, Clone, Default)]
+pub struct Spec {
+    /// Share the host network (and its resolver and certificates).
+    pub network: bool,
+    /// `Some`: only these tools (and `sh`) instead of all of `/usr/bin`.
+    pub tools: Option<Vec<Tool>>,
+}
+
+impl Spec {
+    /// The `bwrap` command running `argv` with `build_dir` as [`BUILD_DIR`].
+    pub fn command(&self, build_dir: &Path, argv: &[String]) -> Command {
+        let mut c = Command::new("bwrap");
+        c.args(["--unshare-all", "--die-with-parent", "--new-session"]);
+        if self.network {
+            c.arg("--share-net");
+            for f in [
+                "/etc/resolv.conf",
+                "/etc/hosts",
+                "/etc/nsswitch.conf",
+                "/etc/ssl",
+                "/etc/ca-certificates",
+            ] {
+                c.args(["--ro-bind-try", f, f]);
+            }
+        }
+        match &self.tools {
+            None => {
+                c.args(["--ro-bind", "/usr", "/usr"]);
+            }
+            Some(tools) => {
+                for lib in [
+                    "/usr/lib",
+                    "/usr/lib32",
+                    "/usr/lib64",
+                    "/usr/libexec",
+                    "/usr/share",
+                ] {
+                    c.args(["--ro-bind-try", lib, lib]);
+                }
+                for t in tools {
+                    c.arg("--ro-bind")
+                        .arg(&t.path)
+                        .arg(format!("{TOOLS_DIR}/{}", t.name));
+                }
+            }
+        }
+        c.args(host_root_links());
+        c.args(["--ro-bind-try", "/etc/alternatives", "/etc/alternatives"])
+            .args(["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"])
+            .args(["--proc", "/proc", "--dev", "/dev"])
+            .arg("--bind")
+            .arg(build_dir)
+            .arg(BUILD_DIR)
+            // The root holds only mount points: nothing can be written there.
+            .args(["--remount-ro", "/"])
+            .args(["--chdir", BUILD_DIR])
+            .arg("--")
+            .args(argv);
+        c
+    }
+
+    /// The `PATH` inside.
+    pub fn path_var(&self) -> &'static str {
+        match self.tools {
+            None => "/usr/local/bin:/usr/bin:/bin",
+            Some(_) => TOOLS_DIR,
+        }
+    }
+}
