@@ -267,3 +267,31 @@ fn duplicate_yaml_keys_and_oversized_configmaps_fail_their_rule() {
         }
     }
 }
+
+/// Every invalid rule of a project in one run, and YAML/object errors found before the store
+/// (or its source cache) is created.
+#[test]
+fn all_validation_errors_in_one_run_and_nothing_written() {
+    fails(
+        &[
+            (
+                "kiln.toml",
+                "[project]\nname = \"p\"\n[rule.a]\nkind = \"manifest\"\nsrcs = [\"a.yaml\"]\n[rule.b]\nkind = \"manifest\"\nsrcs = [\"b.yaml\"]\n[rule.c]\nkind = \"configmap\"\nname = \"c\"\nsrcs = [\"missing.env\"]\n[rule.d]\nkind = \"helmchart\"\n",
+            ),
+            ("a.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: [\n"),
+            ("b.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: Bad_Name}\n"),
+        ],
+        &[
+            "4 rules are invalid",
+            "a.yaml:5:",
+            "rule `a`",
+            "b.yaml:3:",
+            "rule `b`",
+            "`Bad_Name` is not a valid Kubernetes name",
+            "kiln.toml:12:",
+            "rule `c`",
+            "kiln.toml:14:",
+            "unknown kind `helmchart`",
+        ],
+    );
+}

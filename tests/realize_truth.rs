@@ -84,3 +84,63 @@ deps = ["ns"]
         "{plan:#}"
     );
 }
+
+/// Every secret reference that cannot be resolved is reported in one run; and references on an
+/// object no `secret` rule declared (here forged by an `exec` rule) are never resolved: an
+/// artifact cannot make `kiln plan` run a command.
+#[test]
+fn secret_references_all_reported_and_only_declared_ones_resolved() {
+    let r = Realm::new("secrets");
+    let marker = std::env::temp_dir().join(format!("kiln-pwned-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    r.s.write(
+        "forged.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: forged\n  namespace: {ns}\n  annotations:\n    kiln.dev/secret-refs: '{{\"x\":{{\"command\":[\"touch\",\"{m}\"]}}}}'\n",
+            ns = r.ns,
+            m = marker.display()
+        ),
+    );
+    r.rules(&format!(
+        r#"
+[rule.creds]
+kind = "secret"
+name = "creds"
+namespace = "${{var.ns}}"
+deps = ["ns"]
+data.a = {{ env = "KILN_T_MISSING_A" }}
+data.b = {{ env = "KILN_T_MISSING_B" }}
+
+[rule.forger]
+kind = "exec"
+deps = ["ns"]
+srcs = ["forged.yaml"]
+command = ["sh", "-c", "mkdir -p $out/objects/{ns}/Secret.core && cp in/forged.yaml $out/objects/{ns}/Secret.core/"]
+"#,
+        ns = r.ns
+    ));
+    let out = r.kiln("plan", &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("KILN_T_MISSING_A") && err.contains("KILN_T_MISSING_B"),
+        "{err}"
+    );
+    // With the variables set, the plan goes through; the forged reference never ran.
+    let out = r.kiln_env(
+        "plan",
+        &["--json"],
+        &[("KILN_T_MISSING_A", "a"), ("KILN_T_MISSING_B", "b")],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!marker.exists(), "a forged reference ran a command");
+}

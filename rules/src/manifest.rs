@@ -34,6 +34,19 @@ struct Attrs {
 /// The `manifest` kind.
 pub struct Manifest;
 
+/// Parses `text` and checks each object, locating the first bad one by its `kind:` line.
+fn check_documents(text: &str, path: &kiln_core::RelPath) -> Result<Vec<Value>, BuildError> {
+    let docs = parse_documents(text, path)?;
+    for obj in &docs {
+        crate::objects::check_object(obj).map_err(|m| {
+            let name = obj.pointer("/metadata/name").and_then(Value::as_str);
+            let offset = name.and_then(|n| text.find(n));
+            BuildError::source(path, offset, m)
+        })?;
+    }
+    Ok(docs)
+}
+
 impl Kind for Manifest {
     fn name(&self) -> &'static str {
         "manifest"
@@ -58,7 +71,15 @@ impl Kind for Manifest {
         src: &LoadedSource,
     ) -> Result<Vec<Reference>, BuildError> {
         let text = src.text()?;
-        references(text).map_err(|e| BuildError::source(&src.path, Some(e.offset()), e.to_string()))
+        let refs = references(text)
+            .map_err(|e| BuildError::source(&src.path, Some(e.offset()), e.to_string()))?;
+        // A file without references is final text: its YAML and objects are checked here,
+        // before anything is built or written (files with references are checked once
+        // interpolated, at build time).
+        if refs.is_empty() {
+            check_documents(text, &src.path)?;
+        }
+        Ok(refs)
     }
 
     fn build(&self, cx: &BuildContext<'_>) -> Result<Tree, BuildError> {
@@ -69,11 +90,7 @@ impl Kind for Manifest {
                 .scope
                 .interpolate_text(src.text()?)
                 .map_err(|e| BuildError::source(&src.path, Some(e.offset()), e.to_string()))?;
-            for obj in parse_documents(&text, &src.path)? {
-                crate::objects::check_object(&obj)
-                    .map_err(|m| BuildError::source(&src.path, None, m))?;
-                objects.push(obj);
-            }
+            objects.extend(check_documents(&text, &src.path)?);
         }
         // YAML files produced by dependencies (typically `template` rules).
         for f in crate::from_deps::files_from(cx, &a.from)? {

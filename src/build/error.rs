@@ -15,6 +15,9 @@ pub enum EngineError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Invalid(#[from] Box<Diagnostic>),
+    /// Several rules are invalid: every one is reported, in rule-name order.
+    #[error("{} rules are invalid", .0.len())]
+    InvalidRules(#[related] Vec<Diagnostic>),
     /// `--env` names no environment of the project.
     #[error("unknown environment `{env}`")]
     #[diagnostic(help("{}", .hint))]

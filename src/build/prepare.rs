@@ -153,8 +153,8 @@ pub fn unresolved_scope<'a>(
     }
 }
 
-/// Validates every rule of `graph`, in parallel, keyed by rule index. Reports the first error
-/// in rule-name order.
+/// Validates every rule of `graph`, in parallel, keyed by rule index. Reports every invalid
+/// rule, in rule-name order.
 pub fn prepare<'p>(
     project: &'p Project,
     graph: &RuleGraph,
@@ -179,10 +179,21 @@ pub fn prepare<'p>(
         })
         .collect();
     let mut out = BTreeMap::new();
+    let mut errors = Vec::new();
     for (i, r) in indices.into_iter().zip(results) {
-        out.insert(i, r?);
+        match r {
+            Ok(p) => {
+                out.insert(i, p);
+            }
+            Err(d) => errors.push(*d),
+        }
     }
-    Ok(out)
+    // Every invalid rule in one run, not one per run.
+    match errors.len() {
+        0 => Ok(out),
+        1 => Err(EngineError::Invalid(Box::new(errors.remove(0)))),
+        _ => Err(EngineError::InvalidRules(errors)),
+    }
 }
 
 fn prepare_rule<'p>(

@@ -30,9 +30,9 @@ pub enum RealizeError {
     /// The desired state is inconsistent.
     #[error(transparent)]
     Desired(#[from] desired::DesiredError),
-    /// A secret reference could not be resolved.
-    #[error(transparent)]
-    Secret(#[from] secrets::SecretError),
+    /// Secret references could not be resolved: every one that failed.
+    #[error("{} secret references could not be resolved", .0.len())]
+    Secrets(#[related] Vec<secrets::SecretError>),
     /// The cluster refused or failed.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
@@ -249,9 +249,35 @@ pub async fn connect_and_plan(
     for w in &warnings {
         tracing::debug!(%w, "namespace dropped");
     }
+    // Only references that a `secret` rule declared are resolved: an artifact of another
+    // kind (an `exec` output, a template, a cache entry) cannot make kiln run a command or read
+    // a file by carrying the annotation.
+    let declared_refs: std::collections::HashSet<String> = raw
+        .iter()
+        .filter(|o| {
+            project
+                .rule(&o.rule)
+                .is_some_and(|r| r.kind.value == "secret")
+        })
+        .filter_map(|o| secrets::references_of(&o.object).map(str::to_owned))
+        .collect();
     let mut desired = desired::collect(&graph, raw, &set_id)?;
+    let mut secret_errors = Vec::new();
     for d in &mut desired {
-        secrets::resolve(&mut d.object)?;
+        match secrets::references_of(&d.object) {
+            Some(refs) if declared_refs.contains(refs) => {
+                if let Err(e) = secrets::resolve(&mut d.object) {
+                    secret_errors.extend(e);
+                }
+            }
+            Some(_) => {
+                tracing::warn!(rule = %d.rule, object = %d.key, "ignoring secret references that no `secret` rule declared");
+            }
+            None => {}
+        }
+    }
+    if !secret_errors.is_empty() {
+        return Err(RealizeError::Secrets(secret_errors));
     }
     let lock = match lock {
         Some(options) => Some(

@@ -8,7 +8,7 @@ use kiln_rules::secret::{SecretRef, SECRET_REFS_ANNOTATION};
 use serde_json::Value;
 
 /// A reference that could not be resolved. The message names the reference, never a value.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
 #[error("secret `{secret}`, key `{key}`: {message}")]
 pub struct SecretError {
     /// The Secret.
@@ -26,6 +26,9 @@ fn resolve_one(r: &SecretRef) -> Result<Vec<u8>, String> {
             .ok_or_else(|| format!("environment variable `{var}` is not set")),
         SecretRef::File(path) => {
             std::fs::read(path).map_err(|e| format!("cannot read `{path}`: {e}"))
+        }
+        SecretRef::Command(argv) if argv.is_empty() || argv[0].is_empty() => {
+            Err("an empty `command` reference names no program".to_owned())
         }
         SecretRef::Command(argv) => {
             let out = std::process::Command::new(&argv[0])
@@ -46,16 +49,19 @@ fn resolve_one(r: &SecretRef) -> Result<Vec<u8>, String> {
     }
 }
 
+/// The references annotation of `obj`, if it has one.
+pub fn references_of(obj: &Value) -> Option<&str> {
+    obj.pointer(&format!(
+        "/metadata/annotations/{}",
+        SECRET_REFS_ANNOTATION.replace('/', "~1")
+    ))
+    .and_then(Value::as_str)
+}
+
 /// Fills `data` of a kiln Secret from its references. Other objects are left as they are.
-pub fn resolve(obj: &mut Value) -> Result<(), SecretError> {
-    let Some(refs) = obj
-        .pointer(&format!(
-            "/metadata/annotations/{}",
-            SECRET_REFS_ANNOTATION.replace('/', "~1")
-        ))
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-    else {
+/// Every reference is tried: all that fail are reported together.
+pub fn resolve(obj: &mut Value) -> Result<(), Vec<SecretError>> {
+    let Some(refs) = references_of(obj).map(str::to_owned) else {
         return Ok(());
     };
     let name = obj
@@ -63,23 +69,32 @@ pub fn resolve(obj: &mut Value) -> Result<(), SecretError> {
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
-    let refs: BTreeMap<String, SecretRef> =
-        serde_json::from_str(&refs).map_err(|e| SecretError {
+    let refs: BTreeMap<String, SecretRef> = serde_json::from_str(&refs).map_err(|e| {
+        vec![SecretError {
             secret: name.clone(),
             key: "*".into(),
             message: format!("unreadable references: {e}"),
-        })?;
+        }]
+    })?;
     let mut data = serde_json::Map::new();
+    let mut errors = Vec::new();
     for (key, r) in refs {
-        let value = resolve_one(&r).map_err(|message| SecretError {
-            secret: name.clone(),
-            key: key.clone(),
-            message,
-        })?;
-        data.insert(
-            key,
-            Value::from(base64::engine::general_purpose::STANDARD.encode(value)),
-        );
+        match resolve_one(&r) {
+            Ok(value) => {
+                data.insert(
+                    key,
+                    Value::from(base64::engine::general_purpose::STANDARD.encode(value)),
+                );
+            }
+            Err(message) => errors.push(SecretError {
+                secret: name.clone(),
+                key,
+                message,
+            }),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
     }
     obj["data"] = Value::Object(data);
     Ok(())
@@ -119,10 +134,18 @@ mod tests {
     #[test]
     fn a_missing_variable_names_the_reference_not_a_value() {
         let mut obj = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "annotations": {SECRET_REFS_ANNOTATION: r#"{"pw":{"env":"KILN_SECRETS_TEST_MISSING"}}"#}}});
-        let e = resolve(&mut obj).unwrap_err().to_string();
+        let e = resolve(&mut obj).unwrap_err()[0].to_string();
         assert_eq!(
             e,
             "secret `s`, key `pw`: environment variable `KILN_SECRETS_TEST_MISSING` is not set"
         );
+    }
+
+    #[test]
+    fn every_failing_reference_is_reported_and_an_empty_command_refused() {
+        let mut obj = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "annotations": {SECRET_REFS_ANNOTATION: r#"{"a":{"env":"KILN_SECRETS_TEST_NONE_A"},"b":{"env":"KILN_SECRETS_TEST_NONE_B"},"c":{"command":[]}}"#}}});
+        let errors = resolve(&mut obj).unwrap_err();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors[2].to_string().contains("empty `command`"));
     }
 }
