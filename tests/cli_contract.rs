@@ -100,3 +100,63 @@ fn a_store_write_failure_exits_2_with_a_full_report() {
     assert_eq!(rule["infrastructure"], true);
     assert!(rule["error"].as_str().unwrap().contains("store"), "{rule}");
 }
+
+/// A read-only store (here a read-only bind mount, made with bwrap) still serves `store ls`,
+/// `store cat` and a no-op build.
+#[test]
+fn a_read_only_store_still_serves_reads_and_no_op_builds() {
+    let s = Sandbox::new();
+    s.write(
+        "kiln.toml",
+        "[project]\nname = \"p\"\n[rule.c]\nkind = \"configmap\"\nname = \"c\"\nliterals = { a = \"1\" }\n",
+    );
+    s.build(&[]);
+    let store = s.store();
+    let run = |args: &[&str]| {
+        std::process::Command::new("bwrap")
+            .args([
+                "--bind",
+                "/",
+                "/",
+                "--dev",
+                "/dev",
+                "--proc",
+                "/proc",
+                "--ro-bind",
+            ])
+            .arg(&store)
+            .arg(&store)
+            .arg("env")
+            .arg(format!("KILN_STORE={}", store.display()))
+            .arg("KILN_NO_PROGRESS=1")
+            .arg(assert_cmd::cargo::cargo_bin("kiln"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let project = s.project().display().to_string();
+    for args in [
+        vec!["store", "ls"],
+        vec!["store", "cat", "c", "--dir", &project],
+        vec!["build", &project],
+    ] {
+        let out = run(&args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // A build that must write fails as a store error (exit 2), not as a user error.
+    s.write(
+        "kiln.toml",
+        "[project]\nname = \"p\"\n[rule.c]\nkind = \"configmap\"\nname = \"c\"\nliterals = { a = \"2\" }\n",
+    );
+    let out = run(&["build", &project]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

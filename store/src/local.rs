@@ -153,12 +153,21 @@ impl LocalStore {
             }
         }
         let lock_path = root.join("store.lock");
-        let lock = File::options()
+        let lock = match File::options()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(StoreError::io("open", &lock_path))?;
+        {
+            Ok(f) => f,
+            // A read-only store (a read-only mount, a shared cache directory) still serves
+            // reads: `store ls`, `store cat`, a no-op build, `plan`. flock works on a read-only
+            // descriptor; any write then fails as the store error it is.
+            Err(e) if is_read_only(&e) && !exclusive => {
+                File::open(&lock_path).map_err(StoreError::io("open", &lock_path))?
+            }
+            Err(e) => return Err(StoreError::io("open", &lock_path)(e)),
+        };
         if exclusive {
             lock.lock()
         } else {
@@ -462,6 +471,11 @@ pub(crate) fn parse_root(bytes: &[u8]) -> std::result::Result<Root, String> {
         return Err("the root does not match its checksum".to_owned());
     }
     serde_json::from_slice(bytes).map_err(|e| format!("unreadable root: {e}"))
+}
+
+fn is_read_only(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::ReadOnlyFilesystem
+        || e.kind() == std::io::ErrorKind::PermissionDenied
 }
 
 /// The canonical derivation bytes kept in an action cache entry.
