@@ -4,6 +4,7 @@
 //! open the store -> execute in parallel: derivation hash, cache lookup, build (rules), store
 //! write -> one sync -> GC root -> report.
 
+mod conflicts;
 mod error;
 mod execute;
 mod prepare;
@@ -266,6 +267,31 @@ pub fn build_loaded(
             }
             Outcome::Cancelled => rules.push(base(Status::Cancelled, None, None, 0.0, None)),
         }
+    }
+    // One object from two unrelated rules: caught here, when something was built (a no-op
+    // build cannot have made a new conflict).
+    if any_built
+        && rules
+            .iter()
+            .all(|r| r.status == Status::Built || r.status == Status::Cached)
+    {
+        let outputs: Vec<Option<conflicts::RuleOutput<'_>>> = (0..graph.len())
+            .map(|i| match &outcomes[i] {
+                Some(Outcome::Done(b)) => Some(conflicts::RuleOutput {
+                    rule: graph.rule_index(petgraph::graph::NodeIndex::new(i)),
+                    output: b.record.output,
+                    tree: b.tree(),
+                }),
+                _ => None,
+            })
+            .collect();
+        conflicts::check(
+            project,
+            graph,
+            &store,
+            (&key, &selected.instance_name()),
+            &outputs,
+        )?;
     }
     // The stat cache only saves work: failing to write it is not worth failing the build.
     if let Some(bytes) = cache.encode_if_changed(std::time::SystemTime::now()) {

@@ -295,3 +295,55 @@ fn all_validation_errors_in_one_run_and_nothing_written() {
         ],
     );
 }
+
+/// One object from two unrelated rules with different content fails the build (not only the
+/// plan), also when one of the rules was built long before; identical copies and a rule over
+/// its dependency are fine.
+#[test]
+fn an_object_defined_by_two_rules_fails_the_build() {
+    let s = common::Sandbox::new();
+    let cm = |rule: &str, value: &str, deps: &str| {
+        format!("[rule.{rule}]\nkind = \"manifest\"\nnamespace = \"n\"\n{deps}objects = [ {{ apiVersion = \"v1\", kind = \"ConfigMap\", metadata = {{ name = \"x\" }}, data = {{ v = \"{value}\" }} }} ]\n")
+    };
+    s.write(
+        "kiln.toml",
+        &format!("[project]\nname = \"p\"\n{}", cm("a", "1", "")),
+    );
+    s.build(&[]);
+    // Identical copies: fine.
+    s.write(
+        "kiln.toml",
+        &format!(
+            "[project]\nname = \"p\"\n{}{}",
+            cm("a", "1", ""),
+            cm("b", "1", "")
+        ),
+    );
+    s.build(&[]);
+    // A rule over its dependency: fine.
+    s.write(
+        "kiln.toml",
+        &format!(
+            "[project]\nname = \"p\"\n{}{}",
+            cm("a", "1", ""),
+            cm("b", "2", "deps = [\"a\"]\n")
+        ),
+    );
+    s.build(&[]);
+    // Unrelated, different: `a` is cached, `b` is built; the build fails naming both.
+    s.write(
+        "kiln.toml",
+        &format!(
+            "[project]\nname = \"p\"\n{}{}",
+            cm("a", "1", ""),
+            cm("b", "3", "")
+        ),
+    );
+    let out = s.build_fails(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("rules `a` and `b` both produce `objects/n/ConfigMap.core/x.yaml`"),
+        "{err}"
+    );
+}

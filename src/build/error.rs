@@ -18,6 +18,17 @@ pub enum EngineError {
     /// Several rules are invalid: every one is reported, in rule-name order.
     #[error("{} rules are invalid", .0.len())]
     InvalidRules(#[related] Vec<Diagnostic>),
+    /// Two rules produce one object with different content, and neither depends on the other.
+    #[error("rules `{a}` and `{b}` both produce `{object}` with different content, and neither depends on the other")]
+    #[diagnostic(help("make one rule depend on the other (an overlay over its base), or remove one of the objects"))]
+    ObjectConflict {
+        /// The artifact path of the object.
+        object: String,
+        /// One rule.
+        a: String,
+        /// The other.
+        b: String,
+    },
     /// `--env` names no environment of the project.
     #[error("unknown environment `{env}`")]
     #[diagnostic(help("{}", .hint))]

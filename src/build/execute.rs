@@ -34,6 +34,13 @@ pub struct Built {
     tree: OnceLock<Arc<Tree>>,
 }
 
+impl Built {
+    /// The tree, when it was built in this run (or loaded by a dependent).
+    pub fn tree(&self) -> Option<&Arc<Tree>> {
+        self.tree.get()
+    }
+}
+
 /// A rule that failed, with a located diagnostic when there is one.
 pub struct Failure {
     /// Derivation hash, if it got that far.

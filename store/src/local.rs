@@ -395,6 +395,19 @@ impl LocalStore {
         write_atomic(&self.root, &path, &encode_root(root))
     }
 
+    /// Where the object index of a project's environment lives (see the CLI's
+    /// `build::conflicts`): which objects each rule's artifact holds.
+    pub fn object_index_path(&self, project_key: &str, env: &str) -> PathBuf {
+        self.dir("roots")
+            .join(project_key)
+            .join(format!("{env}.objects"))
+    }
+
+    /// Replaces a file under `roots/` (an object index) atomically.
+    pub fn write_root_file(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        write_atomic(&self.root, path, bytes)
+    }
+
     /// Where the source stat cache of a project lives (see the CLI's `source_cache`).
     pub fn source_cache_path(store_root: &Path, project_key: &str) -> PathBuf {
         store_root
