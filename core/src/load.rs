@@ -37,9 +37,6 @@ use crate::project::{Env, Located, Project, Rule};
 /// The root file of a project.
 pub const PROJECT_FILE: &str = "kiln.toml";
 
-/// Keys of a rule table that are not kind attributes.
-pub const RESERVED_RULE_KEYS: &[&str] = &["kind", "srcs", "deps", "envs", "realize", "description"];
-
 /// Why a project could not be loaded.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum LoadError {

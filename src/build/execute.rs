@@ -218,7 +218,21 @@ impl Executor<'_> {
                 return Ok(cached((*record).clone()));
             }
         }
-        if let Some(record) = self.store.lookup(&drv) {
+        let store_fail_early = |e: StoreError| Failure {
+            infrastructure: true,
+            ..fail(Some(drv), &BuildError::caused("store error", e))
+        };
+        // A broken action entry is a miss that is rebuilt (and overwritten); an I/O failure
+        // of the store fails the rule as infrastructure.
+        let usable = |store: &LocalStore| match store.usable_output(&drv) {
+            Ok(found) => Ok(found),
+            Err(e @ (StoreError::Record { .. } | StoreError::Corrupt { .. })) => {
+                tracing::warn!(rule = %rule.name, error = %error_chain(&e), "ignoring a broken action cache entry; rebuilding");
+                Ok(None)
+            }
+            Err(e) => Err(store_fail_early(e)),
+        };
+        if let Some(record) = usable(self.store)? {
             return Ok(cached(record));
         }
         let store_fail = |e: StoreError| Failure {
@@ -227,7 +241,7 @@ impl Executor<'_> {
         };
         // Build once across processes: whoever holds the lock builds, the others find it cached.
         let _lock = self.store.lock_derivation(&drv).map_err(store_fail)?;
-        if let Some(record) = self.store.lookup(&drv) {
+        if let Some(record) = usable(self.store)? {
             return Ok(cached(record));
         }
         let mut srcs = Vec::with_capacity(p.srcs.len());

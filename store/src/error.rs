@@ -35,6 +35,9 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// A backend address no backend serves.
+    #[error("no store backend serves `{0}` (known: `file:///path`, `memory://`)")]
+    UnsupportedAddress(String),
     /// No such object.
     #[error("object `{0}` is not in the store")]
     Missing(Digest),

@@ -4,8 +4,6 @@ use std::collections::HashSet;
 use std::fs;
 use std::path::Path;
 
-use kiln_core::Digest;
-
 use crate::error::{Result, StoreError};
 use crate::local::{LocalStore, OutputRecord};
 
@@ -24,12 +22,6 @@ pub struct GcReport {
     pub records_deleted: usize,
     /// Bytes freed.
     pub bytes_freed: u64,
-}
-
-fn hex_stem(path: &Path) -> Option<Digest> {
-    let name = path.file_name()?.to_str()?;
-    let stem = name.split('.').next()?;
-    Digest::from_hex(stem).ok()
 }
 
 fn remove(path: &Path, freed: &mut u64) -> Result<()> {
@@ -74,7 +66,8 @@ impl LocalStore {
             }
         }
         for path in files_in(&self.dir("actions")).collect::<Vec<_>>() {
-            let keep = hex_stem(&path).is_some_and(|d| live_drvs.contains(&d))
+            let keep = crate::local::digest_of_file_name(&path)
+                .is_some_and(|d| live_drvs.contains(&d))
                 && fs::read(&path)
                     .ok()
                     .and_then(|b| serde_json::from_slice::<OutputRecord>(&b).ok())
@@ -85,7 +78,7 @@ impl LocalStore {
             }
         }
         for path in files_in(&self.dir("objects")).collect::<Vec<_>>() {
-            if hex_stem(&path).is_some_and(|d| live_outputs.contains(&d)) {
+            if crate::local::digest_of_file_name(&path).is_some_and(|d| live_outputs.contains(&d)) {
                 report.objects_kept += 1;
             } else {
                 remove(&path, &mut report.bytes_freed)?;
@@ -97,7 +90,8 @@ impl LocalStore {
             let entries = fs::read_dir(&dir).map_err(StoreError::io("list", &dir))?;
             for e in entries.flatten() {
                 let keep = sub == "trees"
-                    && hex_stem(&e.path()).is_some_and(|d| live_outputs.contains(&d));
+                    && crate::local::digest_of_file_name(&e.path())
+                        .is_some_and(|d| live_outputs.contains(&d));
                 if !keep {
                     remove(&e.path(), &mut report.bytes_freed)?;
                 }

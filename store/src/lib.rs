@@ -8,10 +8,12 @@
 //! every load rehashes the tree and compares it with the key.
 
 pub mod archive;
+pub mod backend;
 pub mod error;
 pub mod gc;
 pub mod local;
 pub mod verify;
 
+pub use backend::{from_addr, ActionCache, Backend, Layered, MemoryStore, ObjectStore};
 pub use error::{Result, StoreError};
 pub use local::{LocalStore, OutputRecord, Root, RootEntry};

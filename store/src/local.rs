@@ -213,11 +213,14 @@ impl LocalStore {
         Ok(DerivationLock { _file: file })
     }
 
-    /// The action cache entry of `drv`, if present, readable and its object exists.
-    pub fn lookup(&self, drv: &Digest) -> Option<OutputRecord> {
-        let bytes = fs::read(self.action_path(drv)).ok()?;
-        let record: OutputRecord = serde_json::from_slice(&bytes).ok()?;
-        self.has_object(&record.output).then_some(record)
+    /// The action cache entry of `drv` when its object exists too (what a build can use):
+    /// `Ok(None)` on a miss, or when the object is gone (it will be rebuilt); an entry that
+    /// cannot be read or parsed is an error the caller decides about.
+    pub fn usable_output(&self, drv: &Digest) -> Result<Option<OutputRecord>> {
+        Ok(self
+            .read_action(drv)?
+            .map(|(record, _)| record)
+            .filter(|r| self.has_object(&r.output)))
     }
 
     /// Whether the archive of `out` exists.
@@ -225,29 +228,70 @@ impl LocalStore {
         self.object_path(out).is_file()
     }
 
-    /// Stores a built artifact: its archive (unless present), the derivation record and the
-    /// action cache entry. Each file appears atomically.
+    /// Stores a built artifact: its archive (unless present), then the action cache entry
+    /// with the derivation it was built from. Each file appears atomically.
     pub fn put(&self, drv: &Digest, derivation: &[u8], tree: &Tree) -> Result<OutputRecord> {
-        let output = tree.output_hash();
-        let obj = self.object_path(&output);
-        if !obj.is_file() {
-            let bytes = archive::pack(tree).map_err(StoreError::io("pack archive for", &obj))?;
-            write_atomic(&self.root, &obj, &bytes)?;
-        }
+        let output = self.put_object(tree)?;
         let record = OutputRecord {
             output,
             exports: tree.exports(),
             entries: tree.len() as u64,
             size: tree.content_size(),
         };
-        // One file per action: the record, and the derivation it was built from.
-        let mut json = serde_json::to_vec(&record).expect("record serializes");
+        self.write_action(drv, derivation, &record)?;
+        Ok(record)
+    }
+
+    /// Stores the archive of `tree` unless present; returns its output hash.
+    pub(crate) fn put_object(&self, tree: &Tree) -> Result<Digest> {
+        let output = tree.output_hash();
+        let obj = self.object_path(&output);
+        if !obj.is_file() {
+            let bytes = archive::pack(tree).map_err(StoreError::io("pack archive for", &obj))?;
+            write_atomic(&self.root, &obj, &bytes)?;
+        }
+        Ok(output)
+    }
+
+    /// One file per action: the record, and the derivation it was built from.
+    pub(crate) fn write_action(
+        &self,
+        drv: &Digest,
+        derivation: &[u8],
+        record: &OutputRecord,
+    ) -> Result<()> {
+        let mut json = serde_json::to_vec(record).expect("record serializes");
         json.pop(); // the closing brace
         json.extend_from_slice(b",\"derivation\":");
         json.extend_from_slice(derivation);
         json.push(b'}');
-        write_atomic(&self.root, &self.action_path(drv), &json)?;
-        Ok(record)
+        write_atomic(&self.root, &self.action_path(drv), &json)
+    }
+
+    /// The action entry of `drv`: its record and derivation; `Ok(None)` when absent.
+    pub(crate) fn read_action(&self, drv: &Digest) -> Result<Option<(OutputRecord, Vec<u8>)>> {
+        let path = self.action_path(drv);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io("read", &path)(e)),
+        };
+        let record: OutputRecord =
+            serde_json::from_slice(&bytes).map_err(|source| StoreError::Record {
+                path: path.clone(),
+                source,
+            })?;
+        let derivation = derivation_of_action(&bytes).ok_or_else(|| StoreError::Corrupt {
+            path: path.clone(),
+            reason: "action entry has no derivation record".to_owned(),
+        })?;
+        if Digest::of(&derivation) != *drv {
+            return Err(StoreError::Corrupt {
+                path,
+                reason: "the derivation record does not hash to the entry's name".to_owned(),
+            });
+        }
+        Ok(Some((record, derivation)))
     }
 
     /// Loads and checks the artifact `out`. A corrupt archive is an error, never a tree.
@@ -486,6 +530,12 @@ pub(crate) fn parse_root(bytes: &[u8]) -> std::result::Result<Root, String> {
     serde_json::from_slice(bytes).map_err(|e| format!("unreadable root: {e}"))
 }
 
+/// The digest an entry's file is named after (`<hex>.tar.zst`, `<hex>.json`, `<hex>/`).
+pub(crate) fn digest_of_file_name(path: &Path) -> Option<Digest> {
+    let name = path.file_name()?.to_str()?;
+    Digest::from_hex(name.split('.').next()?).ok()
+}
+
 fn is_read_only(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::ReadOnlyFilesystem
         || e.kind() == std::io::ErrorKind::PermissionDenied
@@ -577,10 +627,10 @@ mod tests {
     fn put_lookup_load() {
         let d = tempfile::tempdir().unwrap();
         let s = LocalStore::open(d.path()).unwrap();
-        let drv = Digest::of(b"drv");
-        assert!(s.lookup(&drv).is_none());
+        let drv = Digest::of(b"{}");
+        assert!(s.usable_output(&drv).unwrap().is_none());
         let rec = s.put(&drv, b"{}", &tree("x")).unwrap();
-        assert_eq!(s.lookup(&drv).unwrap(), rec);
+        assert_eq!(s.usable_output(&drv).unwrap().unwrap(), rec);
         assert_eq!(s.load(&rec.output).unwrap(), tree("x"));
         assert_eq!(s.derivation(&drv).unwrap(), b"{}");
         assert!(s.derivation(&Digest::of(b"other")).is_err());
@@ -593,7 +643,7 @@ mod tests {
     fn corrupt_object_is_an_error_and_quarantine_makes_it_a_miss() {
         let d = tempfile::tempdir().unwrap();
         let s = LocalStore::open(d.path()).unwrap();
-        let drv = Digest::of(b"drv");
+        let drv = Digest::of(b"{}");
         let rec = s.put(&drv, b"{}", &tree("hello world")).unwrap();
         let obj = s.object_path(&rec.output);
         let mut bytes = fs::read(&obj).unwrap();
@@ -602,7 +652,28 @@ mod tests {
         fs::write(&obj, bytes).unwrap();
         assert!(s.load(&rec.output).is_err());
         s.quarantine(&rec.output).unwrap();
-        assert!(s.lookup(&drv).is_none());
+        assert!(s.usable_output(&drv).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_broken_action_entry_is_an_error_not_a_miss() {
+        let d = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(d.path()).unwrap();
+        let drv = Digest::of(b"{}");
+        s.put(&drv, b"{}", &tree("x")).unwrap();
+        fs::write(s.action_path(&drv), b"{not json").unwrap();
+        assert!(matches!(
+            s.usable_output(&drv),
+            Err(StoreError::Record { .. })
+        ));
+        // An entry copied under another derivation's name is caught by its derivation record.
+        let other = Digest::of(b"[]");
+        s.put(&drv, b"{}", &tree("x")).unwrap();
+        fs::copy(s.action_path(&drv), s.action_path(&other)).unwrap();
+        assert!(matches!(
+            s.usable_output(&other),
+            Err(StoreError::Corrupt { .. })
+        ));
     }
 
     #[test]

@@ -51,14 +51,14 @@ impl LocalStore {
         let bad: Vec<CorruptEntry> = objects
             .par_iter()
             .filter_map(|path| {
-                let reason = match stem(path) {
+                let reason = match crate::local::digest_of_file_name(path) {
                     None => "file name is not a digest".to_owned(),
                     Some(d) => match self.load(&d) {
                         Ok(_) => return None,
                         Err(e) => error_chain(&e),
                     },
                 };
-                if let Some(d) = stem(path) {
+                if let Some(d) = crate::local::digest_of_file_name(path) {
                     let _ = self.quarantine(&d);
                 } else {
                     let _ = fs::remove_file(path);
@@ -94,7 +94,7 @@ impl LocalStore {
             let bytes = fs::read(&path).unwrap_or_default();
             let record = serde_json::from_slice::<OutputRecord>(&bytes).ok();
             let derivation = crate::local::derivation_of_action(&bytes);
-            let reason = match (stem(&path), record, derivation) {
+            let reason = match (crate::local::digest_of_file_name(&path), record, derivation) {
                 (None, _, _) => Some("file name is not a digest"),
                 (_, None, _) => Some("unreadable action cache entry"),
                 (_, _, None) => Some("action cache entry has no derivation record"),
@@ -257,11 +257,6 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     v
 }
 
-fn stem(path: &std::path::Path) -> Option<Digest> {
-    let name = path.file_name()?.to_str()?;
-    Digest::from_hex(name.split('.').next()?).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,7 +283,7 @@ mod tests {
         let r = s.verify().unwrap();
         assert_eq!(r.corrupt.len(), 1, "{r:?}");
         assert!(r.corrupt[0].path.starts_with("objects/"));
-        assert!(s.lookup(&drv).is_none());
+        assert!(s.usable_output(&drv).unwrap().is_none());
         assert!(s.verify().unwrap().corrupt.is_empty());
     }
 
