@@ -26,7 +26,7 @@ use kiln_core::project::Project;
 use kiln_core::scheduler::{Outcome, Schedule};
 use kiln_core::{Digest, Tree};
 use kiln_rules::BuiltinKinds;
-use kiln_store::{LocalStore, Root, RootEntry};
+use kiln_store::{Backend, LocalStore, Root, RootEntry};
 
 /// Options of one build.
 #[derive(Debug, Clone, Default)]
@@ -154,7 +154,11 @@ pub fn build_loaded(
     tracing::debug!(elapsed = ?start.elapsed(), rss_kib = rss_kib(), "validated every rule");
 
     // Only now, with the whole project valid, is the store touched.
-    let store = LocalStore::open(store_dir)?;
+    let store = Arc::new(LocalStore::open(store_dir)?);
+    let backend = Backend {
+        objects: store.clone(),
+        actions: store.clone(),
+    };
     let previous = previous_root
         .as_ref()
         .map(|r| {
@@ -172,6 +176,7 @@ pub fn build_loaded(
         prepared,
         selected,
         store: &store,
+        cache: &backend,
         previous,
         distrusted: options.distrusted.clone(),
         broken: Default::default(),

@@ -14,7 +14,7 @@ use kiln_core::project::Project;
 use kiln_core::scheduler::{execute, Outcome, Schedule};
 use kiln_core::sources::read_source;
 use kiln_core::{Digest, RuleName, Tree};
-use kiln_store::{LocalStore, OutputRecord, StoreError};
+use kiln_store::{Backend, LocalStore, OutputRecord, StoreError};
 use petgraph::graph::NodeIndex;
 
 use super::prepare::{source_file_diagnostic, PreparedRule, Selected};
@@ -65,8 +65,11 @@ pub struct Executor<'a> {
     pub prepared: BTreeMap<usize, PreparedRule<'a>>,
     /// The environment.
     pub selected: &'a Selected,
-    /// The store.
+    /// The local store: locks, scratch directories, quarantine.
     pub store: &'a LocalStore,
+    /// Where artifacts and actions are looked up and stored: the local store, in front of any
+    /// further caches.
+    pub cache: &'a Backend,
     /// The previous root of this project and environment: derivation -> record.
     pub previous: BTreeMap<Digest, &'a OutputRecord>,
     /// Outputs known to be missing or corrupt: never taken from the previous root.
@@ -81,6 +84,7 @@ struct Deps<'a> {
     names: Vec<RuleName>,
     built: BTreeMap<RuleName, &'a Built>,
     store: &'a LocalStore,
+    cache: &'a Backend,
     broken: &'a Mutex<BTreeSet<Digest>>,
 }
 
@@ -97,25 +101,23 @@ impl DepOutputs for Deps<'_> {
         if let Some(t) = b.tree.get() {
             return Ok(t.clone());
         }
-        match self.store.load(&b.record.output) {
-            Ok(t) => Ok(b.tree.get_or_init(|| Arc::new(t)).clone()),
-            Err(e) => {
-                if e.is_missing_or_corrupt() {
-                    let _ = self.store.quarantine(&b.record.output);
-                    self.broken
-                        .lock()
-                        .expect("broken set lock")
-                        .insert(b.record.output);
-                }
-                Err(BuildError::Dependency {
-                    rule: rule.clone(),
-                    message: format!(
-                        "{}; it is moved aside and rebuilt in this run",
-                        error_chain(&e)
-                    ),
-                })
-            }
+        let out = b.record.output;
+        let failure = match self.cache.objects.get(&out) {
+            Ok(Some(t)) => return Ok(b.tree.get_or_init(|| Arc::new(t)).clone()),
+            Ok(None) => StoreError::Missing(out),
+            Err(e) => e,
+        };
+        if failure.is_missing_or_corrupt() {
+            let _ = self.store.quarantine(&out);
+            self.broken.lock().expect("broken set lock").insert(out);
         }
+        Err(BuildError::Dependency {
+            rule: rule.clone(),
+            message: format!(
+                "{}; it is moved aside and rebuilt in this run",
+                error_chain(&failure)
+            ),
+        })
     }
 }
 
@@ -223,16 +225,27 @@ impl Executor<'_> {
             ..fail(Some(drv), &BuildError::caused("store error", e))
         };
         // A broken action entry is a miss that is rebuilt (and overwritten); an I/O failure
-        // of the store fails the rule as infrastructure.
-        let usable = |store: &LocalStore| match store.usable_output(&drv) {
-            Ok(found) => Ok(found),
-            Err(e @ (StoreError::Record { .. } | StoreError::Corrupt { .. })) => {
-                tracing::warn!(rule = %rule.name, error = %error_chain(&e), "ignoring a broken action cache entry; rebuilding");
-                Ok(None)
+        // of the store fails the rule as infrastructure. An entry whose artifact is gone is a
+        // miss too.
+        let usable = |cache: &Backend| {
+            let found = match cache.actions.lookup(&drv) {
+                Ok(found) => found,
+                Err(e @ (StoreError::Record { .. } | StoreError::Corrupt { .. })) => {
+                    tracing::warn!(rule = %rule.name, error = %error_chain(&e), "ignoring a broken action cache entry; rebuilding");
+                    None
+                }
+                Err(e) => return Err(store_fail_early(e)),
+            };
+            match found {
+                Some(record) => match cache.objects.contains(&record.output) {
+                    Ok(true) => Ok(Some(record)),
+                    Ok(false) => Ok(None),
+                    Err(e) => Err(store_fail_early(e)),
+                },
+                None => Ok(None),
             }
-            Err(e) => Err(store_fail_early(e)),
         };
-        if let Some(record) = usable(self.store)? {
+        if let Some(record) = usable(self.cache)? {
             return Ok(cached(record));
         }
         let store_fail = |e: StoreError| Failure {
@@ -241,7 +254,7 @@ impl Executor<'_> {
         };
         // Build once across processes: whoever holds the lock builds, the others find it cached.
         let _lock = self.store.lock_derivation(&drv).map_err(store_fail)?;
-        if let Some(record) = usable(self.store)? {
+        if let Some(record) = usable(self.cache)? {
             return Ok(cached(record));
         }
         let mut srcs = Vec::with_capacity(p.srcs.len());
@@ -267,6 +280,7 @@ impl Executor<'_> {
             names: rule.deps.iter().map(|d| d.value.clone()).collect(),
             built: built_deps.clone(),
             store: self.store,
+            cache: self.cache,
             broken: &self.broken,
         };
         let scratch = if p.kind.needs_scratch() {
@@ -299,7 +313,17 @@ impl Executor<'_> {
                 &BuildError::caused("the output is not a valid tree", e),
             )
         })?;
-        let record = self.store.put(&drv, &bytes, &tree).map_err(store_fail)?;
+        let output = self.cache.objects.put(&tree).map_err(store_fail)?;
+        let record = OutputRecord {
+            output,
+            exports: tree.exports(),
+            entries: tree.len() as u64,
+            size: tree.content_size(),
+        };
+        self.cache
+            .actions
+            .record(&drv, &bytes, &record)
+            .map_err(store_fail)?;
         let b = Built {
             derivation: drv,
             record,
