@@ -2,7 +2,8 @@
 //! `kiln-store`, and prints. The build pipeline that glues the three crates together lives in
 //! [`build`].
 
-pub mod build;
+/// The build pipeline (the `kiln-engine` crate).
+pub use kiln_engine as build;
 pub mod cli;
 pub mod commands;
 pub mod printer;

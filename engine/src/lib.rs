@@ -1,4 +1,5 @@
-//! `kiln build`: from a project directory to artifacts in the store.
+//! kiln-engine: the build pipeline, from a project directory to artifacts in the store. The
+//! CLI, `plan`/`apply` (which build first) and the benches call it; it prints nothing.
 //!
 //! load (core) -> select env -> graph (core) -> prepare: validate everything, write nothing ->
 //! open the store -> execute in parallel: derivation hash, cache lookup, build (rules), store

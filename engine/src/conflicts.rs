@@ -2,7 +2,7 @@
 //!
 //! Two rules whose artifacts hold the same object (`objects/<namespace>/<Kind.group>/<name>.yaml`)
 //! with different content conflict unless one depends on the other (an overlay over its base),
-//! the rule `kiln plan` applies ([`crate::realize::desired`]). Checking needs every realized
+//! the rule `kiln plan` applies (the CLI's `realize::desired`). Checking needs every realized
 //! rule's object list, not only those built now, so the lists are kept in an index next to the
 //! GC root (`roots/<project>/<env>.objects`, postcard), keyed by output hash. The no-op path
 //! never reads it: a build that built nothing cannot have made a new conflict.
