@@ -346,4 +346,7 @@ fn an_object_defined_by_two_rules_fails_the_build() {
         err.contains("rules `a` and `b` both produce `objects/n/ConfigMap.core/x.yaml`"),
         "{err}"
     );
+    // Again, now that both are in the action cache: still refused.
+    let again = s.build_fails(&[]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("both produce"));
 }

@@ -7,7 +7,7 @@
 //! GC root (`roots/<project>/<env>.objects`, postcard), keyed by output hash. The no-op path
 //! never reads it: a build that built nothing cannot have made a new conflict.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use kiln_core::graph::RuleGraph;
@@ -18,11 +18,22 @@ use serde::{Deserialize, Serialize};
 
 use super::EngineError;
 
-/// The objects of one artifact: path -> content hash.
+/// 128 bits of blake3: of an object's path, or of its content. Enough to tell 2^64 objects
+/// apart, and a sixth of the path's printed size, which keeps the index small to read and write.
+type Key = [u8; 16];
+
+fn key(bytes: &[u8]) -> Key {
+    let mut k = [0; 16];
+    k.copy_from_slice(&Digest::of(bytes).as_bytes()[..16]);
+    k
+}
+
+/// The objects of one artifact: (path key, content key). The path itself is recovered from the
+/// artifact only to report a conflict.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct ArtifactObjects {
-    output: Digest,
-    objects: Vec<(String, Digest)>,
+    output: [u8; 32],
+    objects: Vec<(Key, Key)>,
 }
 
 /// rule -> its artifact's objects.
@@ -33,17 +44,51 @@ struct ObjectIndex {
 
 fn objects_of(output: Digest, tree: &Tree) -> ArtifactObjects {
     ArtifactObjects {
-        output,
+        output: *output.as_bytes(),
         objects: tree
             .iter()
             .filter(|(p, _)| p.as_str().starts_with("objects/"))
             .filter_map(|(p, e)| match e {
                 kiln_core::tree::Entry::File { content, .. } => {
-                    Some((p.to_string(), Digest::of(content)))
+                    Some((key(p.as_str().as_bytes()), key(content)))
                 }
                 kiln_core::tree::Entry::Symlink { .. } => None,
             })
             .collect(),
+    }
+}
+
+/// Whether `node` depends, directly or through others, on the node with index `on`.
+fn depends_on(graph: &RuleGraph, node: petgraph::graph::NodeIndex, on: usize) -> bool {
+    let mut stack = vec![node];
+    let mut visited = HashSet::new();
+    while let Some(n) = stack.pop() {
+        for d in graph.dependencies(n) {
+            if d.index() == on {
+                return true;
+            }
+            if visited.insert(d.index()) {
+                stack.push(d);
+            }
+        }
+    }
+    false
+}
+
+/// The artifact path whose key is `k`, read from the artifact (only to report a conflict).
+fn path_of(k: &Key, out: &RuleOutput<'_>, store: &LocalStore) -> String {
+    let find = |tree: &Tree| {
+        tree.iter()
+            .map(|(p, _)| p.as_str())
+            .find(|p| key(p.as_bytes()) == *k)
+            .unwrap_or("an object")
+            .to_owned()
+    };
+    match out.tree {
+        Some(t) => find(t),
+        None => store
+            .load(&out.output)
+            .map_or_else(|_| "an object".to_owned(), |t| find(&t)),
     }
 }
 
@@ -72,16 +117,31 @@ pub fn check(
         .and_then(|b| postcard::from_bytes(&b).ok())
         .unwrap_or_default();
     let mut changed = false;
-    let mut ancestors: Vec<HashSet<usize>> = vec![HashSet::new(); graph.len()];
-    // path -> (node, rule, digest) of the artifact that holds it so far.
-    let mut seen: BTreeMap<String, (usize, usize, Digest)> = BTreeMap::new();
+    // First bring the index up to date: only rules whose output moved are read.
     for &n in graph.order() {
-        let mut anc = HashSet::new();
-        for d in graph.dependencies(n) {
-            anc.insert(d.index());
-            anc.extend(ancestors[d.index()].iter().copied());
+        let Some(out) = &outputs[n.index()] else {
+            continue;
+        };
+        let rule = &project.rules[out.rule];
+        if !rule.realize
+            || index
+                .rules
+                .get(rule.name.as_str())
+                .is_some_and(|a| a.output == *out.output.as_bytes())
+        {
+            continue;
         }
-        ancestors[n.index()] = anc;
+        let objects = match out.tree {
+            Some(t) => objects_of(out.output, t),
+            None => objects_of(out.output, &store.load(&out.output)?),
+        };
+        index.rules.insert(rule.name.to_string(), objects);
+        changed = true;
+    }
+    // path -> (node, rule, digest) of the artifact that holds it so far. Ancestry is asked only
+    // for a path held with two contents, so the usual case costs one pass over the objects.
+    let mut seen: HashMap<&Key, (usize, usize, &Key)> = HashMap::new();
+    for &n in graph.order() {
         let Some(out) = &outputs[n.index()] else {
             continue;
         };
@@ -89,35 +149,22 @@ pub fn check(
         if !rule.realize {
             continue;
         }
-        let name = rule.name.to_string();
-        let fresh = index
-            .rules
-            .get(&name)
-            .is_some_and(|a| a.output == out.output);
-        if !fresh {
-            let objects = match out.tree {
-                Some(t) => objects_of(out.output, t),
-                None => objects_of(out.output, &store.load(&out.output)?),
-            };
-            index.rules.insert(name.clone(), objects);
-            changed = true;
-        }
-        for (p, digest) in &index.rules[&name].objects {
+        for (p, digest) in &index.rules[rule.name.as_str()].objects {
             match seen.get(p) {
-                Some((other, other_rule, other_digest)) => {
-                    if other_digest != digest && !ancestors[n.index()].contains(other) {
+                Some((_, _, other_digest)) if *other_digest == digest => {}
+                Some(&(other, other_rule, _)) => {
+                    // Graph order puts dependencies first: the later rule must depend on it.
+                    if !depends_on(graph, n, other) {
                         return Err(EngineError::ObjectConflict {
-                            object: p.clone(),
-                            a: project.rules[*other_rule].name.to_string(),
-                            b: name,
+                            object: path_of(p, out, store),
+                            a: project.rules[other_rule].name.to_string(),
+                            b: rule.name.to_string(),
                         });
                     }
-                    if other_digest != digest {
-                        seen.insert(p.clone(), (n.index(), out.rule, *digest));
-                    }
+                    seen.insert(p, (n.index(), out.rule, digest));
                 }
                 None => {
-                    seen.insert(p.clone(), (n.index(), out.rule, *digest));
+                    seen.insert(p, (n.index(), out.rule, digest));
                 }
             }
         }

@@ -210,6 +210,10 @@ pub fn build_loaded(
     let mut rules = Vec::with_capacity(graph.len());
     let mut diagnostics = Vec::new();
     let mut any_built = false;
+    // Whether a rule's output differs from the last successful build's (only then can a new
+    // conflict between two rules' objects have appeared; a failed check leaves the root as it
+    // was, so the next run checks again).
+    let mut new_outputs = false;
     // Whether the new GC root would equal the previous one (then it is not rewritten).
     let mut same_root = previous_root
         .as_ref()
@@ -230,6 +234,10 @@ pub fn build_loaded(
         match outcomes[node.index()].take().expect("one outcome per node") {
             Outcome::Done(b) => {
                 any_built |= b.status == Status::Built;
+                new_outputs |= previous_root
+                    .as_ref()
+                    .and_then(|r| r.rules.get(rule.name.as_str()))
+                    .is_none_or(|e| e.output.output != b.record.output);
                 same_root &= previous_root
                     .as_ref()
                     .and_then(|r| r.rules.get(rule.name.as_str()))
@@ -274,9 +282,10 @@ pub fn build_loaded(
             Outcome::Cancelled => rules.push(base(Status::Cancelled, None, None, 0.0, None)),
         }
     }
-    // One object from two unrelated rules: caught here, when something was built (a no-op
-    // build cannot have made a new conflict).
-    if any_built
+    // One object from two unrelated rules: caught here, when some rule's output is not the one
+    // the last successful build recorded (a no-op build, or one whose rebuilt outputs came out
+    // the same, cannot have made a new conflict).
+    if new_outputs
         && rules
             .iter()
             .all(|r| r.status == Status::Built || r.status == Status::Cached)
@@ -298,6 +307,7 @@ pub fn build_loaded(
             (&key, &selected.instance_name()),
             &outputs,
         )?;
+        tracing::debug!(elapsed = ?start.elapsed(), "checked for objects from two rules");
     }
     // The stat cache only saves work: failing to write it is not worth failing the build.
     if let Some(bytes) = cache.encode_if_changed(std::time::SystemTime::now()) {
