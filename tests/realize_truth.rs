@@ -144,3 +144,56 @@ command = ["sh", "-c", "mkdir -p $out/objects/{ns}/Secret.core && cp in/forged.y
     );
     assert!(!marker.exists(), "a forged reference ran a command");
 }
+
+/// What kiln writes into artifacts reads back the same in other tools: strings that YAML 1.1
+/// readers take as booleans or numbers (`no`, `on`, `0755`, `1e3`, `12:30`, ...) are quoted, so
+/// kubectl parses each built object into exactly what kiln sends.
+#[test]
+fn built_yaml_reads_back_the_same_in_kubectl() {
+    let r = Realm::new("yaml11");
+    let values = [
+        "no", "yes", "on", "off", "y", "n", "True", "NO", "~", "null", "0755", "1e3", ".inf",
+        "0x1F", "1_000", "12:30", "+1", "-.5",
+    ];
+    let data: Vec<String> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("k{i} = \"{v}\""))
+        .collect();
+    r.rules(&format!(
+        "\n[rule.cm]\nkind = \"manifest\"\nnamespace = \"${{var.ns}}\"\nobjects = [ {{ apiVersion = \"v1\", kind = \"ConfigMap\", metadata = {{ name = \"ambiguous\" }}, data = {{ {} }} }} ]\n",
+        data.join(", ")
+    ));
+    r.s.build(&[]);
+    let out =
+        r.s.kiln()
+            .args(["store", "cat", "cm", "--dir"])
+            .arg(r.s.project())
+            .output()
+            .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let yaml: String = text
+        .lines()
+        .filter(|l| !l.starts_with("# ==>"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let file = r.s.dir.path().join("built.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let parsed: Value = serde_json::from_str(&kubectl_ok(&[
+        "create",
+        "--dry-run=client",
+        "-o",
+        "json",
+        "-f",
+        file.to_str().unwrap(),
+    ]))
+    .unwrap();
+    for (i, v) in values.iter().enumerate() {
+        assert_eq!(
+            parsed["data"][format!("k{i}")],
+            *v,
+            "kubectl read `{v}` differently"
+        );
+    }
+}

@@ -173,7 +173,7 @@ pub fn add_metadata_map(obj: &mut Value, field: &str, values: &BTreeMap<String, 
 
 /// Serializes an object to canonical YAML (keys sorted).
 pub fn to_yaml(obj: &Value) -> String {
-    serde_norway::to_string(&sort_keys(obj.clone())).expect("JSON values serialize to YAML")
+    serde_saphyr::to_string(&sort_keys(obj.clone())).expect("JSON values serialize to YAML")
 }
 
 /// Flow collections (`[`, `{`) nested deeper than this are refused before parsing: the YAML

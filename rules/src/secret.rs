@@ -113,7 +113,8 @@ impl Kind for Secret {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: YAML written so that YAML 1.1 readers (kubectl, Helm, PyYAML) read it the same.
+        2
     }
 
     fn check(&self, attrs: &Value) -> Result<(), AttrError> {
