@@ -197,3 +197,30 @@ fn built_yaml_reads_back_the_same_in_kubectl() {
         );
     }
 }
+
+/// A Deployment past its progress deadline stops the wait at once, naming the condition, instead
+/// of waiting out `--timeout` (here the control plane has no nodes: its pod never starts).
+#[test]
+fn waiting_stops_at_a_failed_condition() {
+    let r = Realm::new("deadline");
+    r.rules(
+        "\n[rule.app]\nkind = \"manifest\"\nsrcs = [\"app.yaml\"]\ndeps = [\"ns\"]\nnamespace = \"${var.ns}\"\n",
+    );
+    r.s.write(
+        "app.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: app}\nspec:\n  replicas: 1\n  progressDeadlineSeconds: 2\n  selector: {matchLabels: {app: a}}\n  template:\n    metadata: {labels: {app: a}}\n    spec: {containers: [{name: a, image: nginx}]}\n",
+    );
+    let start = std::time::Instant::now();
+    let out = r.kiln("apply", &["--yes", "--timeout", "120"]);
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(60),
+        "waited {:?}",
+        start.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Deployment.apps") && err.contains("ProgressDeadlineExceeded"),
+        "{err}"
+    );
+}

@@ -81,6 +81,60 @@ pub fn is_ready(obj: &Value) -> bool {
     }
 }
 
+/// Whether `obj` (as read back) has failed for good, so waiting longer is pointless: the
+/// failing condition and its reason and message. A Job with `Failed=True`; a Deployment whose
+/// `Progressing` condition says `ProgressDeadlineExceeded`; a CRD whose names were not accepted.
+pub fn failure(obj: &Value) -> Option<String> {
+    let conditions = obj
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)?;
+    let find = |ty: &str, status: &str| {
+        conditions
+            .iter()
+            .find(|c| c["type"] == ty && c["status"] == status)
+    };
+    let describe = |c: &Value| {
+        format!(
+            "condition {}={}: {}: {}",
+            c["type"].as_str().unwrap_or_default(),
+            c["status"].as_str().unwrap_or_default(),
+            c["reason"].as_str().unwrap_or("no reason"),
+            c["message"].as_str().unwrap_or("no message")
+        )
+    };
+    match obj["kind"].as_str().unwrap_or_default() {
+        "Job" => find("Failed", "True").map(describe),
+        "Deployment" => find("Progressing", "False")
+            .filter(|c| c["reason"] == "ProgressDeadlineExceeded")
+            .map(describe),
+        "CustomResourceDefinition" => find("NamesAccepted", "False").map(describe),
+        _ => None,
+    }
+}
+
+/// How far a rollout got, for progress output (`ready/desired`), when the kind has one.
+pub fn progress(obj: &Value) -> Option<String> {
+    let want = |p: &str| obj.pointer(p).and_then(Value::as_i64).unwrap_or(1);
+    match obj["kind"].as_str().unwrap_or_default() {
+        "Deployment" => Some(format!(
+            "{}/{} available",
+            int(obj, "/status/availableReplicas"),
+            want("/spec/replicas")
+        )),
+        "StatefulSet" => Some(format!(
+            "{}/{} ready",
+            int(obj, "/status/readyReplicas"),
+            want("/spec/replicas")
+        )),
+        "DaemonSet" => Some(format!(
+            "{}/{} ready",
+            int(obj, "/status/numberReady"),
+            int(obj, "/status/desiredNumberScheduled")
+        )),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +168,22 @@ mod tests {
         assert!(!is_workload(&crd), "CRD gates always apply");
         let cm = json!({"apiVersion": "v1", "kind": "ConfigMap"});
         assert!(condition(&cm).is_none() && is_ready(&cm));
+    }
+
+    #[test]
+    fn failures_end_the_wait_with_their_condition() {
+        let job = json!({"kind": "Job", "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]}});
+        assert_eq!(
+            failure(&job).unwrap(),
+            "condition Failed=True: BackoffLimitExceeded: Job has reached the specified backoff limit"
+        );
+        let stuck = json!({"kind": "Deployment", "status": {"conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "ReplicaSet \"web-1\" has timed out progressing."}]}});
+        assert!(failure(&stuck)
+            .unwrap()
+            .contains("ProgressDeadlineExceeded"));
+        let progressing = json!({"kind": "Deployment", "status": {"conditions": [{"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"}]}});
+        assert!(failure(&progressing).is_none());
+        let d = json!({"kind": "Deployment", "spec": {"replicas": 3}, "status": {"availableReplicas": 1}});
+        assert_eq!(progress(&d).unwrap(), "1/3 available");
     }
 }

@@ -77,6 +77,17 @@ pub enum RealizeError {
     #[error("refusing to delete {0} objects without confirmation")]
     #[diagnostic(help("pass --yes, or run on a terminal to be asked"))]
     NotConfirmed(usize),
+    /// A health gate failed for good (a failed Job, a Deployment past its progress deadline).
+    #[error("{object} failed: {condition}")]
+    #[diagnostic(help(
+        "objects already applied stay; fix the cause and run `kiln apply` again to converge"
+    ))]
+    GateFailed {
+        /// The object.
+        object: String,
+        /// The failing condition, its reason and message.
+        condition: String,
+    },
     /// A health gate did not pass.
     #[error("{object} did not become ready within {timeout:?}: waited for {condition}")]
     #[diagnostic(help(
@@ -103,6 +114,7 @@ impl RealizeError {
             RealizeError::Cluster(_)
             | RealizeError::Kind { .. }
             | RealizeError::Unhealthy { .. }
+            | RealizeError::GateFailed { .. }
             | RealizeError::Lock(_)
             | RealizeError::ParentChanged { .. } => 2,
             _ => 1,
@@ -512,6 +524,14 @@ async fn wait_ready(cluster: &Cluster, obj: &Value, timeout: Duration) -> Result
             if health::is_ready(&live) {
                 return Ok(());
             }
+            // A condition that says it failed for good ends the wait at once.
+            if let Some(failed) = health::failure(&live) {
+                return Err(RealizeError::GateFailed {
+                    object: key.to_string(),
+                    condition: failed,
+                });
+            }
+            tracing::info!(object = %key, waiting_for = condition, progress = health::progress(&live).as_deref().unwrap_or("-"), "waiting");
         }
         if Instant::now() >= deadline {
             return Err(RealizeError::Unhealthy {
