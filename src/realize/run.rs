@@ -686,43 +686,57 @@ pub async fn connect_for_destroy(
         ),
         None => None,
     };
-    let live_parent = cluster
-        .get("v1", "Secret", &parent.namespace, &parent.name)
-        .await?;
-    let selector = format!("{}={set_id}", applyset::PART_OF_LABEL);
-    let mut live = BTreeMap::new();
-    let mut known = BTreeSet::new();
-    if let Some(p) = &live_parent {
-        let (gks, tooling) = parent_state(p);
-        let tooling = tooling.unwrap_or_default();
-        if !tooling.starts_with("kiln/") {
-            return Err(RealizeError::ForeignParent {
-                name: parent.name.clone(),
-                namespace: parent.namespace.clone(),
-                tooling,
-            });
-        }
-        for gk in gks {
-            match cluster.list(&gk, None, &selector).await {
-                Ok(items) => live.extend(items.into_iter().map(|o| (ObjectKey::of(&o), o))),
-                Err(e) if e.is_not_served() => {}
-                Err(e) => return Err(e.into()),
+    // Read under the lock; on failure the lock is released before returning.
+    let read = async {
+        let live_parent = cluster
+            .get("v1", "Secret", &parent.namespace, &parent.name)
+            .await?;
+        let selector = format!("{}={set_id}", applyset::PART_OF_LABEL);
+        let mut live = BTreeMap::new();
+        let mut known = BTreeSet::new();
+        if let Some(p) = &live_parent {
+            let (gks, tooling) = parent_state(p);
+            let tooling = tooling.unwrap_or_default();
+            if !tooling.starts_with("kiln/") {
+                return Err(RealizeError::ForeignParent {
+                    name: parent.name.clone(),
+                    namespace: parent.namespace.clone(),
+                    tooling,
+                });
             }
-            known.insert(gk);
+            for gk in gks {
+                match cluster.list(&gk, None, &selector).await {
+                    Ok(items) => live.extend(items.into_iter().map(|o| (ObjectKey::of(&o), o))),
+                    Err(e) if e.is_not_served() => {}
+                    Err(e) => return Err(e.into()),
+                }
+                known.insert(gk);
+            }
         }
-    }
-    let mut orphans = std::collections::HashSet::new();
-    if options.find_orphans {
-        for o in cluster.list_other_kinds(&known, &selector).await? {
-            let key = ObjectKey::of(&o);
-            orphans.insert(key.clone());
-            live.insert(key, o);
+        let mut orphans = std::collections::HashSet::new();
+        if options.find_orphans {
+            for o in cluster.list_other_kinds(&known, &selector).await? {
+                let key = ObjectKey::of(&o);
+                orphans.insert(key.clone());
+                live.insert(key, o);
+            }
         }
+        let mut plan = plan::compute(&set_id, &[], &live);
+        for c in &mut plan.changes {
+            c.orphan = orphans.contains(&c.key());
+        }
+        Ok::<_, RealizeError>((live_parent, plan))
     }
-    let mut plan = plan::compute(&set_id, &[], &live);
-    for c in &mut plan.changes {
-        c.orphan = orphans.contains(&c.key());
-    }
+    .await;
+    let (live_parent, plan) = match read {
+        Ok(p) => p,
+        Err(e) => {
+            if let Some(guard) = lock {
+                let _ = guard.release().await;
+            }
+            return Err(e);
+        }
+    };
     Ok(Realized {
         cluster,
         parent,
