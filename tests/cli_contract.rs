@@ -17,20 +17,7 @@ fn store_cat_pipes_bytes_unchanged() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let cat = |file: &str| {
-        let out = s
-            .kiln()
-            .args(["store", "cat", "bin", "--file", file, "--dir"])
-            .arg(s.project())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    };
+    let cat = |file: &str| s.cat_bytes("bin", file, &[]);
     assert_eq!(cat("bin.dat"), b"\x00\xff\x80abc");
     assert_eq!(cat("t.txt"), b"no newline");
 }

@@ -5,19 +5,7 @@ mod common;
 use common::Sandbox;
 
 fn cat(s: &Sandbox, rule: &str, file: &str, env: &[&str]) -> String {
-    let out = s
-        .kiln()
-        .args(["store", "cat", rule, "--file", file, "--dir"])
-        .arg(s.project())
-        .args(env)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    s.cat(rule, file, env)
 }
 
 #[test]

@@ -23,18 +23,7 @@ fn rule_fails(s: &Sandbox) -> String {
 }
 
 fn built_file(s: &Sandbox, file: &str) -> String {
-    let out = s
-        .kiln()
-        .args(["store", "cat", "x", "--file", file, "--dir"])
-        .arg(s.project())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    s.cat("x", file, &[])
 }
 
 #[test]

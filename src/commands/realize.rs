@@ -12,7 +12,7 @@ use crate::realize::lock::{LockGuard, LockOptions};
 use crate::realize::plan::render;
 use crate::realize::{
     apply as apply_plan, connect_and_plan, connect_for_destroy, destroy as destroy_set,
-    ApplyOptions, PlanOptions, RealizeError, Realized, Target,
+    ApplyOptions, ApplyReport, PlanOptions, RealizeError, Realized, Target,
 };
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -77,6 +77,18 @@ fn print_warnings(r: &Realized, printer: &Printer) {
     }
 }
 
+/// The plan as `--json` prints it (format version 1): the plan, the HTTP counts, the warnings,
+/// and for apply and destroy what was done.
+fn plan_json(r: &Realized, done: Option<&ApplyReport>) -> serde_json::Value {
+    let mut v = serde_json::to_value(&r.plan).expect("plan serializes");
+    if let Some(report) = done {
+        v["applied"] = serde_json::json!(report);
+    }
+    v["http"] = http_json(r);
+    v["warnings"] = serde_json::json!(r.warnings);
+    v
+}
+
 fn http_json(r: &Realized) -> serde_json::Value {
     serde_json::json!({
         "requests": r.cluster.counters().requests.load(Ordering::Relaxed),
@@ -122,10 +134,7 @@ pub fn plan(args: &PlanArgs, printer: &Printer, store: &Path) -> Result<u8, Fail
         })?;
     print_warnings(&r, printer);
     if args.cluster.json {
-        let mut v = serde_json::to_value(&r.plan).expect("plan serializes");
-        v["http"] = http_json(&r);
-        v["warnings"] = serde_json::json!(r.warnings);
-        printer.json(&v);
+        printer.json(&plan_json(&r, None));
     } else {
         printer.data(&render(&r.plan));
     }
@@ -187,11 +196,7 @@ pub fn apply(args: &ApplyArgs, printer: &Printer, store: &Path) -> Result<u8, Fa
     release(&rt, guard, printer);
     let report = result.map_err(failure)?;
     if args.cluster.json {
-        let mut v = serde_json::to_value(&r.plan).expect("plan serializes");
-        v["applied"] = serde_json::json!(report);
-        v["http"] = http_json(&r);
-        v["warnings"] = serde_json::json!(r.warnings);
-        printer.json(&v);
+        printer.json(&plan_json(&r, Some(&report)));
     }
     printer.status(&format!(
         "applied {} objects, deleted {} ({} requests, {} writes)",
@@ -227,9 +232,7 @@ pub fn destroy(args: &DestroyArgs, printer: &Printer, store: &Path) -> Result<u8
     }
     if args.dry_run {
         if args.cluster.json {
-            let mut v = serde_json::to_value(&r.plan).expect("plan serializes");
-            v["http"] = http_json(&r);
-            printer.json(&v);
+            printer.json(&plan_json(&r, None));
         }
         return Ok(0);
     }
@@ -243,10 +246,7 @@ pub fn destroy(args: &DestroyArgs, printer: &Printer, store: &Path) -> Result<u8
     release(&rt, guard, printer);
     let report = result.map_err(failure)?;
     if args.cluster.json {
-        let mut v = serde_json::to_value(&r.plan).expect("plan serializes");
-        v["applied"] = serde_json::json!(report);
-        v["http"] = http_json(&r);
-        printer.json(&v);
+        printer.json(&plan_json(&r, Some(&report)));
     }
     printer.status(&format!(
         "deleted {} objects, the parent included ({} requests, {} writes)",

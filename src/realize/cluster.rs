@@ -300,17 +300,7 @@ impl Cluster {
                 what: format!("`{gk}`"),
                 source,
             })?;
-        Ok(list
-            .items
-            .into_iter()
-            .map(|mut o| {
-                o.types = Some(kube::core::TypeMeta {
-                    api_version: ar.api_version.clone(),
-                    kind: ar.kind.clone(),
-                });
-                serde_json::to_value(o).expect("objects serialize")
-            })
-            .collect())
+        Ok(typed_values(list.items, &ar))
     }
 
     /// Members of the set (labeled `selector`) of every listable kind the cluster serves that
@@ -341,17 +331,7 @@ impl Cluster {
             futures::future::try_join_all(kinds.into_iter().map(|(gk, ar, caps)| async move {
                 let api = self.api(&ar, &caps, None);
                 match api.list(&ListParams::default().labels(selector)).await {
-                    Ok(list) => Ok(list
-                        .items
-                        .into_iter()
-                        .map(|mut o| {
-                            o.types = Some(kube::core::TypeMeta {
-                                api_version: ar.api_version.clone(),
-                                kind: ar.kind.clone(),
-                            });
-                            serde_json::to_value(o).expect("objects serialize")
-                        })
-                        .collect::<Vec<_>>()),
+                    Ok(list) => Ok(typed_values(list.items, &ar)),
                     // Kinds this user may not list cannot hold members it could delete.
                     Err(kube::Error::Api(s)) if s.code == 403 || s.code == 404 || s.code == 405 => {
                         Ok(Vec::new())
@@ -452,4 +432,18 @@ impl Cluster {
             }),
         }
     }
+}
+
+/// Listed objects as JSON, with the `apiVersion` and `kind` a LIST leaves out of its items.
+fn typed_values(items: Vec<DynamicObject>, ar: &ApiResource) -> Vec<Value> {
+    items
+        .into_iter()
+        .map(|mut o| {
+            o.types = Some(kube::core::TypeMeta {
+                api_version: ar.api_version.clone(),
+                kind: ar.kind.clone(),
+            });
+            serde_json::to_value(o).expect("objects serialize")
+        })
+        .collect()
 }

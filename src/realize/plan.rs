@@ -13,7 +13,7 @@
 //! apply by another manager that sets the same value (shared ownership keeps kiln's) is not
 //! drift; neither are fields kiln does not set.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -143,26 +143,26 @@ pub fn compute(set_id: &str, desired: &[DesiredObject], live: &BTreeMap<ObjectKe
         }
         changes.push(change);
     }
-    let desired_keys: std::collections::HashSet<&ObjectKey> =
-        desired.iter().map(|d| &d.key).collect();
+    let desired_keys: HashSet<&ObjectKey> = desired.iter().map(|d| &d.key).collect();
     // The same object under another spelling of its scope (a namespace on a cluster-scoped
     // object, or none on a namespaced one) is never pruned: scopes are settled from discovery
     // before planning, so this only guards against a bug deleting a live, desired object.
-    let unscoped: std::collections::HashSet<(&str, &str)> = desired
+    let named: HashSet<(&str, &str)> = desired
         .iter()
+        .map(|d| (d.key.group_kind.as_str(), d.key.name.as_str()))
+        .collect();
+    let named_without_namespace: HashSet<(&str, &str)> = desired
+        .iter()
+        .filter(|d| d.key.namespace.is_empty())
         .map(|d| (d.key.group_kind.as_str(), d.key.name.as_str()))
         .collect();
     for (key, l) in live {
         if desired_keys.contains(key) {
             continue;
         }
-        if unscoped.contains(&(key.group_kind.as_str(), key.name.as_str()))
-            && (key.namespace.is_empty()
-                || desired.iter().any(|d| {
-                    d.key.group_kind == key.group_kind
-                        && d.key.name == key.name
-                        && d.key.namespace.is_empty()
-                }))
+        let gk_name = (key.group_kind.as_str(), key.name.as_str());
+        if (key.namespace.is_empty() && named.contains(&gk_name))
+            || named_without_namespace.contains(&gk_name)
         {
             continue;
         }

@@ -1,6 +1,6 @@
 //! The plan and apply procedures.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -264,7 +264,7 @@ pub async fn connect_and_plan(
     // Only references that a `secret` rule declared are resolved: an artifact of another
     // kind (an `exec` output, a template, a cache entry) cannot make kiln run a command or read
     // a file by carrying the annotation.
-    let declared_refs: std::collections::HashSet<String> = raw
+    let declared_refs: HashSet<String> = raw
         .iter()
         .filter(|o| {
             project
@@ -291,22 +291,9 @@ pub async fn connect_and_plan(
     if !secret_errors.is_empty() {
         return Err(RealizeError::Secrets(secret_errors));
     }
-    let lock = match lock {
-        Some(options) => Some(
-            lock::acquire(
-                cluster.lock_client(),
-                &parent.namespace,
-                &parent.name,
-                options,
-                on_wait,
-            )
-            .await?,
-        ),
-        None => None,
-    };
+    let mut lock = lock_set(&cluster, &parent, lock, on_wait).await?;
 
-    // Everything read under the lock; on failure the lock is released before returning.
-    let planned = async {
+    let (live_parent, plan) = holding(&mut lock, async {
         tracing::debug!(elapsed = ?start.elapsed(), objects = desired.len(), "desired state assembled");
         let selector = format!("{}={set_id}", applyset::PART_OF_LABEL);
         let versions: BTreeMap<&str, &str> = desired
@@ -342,15 +329,7 @@ pub async fn connect_and_plan(
         )?;
         tracing::debug!(elapsed = ?start.elapsed(), "read the parent and listed the desired kinds");
         if let Some(p) = &live_parent {
-            let (gks, tooling) = parent_state(p);
-            let tooling = tooling.unwrap_or_default();
-            if !tooling.starts_with("kiln/") {
-                return Err(RealizeError::ForeignParent {
-                    name: parent.name.clone(),
-                    namespace: parent.namespace.clone(),
-                    tooling,
-                });
-            }
+            let gks = kiln_parent_kinds(&parent, p)?;
             // Kinds the set held before and no rule produces now: their members are to be pruned.
             let extra: Vec<String> = gks
                 .into_iter()
@@ -367,39 +346,21 @@ pub async fn connect_and_plan(
             .collect();
         tracing::debug!(elapsed = ?start.elapsed(), members = live.len(), "listed the set");
         let mut live = live;
-        let mut orphans = std::collections::HashSet::new();
-        if options.find_orphans {
-            // Every listable kind the parent does not name: members there are invisible to a
-            // normal plan, so a prune would never reach them.
+        let orphans = if options.find_orphans {
             let mut known: BTreeSet<String> = live_parent
                 .as_ref()
                 .map(|p| parent_state(p).0.into_iter().collect())
                 .unwrap_or_default();
             known.extend(desired_gks.iter().cloned());
-            for o in cluster.list_other_kinds(&known, &selector).await? {
-                let key = ObjectKey::of(&o);
-                orphans.insert(key.clone());
-                live.insert(key, o);
-            }
-            // Members of desired kinds are listed already; only those of unlisted kinds are orphans.
-        }
-        let mut plan = plan::compute(&set_id, &desired, &live);
-        for c in &mut plan.changes {
-            c.orphan = orphans.contains(&c.key());
-        }
+            add_orphans(&cluster, &known, &selector, &mut live).await?
+        } else {
+            HashSet::new()
+        };
+        let plan = planned_with_orphans(&set_id, &desired, &live, &orphans);
         tracing::debug!(elapsed = ?start.elapsed(), "planned");
-        Ok::<_, RealizeError>((live_parent, plan))
-    }
-    .await;
-    let (live_parent, plan) = match planned {
-        Ok(p) => p,
-        Err(e) => {
-            if let Some(guard) = lock {
-                let _ = guard.release().await;
-            }
-            return Err(e);
-        }
-    };
+        Ok((live_parent, plan))
+    })
+    .await?;
     Ok(Realized {
         cluster,
         parent,
@@ -590,7 +551,7 @@ pub async fn apply(
                 .push(d);
         }
     }
-    let drifted: std::collections::HashSet<ObjectKey> = r
+    let drifted: HashSet<ObjectKey> = r
         .plan
         .changes
         .iter()
@@ -673,21 +634,8 @@ pub async fn connect_for_destroy(
     );
     let set_id = parent.id();
     let cluster = Cluster::connect(target.kubeconfig.as_deref(), target.context.as_deref()).await?;
-    let lock = match &options.lock {
-        Some(o) => Some(
-            lock::acquire(
-                cluster.lock_client(),
-                &parent.namespace,
-                &parent.name,
-                o,
-                on_wait,
-            )
-            .await?,
-        ),
-        None => None,
-    };
-    // Read under the lock; on failure the lock is released before returning.
-    let read = async {
+    let mut lock = lock_set(&cluster, &parent, options.lock.as_ref(), on_wait).await?;
+    let (live_parent, plan) = holding(&mut lock, async {
         let live_parent = cluster
             .get("v1", "Secret", &parent.namespace, &parent.name)
             .await?;
@@ -695,16 +643,7 @@ pub async fn connect_for_destroy(
         let mut live = BTreeMap::new();
         let mut known = BTreeSet::new();
         if let Some(p) = &live_parent {
-            let (gks, tooling) = parent_state(p);
-            let tooling = tooling.unwrap_or_default();
-            if !tooling.starts_with("kiln/") {
-                return Err(RealizeError::ForeignParent {
-                    name: parent.name.clone(),
-                    namespace: parent.namespace.clone(),
-                    tooling,
-                });
-            }
-            for gk in gks {
+            for gk in kiln_parent_kinds(&parent, p)? {
                 match cluster.list(&gk, None, &selector).await {
                     Ok(items) => live.extend(items.into_iter().map(|o| (ObjectKey::of(&o), o))),
                     Err(e) if e.is_not_served() => {}
@@ -713,30 +652,17 @@ pub async fn connect_for_destroy(
                 known.insert(gk);
             }
         }
-        let mut orphans = std::collections::HashSet::new();
-        if options.find_orphans {
-            for o in cluster.list_other_kinds(&known, &selector).await? {
-                let key = ObjectKey::of(&o);
-                orphans.insert(key.clone());
-                live.insert(key, o);
-            }
-        }
-        let mut plan = plan::compute(&set_id, &[], &live);
-        for c in &mut plan.changes {
-            c.orphan = orphans.contains(&c.key());
-        }
-        Ok::<_, RealizeError>((live_parent, plan))
-    }
-    .await;
-    let (live_parent, plan) = match read {
-        Ok(p) => p,
-        Err(e) => {
-            if let Some(guard) = lock {
-                let _ = guard.release().await;
-            }
-            return Err(e);
-        }
-    };
+        let orphans = if options.find_orphans {
+            add_orphans(&cluster, &known, &selector, &mut live).await?
+        } else {
+            HashSet::new()
+        };
+        Ok((
+            live_parent,
+            planned_with_orphans(&set_id, &[], &live, &orphans),
+        ))
+    })
+    .await?;
     Ok(Realized {
         cluster,
         parent,
@@ -746,6 +672,89 @@ pub async fn connect_for_destroy(
         warnings: Vec::new(),
         lock,
     })
+}
+
+/// Takes the set's lock when `options` asks for it.
+async fn lock_set(
+    cluster: &Cluster,
+    parent: &Parent,
+    options: Option<&LockOptions>,
+    on_wait: impl Fn(&str, &str),
+) -> Result<Option<LockGuard>, RealizeError> {
+    let Some(options) = options else {
+        return Ok(None);
+    };
+    let guard = lock::acquire(
+        cluster.lock_client(),
+        &parent.namespace,
+        &parent.name,
+        options,
+        on_wait,
+    )
+    .await?;
+    Ok(Some(guard))
+}
+
+/// Runs `read` while `lock` is held; when it fails, the lock is released before the error is
+/// returned, so a failed plan never leaves the set locked until the TTL runs out.
+async fn holding<T>(
+    lock: &mut Option<LockGuard>,
+    read: impl std::future::Future<Output = Result<T, RealizeError>>,
+) -> Result<T, RealizeError> {
+    let result = read.await;
+    if result.is_err() {
+        if let Some(guard) = lock.take() {
+            let _ = guard.release().await;
+        }
+    }
+    result
+}
+
+/// The group-kinds a live parent lists, once it is known to be kiln's.
+// The crate's one error type, as every async step here returns it (where clippy does not look).
+#[allow(clippy::result_large_err)]
+fn kiln_parent_kinds(parent: &Parent, live: &Value) -> Result<Vec<String>, RealizeError> {
+    let (gks, tooling) = parent_state(live);
+    let tooling = tooling.unwrap_or_default();
+    if !tooling.starts_with("kiln/") {
+        return Err(RealizeError::ForeignParent {
+            name: parent.name.clone(),
+            namespace: parent.namespace.clone(),
+            tooling,
+        });
+    }
+    Ok(gks)
+}
+
+/// Adds to `live` the set's members of every listable kind not in `known` (kinds the parent does
+/// not name: a normal plan never sees them, so no prune would reach them); returns their keys.
+async fn add_orphans(
+    cluster: &Cluster,
+    known: &BTreeSet<String>,
+    selector: &str,
+    live: &mut BTreeMap<ObjectKey, Value>,
+) -> Result<HashSet<ObjectKey>, RealizeError> {
+    let mut orphans = HashSet::new();
+    for o in cluster.list_other_kinds(known, selector).await? {
+        let key = ObjectKey::of(&o);
+        orphans.insert(key.clone());
+        live.insert(key, o);
+    }
+    Ok(orphans)
+}
+
+/// [`plan::compute`], with the orphans among the deletes marked.
+fn planned_with_orphans(
+    set_id: &str,
+    desired: &[DesiredObject],
+    live: &BTreeMap<ObjectKey, Value>,
+    orphans: &HashSet<ObjectKey>,
+) -> Plan {
+    let mut plan = plan::compute(set_id, desired, live);
+    for c in &mut plan.changes {
+        c.orphan = orphans.contains(&c.key());
+    }
+    plan
 }
 
 /// Deletes every member planned by [`connect_for_destroy`], then (with `wait`, once they are

@@ -64,6 +64,29 @@ impl Sandbox {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// `kiln store cat RULE --file FILE` of this project (`extra`: more arguments such as
+    /// `--env E`), asserting success; the file's bytes.
+    pub fn cat_bytes(&self, rule: &str, file: &str, extra: &[&str]) -> Vec<u8> {
+        let out = self
+            .kiln()
+            .args(["store", "cat", rule, "--file", file, "--dir"])
+            .arg(self.project())
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    /// [`Sandbox::cat_bytes`] as text.
+    pub fn cat(&self, rule: &str, file: &str, extra: &[&str]) -> String {
+        String::from_utf8(self.cat_bytes(rule, file, extra)).unwrap()
+    }
+
     /// Runs `kiln build` expecting failure; returns the output.
     pub fn build_fails(&self, extra: &[&str]) -> Output {
         let out = self
