@@ -4,10 +4,11 @@
 
 /// The build pipeline (the `kiln-engine` crate).
 pub use kiln_engine as build;
+/// Realization on a cluster (the `kiln-realize` crate).
+pub use kiln_realize as realize;
 pub mod cli;
 pub mod commands;
 pub mod printer;
-pub mod realize;
 
 use clap::Parser;
 

@@ -252,8 +252,8 @@ fn a_parent_update_with_a_stale_resource_version_is_detected() {
         .unwrap();
     let kc = kubeconfig();
     let realized = rt
-        .block_on(kiln::realize::connect_and_plan(
-            &kiln::realize::Target {
+        .block_on(kiln::commands::realize::connect_and_plan(
+            &kiln::commands::realize::Target {
                 dir: r.s.project(),
                 store_dir: r.s.store(),
                 kubeconfig: Some(kc),
@@ -263,7 +263,7 @@ fn a_parent_update_with_a_stale_resource_version_is_detected() {
             &kiln::realize::PlanOptions::default(),
             |_, _| {},
         ))
-        .unwrap();
+        .unwrap_or_else(|f| panic!("{:?}", f.report));
     let parent = format!("kiln-{}--", r.ns);
     let parent = parent.trim_end_matches('-');
     kubectl_ok(&[

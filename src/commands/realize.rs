@@ -1,19 +1,106 @@
 //! `kiln plan`, `kiln apply` and `kiln destroy`.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::Path;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
+use kiln_realize::lock::{LockGuard, LockOptions};
+use kiln_realize::plan::render;
+use kiln_realize::{
+    apply as apply_plan, destroy as destroy_set, plan_set, plan_teardown, ApplyOptions,
+    ApplyReport, Built, ClusterApi, KubeCluster, PlanOptions, RealizeError, Wanted,
+};
+use serde_json::Value;
+
+use crate::build::{BuildOptions, Loaded};
 use crate::cli::{ApplyArgs, ClusterArgs, DestroyArgs, LockArgs, PlanArgs};
 use crate::commands::Failure;
 use crate::printer::Printer;
-use crate::realize::lock::{LockGuard, LockOptions};
-use crate::realize::plan::render;
-use crate::realize::{
-    apply as apply_plan, connect_and_plan, connect_for_destroy, destroy as destroy_set,
-    ApplyOptions, ApplyReport, PlanOptions, RealizeError, Realized, Target,
-};
+
+type Realized = kiln_realize::Realized<KubeCluster>;
+
+/// Where to plan: the project, the store and the cluster.
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    /// The project directory.
+    pub dir: PathBuf,
+    /// The store.
+    pub store_dir: PathBuf,
+    /// The environment.
+    pub env: Option<String>,
+    /// `--kubeconfig`.
+    pub kubeconfig: Option<PathBuf>,
+    /// `--context`.
+    pub context: Option<String>,
+    /// Namespace of the ApplySet parent.
+    pub parent_namespace: String,
+    /// `--var NAME=VALUE` overrides.
+    pub vars: BTreeMap<String, Value>,
+    /// `exec` without the sandbox.
+    pub unsandboxed: bool,
+}
+
+/// A build that did not succeed: nothing is planned or applied.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[error("the build failed ({0} rules failed or were skipped); nothing was applied")]
+struct BuildFailed(usize);
+
+/// Loads the project and selects the environment with `--var` overrides applied.
+fn load(target: &Target) -> Result<Loaded, Failure> {
+    let mut loaded = crate::build::load(&target.dir, target.env.as_deref())?;
+    loaded.selected.override_vars(&target.vars)?;
+    Ok(loaded)
+}
+
+/// Builds the target's environment and reads what its artifacts want on the cluster.
+pub fn build_wanted(target: &Target) -> Result<Wanted, Failure> {
+    let loaded = load(target)?;
+    let options = BuildOptions::default().unsandboxed(target.unsandboxed);
+    let (report, trees) = crate::build::build_and_load(
+        &loaded,
+        &target.store_dir,
+        &options,
+        &|_, _| {},
+        Instant::now(),
+    )?;
+    if !report.success() {
+        return Err(Failure {
+            code: report.exit_code(),
+            report: miette::Report::new(BuildFailed(
+                report.summary.failed + report.summary.skipped,
+            )),
+        });
+    }
+    let instance = loaded.selected.instance_name();
+    Wanted::from_built(&Built {
+        project: &loaded.project,
+        graph: &loaded.graph,
+        trees: &trees,
+        instance: &instance,
+        parent_namespace: &target.parent_namespace,
+    })
+    .map_err(failure)
+}
+
+/// Builds, connects and plans.
+pub async fn connect_and_plan(
+    target: &Target,
+    options: &PlanOptions,
+    on_wait: impl Fn(&str, &str),
+) -> Result<Realized, Failure> {
+    let wanted = build_wanted(target)?;
+    let cluster = connect(target).await?;
+    plan_set(cluster, wanted, options, on_wait)
+        .await
+        .map_err(failure)
+}
+
+async fn connect(target: &Target) -> Result<KubeCluster, Failure> {
+    KubeCluster::connect(target.kubeconfig.as_deref(), target.context.as_deref())
+        .await
+        .map_err(|e| failure(e.into()))
+}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -32,16 +119,22 @@ fn failure(e: RealizeError) -> Failure {
 
 /// Runs `fut` until it ends or the user interrupts (Ctrl-C, SIGTERM); then it is dropped, which
 /// stops its requests, and the caller releases the set's lock.
-async fn until_interrupted<T>(
-    fut: impl std::future::Future<Output = Result<T, RealizeError>>,
-) -> Result<T, RealizeError> {
+async fn until_interrupted<T, E: From<RealizeError>>(
+    fut: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
     tokio::select! {
         r = fut => r,
         () = async {
             while !kiln_core::interrupt::interrupted() {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-        } => Err(RealizeError::Interrupted),
+        } => Err(RealizeError::Interrupted.into()),
+    }
+}
+
+impl From<RealizeError> for Failure {
+    fn from(e: RealizeError) -> Self {
+        failure(e)
     }
 }
 
@@ -53,6 +146,8 @@ fn target(args: &ClusterArgs, store: &Path) -> Target {
         kubeconfig: args.kubeconfig.clone(),
         context: args.context.clone(),
         parent_namespace: args.applyset_namespace.clone(),
+        vars: args.vars.map(),
+        unsandboxed: args.vars.unsandboxed,
     }
 }
 
@@ -90,10 +185,7 @@ fn plan_json(r: &Realized, done: Option<&ApplyReport>) -> serde_json::Value {
 }
 
 fn http_json(r: &Realized) -> serde_json::Value {
-    serde_json::json!({
-        "requests": r.cluster.counters().requests.load(Ordering::Relaxed),
-        "writes": r.cluster.counters().writes.load(Ordering::Relaxed),
-    })
+    serde_json::json!(r.cluster.counts())
 }
 
 /// Releases the lock after a run, whatever its outcome; trouble with it is a warning.
@@ -115,8 +207,6 @@ fn release(rt: &tokio::runtime::Runtime, guard: Option<LockGuard>, printer: &Pri
 pub fn plan(args: &PlanArgs, printer: &Printer, store: &Path) -> Result<u8, Failure> {
     let options = PlanOptions {
         find_orphans: args.find_orphans,
-        vars: args.cluster.vars.map(),
-        unsandboxed: args.cluster.vars.unsandboxed,
         ..PlanOptions::default()
     };
     let r = runtime()
@@ -125,8 +215,7 @@ pub fn plan(args: &PlanArgs, printer: &Printer, store: &Path) -> Result<u8, Fail
             &options,
             on_wait(printer),
         )))
-        .map_err(|e| {
-            let mut f = failure(e);
+        .map_err(|mut f| {
             if args.detailed_exitcode {
                 f.code = 1;
             }
@@ -165,16 +254,12 @@ pub fn apply(args: &ApplyArgs, printer: &Printer, store: &Path) -> Result<u8, Fa
     let options = PlanOptions {
         lock: Some(lock_options(&args.lock)),
         find_orphans: args.prune_orphans,
-        vars: args.cluster.vars.map(),
-        unsandboxed: args.cluster.vars.unsandboxed,
     };
-    let mut r = rt
-        .block_on(until_interrupted(connect_and_plan(
-            &target(&args.cluster, store),
-            &options,
-            on_wait(printer),
-        )))
-        .map_err(failure)?;
+    let mut r = rt.block_on(until_interrupted(connect_and_plan(
+        &target(&args.cluster, store),
+        &options,
+        on_wait(printer),
+    )))?;
     let guard = r.lock.take();
     print_warnings(&r, printer);
     if !args.cluster.json {
@@ -211,16 +296,21 @@ pub fn destroy(args: &DestroyArgs, printer: &Printer, store: &Path) -> Result<u8
     let options = PlanOptions {
         lock: (!args.dry_run).then(|| lock_options(&args.lock)),
         find_orphans: args.find_orphans,
-        vars: args.cluster.vars.map(),
-        unsandboxed: false,
     };
-    let mut r = rt
-        .block_on(until_interrupted(connect_for_destroy(
-            &target(&args.cluster, store),
-            &options,
-            on_wait(printer),
-        )))
-        .map_err(failure)?;
+    let target = target(&args.cluster, store);
+    // Nothing is built: the project is only loaded for its name and environment.
+    let loaded = load(&target)?;
+    let wanted = Wanted::nothing(
+        &loaded.project.name,
+        &loaded.selected.instance_name(),
+        &target.parent_namespace,
+    );
+    let mut r = rt.block_on(until_interrupted(async {
+        let cluster = connect(&target).await?;
+        plan_teardown(cluster, wanted.parent, &options, on_wait(printer))
+            .await
+            .map_err(Failure::from)
+    }))?;
     let guard = r.lock.take();
     if args.dry_run || !args.cluster.json {
         let text = render(&r.plan);

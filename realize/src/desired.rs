@@ -106,6 +106,17 @@ pub struct RawObject {
 }
 
 impl RawObject {
+    /// An object of the rule at graph node `node`.
+    #[cfg(test)]
+    pub(crate) fn new(node: usize, rule: &str, object: Value) -> Self {
+        Self {
+            node,
+            rule: rule.to_owned(),
+            path: String::new(),
+            object,
+        }
+    }
+
     /// `apiVersion` and `kind`.
     pub fn type_meta(&self) -> (&str, &str) {
         (
@@ -234,28 +245,59 @@ pub fn settle_scopes(
     warnings
 }
 
+/// Each rule's wave and ancestors, by node index: what [`collect`] needs of the rule graph.
+#[derive(Debug, Clone, Default)]
+pub struct Lineage {
+    /// 0 for rules without dependencies, else 1 + the deepest dependency's.
+    waves: Vec<usize>,
+    /// Every rule each rule (transitively) depends on.
+    ancestors: Vec<HashSet<usize>>,
+}
+
+impl Lineage {
+    /// The lineage of every rule of `graph`.
+    pub fn of(graph: &RuleGraph) -> Self {
+        Self::from_order(
+            graph.len(),
+            graph.order().iter().map(|&n| {
+                let deps: Vec<usize> = graph.dependencies(n).map(|d| d.index()).collect();
+                (n.index(), deps)
+            }),
+        )
+    }
+
+    /// The lineage of `len` rules given as (rule, its dependencies) in dependency order.
+    pub(crate) fn from_order(
+        len: usize,
+        order: impl IntoIterator<Item = (usize, Vec<usize>)>,
+    ) -> Self {
+        let mut waves = vec![0usize; len];
+        let mut ancestors: Vec<HashSet<usize>> = vec![HashSet::new(); len];
+        for (n, deps) in order {
+            let mut wave = 0;
+            let mut anc = HashSet::new();
+            for d in deps {
+                wave = wave.max(waves[d] + 1);
+                anc.insert(d);
+                anc.extend(ancestors[d].iter().copied());
+            }
+            waves[n] = wave;
+            ancestors[n] = anc;
+        }
+        Self { waves, ancestors }
+    }
+}
+
 /// Collects the objects of every rule's artifact (scopes settled, see [`settle_scopes`]). When
 /// several rules hold the same object with different content, a rule that (transitively)
 /// depends on the others wins (an overlay replaces its base); identical copies (a bundle
 /// repeating its parts) stay with the first rule.
 pub fn collect(
-    graph: &RuleGraph,
+    lineage: &Lineage,
     objects: Vec<RawObject>,
     set_id: &str,
 ) -> Result<Vec<DesiredObject>, DesiredError> {
-    let mut waves = vec![0usize; graph.len()];
-    let mut ancestors: Vec<HashSet<usize>> = vec![HashSet::new(); graph.len()];
-    for &n in graph.order() {
-        let mut wave = 0;
-        let mut anc = HashSet::new();
-        for d in graph.dependencies(n) {
-            wave = wave.max(waves[d.index()] + 1);
-            anc.insert(d.index());
-            anc.extend(ancestors[d.index()].iter().copied());
-        }
-        waves[n.index()] = wave;
-        ancestors[n.index()] = anc;
-    }
+    let Lineage { waves, ancestors } = lineage;
     let mut chosen: BTreeMap<ObjectKey, (usize, String, Value)> = BTreeMap::new();
     for RawObject {
         node, rule, object, ..

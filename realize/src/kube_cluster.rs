@@ -1,7 +1,7 @@
-//! The cluster side: a kube client with a request counter, discovery, LIST, server-side apply,
-//! delete and readiness. All I/O of `kiln plan` / `kiln apply` is here.
+//! The real cluster: [`ClusterApi`] on a kube client with a request counter (a tower layer),
+//! discovery cached per group-version, LIST, GET, server-side apply and DELETE.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -14,61 +14,14 @@ use kube::{Client, Config};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use super::applyset::split_group_kind;
-use super::plan::FIELD_MANAGER;
-
-/// A cluster operation that failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ClusterError {
-    /// No usable kubeconfig or context.
-    #[error("failed to load the kubeconfig")]
-    Config(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// The API server refused or failed a request.
-    #[error("{action} {what} failed")]
-    Api {
-        /// What was attempted.
-        action: &'static str,
-        /// The object or resource.
-        what: String,
-        /// The cause.
-        #[source]
-        source: kube::Error,
-    },
-    /// The API server does not serve this kind.
-    #[error("the cluster does not serve `{kind}` in `{api_version}`")]
-    UnknownKind {
-        /// apiVersion.
-        api_version: String,
-        /// kind.
-        kind: String,
-    },
-    /// Server-side apply conflicts with another field manager.
-    #[error("{what}: conflict with another field manager: {message}")]
-    Conflict {
-        /// The object.
-        what: String,
-        /// The server's message, naming the manager and the fields.
-        message: String,
-    },
-}
-
-impl ClusterError {
-    /// Whether the error says the kind is not served (yet).
-    pub fn is_not_served(&self) -> bool {
-        match self {
-            ClusterError::UnknownKind { .. } => true,
-            ClusterError::Api {
-                source: kube::Error::Api(s),
-                ..
-            } => s.code == 404,
-            _ => false,
-        }
-    }
-}
+use crate::api::{ApplyParams, ClusterApi, ClusterError, RequestCounts};
+use crate::applyset::{group_kind, split_group_kind};
+use crate::desired::Scope as ObjectScope;
+use crate::plan::FIELD_MANAGER;
 
 /// Request counts, by a counting layer on the client's HTTP stack.
 #[derive(Debug, Default)]
-pub struct Counters {
+struct Counters {
     /// Every request.
     pub requests: AtomicUsize,
     /// Requests that are not GET (writes).
@@ -76,7 +29,7 @@ pub struct Counters {
 }
 
 /// A connection to one cluster.
-pub struct Cluster {
+pub struct KubeCluster {
     client: Client,
     /// The same connection without the counting layer: the set's lock (a Lease read, created,
     /// renewed and deleted) is not part of a plan's or an apply's request counts.
@@ -88,7 +41,7 @@ pub struct Cluster {
     preferred: Mutex<Option<HashMap<String, Vec<String>>>>,
 }
 
-impl Cluster {
+impl KubeCluster {
     /// Connects with `--kubeconfig` / `--context`, or the usual inference (`KUBECONFIG`,
     /// `~/.kube/config`, in-cluster).
     pub async fn connect(
@@ -136,16 +89,6 @@ impl Cluster {
         })
     }
 
-    /// The client for the set's lock, outside the request counts.
-    pub fn lock_client(&self) -> Client {
-        self.lock_client.clone()
-    }
-
-    /// The request counters.
-    pub fn counters(&self) -> &Counters {
-        &self.counters
-    }
-
     /// Resolves a kind in an apiVersion, one discovery request per group/version.
     pub async fn resolve(
         &self,
@@ -171,7 +114,7 @@ impl Cluster {
                         .map_err(|source| ClusterError::Api {
                             action: "discover",
                             what: format!("`{api_version}`"),
-                            source,
+                            source: Box::new(source),
                         })
                 })
                 .await?
@@ -212,7 +155,7 @@ impl Cluster {
                         ClusterError::Api {
                             action: "discover",
                             what: "API groups".into(),
-                            source,
+                            source: Box::new(source),
                         }
                     })?;
                     // Preferred version first, then the others the group serves.
@@ -252,18 +195,6 @@ impl Cluster {
         })
     }
 
-    /// The namespace a namespaced object without one goes to: the kubeconfig context's, else
-    /// `default` (as kubectl does).
-    pub fn default_namespace(&self) -> &str {
-        self.client.default_namespace()
-    }
-
-    /// Whether a kind is namespaced, from discovery.
-    pub async fn scope(&self, api_version: &str, kind: &str) -> Result<Scope, ClusterError> {
-        let (_, caps) = self.resolve(api_version, kind).await?;
-        Ok(caps.scope)
-    }
-
     fn api(
         &self,
         ar: &ApiResource,
@@ -277,11 +208,36 @@ impl Cluster {
             _ => Api::all_with(self.client.clone(), ar),
         }
     }
+}
+
+impl ClusterApi for KubeCluster {
+    fn default_namespace(&self) -> &str {
+        self.client.default_namespace()
+    }
+
+    async fn scope(&self, api_version: &str, kind: &str) -> Result<ObjectScope, ClusterError> {
+        let (_, caps) = self.resolve(api_version, kind).await?;
+        Ok(match caps.scope {
+            Scope::Cluster => ObjectScope::Cluster,
+            Scope::Namespaced => ObjectScope::Namespaced,
+        })
+    }
+
+    fn counts(&self) -> RequestCounts {
+        RequestCounts {
+            requests: self.counters.requests.load(Ordering::Relaxed),
+            writes: self.counters.writes.load(Ordering::Relaxed),
+        }
+    }
+
+    fn lease_client(&self) -> Option<Client> {
+        Some(self.lock_client.clone())
+    }
 
     /// Every object of a group-kind labeled `selector`, across namespaces: one LIST, in
     /// `api_version` when given (the version kiln applies in, so fields compare like for like),
     /// else the group's preferred version.
-    pub async fn list(
+    async fn list(
         &self,
         gk: &str,
         api_version: Option<&str>,
@@ -298,16 +254,16 @@ impl Cluster {
             .map_err(|source| ClusterError::Api {
                 action: "list",
                 what: format!("`{gk}`"),
-                source,
+                source: Box::new(source),
             })?;
         Ok(typed_values(list.items, &ar))
     }
 
     /// Members of the set (labeled `selector`) of every listable kind the cluster serves that
     /// is not in `known` (`Kind.group`): one discovery pass, then one LIST per such kind.
-    pub async fn list_other_kinds(
+    async fn list_other_kinds(
         &self,
-        known: &std::collections::BTreeSet<String>,
+        known: &BTreeSet<String>,
         selector: &str,
     ) -> Result<Vec<Value>, ClusterError> {
         let discovery = kube::Discovery::new(self.client.clone())
@@ -316,12 +272,12 @@ impl Cluster {
             .map_err(|source| ClusterError::Api {
                 action: "discover",
                 what: "every API group".into(),
-                source,
+                source: Box::new(source),
             })?;
         let mut kinds = Vec::new();
         for group in discovery.groups() {
             for (ar, caps) in group.recommended_resources() {
-                let gk = super::applyset::group_kind(&ar.api_version, &ar.kind);
+                let gk = group_kind(&ar.api_version, &ar.kind);
                 if caps.supports_operation(kube::discovery::verbs::LIST) && !known.contains(&gk) {
                     kinds.push((gk, ar, caps));
                 }
@@ -339,7 +295,7 @@ impl Cluster {
                     Err(source) => Err(ClusterError::Api {
                         action: "list",
                         what: format!("`{gk}`"),
-                        source,
+                        source: Box::new(source),
                     }),
                 }
             }))
@@ -348,7 +304,7 @@ impl Cluster {
     }
 
     /// One object, or `None`.
-    pub async fn get(
+    async fn get(
         &self,
         api_version: &str,
         kind: &str,
@@ -363,13 +319,13 @@ impl Cluster {
             .map_err(|source| ClusterError::Api {
                 action: "get",
                 what: format!("{kind} `{name}`"),
-                source,
+                source: Box::new(source),
             })?;
         Ok(got.map(|o| serde_json::to_value(o).expect("objects serialize")))
     }
 
     /// Server-side apply with field manager `kiln`.
-    pub async fn apply(&self, obj: &Value, force: bool) -> Result<Value, ClusterError> {
+    async fn apply(&self, obj: &Value, apply: ApplyParams) -> Result<Value, ClusterError> {
         let api_version = obj["apiVersion"].as_str().unwrap_or_default();
         let kind = obj["kind"].as_str().unwrap_or_default();
         let name = obj
@@ -380,7 +336,8 @@ impl Cluster {
         let (ar, caps) = self.resolve(api_version, kind).await?;
         let api = self.api(&ar, &caps, ns);
         let mut params = PatchParams::apply(FIELD_MANAGER);
-        params.force = force;
+        params.force = apply.force;
+        params.dry_run = apply.dry_run;
         let what = format!(
             "{kind} `{}{name}`",
             ns.map(|n| format!("{n}/")).unwrap_or_default()
@@ -394,18 +351,13 @@ impl Cluster {
             Err(source) => Err(ClusterError::Api {
                 action: "apply",
                 what,
-                source,
+                source: Box::new(source),
             }),
         }
     }
 
     /// Whether an object of `Kind.group` exists.
-    pub async fn exists(
-        &self,
-        gk: &str,
-        namespace: &str,
-        name: &str,
-    ) -> Result<bool, ClusterError> {
+    async fn exists(&self, gk: &str, namespace: &str, name: &str) -> Result<bool, ClusterError> {
         let (ar, caps) = self.resolve_group_kind(gk).await?;
         let api = self.api(&ar, &caps, Some(namespace));
         api.get_opt(name)
@@ -414,12 +366,12 @@ impl Cluster {
             .map_err(|source| ClusterError::Api {
                 action: "get",
                 what: format!("{gk} `{name}`"),
-                source,
+                source: Box::new(source),
             })
     }
 
     /// Deletes one object (background propagation); a missing object is fine.
-    pub async fn delete(&self, gk: &str, namespace: &str, name: &str) -> Result<(), ClusterError> {
+    async fn delete(&self, gk: &str, namespace: &str, name: &str) -> Result<(), ClusterError> {
         let (ar, caps) = self.resolve_group_kind(gk).await?;
         let api = self.api(&ar, &caps, Some(namespace));
         match api.delete(name, &DeleteParams::background()).await {
@@ -428,7 +380,7 @@ impl Cluster {
             Err(source) => Err(ClusterError::Api {
                 action: "delete",
                 what: format!("{gk} `{name}`"),
-                source,
+                source: Box::new(source),
             }),
         }
     }

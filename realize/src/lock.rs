@@ -46,7 +46,7 @@ pub enum LockError {
         name: String,
         /// The cause.
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
 }
 
@@ -114,7 +114,7 @@ impl LockGuard {
                 action: "release",
                 namespace: self.namespace,
                 name: self.name,
-                source,
+                source: Box::new(source),
             }),
         }
     }
@@ -176,7 +176,7 @@ pub async fn acquire(
         action,
         namespace: namespace.to_owned(),
         name: name.to_owned(),
-        source,
+        source: Box::new(source),
     };
     let started = Instant::now();
     let mut told = false;

@@ -1,0 +1,147 @@
+//! What realization needs from a cluster, as a trait: discovery (scopes), LIST, GET,
+//! server-side apply (or its dry run), DELETE, and the request counts. [`KubeCluster`] is the
+//! real one; unit tests use a fault-injecting fake.
+//!
+//! [`KubeCluster`]: crate::kube_cluster::KubeCluster
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use crate::desired::Scope;
+
+/// A cluster operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// No usable kubeconfig or context.
+    #[error("failed to load the kubeconfig")]
+    Config(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The API server refused or failed a request.
+    #[error("{action} {what} failed")]
+    Api {
+        /// What was attempted.
+        action: &'static str,
+        /// The object or resource.
+        what: String,
+        /// The cause.
+        #[source]
+        source: Box<kube::Error>,
+    },
+    /// The API server does not serve this kind.
+    #[error("the cluster does not serve `{kind}` in `{api_version}`")]
+    UnknownKind {
+        /// apiVersion.
+        api_version: String,
+        /// kind.
+        kind: String,
+    },
+    /// Server-side apply conflicts with another field manager (409), or the object changed
+    /// since the resourceVersion the write was conditional on.
+    #[error("{what}: conflict with another field manager: {message}")]
+    Conflict {
+        /// The object.
+        what: String,
+        /// The server's message, naming the manager and the fields.
+        message: String,
+    },
+}
+
+impl ClusterError {
+    /// Whether the error says the kind is not served (yet).
+    pub fn is_not_served(&self) -> bool {
+        self.status_code() == Some(404) || matches!(self, ClusterError::UnknownKind { .. })
+    }
+
+    /// The HTTP status the API server answered with, when it answered.
+    pub fn status_code(&self) -> Option<u16> {
+        match self {
+            ClusterError::Api { source, .. } => match source.as_ref() {
+                kube::Error::Api(s) => Some(s.code),
+                _ => None,
+            },
+            ClusterError::Conflict { .. } => Some(409),
+            _ => None,
+        }
+    }
+}
+
+/// Request counts of one connection (the set's lock excluded).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RequestCounts {
+    /// Every request.
+    pub requests: usize,
+    /// Requests that are not GET (writes).
+    pub writes: usize,
+}
+
+/// How to apply one object.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApplyParams {
+    /// Take fields other field managers own.
+    pub force: bool,
+    /// Validate and admit only: the server persists nothing.
+    pub dry_run: bool,
+}
+
+/// The operations realization performs on a cluster. Futures are awaited on the caller's task
+/// (joined, never spawned), so they need not be `Send`.
+#[allow(async_fn_in_trait)]
+pub trait ClusterApi {
+    /// The namespace a namespaced object without one goes to (the context's, else `default`).
+    fn default_namespace(&self) -> &str;
+
+    /// Whether `kind` in `api_version` is namespaced, from discovery.
+    async fn scope(&self, api_version: &str, kind: &str) -> Result<Scope, ClusterError>;
+
+    /// Every object of `Kind.group` labeled `selector`, across namespaces, in `api_version`
+    /// when given, else in the group's preferred version.
+    async fn list(
+        &self,
+        group_kind: &str,
+        api_version: Option<&str>,
+        selector: &str,
+    ) -> Result<Vec<Value>, ClusterError>;
+
+    /// Objects labeled `selector` of every listable served kind not in `known`. Kinds this user
+    /// may not list (403, 404, 405) hold no members it could act on.
+    async fn list_other_kinds(
+        &self,
+        known: &BTreeSet<String>,
+        selector: &str,
+    ) -> Result<Vec<Value>, ClusterError>;
+
+    /// One object, or `None`.
+    async fn get(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Value>, ClusterError>;
+
+    /// Server-side apply of `obj` with kiln's field manager; the object as the server has it.
+    async fn apply(&self, obj: &Value, params: ApplyParams) -> Result<Value, ClusterError>;
+
+    /// Whether an object of `Kind.group` exists.
+    async fn exists(
+        &self,
+        group_kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<bool, ClusterError>;
+
+    /// Deletes one object (background propagation); a missing object is fine.
+    async fn delete(
+        &self,
+        group_kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(), ClusterError>;
+
+    /// Requests made so far.
+    fn counts(&self) -> RequestCounts;
+
+    /// A client for the set's lock (a Lease), outside the request counts; `None` when this
+    /// cluster cannot hold one (a test fake).
+    fn lease_client(&self) -> Option<kube::Client>;
+}

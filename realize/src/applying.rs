@@ -1,0 +1,607 @@
+//! Applying a plan: the parent widened first, then waves in DAG order with kinds in order inside
+//! a wave, CRDs waited on, health gates, prune in reverse kind order, the parent narrowed last.
+//! And destroying a set: every member, then the parent.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::time::Duration;
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+use serde_json::Value;
+
+use crate::api::{ApplyParams, ClusterApi, ClusterError, RequestCounts};
+use crate::applyset::{self, parent_state};
+use crate::desired::{kind_rank, DesiredObject, ObjectKey};
+use crate::error::RealizeError;
+use crate::health;
+use crate::plan::{Action, Change};
+use crate::planning::Realized;
+use crate::wait;
+
+/// Options of `kiln apply`.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// Override other field managers' ownership.
+    pub force_conflicts: bool,
+    /// Wait for health gates.
+    pub wait: bool,
+    /// Skip the rollout gates of workloads (CRD and PVC gates still apply).
+    pub skip_workload_gates: bool,
+    /// How long each wave may wait.
+    pub timeout: Duration,
+    /// Deletions are confirmed.
+    pub yes: bool,
+    /// Concurrent writes inside a wave.
+    pub parallel: usize,
+}
+
+/// What `apply` or `destroy` did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct ApplyReport {
+    /// Objects written (created, updated, drift reverted).
+    pub applied: usize,
+    /// Objects deleted.
+    pub deleted: usize,
+    /// HTTP requests, and writes among them.
+    pub requests: usize,
+    /// Writes.
+    pub writes: usize,
+}
+
+impl ApplyReport {
+    fn counted(mut self, counts: RequestCounts) -> Self {
+        self.requests = counts.requests;
+        self.writes = counts.writes;
+        self
+    }
+}
+
+fn parent_lists(desired: &[DesiredObject], extra_gks: &[String]) -> (Vec<String>, Vec<String>) {
+    let mut gks: BTreeSet<String> = desired.iter().map(|d| d.key.group_kind.clone()).collect();
+    gks.extend(extra_gks.iter().cloned());
+    let namespaces: BTreeSet<String> = desired
+        .iter()
+        .map(|d| d.key.namespace.clone())
+        .filter(|n| !n.is_empty())
+        .collect();
+    (gks.into_iter().collect(), namespaces.into_iter().collect())
+}
+
+/// Whether the live parent already lists what `wanted` does (and carries the same id).
+fn parent_says(live: &Value, wanted: &Value) -> bool {
+    let ann = |v: &Value, k: &str| {
+        v.pointer("/metadata/annotations")
+            .and_then(|a| a.get(k))
+            .cloned()
+    };
+    let id = format!("/metadata/labels/{}", applyset::ID_LABEL.replace('/', "~1"));
+    [
+        applyset::GROUP_KINDS_ANNOTATION,
+        applyset::NAMESPACES_ANNOTATION,
+        applyset::TOOLING_ANNOTATION,
+    ]
+    .iter()
+    .all(|k| ann(live, k) == ann(wanted, k))
+        && live.pointer(&id) == wanted.pointer(&id)
+}
+
+/// Applies the parent listing `gks` and `namespaces` unless `current` already says so; returns
+/// the parent as it now is.
+async fn write_parent_if_changed<C: ClusterApi>(
+    r: &Realized<C>,
+    current: Option<Value>,
+    (gks, namespaces): (Vec<String>, Vec<String>),
+    force: bool,
+) -> Result<Option<Value>, RealizeError> {
+    let mut obj = r.parent.object(&gks, &namespaces);
+    if current.as_ref().is_some_and(|live| parent_says(live, &obj)) {
+        return Ok(current);
+    }
+    // Conditional on the parent as this run last saw it: a lost update (another run widened
+    // or narrowed it meanwhile) fails instead of overwriting that run's group-kinds.
+    if let Some(rv) = current
+        .as_ref()
+        .and_then(|c| c.pointer("/metadata/resourceVersion"))
+    {
+        obj["metadata"]["resourceVersion"] = rv.clone();
+    }
+    let params = ApplyParams {
+        force,
+        dry_run: false,
+    };
+    match r.cluster.apply(&obj, params).await {
+        Ok(v) => Ok(Some(v)),
+        Err(ClusterError::Conflict { message, .. }) if message.contains("has been modified") => {
+            Err(RealizeError::ParentChanged {
+                name: r.parent.name.clone(),
+                namespace: r.parent.namespace.clone(),
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The plan's deletions, confirmed (by `yes` or `confirm`).
+fn confirmed_deletions(
+    changes: &[Change],
+    yes: bool,
+    confirm: impl FnOnce(usize) -> bool,
+) -> Result<Vec<&Change>, RealizeError> {
+    let deletions: Vec<&Change> = changes
+        .iter()
+        .filter(|c| c.action == Action::Delete)
+        .collect();
+    if !deletions.is_empty() && !yes && !confirm(deletions.len()) {
+        return Err(RealizeError::NotConfirmed(deletions.len()));
+    }
+    Ok(deletions)
+}
+
+/// The objects to write, by wave, then by kind rank inside the wave.
+type Waves<'a> = BTreeMap<usize, BTreeMap<u8, Vec<&'a DesiredObject>>>;
+
+fn waves<C>(r: &Realized<C>) -> Waves<'_> {
+    let by_key: BTreeMap<&ObjectKey, &DesiredObject> =
+        r.desired.iter().map(|d| (&d.key, d)).collect();
+    let mut to_write: Waves<'_> = BTreeMap::new();
+    for c in &r.plan.changes {
+        if matches!(c.action, Action::Create | Action::Update | Action::Drift) {
+            let d = by_key[&c.key()];
+            to_write
+                .entry(d.wave)
+                .or_default()
+                .entry(kind_rank(&d.key.group_kind))
+                .or_default()
+                .push(d);
+        }
+    }
+    to_write
+}
+
+/// Applies a plan: creates, updates and drift reverts in waves, then prunes.
+pub async fn apply<C: ClusterApi>(
+    r: &Realized<C>,
+    options: &ApplyOptions,
+    confirm: impl FnOnce(usize) -> bool,
+) -> Result<ApplyReport, RealizeError> {
+    let deletions = confirmed_deletions(&r.plan.changes, options.yes, confirm)?;
+    let old_gks = r
+        .live_parent
+        .as_ref()
+        .map(|p| parent_state(p).0)
+        .unwrap_or_default();
+    // Widen the parent first, so an interrupted apply leaves no member the next run cannot find.
+    let current = write_parent_if_changed(
+        r,
+        r.live_parent.clone(),
+        parent_lists(&r.desired, &old_gks),
+        options.force_conflicts,
+    )
+    .await?;
+    let drifted: HashSet<ObjectKey> = r
+        .plan
+        .changes
+        .iter()
+        .filter(|c| c.action == Action::Drift)
+        .map(|c| c.key())
+        .collect();
+    let mut report = ApplyReport::default();
+    for ranks in waves(r).values() {
+        report.applied += apply_wave(&r.cluster, ranks, &drifted, options).await?;
+    }
+    report.deleted += delete_in_order(&r.cluster, deletions).await?;
+    // Narrow the parent to what the set now holds.
+    let lists = parent_lists(&r.desired, &[]);
+    write_parent_if_changed(r, current, lists, options.force_conflicts).await?;
+    Ok(report.counted(r.cluster.counts()))
+}
+
+/// Writes one wave, kind rank by kind rank (CRDs Established before what follows them), then
+/// waits for its health gates; returns how many objects were written.
+async fn apply_wave(
+    cluster: &impl ClusterApi,
+    ranks: &BTreeMap<u8, Vec<&DesiredObject>>,
+    drifted: &HashSet<ObjectKey>,
+    options: &ApplyOptions,
+) -> Result<usize, RealizeError> {
+    let mut written = Vec::new();
+    for objs in ranks.values() {
+        stream::iter(objs.iter())
+            .map(|d| {
+                // Reverting drift takes the fields back from whoever changed them; a new
+                // field another manager owns is a conflict unless --force-conflicts.
+                let params = ApplyParams {
+                    force: options.force_conflicts || drifted.contains(&d.key),
+                    dry_run: false,
+                };
+                cluster.apply(&d.object, params)
+            })
+            .buffer_unordered(options.parallel.max(1))
+            .try_collect::<Vec<Value>>()
+            .await?;
+        // A CRD created in this run must be Established before its custom resources.
+        for d in objs
+            .iter()
+            .filter(|d| d.key.group_kind.starts_with("CustomResourceDefinition."))
+        {
+            wait::ready(cluster, &d.object, options.timeout).await?;
+        }
+        written.extend(objs.iter().copied());
+    }
+    if options.wait {
+        let gated: Vec<&DesiredObject> = written
+            .iter()
+            .copied()
+            .filter(|d| health::condition(&d.object).is_some())
+            .filter(|d| !(options.skip_workload_gates && health::is_workload(&d.object)))
+            .collect();
+        stream::iter(gated)
+            .map(|d| wait::ready(cluster, &d.object, options.timeout))
+            .buffer_unordered(options.parallel.max(1))
+            .try_collect::<Vec<()>>()
+            .await?;
+    }
+    Ok(written.len())
+}
+
+/// Deletes `changes` in reverse kind order: custom resources first, namespaces last.
+async fn delete_in_order(
+    cluster: &impl ClusterApi,
+    mut changes: Vec<&Change>,
+) -> Result<usize, RealizeError> {
+    changes.sort_by_key(|c| std::cmp::Reverse(kind_rank(&c.group_kind)));
+    for c in &changes {
+        cluster.delete(&c.group_kind, &c.namespace, &c.name).await?;
+    }
+    Ok(changes.len())
+}
+
+/// Deletes every member planned by [`plan_teardown`](crate::plan_teardown), then (with `wait`,
+/// once they are gone) the parent.
+pub async fn destroy<C: ClusterApi>(
+    r: &Realized<C>,
+    wait: Option<Duration>,
+    yes: bool,
+    confirm: impl FnOnce(usize) -> bool,
+) -> Result<ApplyReport, RealizeError> {
+    let deletions = confirmed_deletions(&r.plan.changes, yes, confirm)?;
+    let mut report = ApplyReport {
+        deleted: delete_in_order(&r.cluster, deletions.clone()).await?,
+        ..ApplyReport::default()
+    };
+    if let Some(timeout) = wait {
+        let deadline = tokio::time::Instant::now() + timeout;
+        for c in &deletions {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            wait::gone(&r.cluster, &c.key(), left)
+                .await
+                .map_err(|e| match e {
+                    RealizeError::Unhealthy {
+                        object, condition, ..
+                    } => RealizeError::Unhealthy {
+                        object,
+                        condition,
+                        timeout,
+                    },
+                    e => e,
+                })?;
+        }
+    }
+    if r.live_parent.is_some() {
+        r.cluster
+            .delete("Secret", &r.parent.namespace, &r.parent.name)
+            .await?;
+        report.deleted += 1;
+    }
+    Ok(report.counted(r.cluster.counts()))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::applyset::Parent;
+    use crate::fake::{FakeCluster, Health};
+    use crate::planning::{plan_set, PlanOptions, Wanted};
+
+    fn ns(name: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    }
+
+    fn cm(namespace: &str, name: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": name, "namespace": namespace}, "data": {"k": "v"}})
+    }
+
+    fn deployment(namespace: &str, name: &str) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": name, "namespace": namespace},
+               "spec": {"replicas": 2, "selector": {"matchLabels": {"app": name}},
+                        "template": {"metadata": {"labels": {"app": name}},
+                                     "spec": {"containers": [{"name": "c", "image": "i"}]}}}})
+    }
+
+    fn crd() -> Value {
+        json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+               "metadata": {"name": "widgets.example.io"},
+               "spec": {"group": "example.io", "scope": "Namespaced",
+                        "names": {"kind": "Widget", "plural": "widgets"},
+                        "versions": [{"name": "v1", "served": true, "storage": true}]}})
+    }
+
+    fn widget(namespace: &str, name: &str) -> Value {
+        json!({"apiVersion": "example.io/v1", "kind": "Widget",
+               "metadata": {"name": name, "namespace": namespace}})
+    }
+
+    fn parent() -> Parent {
+        Parent::for_project("shop", "test", "default")
+    }
+
+    /// The platform of these tests: `base` (a namespace and a CRD), `app` on it (config, a
+    /// custom resource and a Deployment), `extra` on `app`.
+    fn platform(extra: Vec<Value>) -> Wanted {
+        Wanted::of_rules(
+            parent(),
+            vec![
+                ("base", vec![], vec![crd(), ns("shop")]),
+                (
+                    "app",
+                    vec![0],
+                    vec![
+                        deployment("shop", "web"),
+                        widget("shop", "w"),
+                        cm("shop", "config"),
+                    ],
+                ),
+                ("extra", vec![1], extra),
+            ],
+        )
+    }
+
+    fn options() -> ApplyOptions {
+        ApplyOptions {
+            force_conflicts: false,
+            wait: true,
+            skip_workload_gates: false,
+            timeout: Duration::from_secs(30),
+            yes: true,
+            parallel: 1,
+        }
+    }
+
+    async fn plan(cluster: FakeCluster, wanted: Wanted) -> Realized<FakeCluster> {
+        plan_set(cluster, wanted, &PlanOptions::default(), |_, _| {})
+            .await
+            .expect("planned")
+    }
+
+    fn position(writes: &[String], what: &str) -> usize {
+        writes
+            .iter()
+            .position(|w| w == what)
+            .unwrap_or_else(|| panic!("{what} not in {writes:#?}"))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_go_parent_first_then_waves_in_kind_order_and_a_second_run_writes_nothing() {
+        let r = plan(FakeCluster::default(), platform(vec![cm("shop", "late")])).await;
+        let report = apply(&r, &options(), |_| true).await.unwrap();
+        assert_eq!(report.applied, 6);
+        let w = r.cluster.writes();
+        assert!(
+            w[0].starts_with("apply Secret default/kiln-shop-test"),
+            "{w:#?}"
+        );
+        let at = |what: &str| position(&w, what);
+        assert!(at("apply Namespace shop") < at("apply ConfigMap shop/config"));
+        assert!(
+            at("apply CustomResourceDefinition.apiextensions.k8s.io widgets.example.io")
+                < at("apply Widget.example.io shop/w")
+        );
+        assert!(at("apply ConfigMap shop/config") < at("apply Deployment.apps shop/web"));
+        assert!(at("apply Deployment.apps shop/web") < at("apply Widget.example.io shop/w"));
+        assert!(at("apply Widget.example.io shop/w") < at("apply ConfigMap shop/late"));
+        // The parent lists every kind once, written once: nothing to narrow.
+        assert_eq!(w.iter().filter(|w| w.contains("Secret")).count(), 1);
+
+        let again = plan(r.cluster, platform(vec![cm("shop", "late")])).await;
+        assert!(!again.plan.has_changes(), "{:#?}", again.plan.changes);
+        again.cluster.clear_writes();
+        let report = apply(&again, &options(), |_| true).await.unwrap();
+        assert_eq!((report.applied, report.deleted), (0, 0));
+        assert!(again.cluster.writes().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_invalid_object_stops_the_apply_at_its_wave_with_the_parent_already_widened() {
+        let fake = FakeCluster::default();
+        fake.fail("apply", "config", 422, 1);
+        let r = plan(fake, platform(vec![cm("shop", "late")])).await;
+        let err = apply(&r, &options(), |_| true).await.unwrap_err();
+        assert!(
+            matches!(&err, RealizeError::Cluster(e) if e.status_code() == Some(422)),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.exit_code(),
+            1,
+            "an object the server rejects is the user's to fix"
+        );
+        let w = r.cluster.writes();
+        assert!(w.contains(&"apply Namespace shop".to_owned()));
+        assert!(
+            !w.iter().any(|w| w.contains("shop/late")),
+            "later waves wait: {w:#?}"
+        );
+        // The parent was widened before any member: the next run finds what this one wrote.
+        let live_parent = r
+            .cluster
+            .object("Secret", "default", "kiln-shop-test")
+            .unwrap();
+        assert!(parent_state(&live_parent)
+            .0
+            .contains(&"Deployment.apps".to_owned()));
+
+        // The next run converges: it creates only what is missing.
+        let again = plan(r.cluster, platform(vec![cm("shop", "late")])).await;
+        let created: Vec<String> = again
+            .plan
+            .changes
+            .iter()
+            .filter(|c| c.action == Action::Create)
+            .map(|c| c.name.clone())
+            .collect();
+        assert!(created.contains(&"config".to_owned()) && created.contains(&"late".to_owned()));
+        assert!(!created.contains(&"shop".to_owned()), "{created:?}");
+        apply(&again, &options(), |_| true).await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_conflict_is_the_users_and_a_server_error_the_clusters() {
+        let fake = FakeCluster::default();
+        fake.fail("apply", "web", 409, 1);
+        let r = plan(fake, platform(vec![])).await;
+        let err = apply(&r, &options(), |_| true).await.unwrap_err();
+        assert!(matches!(
+            err,
+            RealizeError::Cluster(ClusterError::Conflict { .. })
+        ));
+        assert_eq!(err.exit_code(), 1);
+
+        let fake = FakeCluster::default();
+        fake.fail("apply", "web", 503, 1);
+        let r = plan(fake, platform(vec![])).await;
+        let err = apply(&r, &options(), |_| true).await.unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{err:?}");
+        assert!(!r.cluster.writes().iter().any(|w| w.contains("Widget")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_list_fails_the_plan_before_any_write() {
+        let fake = FakeCluster::default();
+        fake.fail("list", "ConfigMap", 500, 1);
+        let err = plan_set(fake, platform(vec![]), &PlanOptions::default(), |_, _| {})
+            .await
+            .err()
+            .expect("the plan fails");
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("list `ConfigMap` failed"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stuck_rollout_times_out_and_a_failed_one_ends_the_wait_at_once() {
+        let fake = FakeCluster::default();
+        fake.health("web", Health::Stuck);
+        let r = plan(fake, platform(vec![cm("shop", "late")])).await;
+        let started = tokio::time::Instant::now();
+        let err = apply(&r, &options(), |_| true).await.unwrap_err();
+        assert!(matches!(err, RealizeError::Unhealthy { .. }), "{err:?}");
+        assert!(started.elapsed() >= Duration::from_secs(30));
+        assert!(err.to_string().contains("Deployment.apps shop/web"));
+        assert!(!r.cluster.writes().iter().any(|w| w.contains("shop/late")));
+
+        let fake = FakeCluster::default();
+        fake.health("web", Health::Failed);
+        let r = plan(fake, platform(vec![])).await;
+        let started = tokio::time::Instant::now();
+        let err = apply(&r, &options(), |_| true).await.unwrap_err();
+        assert!(
+            matches!(&err, RealizeError::GateFailed { condition, .. } if condition.contains("ProgressDeadlineExceeded")),
+            "{err:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pruning_deletes_custom_resources_before_their_crd_and_namespaces_last() {
+        let r = plan(FakeCluster::default(), platform(vec![])).await;
+        apply(&r, &options(), |_| true).await.unwrap();
+        r.cluster.clear_writes();
+        let r = plan(r.cluster, Wanted::of_rules(parent(), vec![])).await;
+        let report = apply(&r, &options(), |_| true).await.unwrap();
+        assert_eq!(report.deleted, 5);
+        let w = r.cluster.writes();
+        let at = |what: &str| position(&w, what);
+        assert!(
+            at("delete Widget.example.io shop/w")
+                < at("delete CustomResourceDefinition.apiextensions.k8s.io widgets.example.io")
+        );
+        assert!(at("delete ConfigMap shop/config") < at("delete Namespace shop"));
+        assert_eq!(w.last().unwrap(), "apply Secret default/kiln-shop-test");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_prune_leaves_the_parent_wide_for_the_next_run() {
+        let r = plan(FakeCluster::default(), platform(vec![cm("shop", "late")])).await;
+        apply(&r, &options(), |_| true).await.unwrap();
+        r.cluster.fail("delete", "late", 500, 1);
+        let r = plan(r.cluster, platform(vec![])).await;
+        assert!(apply(&r, &options(), |_| true).await.is_err());
+        let live_parent = r
+            .cluster
+            .object("Secret", "default", "kiln-shop-test")
+            .unwrap();
+        assert!(parent_state(&live_parent)
+            .0
+            .contains(&"ConfigMap".to_owned()));
+        let r = plan(r.cluster, platform(vec![])).await;
+        let report = apply(&r, &options(), |_| true).await.unwrap();
+        assert_eq!(report.deleted, 1);
+        assert!(r.cluster.object("ConfigMap", "shop", "late").is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deletions_need_confirmation_and_a_refusal_writes_nothing() {
+        let r = plan(FakeCluster::default(), platform(vec![cm("shop", "late")])).await;
+        apply(&r, &options(), |_| true).await.unwrap();
+        r.cluster.clear_writes();
+        let r = plan(r.cluster, platform(vec![])).await;
+        let no = ApplyOptions {
+            yes: false,
+            ..options()
+        };
+        let err = apply(&r, &no, |n| {
+            assert_eq!(n, 1);
+            false
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(err, RealizeError::NotConfirmed(1)));
+        assert!(r.cluster.writes().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_parent_changed_by_another_run_is_not_overwritten() {
+        let r = plan(FakeCluster::default(), platform(vec![])).await;
+        apply(&r, &options(), |_| true).await.unwrap();
+        // A new kind makes the next apply widen the parent; another run touches it meanwhile.
+        let extra = json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                           "metadata": {"name": "sa", "namespace": "shop"}});
+        let r = plan(r.cluster, platform(vec![extra])).await;
+        r.cluster
+            .touch("Secret", "default", "kiln-shop-test", "someone/else");
+        r.cluster.clear_writes();
+        let err = apply(&r, &options(), |_| true).await.unwrap_err();
+        assert!(matches!(err, RealizeError::ParentChanged { .. }), "{err:?}");
+        assert!(r.cluster.writes().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lock_needs_a_cluster_that_can_hold_one() {
+        let options = PlanOptions {
+            lock: Some(crate::lock::LockOptions::default()),
+            ..PlanOptions::default()
+        };
+        let err = plan_set(
+            FakeCluster::default(),
+            platform(vec![]),
+            &options,
+            |_, _| {},
+        )
+        .await
+        .err()
+        .unwrap();
+        assert!(matches!(err, RealizeError::NoLock));
+    }
+}

@@ -1,0 +1,111 @@
+//! The crate's error: why planning or applying failed.
+
+use std::time::Duration;
+
+use crate::api::ClusterError;
+use crate::desired;
+use crate::lock::LockError;
+use crate::secrets;
+
+/// Why planning or applying failed.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum RealizeError {
+    /// The desired state is inconsistent.
+    #[error(transparent)]
+    Desired(#[from] desired::DesiredError),
+    /// Secret references could not be resolved: every one that failed.
+    #[error("{} secret references could not be resolved", .0.len())]
+    Secrets(#[related] Vec<secrets::SecretError>),
+    /// The cluster refused or failed.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// Ctrl-C or SIGTERM.
+    #[error("interrupted")]
+    Interrupted,
+    /// The set's lock could not be taken.
+    #[error(transparent)]
+    #[diagnostic(help(
+        "another `kiln apply` of this set is running; wait for it, or raise --lock-timeout"
+    ))]
+    Lock(#[from] LockError),
+    /// A lock was asked for on a cluster that cannot hold one.
+    #[error("this cluster connection cannot hold the set's lock")]
+    NoLock,
+    /// The parent changed between this run's read and its write: another apply ran.
+    #[error("the ApplySet parent Secret `{namespace}/{name}` changed while this apply ran; refusing to overwrite another run's work")]
+    #[diagnostic(help("run `kiln apply` again: it plans against what the set holds now"))]
+    ParentChanged {
+        /// Parent name.
+        name: String,
+        /// Parent namespace.
+        namespace: String,
+    },
+    /// A rule's object has a kind the cluster cannot resolve.
+    #[error("rule `{rule}`: cannot resolve its object's kind")]
+    Kind {
+        /// The rule.
+        rule: String,
+        /// The cause.
+        #[source]
+        source: Box<ClusterError>,
+    },
+    /// The set's parent belongs to another tool.
+    #[error("the ApplySet parent Secret `{namespace}/{name}` is managed by `{tooling}`, not kiln; refusing to touch its set")]
+    ForeignParent {
+        /// Parent name.
+        name: String,
+        /// Parent namespace.
+        namespace: String,
+        /// Its tooling annotation.
+        tooling: String,
+    },
+    /// Pruning needs confirmation.
+    #[error("refusing to delete {0} objects without confirmation")]
+    #[diagnostic(help("pass --yes, or run on a terminal to be asked"))]
+    NotConfirmed(usize),
+    /// A health gate failed for good (a failed Job, a Deployment past its progress deadline).
+    #[error("{object} failed: {condition}")]
+    #[diagnostic(help(
+        "objects already applied stay; fix the cause and run `kiln apply` again to converge"
+    ))]
+    GateFailed {
+        /// The object.
+        object: String,
+        /// The failing condition, its reason and message.
+        condition: String,
+    },
+    /// A health gate did not pass.
+    #[error("{object} did not become ready within {timeout:?}: waited for {condition}")]
+    #[diagnostic(help(
+        "objects already applied stay; fix the cause and run `kiln apply` again to converge"
+    ))]
+    Unhealthy {
+        /// The object.
+        object: String,
+        /// The condition.
+        condition: String,
+        /// The timeout.
+        timeout: Duration,
+    },
+}
+
+impl RealizeError {
+    /// Exit code: 1 for the user's input, 2 for the cluster, 130 when interrupted.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RealizeError::Interrupted => 130,
+            RealizeError::Cluster(ClusterError::Conflict { .. }) => 1,
+            // The server rejected the object itself (malformed, invalid): the user's to fix.
+            RealizeError::Cluster(e) if matches!(e.status_code(), Some(400 | 422)) => 1,
+            RealizeError::Kind { source, .. } if source.is_not_served() => 1,
+            RealizeError::Cluster(_)
+            | RealizeError::Kind { .. }
+            | RealizeError::Unhealthy { .. }
+            | RealizeError::GateFailed { .. }
+            | RealizeError::Lock(_)
+            | RealizeError::NoLock
+            | RealizeError::ParentChanged { .. } => 2,
+            _ => 1,
+        }
+    }
+}

@@ -1,0 +1,453 @@
+//! Planning: the desired set settled against discovery, the live set read (under the set's
+//! lock, for apply), and the plan computed as a value.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+use kiln_core::graph::RuleGraph;
+use kiln_core::project::Project;
+use kiln_core::Tree;
+use serde_json::Value;
+
+use crate::api::ClusterApi;
+use crate::applyset::{self, parent_state, Parent};
+use crate::desired::{self, DesiredObject, Lineage, ObjectKey, RawObject, Scope};
+use crate::error::RealizeError;
+use crate::lock::{self, LockGuard, LockOptions};
+use crate::plan::{self, Plan};
+use crate::secrets;
+
+/// How to plan.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    /// Take the set's lock first (apply).
+    pub lock: Option<LockOptions>,
+    /// Also list every served kind for members the parent does not name.
+    pub find_orphans: bool,
+}
+
+/// What a built environment wants on the cluster, before the cluster is asked anything.
+pub struct Wanted {
+    /// The set's parent.
+    pub parent: Parent,
+    /// Every realized artifact's objects, in DAG order.
+    objects: Vec<RawObject>,
+    /// Scopes of the kinds whose CRD the project itself defines.
+    defined_here: BTreeMap<String, Scope>,
+    /// Secret references that a `secret` rule declared (only these are resolved).
+    declared_refs: HashSet<String>,
+    /// Waves and ancestors of the rules.
+    lineage: Lineage,
+}
+
+/// A built environment: the project, its rule graph and every rule's artifact.
+pub struct Built<'a> {
+    /// The project.
+    pub project: &'a Project,
+    /// The environment's rule graph.
+    pub graph: &'a RuleGraph,
+    /// Output trees by rule name.
+    pub trees: &'a BTreeMap<String, Arc<Tree>>,
+    /// The instance name (`<env>` or `<env>-<8 hex>` with `--var`).
+    pub instance: &'a str,
+    /// Namespace of the ApplySet parent.
+    pub parent_namespace: &'a str,
+}
+
+impl Wanted {
+    /// Reads the objects of a built environment's artifacts. Pure: no cluster yet.
+    pub fn from_built(built: &Built<'_>) -> Result<Self, RealizeError> {
+        let parent =
+            Parent::for_project(&built.project.name, built.instance, built.parent_namespace);
+        let objects = desired::read(built.project, built.graph, built.trees)?;
+        let defined_here = desired::scopes_defined_by_crds(&objects);
+        // Only references that a `secret` rule declared are resolved: an artifact of another
+        // kind (an `exec` output, a template, a cache entry) cannot make kiln run a command or
+        // read a file by carrying the annotation.
+        let declared_refs = objects
+            .iter()
+            .filter(|o| {
+                built
+                    .project
+                    .rule(&o.rule)
+                    .is_some_and(|r| r.kind.value == "secret")
+            })
+            .filter_map(|o| secrets::references_of(&o.object).map(str::to_owned))
+            .collect();
+        Ok(Self {
+            parent,
+            objects,
+            defined_here,
+            declared_refs,
+            lineage: Lineage::of(built.graph),
+        })
+    }
+
+    /// Rules given directly: (name, indices of its dependencies, objects), in dependency order.
+    #[cfg(test)]
+    pub(crate) fn of_rules(parent: Parent, rules: Vec<(&str, Vec<usize>, Vec<Value>)>) -> Self {
+        let lineage = Lineage::from_order(
+            rules.len(),
+            rules
+                .iter()
+                .enumerate()
+                .map(|(i, (_, deps, _))| (i, deps.clone())),
+        );
+        let objects: Vec<RawObject> = rules
+            .into_iter()
+            .enumerate()
+            .flat_map(|(i, (rule, _, objs))| {
+                objs.into_iter().map(move |o| RawObject::new(i, rule, o))
+            })
+            .collect();
+        Self {
+            parent,
+            defined_here: desired::scopes_defined_by_crds(&objects),
+            objects,
+            declared_refs: HashSet::new(),
+            lineage,
+        }
+    }
+
+    /// Nothing wanted: the teardown of `project`'s `instance`.
+    pub fn nothing(project: &str, instance: &str, parent_namespace: &str) -> Self {
+        Self {
+            parent: Parent::for_project(project, instance, parent_namespace),
+            objects: Vec::new(),
+            defined_here: BTreeMap::new(),
+            declared_refs: HashSet::new(),
+            lineage: Lineage::default(),
+        }
+    }
+}
+
+/// A planned realization: everything `apply` needs.
+pub struct Realized<C> {
+    /// The connection.
+    pub cluster: C,
+    /// The set's parent.
+    pub parent: Parent,
+    /// The live parent, if the set exists.
+    pub live_parent: Option<Value>,
+    /// Desired objects, secrets resolved.
+    pub desired: Vec<DesiredObject>,
+    /// The plan.
+    pub plan: Plan,
+    /// Namespaces dropped from cluster-scoped objects.
+    pub warnings: Vec<desired::ScopeWarning>,
+    /// The set's lock, when the plan was made for an apply.
+    pub lock: Option<LockGuard>,
+}
+
+/// The scope of every group-kind among `objects`: from the project's own CRDs first (their
+/// kinds may not be served yet), else from discovery (one request per group-version). A kind
+/// that neither knows is an error naming the rule.
+async fn resolve_scopes(
+    cluster: &impl ClusterApi,
+    objects: &[RawObject],
+    defined_here: &BTreeMap<String, Scope>,
+) -> Result<BTreeMap<String, Scope>, RealizeError> {
+    let mut wanted: BTreeMap<String, (&str, &str, &str)> = BTreeMap::new();
+    for o in objects {
+        let (api_version, kind) = o.type_meta();
+        let gk = applyset::group_kind(api_version, kind);
+        if !defined_here.contains_key(&gk) {
+            wanted.entry(gk).or_insert((api_version, kind, &o.rule));
+        }
+    }
+    let resolved: Vec<(String, Scope)> = stream::iter(wanted)
+        .map(|(gk, (api_version, kind, rule))| async move {
+            cluster
+                .scope(api_version, kind)
+                .await
+                .map(|scope| (gk, scope))
+                .map_err(|source| RealizeError::Kind {
+                    rule: rule.to_owned(),
+                    source: Box::new(source),
+                })
+        })
+        .buffer_unordered(8)
+        .try_collect()
+        .await?;
+    let mut scopes = defined_here.clone();
+    scopes.extend(resolved);
+    Ok(scopes)
+}
+
+/// Settles scopes and namespaces, adds ownership and resolves the declared secret references.
+async fn settle(
+    cluster: &impl ClusterApi,
+    wanted: Wanted,
+) -> Result<(Vec<DesiredObject>, Vec<desired::ScopeWarning>), RealizeError> {
+    let Wanted {
+        parent,
+        mut objects,
+        defined_here,
+        declared_refs,
+        lineage,
+    } = wanted;
+    let scopes = resolve_scopes(cluster, &objects, &defined_here).await?;
+    let warnings = desired::settle_scopes(
+        &mut objects,
+        |gk| scopes.get(gk).copied().unwrap_or(Scope::Namespaced),
+        cluster.default_namespace(),
+    );
+    for w in &warnings {
+        tracing::debug!(%w, "namespace dropped");
+    }
+    let mut desired = desired::collect(&lineage, objects, &parent.id())?;
+    let mut secret_errors = Vec::new();
+    for d in &mut desired {
+        match secrets::references_of(&d.object) {
+            Some(refs) if declared_refs.contains(refs) => {
+                if let Err(e) = secrets::resolve(&mut d.object) {
+                    secret_errors.extend(e);
+                }
+            }
+            Some(_) => {
+                tracing::warn!(rule = %d.rule, object = %d.key, "ignoring secret references that no `secret` rule declared");
+            }
+            None => {}
+        }
+    }
+    if !secret_errors.is_empty() {
+        return Err(RealizeError::Secrets(secret_errors));
+    }
+    Ok((desired, warnings))
+}
+
+/// Plans `wanted` on `cluster`.
+///
+/// With `options.lock`, the set's lock is taken (waiting for another apply to finish; `on_wait`
+/// is told who holds it) before the parent and members are read, so the plan cannot go stale
+/// under another apply.
+pub async fn plan_set<C: ClusterApi>(
+    cluster: C,
+    wanted: Wanted,
+    options: &PlanOptions,
+    on_wait: impl Fn(&str, &str),
+) -> Result<Realized<C>, RealizeError> {
+    let parent = wanted.parent.clone();
+    let defined_here = wanted.defined_here.clone();
+    let (desired, warnings) = settle(&cluster, wanted).await?;
+    let mut lock = lock_set(&cluster, &parent, options.lock.as_ref(), on_wait).await?;
+    let (live_parent, plan) = holding(
+        &mut lock,
+        read_and_plan(&cluster, &parent, &desired, &defined_here, options),
+    )
+    .await?;
+    Ok(Realized {
+        cluster,
+        parent,
+        live_parent,
+        desired,
+        plan,
+        warnings,
+        lock,
+    })
+}
+
+/// Reads the parent and the set's members, and plans `desired` against them.
+async fn read_and_plan(
+    cluster: &impl ClusterApi,
+    parent: &Parent,
+    desired: &[DesiredObject],
+    defined_here: &BTreeMap<String, Scope>,
+    options: &PlanOptions,
+) -> Result<(Option<Value>, Plan), RealizeError> {
+    let set_id = parent.id();
+    let selector = format!("{}={set_id}", applyset::PART_OF_LABEL);
+    let versions: BTreeMap<&str, &str> = desired
+        .iter()
+        .map(|d| {
+            (
+                d.key.group_kind.as_str(),
+                d.object["apiVersion"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let list_all = |gks: Vec<String>| {
+        let (selector, versions) = (&selector, &versions);
+        stream::iter(gks)
+            .map(move |gk| async move {
+                match cluster
+                    .list(&gk, versions.get(gk.as_str()).copied(), selector)
+                    .await
+                {
+                    // A kind whose CRD this run creates has no members yet.
+                    Err(e) if defined_here.contains_key(&gk) && e.is_not_served() => Ok(Vec::new()),
+                    other => other,
+                }
+            })
+            .buffer_unordered(8)
+            .try_collect::<Vec<Vec<Value>>>()
+    };
+    // The parent and the members of the kinds kiln wants read together: reads only.
+    let desired_gks: BTreeSet<String> = desired.iter().map(|d| d.key.group_kind.clone()).collect();
+    let (live_parent, mut lists) = futures::try_join!(
+        cluster.get("v1", "Secret", &parent.namespace, &parent.name),
+        list_all(desired_gks.iter().cloned().collect()),
+    )?;
+    if let Some(p) = &live_parent {
+        // Kinds the set held before and no rule produces now: their members are to be pruned.
+        let extra: Vec<String> = kiln_parent_kinds(parent, p)?
+            .into_iter()
+            .filter(|g| !desired_gks.contains(g))
+            .collect();
+        if !extra.is_empty() {
+            lists.extend(list_all(extra).await?);
+        }
+    }
+    let mut live: BTreeMap<ObjectKey, Value> = lists
+        .into_iter()
+        .flatten()
+        .map(|o| (ObjectKey::of(&o), o))
+        .collect();
+    tracing::debug!(members = live.len(), "listed the set");
+    let orphans = if options.find_orphans {
+        let mut known: BTreeSet<String> = live_parent
+            .as_ref()
+            .map(|p| parent_state(p).0.into_iter().collect())
+            .unwrap_or_default();
+        known.extend(desired_gks);
+        add_orphans(cluster, &known, &selector, &mut live).await?
+    } else {
+        HashSet::new()
+    };
+    Ok((
+        live_parent,
+        planned_with_orphans(&set_id, desired, &live, &orphans),
+    ))
+}
+
+/// Plans the teardown of a set: every member of the kinds its parent lists, and with
+/// `find_orphans` of every served kind, is to be deleted. With `options.lock`, the set's lock is
+/// taken first, as for apply.
+pub async fn plan_teardown<C: ClusterApi>(
+    cluster: C,
+    parent: Parent,
+    options: &PlanOptions,
+    on_wait: impl Fn(&str, &str),
+) -> Result<Realized<C>, RealizeError> {
+    let mut lock = lock_set(&cluster, &parent, options.lock.as_ref(), on_wait).await?;
+    let (live_parent, plan) =
+        holding(&mut lock, read_for_teardown(&cluster, &parent, options)).await?;
+    Ok(Realized {
+        cluster,
+        parent,
+        live_parent,
+        desired: Vec::new(),
+        plan,
+        warnings: Vec::new(),
+        lock,
+    })
+}
+
+async fn read_for_teardown(
+    cluster: &impl ClusterApi,
+    parent: &Parent,
+    options: &PlanOptions,
+) -> Result<(Option<Value>, Plan), RealizeError> {
+    let set_id = parent.id();
+    let live_parent = cluster
+        .get("v1", "Secret", &parent.namespace, &parent.name)
+        .await?;
+    let selector = format!("{}={set_id}", applyset::PART_OF_LABEL);
+    let mut live = BTreeMap::new();
+    let mut known = BTreeSet::new();
+    if let Some(p) = &live_parent {
+        for gk in kiln_parent_kinds(parent, p)? {
+            match cluster.list(&gk, None, &selector).await {
+                Ok(items) => live.extend(items.into_iter().map(|o| (ObjectKey::of(&o), o))),
+                Err(e) if e.is_not_served() => {}
+                Err(e) => return Err(e.into()),
+            }
+            known.insert(gk);
+        }
+    }
+    let orphans = if options.find_orphans {
+        add_orphans(cluster, &known, &selector, &mut live).await?
+    } else {
+        HashSet::new()
+    };
+    Ok((
+        live_parent,
+        planned_with_orphans(&set_id, &[], &live, &orphans),
+    ))
+}
+
+/// Takes the set's lock when `options` asks for it.
+async fn lock_set(
+    cluster: &impl ClusterApi,
+    parent: &Parent,
+    options: Option<&LockOptions>,
+    on_wait: impl Fn(&str, &str),
+) -> Result<Option<LockGuard>, RealizeError> {
+    let Some(options) = options else {
+        return Ok(None);
+    };
+    let client = cluster.lease_client().ok_or(RealizeError::NoLock)?;
+    let guard = lock::acquire(client, &parent.namespace, &parent.name, options, on_wait).await?;
+    Ok(Some(guard))
+}
+
+/// Runs `read` while `lock` is held; when it fails, the lock is released before the error is
+/// returned, so a failed plan never leaves the set locked until the TTL runs out.
+async fn holding<T>(
+    lock: &mut Option<LockGuard>,
+    read: impl std::future::Future<Output = Result<T, RealizeError>>,
+) -> Result<T, RealizeError> {
+    let result = read.await;
+    if result.is_err() {
+        if let Some(guard) = lock.take() {
+            let _ = guard.release().await;
+        }
+    }
+    result
+}
+
+/// The group-kinds a live parent lists, once it is known to be kiln's.
+fn kiln_parent_kinds(parent: &Parent, live: &Value) -> Result<Vec<String>, RealizeError> {
+    let (gks, tooling) = parent_state(live);
+    let tooling = tooling.unwrap_or_default();
+    if !tooling.starts_with("kiln/") {
+        return Err(RealizeError::ForeignParent {
+            name: parent.name.clone(),
+            namespace: parent.namespace.clone(),
+            tooling,
+        });
+    }
+    Ok(gks)
+}
+
+/// Adds to `live` the set's members of every listable kind not in `known` (kinds the parent does
+/// not name: a normal plan never sees them, so no prune would reach them); returns their keys.
+async fn add_orphans(
+    cluster: &impl ClusterApi,
+    known: &BTreeSet<String>,
+    selector: &str,
+    live: &mut BTreeMap<ObjectKey, Value>,
+) -> Result<HashSet<ObjectKey>, RealizeError> {
+    let mut orphans = HashSet::new();
+    for o in cluster.list_other_kinds(known, selector).await? {
+        let key = ObjectKey::of(&o);
+        orphans.insert(key.clone());
+        live.insert(key, o);
+    }
+    Ok(orphans)
+}
+
+/// [`plan::compute`], with the orphans among the deletes marked.
+fn planned_with_orphans(
+    set_id: &str,
+    desired: &[DesiredObject],
+    live: &BTreeMap<ObjectKey, Value>,
+    orphans: &HashSet<ObjectKey>,
+) -> Plan {
+    let mut plan = plan::compute(set_id, desired, live);
+    for c in &mut plan.changes {
+        c.orphan = orphans.contains(&c.key());
+    }
+    plan
+}
