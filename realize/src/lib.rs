@@ -14,12 +14,16 @@ pub mod api;
 pub mod applying;
 pub mod applyset;
 pub mod desired;
+pub mod diff;
+pub mod drift;
 pub mod error;
 pub mod health;
 pub mod kube_cluster;
 pub mod lock;
 pub mod plan;
 pub mod planning;
+pub mod quantity;
+pub mod render;
 pub mod secrets;
 pub mod wait;
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use kiln_realize::lock::{LockGuard, LockOptions};
-use kiln_realize::plan::render;
+use kiln_realize::render::render;
 use kiln_realize::{
     apply as apply_plan, destroy as destroy_set, plan_set, plan_teardown, ApplyOptions,
     ApplyReport, Built, ClusterApi, KubeCluster, PlanOptions, RealizeError, Wanted,
