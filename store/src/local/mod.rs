@@ -1,0 +1,306 @@
+//! [`LocalStore`]: the content-addressed store on the local file system.
+//!
+//! ```text
+//! $KILN_STORE/
+//!   FORMAT                        "kiln-store-v1"
+//!   store.lock                    shared by builds, exclusive for gc
+//!   objects/ab/<hex>.tar.zst      artifacts, keyed by output hash
+//!   actions/ab/<hex>.json         action cache: derivation hash -> OutputRecord, plus the
+//!                                 canonical derivation record itself (for `kiln why`)
+//!   roots/<project-key>/<env>.json GC roots: the last successful build of a project and env
+//!   trees/<hex>/                  unpacked, read-only views for `kiln store path`
+//!   locks/<abc>.lock              build locks, striped by the first 3 hex digits of the
+//!                                 derivation hash (4096 reusable files, not one per build)
+//!   quarantine/                   entries `verify` found corrupt
+//!   tmp/                          temp files, renamed into place
+//! ```
+//!
+//! Every entry is written to `tmp/` and renamed into place, so a crash never leaves a partial
+//! entry visible. Durability against power loss is batched: one `syncfs` per build
+//! ([`LocalStore::sync`]), not one fsync per entry. An entry lost or torn by a power cut reads
+//! as corrupt, which is a cache miss, and is rebuilt.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use kiln_core::Digest;
+
+use crate::error::{Result, StoreError};
+
+mod actions;
+mod objects;
+mod roots;
+
+pub(crate) use actions::derivation_of_action;
+pub use actions::{DerivationLock, OutputRecord};
+pub(crate) use roots::{encode_root, parse_root};
+pub use roots::{Root, RootEntry};
+
+/// The store format this kiln reads and writes.
+pub const STORE_FORMAT: &str = "kiln-store-v1";
+
+/// The local content-addressed store. Holding one keeps a shared lock on the store, so `gc`
+/// waits until no build is using it.
+#[derive(Debug)]
+pub struct LocalStore {
+    root: PathBuf,
+    _lock: File,
+}
+
+fn shard(dir: &Path, d: &Digest, ext: &str) -> PathBuf {
+    let hex = d.hex();
+    dir.join(&hex[..2]).join(format!("{hex}{ext}"))
+}
+
+impl LocalStore {
+    /// `$KILN_STORE`, else `$XDG_DATA_HOME/kiln/store`, else `~/.local/share/kiln/store`.
+    pub fn default_location() -> PathBuf {
+        if let Some(p) = std::env::var_os("KILN_STORE").filter(|p| !p.is_empty()) {
+            return PathBuf::from(p);
+        }
+        if let Some(p) = std::env::var_os("XDG_DATA_HOME").filter(|p| !p.is_empty()) {
+            return PathBuf::from(p).join("kiln/store");
+        }
+        let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/"), PathBuf::from);
+        home.join(".local/share/kiln/store")
+    }
+
+    /// Opens (creating if needed) the store at `root` for building: takes a shared lock.
+    pub fn open(root: &Path) -> Result<Self> {
+        Self::open_with(root, false)
+    }
+
+    /// Opens the store for maintenance (gc): takes the exclusive lock, waiting for builds.
+    pub fn open_exclusive(root: &Path) -> Result<Self> {
+        Self::open_with(root, true)
+    }
+
+    fn open_with(root: &Path, exclusive: bool) -> Result<Self> {
+        for sub in [
+            "objects",
+            "actions",
+            "roots",
+            "trees",
+            "locks",
+            "quarantine",
+            "tmp",
+        ] {
+            let d = root.join(sub);
+            fs::create_dir_all(&d).map_err(StoreError::io("create directory", &d))?;
+        }
+        let format = root.join("FORMAT");
+        match fs::read_to_string(&format) {
+            Ok(found) if found.trim() == STORE_FORMAT => {}
+            Ok(found) => {
+                return Err(StoreError::Version {
+                    path: root.to_owned(),
+                    found: found.trim().to_owned(),
+                    expected: STORE_FORMAT,
+                })
+            }
+            Err(_) => {
+                // A new store: make the 256 shards of each sharded directory once, so that
+                // writes never need a mkdir.
+                for sub in ["objects", "actions"] {
+                    for b in 0..=255u8 {
+                        let d = root.join(sub).join(format!("{b:02x}"));
+                        fs::create_dir_all(&d).map_err(StoreError::io("create directory", &d))?;
+                    }
+                }
+                write_atomic(root, &format, format!("{STORE_FORMAT}\n").as_bytes())?
+            }
+        }
+        let lock_path = root.join("store.lock");
+        let lock = match File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+        {
+            Ok(f) => f,
+            // A read-only store (a read-only mount, a shared cache directory) still serves
+            // reads: `store ls`, `store cat`, a no-op build, `plan`. flock works on a read-only
+            // descriptor; any write then fails as the store error it is.
+            Err(e) if is_read_only(&e) && !exclusive => {
+                File::open(&lock_path).map_err(StoreError::io("open", &lock_path))?
+            }
+            Err(e) => return Err(StoreError::io("open", &lock_path)(e)),
+        };
+        if exclusive {
+            lock.lock()
+        } else {
+            lock.lock_shared()
+        }
+        .map_err(StoreError::io("lock", &lock_path))?;
+        Ok(Self {
+            root: root.to_owned(),
+            _lock: lock,
+        })
+    }
+
+    /// The store's directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub(crate) fn dir(&self, sub: &str) -> PathBuf {
+        self.root.join(sub)
+    }
+
+    /// Makes everything written so far durable: one `syncfs` of the store's file system.
+    pub fn sync(&self) -> Result<()> {
+        let dir = File::open(&self.root).map_err(StoreError::io("open", &self.root))?;
+        rustix::fs::syncfs(&dir).map_err(|e| StoreError::io("sync", &self.root)(e.into()))
+    }
+}
+
+/// The digest an entry's file is named after (`<hex>.tar.zst`, `<hex>.json`, `<hex>/`).
+pub(crate) fn digest_of_file_name(path: &Path) -> Option<Digest> {
+    let name = path.file_name()?.to_str()?;
+    Digest::from_hex(name.split('.').next()?).ok()
+}
+
+fn is_read_only(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::ReadOnlyFilesystem
+        || e.kind() == std::io::ErrorKind::PermissionDenied
+}
+
+/// This thread's temp directory under the store's `tmp/`. Threads (and processes) do not share
+/// one: every create and rename locks the directory, and one shared `tmp/` serializes builders.
+fn thread_tmp_dir(store_root: &Path) -> Result<PathBuf> {
+    use std::cell::RefCell;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static DIR: RefCell<Option<(PathBuf, PathBuf)>> = const { RefCell::new(None) };
+    }
+    DIR.with(|d| {
+        let mut d = d.borrow_mut();
+        if let Some((root, dir)) = d.as_ref() {
+            if root == store_root && dir.is_dir() {
+                return Ok(dir.clone());
+            }
+        }
+        let name = format!(
+            "{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = store_root.join("tmp").join(name);
+        fs::create_dir_all(&dir).map_err(StoreError::io("create directory", &dir))?;
+        *d = Some((store_root.to_owned(), dir.clone()));
+        Ok(dir)
+    })
+}
+
+/// Writes `bytes` to `dest` through a temp file in the store's `tmp/`, then renames it, so a
+/// crash never leaves a partial `dest`. No fsync here: durability is one `syncfs` per build.
+pub(crate) fn write_atomic(store_root: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp_dir = thread_tmp_dir(store_root)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(&tmp_dir)
+        .map_err(StoreError::io("create temp file in", &tmp_dir))?;
+    tmp.write_all(bytes)
+        .map_err(StoreError::io("write", tmp.path().to_owned()))?;
+    match tmp.persist(dest) {
+        Ok(_) => Ok(()),
+        Err(e) if e.error.kind() == std::io::ErrorKind::NotFound => {
+            // The destination directory is missing (a new root's project directory, or a shard
+            // removed by hand): make it and retry once.
+            let parent = dest.parent().expect("store paths have a parent");
+            fs::create_dir_all(parent).map_err(StoreError::io("create directory", parent))?;
+            e.file
+                .persist(dest)
+                .map_err(|e| StoreError::io("rename into", dest)(e.error))?;
+            Ok(())
+        }
+        Err(e) => Err(StoreError::io("rename into", dest)(e.error)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_core::{RelPath, Tree};
+
+    fn tree(s: &str) -> Tree {
+        let mut t = Tree::new();
+        t.insert_file(
+            RelPath::new("a.yaml").unwrap(),
+            s.as_bytes().to_vec(),
+            false,
+        );
+        t
+    }
+
+    fn common_files(dir: &Path) -> usize {
+        walkdir::WalkDir::new(dir)
+            .into_iter()
+            .filter_map(std::result::Result::ok)
+            .filter(|e| e.file_type().is_file())
+            .count()
+    }
+
+    #[test]
+    fn put_lookup_load() {
+        let d = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(d.path()).unwrap();
+        let drv = Digest::of(b"{}");
+        assert!(s.usable_output(&drv).unwrap().is_none());
+        let rec = s.put(&drv, b"{}", &tree("x")).unwrap();
+        assert_eq!(s.usable_output(&drv).unwrap().unwrap(), rec);
+        assert_eq!(s.load(&rec.output).unwrap(), tree("x"));
+        assert_eq!(s.derivation(&drv).unwrap(), b"{}");
+        assert!(s.derivation(&Digest::of(b"other")).is_err());
+        let dir = s.materialize(&rec.output).unwrap();
+        assert_eq!(fs::read_to_string(dir.join("a.yaml")).unwrap(), "x");
+        assert_eq!(common_files(&d.path().join("tmp")), 0, "no temp files left");
+    }
+
+    #[test]
+    fn corrupt_object_is_an_error_and_quarantine_makes_it_a_miss() {
+        let d = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(d.path()).unwrap();
+        let drv = Digest::of(b"{}");
+        let rec = s.put(&drv, b"{}", &tree("hello world")).unwrap();
+        let obj = s.object_path(&rec.output);
+        let mut bytes = fs::read(&obj).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        fs::write(&obj, bytes).unwrap();
+        assert!(s.load(&rec.output).is_err());
+        s.quarantine(&rec.output).unwrap();
+        assert!(s.usable_output(&drv).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_broken_action_entry_is_an_error_not_a_miss() {
+        let d = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(d.path()).unwrap();
+        let drv = Digest::of(b"{}");
+        s.put(&drv, b"{}", &tree("x")).unwrap();
+        fs::write(s.action_path(&drv), b"{not json").unwrap();
+        assert!(matches!(
+            s.usable_output(&drv),
+            Err(StoreError::Record { .. })
+        ));
+        // An entry copied under another derivation's name is caught by its derivation record.
+        let other = Digest::of(b"[]");
+        s.put(&drv, b"{}", &tree("x")).unwrap();
+        fs::copy(s.action_path(&drv), s.action_path(&other)).unwrap();
+        assert!(matches!(
+            s.usable_output(&other),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn refuses_other_formats() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("FORMAT"), "kiln-store-v0\n").unwrap();
+        assert!(matches!(
+            LocalStore::open(d.path()),
+            Err(StoreError::Version { .. })
+        ));
+    }
+}

@@ -1,0 +1,183 @@
+//! GC roots: the last successful build of each project and environment (with a checksum),
+//! the object index beside it, and the source stat cache.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use kiln_core::Digest;
+use serde::{Deserialize, Serialize};
+
+use super::{write_atomic, LocalStore, OutputRecord};
+use crate::error::{Result, StoreError};
+
+/// One rule's entry in a GC root.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootEntry {
+    /// The rule's kind.
+    pub kind: String,
+    /// Its derivation hash.
+    pub derivation: Digest,
+    /// Its output.
+    #[serde(flatten)]
+    pub output: OutputRecord,
+}
+
+/// A GC root: the last successful build of one project in one environment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Root {
+    /// Root format, `1`.
+    pub format_version: u32,
+    /// Project name.
+    pub project: String,
+    /// Absolute project directory, so stale roots can be found.
+    pub project_dir: PathBuf,
+    /// Environment name (`-` when the project has none).
+    pub env: String,
+    /// Every rule of the build.
+    pub rules: BTreeMap<String, RootEntry>,
+}
+
+impl LocalStore {
+    /// The key under which a project's roots are kept: its name and a hash of its directory.
+    pub fn project_key(name: &str, dir: &Path) -> String {
+        let safe: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        format!(
+            "{safe}-{}",
+            &Digest::of(dir.as_os_str().as_encoded_bytes()).hex()[..12]
+        )
+    }
+
+    fn root_path(&self, project_key: &str, env: &str) -> PathBuf {
+        self.dir("roots")
+            .join(project_key)
+            .join(format!("{env}.json"))
+    }
+
+    /// The GC root of a project and environment.
+    pub fn read_root(&self, project_key: &str, env: &str) -> Option<Root> {
+        Self::peek_root(&self.root, project_key, env)
+    }
+
+    /// The project key a root is stored under.
+    pub fn root_key_of(&self, root: &Root) -> String {
+        Self::project_key(&root.project, &root.project_dir)
+    }
+
+    /// Reads a GC root without opening (or creating) the store. A root that cannot be parsed
+    /// or fails its checksum is not trusted: `None` (the build then asks the action cache,
+    /// which checks every object, and writes a fresh root).
+    pub fn peek_root(store_root: &Path, project_key: &str, env: &str) -> Option<Root> {
+        let path = store_root
+            .join("roots")
+            .join(project_key)
+            .join(format!("{env}.json"));
+        let bytes = fs::read(&path).ok()?;
+        match parse_root(&bytes) {
+            Ok(root) => Some(root),
+            Err(reason) => {
+                tracing::warn!(root = %path.display(), %reason, "ignoring a GC root");
+                None
+            }
+        }
+    }
+
+    /// Replaces the GC root of a project and environment.
+    pub fn write_root(&self, project_key: &str, root: &Root) -> Result<()> {
+        let path = self.root_path(project_key, &root.env);
+        write_atomic(&self.root, &path, &encode_root(root))
+    }
+
+    /// Where the object index of a project's environment lives (see the CLI's
+    /// `build::conflicts`): which objects each rule's artifact holds.
+    pub fn object_index_path(&self, project_key: &str, env: &str) -> PathBuf {
+        self.dir("roots")
+            .join(project_key)
+            .join(format!("{env}.objects"))
+    }
+
+    /// Replaces a file under `roots/` (an object index) atomically.
+    pub fn write_root_file(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        write_atomic(&self.root, path, bytes)
+    }
+
+    /// Where the source stat cache of a project lives (see the CLI's `source_cache`).
+    pub fn source_cache_path(store_root: &Path, project_key: &str) -> PathBuf {
+        store_root
+            .join("roots")
+            .join(project_key)
+            .join("sources.cache")
+    }
+
+    /// Replaces the source stat cache of a project.
+    pub fn write_source_cache(&self, project_key: &str, bytes: &[u8]) -> Result<()> {
+        write_atomic(
+            &self.root,
+            &Self::source_cache_path(&self.root, project_key),
+            bytes,
+        )
+    }
+
+    /// Every GC root, with its path.
+    pub fn roots(&self) -> Result<Vec<(PathBuf, Root)>> {
+        let mut out = Vec::new();
+        for item in walkdir::WalkDir::new(self.dir("roots"))
+            .min_depth(2)
+            .max_depth(2)
+            .sort_by_file_name()
+        {
+            let item = item.map_err(|e| StoreError::io("list", self.dir("roots"))(e.into()))?;
+            if item.path().extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let bytes = fs::read(item.path()).map_err(StoreError::io("read", item.path()))?;
+            let root = parse_root(&bytes).map_err(|reason| StoreError::Corrupt {
+                path: item.path().to_owned(),
+                reason,
+            })?;
+            out.push((item.path().to_owned(), root));
+        }
+        Ok(out)
+    }
+}
+
+const ROOT_CHECKSUM_KEY: &[u8] = b",\"checksum\":\"";
+
+/// A root's bytes: its JSON, then a `checksum` member holding blake3 of everything before it,
+/// so a torn, truncated or hand-edited root is detected when read.
+pub(crate) fn encode_root(root: &Root) -> Vec<u8> {
+    let mut json = serde_json::to_vec(root).expect("root serializes");
+    json.pop(); // the closing brace
+    let checksum = Digest::of(&json);
+    json.extend_from_slice(ROOT_CHECKSUM_KEY);
+    json.extend_from_slice(checksum.to_string().as_bytes());
+    json.extend_from_slice(b"\"}");
+    json
+}
+
+/// Parses a root written by [`encode_root`], checking its checksum.
+pub(crate) fn parse_root(bytes: &[u8]) -> std::result::Result<Root, String> {
+    // `,"checksum":"blake3:<64 hex>"}` ends the file.
+    let tail = ROOT_CHECKSUM_KEY.len() + "blake3:".len() + 64 + 2;
+    if bytes.len() < tail || !bytes[bytes.len() - tail..].starts_with(ROOT_CHECKSUM_KEY) {
+        return Err("the root has no checksum".to_owned());
+    }
+    let (body, rest) = bytes.split_at(bytes.len() - tail);
+    let recorded = std::str::from_utf8(&rest[ROOT_CHECKSUM_KEY.len()..rest.len() - 2])
+        .ok()
+        .and_then(|s| s.parse::<Digest>().ok())
+        .ok_or("the root's checksum is unreadable")?;
+    if Digest::of(body) != recorded {
+        return Err("the root does not match its checksum".to_owned());
+    }
+    serde_json::from_slice(bytes).map_err(|e| format!("unreadable root: {e}"))
+}
