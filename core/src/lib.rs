@@ -23,6 +23,7 @@ pub mod relpath;
 pub mod render;
 pub mod scheduler;
 pub mod sources;
+pub mod span;
 pub mod tree;
 
 pub use digest::Digest;

@@ -113,7 +113,7 @@ impl Project {
     /// again here, on the error path only.
     pub fn attr_location(&self, rule: &Rule, path: &str) -> Location {
         let file = rule.loc.file;
-        let span = crate::load::find_attr_span(&self.files[file].text, rule.name.as_str(), path);
+        let span = crate::span::find_attr_span(&self.files[file].text, rule.name.as_str(), path);
         Location {
             file,
             span: span.unwrap_or_else(|| rule.loc.span.clone()),

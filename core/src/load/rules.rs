@@ -1,0 +1,154 @@
+//! `[rule.NAME]` tables: parsed into [`Rule`]s, located, merged across files.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use toml::de::DeValue;
+use toml::Spanned;
+
+use super::values::{expect_str, expect_str_list, expect_table, parse_toml, to_json, type_error};
+use super::{Loader, Result, WithHint};
+use crate::diagnostic::{FileId, Location};
+use crate::name::{EnvName, RuleName};
+use crate::project::{Located, Rule};
+
+pub(super) fn parse_rule_file(loader: &Loader, id: FileId) -> Result<Vec<Rule>> {
+    let text = loader.files[id].text.clone();
+    let doc = parse_toml(loader, id, &text)?;
+    let mut out = Vec::new();
+    for (key, value) in doc.get_ref() {
+        if key.get_ref().as_ref() != "rule" {
+            return Err(loader
+                .diag(
+                    id,
+                    key.span(),
+                    None,
+                    format!("unknown key `{}` in an included file", key.get_ref()),
+                )
+                .with_hint("included files hold only [rule.NAME] tables"));
+        }
+        let t = expect_table(loader, id, value, None, "[rule]")?;
+        for (rk, rv) in t {
+            out.push(parse_rule(loader, id, rk, rv)?);
+        }
+    }
+    Ok(out)
+}
+
+pub(super) fn add_rules(
+    loader: &Loader,
+    file: FileId,
+    value: &Spanned<DeValue<'_>>,
+    rules: &mut BTreeMap<RuleName, Rule>,
+) -> Result<()> {
+    let t = expect_table(loader, file, value, None, "[rule]")?;
+    for (rk, rv) in t {
+        insert_rule(loader, rules, parse_rule(loader, file, rk, rv)?)?;
+    }
+    Ok(())
+}
+
+pub(super) fn insert_rule(
+    loader: &Loader,
+    rules: &mut BTreeMap<RuleName, Rule>,
+    rule: Rule,
+) -> Result<()> {
+    if let Some(prev) = rules.get(&rule.name) {
+        let (pl, _) = loader.files[prev.loc.file].line_col(prev.loc.span.start);
+        return Err(loader.diag(
+            rule.loc.file,
+            rule.loc.span.clone(),
+            Some(rule.name.as_str()),
+            format!(
+                "rule `{}` is defined twice (first at {}:{pl})",
+                rule.name, loader.files[prev.loc.file].display
+            ),
+        ));
+    }
+    rules.insert(rule.name.clone(), rule);
+    Ok(())
+}
+
+pub(super) fn parse_rule(
+    loader: &Loader,
+    file: FileId,
+    key: &Spanned<std::borrow::Cow<'_, str>>,
+    value: &Spanned<DeValue<'_>>,
+) -> Result<Rule> {
+    let raw_name = key.get_ref().as_ref();
+    let name = RuleName::new(raw_name)
+        .map_err(|e| loader.diag(file, key.span(), Some(raw_name), e.to_string()))?;
+    let rn = Some(name.as_str());
+    let table = expect_table(loader, file, value, rn, "a rule")?;
+    let mut kind = None;
+    let mut srcs = Vec::new();
+    let mut deps = Vec::new();
+    let mut envs = None;
+    let mut realize = true;
+    let mut attrs = serde_json::Map::new();
+    for (k, v) in table {
+        let ks = k.get_ref().as_ref();
+        match ks {
+            "kind" => {
+                kind = Some(Located {
+                    value: expect_str(loader, file, v, rn, "kind")?,
+                    loc: Location {
+                        file,
+                        span: v.span(),
+                    },
+                })
+            }
+            "srcs" => srcs = expect_str_list(loader, file, v, rn, "srcs")?,
+            "deps" => {
+                for d in expect_str_list(loader, file, v, rn, "deps")? {
+                    let dep = RuleName::new(&d.value)
+                        .map_err(|e| loader.diag(file, d.loc.span.clone(), rn, e.to_string()))?;
+                    deps.push(Located {
+                        value: dep,
+                        loc: d.loc,
+                    });
+                }
+            }
+            "envs" => {
+                let mut list = Vec::new();
+                for e in expect_str_list(loader, file, v, rn, "envs")? {
+                    list.push(EnvName::new(&e.value).map_err(|err| {
+                        loader.diag(file, e.loc.span.clone(), rn, err.to_string())
+                    })?);
+                }
+                envs = Some(list);
+            }
+            "realize" => {
+                realize = v
+                    .get_ref()
+                    .as_bool()
+                    .ok_or_else(|| type_error(loader, file, v, rn, "realize", "a boolean"))?;
+            }
+            "description" => {
+                expect_str(loader, file, v, rn, "description")?;
+            }
+            _ => {
+                let json = to_json(loader, file, v, rn)?;
+                attrs.insert(ks.to_owned(), json);
+            }
+        }
+    }
+    let kind = kind.ok_or_else(|| {
+        loader
+            .diag(file, key.span(), rn, "missing `kind`")
+            .with_hint("every rule needs `kind = \"...\"`, for example `kind = \"manifest\"`")
+    })?;
+    Ok(Rule {
+        name,
+        kind,
+        attrs: Value::Object(attrs),
+        srcs,
+        deps,
+        envs,
+        realize,
+        loc: Location {
+            file,
+            span: key.span(),
+        },
+    })
+}
