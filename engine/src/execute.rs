@@ -135,26 +135,18 @@ impl Executor<'_> {
         })
     }
 
+    // One rule in order: resolve `${dep..}`, derive, previous root / action cache, lock, build,
+    // store. The steps share borrowed locals (the scope, the attributes, the dependencies'
+    // outputs) that the kind's BuildContext borrows too, so they read best in one place; the
+    // self-contained steps are the methods below.
     fn run_rule(
         &self,
         node: NodeIndex,
         deps: &[(NodeIndex, &Built)],
         start: Instant,
     ) -> Result<Built, Failure> {
-        let rule_index = self.graph.rule_index(node);
-        let p = &self.prepared[&rule_index];
-        let rule = p.rule;
-        let elapsed = || start.elapsed().as_secs_f64() * 1000.0;
-        let fail = |derivation, e: &BuildError| {
-            let (report, message) = self.describe(p, e);
-            Failure {
-                derivation,
-                report,
-                message,
-                infrastructure: false,
-                duration_ms: elapsed(),
-            }
-        };
+        let p = &self.prepared[&self.graph.rule_index(node)];
+        let fail = |derivation, e: &BuildError| self.failure(p, start, derivation, e);
         let built_deps: BTreeMap<RuleName, &Built> = deps
             .iter()
             .map(|(n, b)| {
@@ -205,11 +197,11 @@ impl Executor<'_> {
         };
         let bytes = derivation.canonical_bytes();
         let drv = Digest::of(&bytes);
-        let cached = |record: OutputRecord| Built {
+        let built = |record: OutputRecord, status| Built {
             derivation: drv,
             record,
-            status: Status::Cached,
-            duration_ms: elapsed(),
+            status,
+            duration_ms: start.elapsed().as_secs_f64() * 1000.0,
             tree: OnceLock::new(),
         };
         // The previous GC root needs no check that its objects exist: gc keeps everything a
@@ -217,89 +209,38 @@ impl Executor<'_> {
         // found missing or corrupt later in a run is distrusted in the run that heals it.
         if let Some(record) = self.previous.get(&drv) {
             if !self.distrusted.contains(&record.output) {
-                return Ok(cached((*record).clone()));
+                return Ok(built((*record).clone(), Status::Cached));
             }
-        }
-        let store_fail_early = |e: StoreError| Failure {
-            infrastructure: true,
-            ..fail(Some(drv), &BuildError::caused("store error", e))
-        };
-        // A broken action entry is a miss that is rebuilt (and overwritten); an I/O failure
-        // of the store fails the rule as infrastructure. An entry whose artifact is gone is a
-        // miss too.
-        let usable = |cache: &Backend| {
-            let found = match cache.actions.lookup(&drv) {
-                Ok(found) => found,
-                Err(e @ (StoreError::Record { .. } | StoreError::Corrupt { .. })) => {
-                    tracing::warn!(rule = %rule.name, error = %error_chain(&e), "ignoring a broken action cache entry; rebuilding");
-                    None
-                }
-                Err(e) => return Err(store_fail_early(e)),
-            };
-            match found {
-                Some(record) => match cache.objects.contains(&record.output) {
-                    Ok(true) => Ok(Some(record)),
-                    Ok(false) => Ok(None),
-                    Err(e) => Err(store_fail_early(e)),
-                },
-                None => Ok(None),
-            }
-        };
-        if let Some(record) = usable(self.cache)? {
-            return Ok(cached(record));
         }
         let store_fail = |e: StoreError| Failure {
             infrastructure: true,
             ..fail(Some(drv), &BuildError::caused("store error", e))
         };
+        if let Some(record) = self.usable_output(p, &drv).map_err(store_fail)? {
+            return Ok(built(record, Status::Cached));
+        }
         // Build once across processes: whoever holds the lock builds, the others find it cached.
         let _lock = self.store.lock_derivation(&drv).map_err(store_fail)?;
-        if let Some(record) = usable(self.cache)? {
-            return Ok(cached(record));
+        if let Some(record) = self.usable_output(p, &drv).map_err(store_fail)? {
+            return Ok(built(record, Status::Cached));
         }
-        let mut srcs = Vec::with_capacity(p.srcs.len());
-        for entry in &p.srcs {
-            let (now, content) = read_source(&self.project.root, &entry.path)
-                .map_err(|e| fail(Some(drv), &BuildError::caused("failed to read a source", e)))?;
-            if now.digest != entry.digest {
-                return Err(fail(
-                    Some(drv),
-                    &BuildError::failed(format!(
-                        "source `{}` changed during the build; run it again",
-                        entry.path
-                    )),
-                ));
-            }
-            srcs.push(LoadedSource {
-                path: entry.path.clone(),
-                content: Arc::from(content),
-                executable: entry.executable,
-            });
-        }
+        let srcs = self.load_sources(p).map_err(|e| fail(Some(drv), &e))?;
         let dep_access = Deps {
-            names: rule.deps.iter().map(|d| d.value.clone()).collect(),
+            names: p.rule.deps.iter().map(|d| d.value.clone()).collect(),
             built: built_deps.clone(),
             store: self.store,
             cache: self.cache,
             broken: &self.broken,
         };
-        let scratch = if p.kind.needs_scratch() {
-            let dir = tempfile::Builder::new()
-                .prefix("build-")
-                .tempdir_in(self.store.root().join("tmp"))
-                .map_err(|e| Failure {
-                    infrastructure: true,
-                    ..fail(
-                        Some(drv),
-                        &BuildError::caused("failed to create a scratch directory", e),
-                    )
-                })?;
-            Some(dir)
-        } else {
-            None
-        };
+        let scratch = self.scratch_dir(p).map_err(|e| Failure {
+            infrastructure: true,
+            ..fail(
+                Some(drv),
+                &BuildError::caused("failed to create a scratch directory", e),
+            )
+        })?;
         let cx = BuildContext {
-            rule: &rule.name,
+            rule: &p.rule.name,
             attrs,
             srcs: &srcs,
             deps: &dep_access,
@@ -313,26 +254,100 @@ impl Executor<'_> {
                 &BuildError::caused("the output is not a valid tree", e),
             )
         })?;
-        let output = self.cache.objects.put(&tree).map_err(store_fail)?;
+        let record = self.store_output(&drv, &bytes, &tree).map_err(store_fail)?;
+        let b = built(record, Status::Built);
+        let _ = b.tree.set(Arc::new(tree));
+        Ok(b)
+    }
+
+    /// A failed rule, described for the report.
+    fn failure(
+        &self,
+        p: &PreparedRule<'_>,
+        start: Instant,
+        derivation: Option<Digest>,
+        e: &BuildError,
+    ) -> Failure {
+        let (report, message) = self.describe(p, e);
+        Failure {
+            derivation,
+            report,
+            message,
+            infrastructure: false,
+            duration_ms: start.elapsed().as_secs_f64() * 1000.0,
+        }
+    }
+
+    /// The cached output of `drv` when its artifact is there too. A broken action entry is a
+    /// miss that is rebuilt (and overwritten); an I/O failure of the store is an error (the
+    /// rule fails as infrastructure). An entry whose artifact is gone is a miss too.
+    fn usable_output(
+        &self,
+        p: &PreparedRule<'_>,
+        drv: &Digest,
+    ) -> Result<Option<OutputRecord>, StoreError> {
+        let found = match self.cache.actions.lookup(drv) {
+            Ok(found) => found,
+            Err(e @ (StoreError::Record { .. } | StoreError::Corrupt { .. })) => {
+                tracing::warn!(rule = %p.rule.name, error = %error_chain(&e), "ignoring a broken action cache entry; rebuilding");
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        match found {
+            Some(record) if self.cache.objects.contains(&record.output)? => Ok(Some(record)),
+            _ => Ok(None),
+        }
+    }
+
+    /// The rule's sources, read again and checked against the digests its derivation holds.
+    fn load_sources(&self, p: &PreparedRule<'_>) -> Result<Vec<LoadedSource>, BuildError> {
+        let mut srcs = Vec::with_capacity(p.srcs.len());
+        for entry in &p.srcs {
+            let (now, content) = read_source(&self.project.root, &entry.path)
+                .map_err(|e| BuildError::caused("failed to read a source", e))?;
+            if now.digest != entry.digest {
+                return Err(BuildError::failed(format!(
+                    "source `{}` changed during the build; run it again",
+                    entry.path
+                )));
+            }
+            srcs.push(LoadedSource {
+                path: entry.path.clone(),
+                content: Arc::from(content),
+                executable: entry.executable,
+            });
+        }
+        Ok(srcs)
+    }
+
+    /// A scratch directory under the store's `tmp/`, for kinds that need one.
+    fn scratch_dir(&self, p: &PreparedRule<'_>) -> std::io::Result<Option<tempfile::TempDir>> {
+        if !p.kind.needs_scratch() {
+            return Ok(None);
+        }
+        tempfile::Builder::new()
+            .prefix("build-")
+            .tempdir_in(self.store.root().join("tmp"))
+            .map(Some)
+    }
+
+    /// Stores a built tree and records `drv` -> its output in the action cache.
+    fn store_output(
+        &self,
+        drv: &Digest,
+        derivation: &[u8],
+        tree: &Tree,
+    ) -> Result<OutputRecord, StoreError> {
+        let output = self.cache.objects.put(tree)?;
         let record = OutputRecord {
             output,
             exports: tree.exports(),
             entries: tree.len() as u64,
             size: tree.content_size(),
         };
-        self.cache
-            .actions
-            .record(&drv, &bytes, &record)
-            .map_err(store_fail)?;
-        let b = Built {
-            derivation: drv,
-            record,
-            status: Status::Built,
-            duration_ms: elapsed(),
-            tree: OnceLock::new(),
-        };
-        let _ = b.tree.set(Arc::new(tree));
-        Ok(b)
+        self.cache.actions.record(drv, derivation, &record)?;
+        Ok(record)
     }
 
     fn describe(&self, p: &PreparedRule<'_>, e: &BuildError) -> (miette::Report, String) {

@@ -184,15 +184,73 @@ pub fn build_loaded(
         on_done: &on_done,
     };
     tracing::debug!(elapsed = ?start.elapsed(), "opened the store, read the previous root");
-    let schedule = || {
-        Schedule::default()
-            .jobs(options.jobs)
-            .keep_going(options.keep_going)
-    };
-    let mut outcomes = executor.run(schedule());
-    // Self-healing: an object found missing or corrupt (and quarantined) is rebuilt in this
-    // run, with whatever failed because of it. Each pass can only shrink what is broken, since
-    // a rebuilt object is written afresh; a few passes cover damage found at several depths.
+    let schedule = Schedule::default()
+        .jobs(options.jobs)
+        .keep_going(options.keep_going);
+    let outcomes = run_healing(&mut executor, schedule);
+    tracing::debug!(elapsed = ?start.elapsed(), rss_kib = rss_kib(), "executed");
+
+    let mut summary = Outcomes::summarize(project, graph, outcomes, previous_root.as_ref());
+    summary.check_conflicts(project, graph, &store, (&key, &selected.instance_name()))?;
+    tracing::debug!(elapsed = ?start.elapsed(), "checked for objects from two rules");
+    // The stat cache only saves work: failing to write it is not worth failing the build.
+    if let Some(bytes) = cache.encode_if_changed(std::time::SystemTime::now()) {
+        if let Err(e) = store.write_source_cache(&key, &bytes) {
+            tracing::warn!(error = %kiln_core::error_chain::error_chain(&e), "could not save the source stat cache");
+        }
+    }
+    // Durability: one `syncfs` when something was built.
+    let sync_error = summary.any_built.then(|| store.sync().err()).flatten();
+    tracing::debug!(elapsed = ?start.elapsed(), rss_kib = rss_kib(), "synced");
+    let report = BuildReport::new(
+        project.name.clone(),
+        selected.name().to_owned(),
+        store.root().display().to_string(),
+        start.elapsed(),
+        std::mem::take(&mut summary.rules),
+        std::mem::take(&mut summary.diagnostics),
+    );
+    Ok(persist(report, summary, sync_error, &store, loaded, &key))
+}
+
+/// Writes the GC root when it changed and the build succeeded. Store failures (the sync's,
+/// the root's) still leave a full report (and valid --json), with exit 2.
+fn persist(
+    mut report: BuildReport,
+    summary: Outcomes,
+    mut store_error: Option<kiln_store::StoreError>,
+    store: &LocalStore,
+    loaded: &Loaded,
+    key: &str,
+) -> BuildReport {
+    if store_error.is_none() && report.success() && !summary.same_root {
+        let root = summary.into_root(
+            &loaded.project,
+            &loaded.graph,
+            loaded.selected.instance_name(),
+        );
+        if let Err(e) = store.write_root(key, &root) {
+            store_error = Some(e);
+        }
+    }
+    if let Some(e) = store_error {
+        report.store_error = Some(kiln_core::error_chain::error_chain(&e));
+        report
+            .diagnostics
+            .push(miette::Report::new(EngineError::Store(e)));
+    }
+    report
+}
+
+/// Runs the executor; then, while objects were found missing or corrupt (and quarantined),
+/// again with them distrusted, so they are rebuilt in this run with whatever failed because of
+/// them. Each pass can only shrink what is broken, since a rebuilt object is written afresh; a
+/// few passes cover damage found at several depths.
+fn run_healing(
+    executor: &mut execute::Executor<'_>,
+    schedule: Schedule,
+) -> Vec<Outcome<execute::Built, execute::Failure>> {
+    let mut outcomes = executor.run(schedule);
     for _ in 0..3 {
         let broken = std::mem::take(&mut *executor.broken.lock().expect("broken set lock"));
         if broken.is_empty() || broken.is_subset(&executor.distrusted) {
@@ -203,95 +261,129 @@ pub fn build_loaded(
             "objects in the store were missing or corrupt: rebuilding what produced them"
         );
         executor.distrusted.extend(broken);
-        outcomes = executor.run(schedule());
+        outcomes = executor.run(schedule);
     }
-    tracing::debug!(elapsed = ?start.elapsed(), rss_kib = rss_kib(), "executed");
+    outcomes
+}
 
-    let mut rules = Vec::with_capacity(graph.len());
-    let mut diagnostics = Vec::new();
-    let mut any_built = false;
-    // Whether a rule's output differs from the last successful build's (only then can a new
-    // conflict between two rules' objects have appeared; a failed check leaves the root as it
-    // was, so the next run checks again).
-    let mut new_outputs = false;
-    // Whether the new GC root would equal the previous one (then it is not rewritten).
-    let mut same_root = previous_root
-        .as_ref()
-        .is_some_and(|r| r.rules.len() == graph.len());
-    let mut outcomes: Vec<Option<Outcome<_, _>>> = outcomes.into_iter().map(Some).collect();
-    for &node in graph.order() {
-        let rule = &project.rules[graph.rule_index(node)];
-        let base = |status, derivation, output, duration_ms, error| RuleReport {
-            name: rule.name.to_string(),
-            kind: rule.kind.value.clone(),
-            status,
-            derivation,
-            output,
-            duration_ms,
-            error,
-            infrastructure: false,
+/// Every rule's outcome, read into reports, and what they say about the previous root.
+struct Outcomes {
+    /// One report per rule, in DAG order.
+    rules: Vec<RuleReport>,
+    /// The failures' diagnostics.
+    diagnostics: Vec<miette::Report>,
+    /// Whether some rule was built (not only taken from the cache).
+    any_built: bool,
+    /// Whether a rule's output differs from the last successful build's (only then can a new
+    /// conflict between two rules' objects have appeared; a failed check leaves the root as it
+    /// was, so the next run checks again).
+    new_outputs: bool,
+    /// Whether the new GC root would equal the previous one (then it is not rewritten).
+    same_root: bool,
+    /// The outcomes by node index; the built ones are kept for the GC root.
+    outcomes: Vec<Option<Outcome<execute::Built, execute::Failure>>>,
+}
+
+impl Outcomes {
+    fn summarize(
+        project: &Project,
+        graph: &RuleGraph,
+        outcomes: Vec<Outcome<execute::Built, execute::Failure>>,
+        previous_root: Option<&Root>,
+    ) -> Self {
+        let mut this = Self {
+            rules: Vec::with_capacity(graph.len()),
+            diagnostics: Vec::new(),
+            any_built: false,
+            new_outputs: false,
+            same_root: previous_root.is_some_and(|r| r.rules.len() == graph.len()),
+            outcomes: outcomes.into_iter().map(Some).collect(),
         };
-        match outcomes[node.index()].take().expect("one outcome per node") {
-            Outcome::Done(b) => {
-                any_built |= b.status == Status::Built;
-                new_outputs |= previous_root
-                    .as_ref()
-                    .and_then(|r| r.rules.get(rule.name.as_str()))
-                    .is_none_or(|e| e.output.output != b.record.output);
-                same_root &= previous_root
-                    .as_ref()
-                    .and_then(|r| r.rules.get(rule.name.as_str()))
-                    .is_some_and(|e| {
+        for &node in graph.order() {
+            let rule = &project.rules[graph.rule_index(node)];
+            let base = |status, derivation, output, duration_ms, error| RuleReport {
+                name: rule.name.to_string(),
+                kind: rule.kind.value.clone(),
+                status,
+                derivation,
+                output,
+                duration_ms,
+                error,
+                infrastructure: false,
+            };
+            let previous = previous_root.and_then(|r| r.rules.get(rule.name.as_str()));
+            match this.outcomes[node.index()]
+                .take()
+                .expect("one outcome per node")
+            {
+                Outcome::Done(b) => {
+                    this.any_built |= b.status == Status::Built;
+                    this.new_outputs |= previous.is_none_or(|e| e.output.output != b.record.output);
+                    this.same_root &= previous.is_some_and(|e| {
                         e.derivation == b.derivation
                             && e.output == b.record
                             && e.kind == rule.kind.value
                     });
-                rules.push(base(
-                    b.status,
-                    Some(b.derivation),
-                    Some(b.record.output),
-                    b.duration_ms,
-                    None,
-                ));
-                // Kept for the GC root, which is written only when it changed.
-                outcomes[node.index()] = Some(Outcome::Done(b));
-            }
-            Outcome::Failed(f) => {
-                rules.push(RuleReport {
-                    infrastructure: f.infrastructure,
-                    ..base(
-                        Status::Failed,
-                        f.derivation,
+                    this.rules.push(base(
+                        b.status,
+                        Some(b.derivation),
+                        Some(b.record.output),
+                        b.duration_ms,
                         None,
-                        f.duration_ms,
-                        Some(f.message),
-                    )
-                });
-                diagnostics.push(f.report);
+                    ));
+                    this.outcomes[node.index()] = Some(Outcome::Done(b));
+                }
+                Outcome::Failed(f) => {
+                    this.rules.push(RuleReport {
+                        infrastructure: f.infrastructure,
+                        ..base(
+                            Status::Failed,
+                            f.derivation,
+                            None,
+                            f.duration_ms,
+                            Some(f.message),
+                        )
+                    });
+                    this.diagnostics.push(f.report);
+                }
+                Outcome::Skipped { failed_dependency } => {
+                    let dep = &project.rules[graph.rule_index(failed_dependency)].name;
+                    this.rules.push(base(
+                        Status::Skipped,
+                        None,
+                        None,
+                        0.0,
+                        Some(format!("dependency `{dep}` failed")),
+                    ));
+                }
+                Outcome::Cancelled => {
+                    this.rules
+                        .push(base(Status::Cancelled, None, None, 0.0, None))
+                }
             }
-            Outcome::Skipped { failed_dependency } => {
-                let dep = &project.rules[graph.rule_index(failed_dependency)].name;
-                rules.push(base(
-                    Status::Skipped,
-                    None,
-                    None,
-                    0.0,
-                    Some(format!("dependency `{dep}` failed")),
-                ));
-            }
-            Outcome::Cancelled => rules.push(base(Status::Cancelled, None, None, 0.0, None)),
         }
+        this
     }
-    // One object from two unrelated rules: caught here, when some rule's output is not the one
-    // the last successful build recorded (a no-op build, or one whose rebuilt outputs came out
-    // the same, cannot have made a new conflict).
-    if new_outputs
-        && rules
+
+    /// One object from two unrelated rules: caught here, when some rule's output is not the one
+    /// the last successful build recorded (a no-op build, or one whose rebuilt outputs came out
+    /// the same, cannot have made a new conflict), and every rule succeeded.
+    fn check_conflicts(
+        &self,
+        project: &Project,
+        graph: &RuleGraph,
+        store: &LocalStore,
+        root: (&str, &str),
+    ) -> Result<(), EngineError> {
+        let all_good = self
+            .rules
             .iter()
-            .all(|r| r.status == Status::Built || r.status == Status::Cached)
-    {
+            .all(|r| r.status == Status::Built || r.status == Status::Cached);
+        if !self.new_outputs || !all_good {
+            return Ok(());
+        }
         let outputs: Vec<Option<conflicts::RuleOutput<'_>>> = (0..graph.len())
-            .map(|i| match &outcomes[i] {
+            .map(|i| match &self.outcomes[i] {
                 Some(Outcome::Done(b)) => Some(conflicts::RuleOutput {
                     rule: graph.rule_index(petgraph::graph::NodeIndex::new(i)),
                     output: b.record.output,
@@ -300,44 +392,17 @@ pub fn build_loaded(
                 _ => None,
             })
             .collect();
-        conflicts::check(
-            project,
-            graph,
-            &store,
-            (&key, &selected.instance_name()),
-            &outputs,
-        )?;
-        tracing::debug!(elapsed = ?start.elapsed(), "checked for objects from two rules");
+        conflicts::check(project, graph, store, root, &outputs)
     }
-    // The stat cache only saves work: failing to write it is not worth failing the build.
-    if let Some(bytes) = cache.encode_if_changed(std::time::SystemTime::now()) {
-        if let Err(e) = store.write_source_cache(&key, &bytes) {
-            tracing::warn!(error = %kiln_core::error_chain::error_chain(&e), "could not save the source stat cache");
-        }
-    }
-    // Store failures from here on still leave a full report (and valid --json), with exit 2.
-    let mut store_error = None;
-    if any_built {
-        if let Err(e) = store.sync() {
-            store_error = Some(e);
-        }
-    }
-    tracing::debug!(elapsed = ?start.elapsed(), rss_kib = rss_kib(), "synced");
-    let mut report = BuildReport::new(
-        project.name.clone(),
-        selected.name().to_owned(),
-        store.root().display().to_string(),
-        start.elapsed(),
-        rules,
-        diagnostics,
-    );
-    if store_error.is_none() && report.success() && !same_root {
-        let root_rules = graph
+
+    /// The GC root of a successful build: every rule's derivation and output.
+    fn into_root(mut self, project: &Project, graph: &RuleGraph, instance: String) -> Root {
+        let rules = graph
             .order()
             .iter()
             .filter_map(|&node| {
                 let rule = &project.rules[graph.rule_index(node)];
-                match outcomes[node.index()].take()? {
+                match self.outcomes[node.index()].take()? {
                     Outcome::Done(b) => Some((
                         rule.name.to_string(),
                         RootEntry {
@@ -350,24 +415,14 @@ pub fn build_loaded(
                 }
             })
             .collect();
-        let root = Root {
+        Root {
             format_version: 1,
             project: project.name.clone(),
             project_dir: project.root.clone(),
-            env: selected.instance_name(),
-            rules: root_rules,
-        };
-        if let Err(e) = store.write_root(&key, &root) {
-            store_error = Some(e);
+            env: instance,
+            rules,
         }
     }
-    if let Some(e) = store_error {
-        report.store_error = Some(kiln_core::error_chain::error_chain(&e));
-        report
-            .diagnostics
-            .push(miette::Report::new(EngineError::Store(e)));
-    }
-    Ok(report)
 }
 
 /// [`build_loaded`], then the artifact of every rule that succeeded, loaded and checked. An
