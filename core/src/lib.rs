@@ -12,6 +12,8 @@ pub mod derivation;
 pub mod diagnostic;
 pub mod digest;
 pub mod error_chain;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 pub mod graph;
 pub mod interpolate;
 pub mod interrupt;

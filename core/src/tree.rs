@@ -424,17 +424,7 @@ mod tests {
         assert!(l.validate().is_err());
     }
 
-    fn p(s: &str) -> RelPath {
-        RelPath::new(s).unwrap()
-    }
-
-    fn sample() -> Tree {
-        let mut t = Tree::new();
-        t.insert_file(p("objects/a.yaml"), b"kind: A\n".to_vec(), false);
-        t.insert_file(p("bin/run"), b"#!/bin/sh\n".to_vec(), true);
-        t.insert_symlink(p("latest"), "objects/a.yaml");
-        t
-    }
+    use crate::fixtures::{rel as p, sample_tree as sample};
 
     #[test]
     fn golden_tree_hash() {
@@ -519,7 +509,8 @@ mod tests {
         fn entries() -> impl Strategy<Value = Vec<(String, Vec<u8>, bool)>> {
             proptest::collection::vec(
                 (
-                    "[a-d]{1,3}(/[a-d]{1,3}){0,2}",
+                    // Files end in `.f` and directories do not, so no file is another's directory.
+                    "[a-d]{1,3}(/[a-d]{1,3}){0,2}\\.f",
                     proptest::collection::vec(any::<u8>(), 0..64),
                     any::<bool>(),
                 ),
@@ -527,41 +518,65 @@ mod tests {
             )
         }
 
+        /// A tree of the generated files; later entries replace earlier ones at the same path.
+        fn build(items: &[(String, Vec<u8>, bool)]) -> Tree {
+            let mut t = Tree::new();
+            for (path, c, x) in items {
+                t.insert_file(p(path), c.clone(), *x);
+            }
+            t
+        }
+
         proptest! {
-            /// The output hash does not depend on the order entries were added in.
+            /// Every kind of change to a tree moves its hash: a content byte, the executable
+            /// bit, a path, a symlink's target. (An encoding that dropped or merged any of
+            /// them, say the mode, or a path and content without length prefixes, fails here.)
             #[test]
-            fn hash_ignores_insertion_order(mut list in entries(), seed in any::<u64>()) {
-                list.sort_by(|a, b| a.0.cmp(&b.0));
-                list.dedup_by(|a, b| a.0 == b.0);
-                let build = |items: &[(String, Vec<u8>, bool)]| {
-                    let mut t = Tree::new();
-                    for (p, c, x) in items {
-                        t.insert_file(RelPath::new(p.as_str()).unwrap(), c.clone(), *x);
-                    }
-                    t
+            fn every_change_moves_the_hash(
+                list in entries(),
+                pick in any::<prop::sample::Index>(),
+                byte in any::<u8>(),
+                which in 0u8..4,
+            ) {
+                prop_assume!(!list.is_empty());
+                let t = build(&list);
+                let before = t.output_hash();
+                let path = p(&list[pick.index(list.len())].0);
+                let Some(Entry::File { content, executable }) = t.get(path.as_str()).cloned() else {
+                    unreachable!("generated entries are files")
                 };
-                let a = build(&list);
-                let mut shuffled = list.clone();
-                // A deterministic shuffle from the seed.
-                let n = shuffled.len();
-                for i in 0..n {
-                    let j = (seed.wrapping_mul(6364136223846793005).wrapping_add(i as u64) % n as u64) as usize;
-                    shuffled.swap(i, j);
+                let mut changed = t.clone();
+                match which {
+                    0 => {
+                        let mut c = content.to_vec();
+                        c.push(byte);
+                        changed.insert_file(path, c, executable);
+                    }
+                    1 => changed.insert_file(path, content, !executable),
+                    2 => {
+                        changed.entries.remove(&path);
+                        let moved = p(&format!("{}z", path.as_str()));
+                        prop_assume!(t.get(moved.as_str()).is_none());
+                        changed.insert_file(moved, content, executable);
+                    }
+                    _ => changed.insert_symlink(path, String::from_utf8_lossy(&content).into_owned()),
                 }
-                let b = build(&shuffled);
-                prop_assert_eq!(a.output_hash(), b.output_hash());
+                prop_assert_ne!(before, changed.output_hash());
+            }
+
+            /// A tree written to disk and read back is the same tree (modes and links kept).
+            #[test]
+            fn disk_round_trip(list in entries()) {
+                let mut t = build(&list);
+                t.insert_symlink(p("link"), "a.f");
+                let dir = tempfile::tempdir().unwrap();
+                t.write_to(dir.path()).unwrap();
+                prop_assert_eq!(Tree::from_dir(dir.path()).unwrap(), t);
             }
 
             /// Two trees hash alike exactly when they are equal.
             #[test]
             fn hash_distinguishes_trees(a in entries(), b in entries()) {
-                let build = |items: &[(String, Vec<u8>, bool)]| {
-                    let mut t = Tree::new();
-                    for (p, c, x) in items {
-                        t.insert_file(RelPath::new(p.as_str()).unwrap(), c.clone(), *x);
-                    }
-                    t
-                };
                 let (ta, tb) = (build(&a), build(&b));
                 prop_assert_eq!(ta == tb, ta.output_hash() == tb.output_hash());
             }

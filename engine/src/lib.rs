@@ -33,8 +33,7 @@ use kiln_store::{Backend, LocalStore, Root, RootEntry};
 #[derive(Debug, Clone, Default)]
 pub struct BuildOptions {
     env: Option<String>,
-    jobs: usize,
-    keep_going: bool,
+    schedule: Schedule,
     distrusted: BTreeSet<Digest>,
     vars: BTreeMap<String, serde_json::Value>,
     unsandboxed: bool,
@@ -62,10 +61,10 @@ impl BuildOptions {
         self
     }
 
-    /// Parallel jobs; 0 for one per CPU.
+    /// How rules are scheduled: parallel jobs, keep going after a failure.
     #[must_use]
-    pub fn jobs(mut self, jobs: usize) -> Self {
-        self.jobs = jobs;
+    pub fn schedule(mut self, schedule: Schedule) -> Self {
+        self.schedule = schedule;
         self
     }
 
@@ -74,13 +73,6 @@ impl BuildOptions {
     #[must_use]
     pub fn distrust(mut self, outputs: impl IntoIterator<Item = Digest>) -> Self {
         self.distrusted.extend(outputs);
-        self
-    }
-
-    /// Keep building independent rules after a failure.
-    #[must_use]
-    pub fn keep_going(mut self, keep_going: bool) -> Self {
-        self.keep_going = keep_going;
         self
     }
 }
@@ -184,10 +176,7 @@ pub fn build_loaded(
         on_done: &on_done,
     };
     tracing::debug!(elapsed = ?start.elapsed(), "opened the store, read the previous root");
-    let schedule = Schedule::default()
-        .jobs(options.jobs)
-        .keep_going(options.keep_going);
-    let outcomes = run_healing(&mut executor, schedule);
+    let outcomes = run_healing(&mut executor, options.schedule);
     tracing::debug!(elapsed = ?start.elapsed(), rss_kib = rss_kib(), "executed");
 
     let mut summary = Outcomes::summarize(project, graph, outcomes, previous_root.as_ref());

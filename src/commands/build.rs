@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use kiln_core::scheduler::Schedule;
 
 use crate::build::{build, BuildOptions, Status};
 use crate::cli::BuildArgs;
@@ -33,8 +34,11 @@ pub fn run(args: &BuildArgs, printer: &Printer, store: &Path) -> Result<u8, Fail
     };
     let options = BuildOptions::default()
         .env(args.env.clone())
-        .jobs(args.jobs)
-        .keep_going(args.keep_going)
+        .schedule(
+            Schedule::default()
+                .jobs(args.jobs)
+                .keep_going(args.keep_going),
+        )
         .vars(args.vars.map())
         .unsandboxed(args.vars.unsandboxed);
     let result = build(&args.dir, store, &options, &on_progress);

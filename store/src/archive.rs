@@ -228,20 +228,16 @@ pub fn unpack(bytes: &[u8], limits: UnpackLimits) -> Result<Tree, ArchiveError> 
 mod tests {
     use super::*;
 
-    fn p(s: &str) -> RelPath {
-        RelPath::new(s).unwrap()
-    }
+    use kiln_core::fixtures::{rel as p, sample_tree};
 
+    /// The shared sample, with a path longer than tar's 100-byte name field.
     fn sample() -> Tree {
-        let mut t = Tree::new();
-        t.insert_file(p("objects/a.yaml"), b"kind: A\n".to_vec(), false);
-        t.insert_file(p("bin/run"), b"#!/bin/sh\n".to_vec(), true);
+        let mut t = sample_tree();
         t.insert_file(
             p(&format!("deep/{}/f", "x".repeat(200))),
             b"long".to_vec(),
             false,
         );
-        t.insert_symlink(p("latest"), "objects/a.yaml");
         t
     }
 

@@ -255,16 +255,11 @@ impl ActionCache for Layered {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kiln_core::RelPath;
+    use kiln_core::fixtures::{rel, tree_of};
 
     fn tree(content: &str) -> Tree {
-        let mut t = Tree::new();
-        t.insert_file(
-            RelPath::new("objects/a.yaml").unwrap(),
-            content.as_bytes().to_vec(),
-            false,
-        );
-        t.insert_symlink(RelPath::new("latest").unwrap(), "objects/a.yaml");
+        let mut t = tree_of(&[("objects/a.yaml", content)]);
+        t.insert_symlink(rel("latest"), "objects/a.yaml");
         t
     }
 

@@ -221,16 +221,11 @@ pub(crate) fn write_atomic(store_root: &Path, dest: &Path, bytes: &[u8]) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kiln_core::{RelPath, Tree};
+    use kiln_core::fixtures::tree_of;
+    use kiln_core::Tree;
 
     fn tree(s: &str) -> Tree {
-        let mut t = Tree::new();
-        t.insert_file(
-            RelPath::new("a.yaml").unwrap(),
-            s.as_bytes().to_vec(),
-            false,
-        );
-        t
+        tree_of(&[("a.yaml", s)])
     }
 
     fn common_files(dir: &Path) -> usize {
