@@ -1,6 +1,40 @@
-//! The plan as text for humans.
+//! What users read of a plan and an apply: the plan as text for humans, as JSON (format
+//! version [`PLAN_JSON_FORMAT`](crate::plan::PLAN_JSON_FORMAT)), and the one-line summaries.
 
+use serde_json::{json, Value};
+
+use crate::api::ClusterApi;
+use crate::applying::ApplyReport;
 use crate::plan::{Action, Plan};
+use crate::planning::Realized;
+
+/// The plan as `--json` prints it: the plan, the HTTP counts, the warnings, and for apply and
+/// destroy what was done.
+pub fn json<C: ClusterApi>(r: &Realized<C>, done: Option<&ApplyReport>) -> Value {
+    let mut v = serde_json::to_value(&r.plan).expect("plan serializes");
+    if let Some(report) = done {
+        v["applied"] = json!(report);
+    }
+    v["http"] = json!(r.cluster.counts());
+    v["warnings"] = json!(r.warnings);
+    v
+}
+
+/// The last line of `kiln apply`.
+pub fn applied(report: &ApplyReport) -> String {
+    format!(
+        "applied {} objects, deleted {} ({} requests, {} writes)",
+        report.applied, report.deleted, report.requests, report.writes
+    )
+}
+
+/// The last line of `kiln destroy`.
+pub fn destroyed(report: &ApplyReport) -> String {
+    format!(
+        "deleted {} objects, the parent included ({} requests, {} writes)",
+        report.deleted, report.requests, report.writes
+    )
+}
 
 /// The plan as text for humans.
 pub fn render(plan: &Plan) -> String {
@@ -58,4 +92,92 @@ pub fn render(plan: &Plan) -> String {
         count(Action::Unchanged)
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::applying::{apply, ApplyOptions};
+    use crate::applyset::Parent;
+    use crate::fake::FakeCluster;
+    use crate::planning::{plan_set, PlanOptions, Wanted};
+
+    fn ns() -> Value {
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}})
+    }
+
+    fn cm(name: &str, value: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": name, "namespace": "shop"}, "data": {"mode": value}})
+    }
+
+    fn secret(password: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": "creds", "namespace": "shop"},
+               "stringData": {"password": password}})
+    }
+
+    fn wanted(objects: Vec<Value>) -> Wanted {
+        Wanted::of_rules(
+            Parent::for_project("shop", "prod", "default"),
+            vec![("base", vec![], vec![ns()]), ("app", vec![0], objects)],
+        )
+    }
+
+    fn options() -> ApplyOptions {
+        ApplyOptions {
+            force_conflicts: false,
+            wait: true,
+            skip_workload_gates: false,
+            timeout: std::time::Duration::from_secs(5),
+            yes: true,
+            parallel: 1,
+        }
+    }
+
+    /// What users read of a second run that updates a value and a secret, adds an object and
+    /// prunes another: the text plan, the JSON plan and the apply summary. A change to any of
+    /// them is a reviewed snapshot diff; the secret's values never appear.
+    #[tokio::test(start_paused = true)]
+    async fn plan_and_apply_output() {
+        let first = wanted(vec![
+            cm("config", "fast"),
+            cm("old", "x"),
+            secret("hunter2"),
+        ]);
+        let r = plan_set(
+            FakeCluster::default(),
+            first,
+            &PlanOptions::default(),
+            |_, _| {},
+        )
+        .await
+        .unwrap();
+        insta::assert_snapshot!("first_plan", render(&r.plan));
+        let report = apply(&r, &options(), |_| true).await.unwrap();
+        insta::assert_snapshot!("first_apply", applied(&report));
+
+        let second = wanted(vec![
+            cm("config", "safe"),
+            cm("new", "y"),
+            secret("correct horse"),
+        ]);
+        let options_plan = PlanOptions {
+            find_orphans: true,
+            ..PlanOptions::default()
+        };
+        let r = plan_set(r.cluster, second, &options_plan, |_, _| {})
+            .await
+            .unwrap();
+        let text = render(&r.plan);
+        assert!(!text.contains("hunter2") && !text.contains("correct horse"));
+        insta::assert_snapshot!("second_plan", text);
+        let report = apply(&r, &options(), |_| true).await.unwrap();
+        let out = json(&r, Some(&report));
+        assert!(!out.to_string().contains("hunter2") && !out.to_string().contains("correct horse"));
+        insta::assert_json_snapshot!("second_apply_json", out);
+        insta::assert_snapshot!("second_apply", applied(&report));
+    }
 }

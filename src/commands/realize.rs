@@ -172,20 +172,8 @@ fn print_warnings(r: &Realized, printer: &Printer) {
     }
 }
 
-/// The plan as `--json` prints it (format version 1): the plan, the HTTP counts, the warnings,
-/// and for apply and destroy what was done.
 fn plan_json(r: &Realized, done: Option<&ApplyReport>) -> serde_json::Value {
-    let mut v = serde_json::to_value(&r.plan).expect("plan serializes");
-    if let Some(report) = done {
-        v["applied"] = serde_json::json!(report);
-    }
-    v["http"] = http_json(r);
-    v["warnings"] = serde_json::json!(r.warnings);
-    v
-}
-
-fn http_json(r: &Realized) -> serde_json::Value {
-    serde_json::json!(r.cluster.counts())
+    kiln_realize::render::json(r, done)
 }
 
 /// Releases the lock after a run, whatever its outcome; trouble with it is a warning.
@@ -283,10 +271,7 @@ pub fn apply(args: &ApplyArgs, printer: &Printer, store: &Path) -> Result<u8, Fa
     if args.cluster.json {
         printer.json(&plan_json(&r, Some(&report)));
     }
-    printer.status(&format!(
-        "applied {} objects, deleted {} ({} requests, {} writes)",
-        report.applied, report.deleted, report.requests, report.writes
-    ));
+    printer.status(&kiln_realize::render::applied(&report));
     Ok(0)
 }
 
@@ -338,9 +323,6 @@ pub fn destroy(args: &DestroyArgs, printer: &Printer, store: &Path) -> Result<u8
     if args.cluster.json {
         printer.json(&plan_json(&r, Some(&report)));
     }
-    printer.status(&format!(
-        "deleted {} objects, the parent included ({} requests, {} writes)",
-        report.deleted, report.requests, report.writes
-    ));
+    printer.status(&kiln_realize::render::destroyed(&report));
     Ok(0)
 }
