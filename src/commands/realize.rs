@@ -9,7 +9,7 @@ use kiln_realize::lock::{LockGuard, LockOptions};
 use kiln_realize::render::render;
 use kiln_realize::{
     apply as apply_plan, destroy as destroy_set, plan_set, plan_teardown, ApplyOptions,
-    ApplyReport, Built, ClusterApi, KubeCluster, PlanOptions, RealizeError, Wanted,
+    ApplyReport, Built, KubeCluster, PlanOptions, RealizeError, Wanted,
 };
 use serde_json::Value;
 
