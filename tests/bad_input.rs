@@ -350,3 +350,36 @@ fn an_object_defined_by_two_rules_fails_the_build() {
     let again = s.build_fails(&[]);
     assert!(String::from_utf8_lossy(&again.stderr).contains("both produce"));
 }
+
+/// A patch that breaks an object's metadata fails its overlay rule with a named error; it used
+/// to panic on an index assignment when the overlay then set the namespace.
+#[test]
+fn a_patch_that_breaks_metadata_fails_the_overlay_without_a_panic() {
+    let s = Sandbox::new();
+    s.write(
+        "kiln.toml",
+        r#"[project]
+name = "p"
+
+[rule.base]
+kind = "manifest"
+objects = [ { apiVersion = "v1", kind = "ConfigMap", metadata = { name = "c" } } ]
+
+[rule.o]
+kind = "overlay"
+deps = ["base"]
+namespace = "shop"
+patches = [ { target = { kind = "ConfigMap", name = "c" }, json = [ { op = "replace", path = "/metadata", value = "gone" } ] } ]
+"#,
+    );
+    let out = s.build_fails(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("rule `o`"), "{err}");
+    assert!(
+        err.contains("no longer valid after the patches")
+            && err.contains("`metadata` must be a mapping"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -1,6 +1,7 @@
 //! ApplySet ownership (KEP-3659), with the labels and annotations exactly as kubectl writes them.
 
 use base64::Engine as _;
+use kiln_rules::k8s::GroupKind;
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 
@@ -94,15 +95,12 @@ impl Parent {
 
 /// `Kind.group` as kubectl prints a GroupKind (`Deployment.apps`, or `Namespace` for core).
 pub fn group_kind(api_version: &str, kind: &str) -> String {
-    match api_version.rsplit_once('/') {
-        Some((group, _)) => format!("{kind}.{group}"),
-        None => kind.to_owned(),
-    }
+    GroupKind::of(api_version, kind).to_string()
 }
 
-/// Splits `Kind.group` back.
+/// Splits `Kind.group` back into kind and group.
 pub fn split_group_kind(gk: &str) -> (&str, &str) {
-    gk.split_once('.').unwrap_or((gk, ""))
+    kiln_rules::k8s::split(gk)
 }
 
 /// Reads a parent's `contains-group-kinds` and `tooling`.

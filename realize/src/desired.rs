@@ -7,6 +7,7 @@ use kiln_core::canonical::to_canonical_json;
 use kiln_core::graph::RuleGraph;
 use kiln_core::project::Project;
 use kiln_core::{Digest, Tree};
+use kiln_rules::k8s::K8sObject;
 use kiln_rules::objects::{identity, read_object_files};
 use serde_json::Value;
 
@@ -101,8 +102,8 @@ pub struct RawObject {
     pub rule: String,
     /// The artifact file it was read from (`objects/…`).
     pub path: String,
-    /// The object.
-    pub object: Value,
+    /// The object, checked.
+    pub object: K8sObject,
 }
 
 impl RawObject {
@@ -113,16 +114,13 @@ impl RawObject {
             node,
             rule: rule.to_owned(),
             path: String::new(),
-            object,
+            object: K8sObject::check(object).expect("test objects are valid"),
         }
     }
 
     /// `apiVersion` and `kind`.
     pub fn type_meta(&self) -> (&str, &str) {
-        (
-            self.object["apiVersion"].as_str().unwrap_or_default(),
-            self.object["kind"].as_str().unwrap_or_default(),
-        )
+        (self.object.api_version(), self.object.kind())
     }
 }
 
@@ -142,9 +140,9 @@ pub fn read(
         let Some(tree) = trees.get(&rule) else {
             continue;
         };
-        let objects = read_object_files(tree).map_err(|message| DesiredError::Unreadable {
+        let objects = read_object_files(tree).map_err(|e| DesiredError::Unreadable {
             rule: rule.clone(),
-            message,
+            message: e.to_string(),
         })?;
         out.extend(objects.into_iter().map(|(path, object)| RawObject {
             node: n.index(),
@@ -166,7 +164,7 @@ pub fn scopes_defined_by_crds(objects: &[RawObject]) -> BTreeMap<String, Scope> 
                 && o.type_meta().0.starts_with("apiextensions.k8s.io/")
         })
         .filter_map(|o| {
-            let spec = o.object.get("spec")?;
+            let spec = o.object.as_value().get("spec")?;
             let gk = format!(
                 "{}.{}",
                 spec.pointer("/names/kind")?.as_str()?,
@@ -216,28 +214,20 @@ pub fn settle_scopes(
     for o in objects {
         let (api_version, kind) = o.type_meta();
         let gk = group_kind(api_version, kind);
-        let Some(meta) = o.object.get_mut("metadata").and_then(Value::as_object_mut) else {
-            continue;
-        };
         match scope_of(&gk) {
             Scope::Cluster => {
-                if let Some(ns) = meta.remove("namespace") {
-                    let name = meta.get("name").and_then(Value::as_str).unwrap_or_default();
+                if let Some(namespace) = o.object.set_namespace(None) {
                     warnings.push(ScopeWarning {
                         rule: o.rule.clone(),
                         path: o.path.clone(),
-                        object: format!("{gk} {name}"),
-                        namespace: ns.as_str().unwrap_or_default().to_owned(),
+                        object: format!("{gk} {}", o.object.name()),
+                        namespace,
                     });
                 }
             }
             Scope::Namespaced => {
-                let missing = meta
-                    .get("namespace")
-                    .and_then(Value::as_str)
-                    .is_none_or(str::is_empty);
-                if missing {
-                    meta.insert("namespace".into(), Value::from(default_namespace));
+                if o.object.namespace().is_none() {
+                    o.object.set_namespace(Some(default_namespace));
                 }
             }
         }
@@ -298,12 +288,12 @@ pub fn collect(
     set_id: &str,
 ) -> Result<Vec<DesiredObject>, DesiredError> {
     let Lineage { waves, ancestors } = lineage;
-    let mut chosen: BTreeMap<ObjectKey, (usize, String, Value)> = BTreeMap::new();
+    let mut chosen: BTreeMap<ObjectKey, (usize, String, K8sObject)> = BTreeMap::new();
     for RawObject {
         node, rule, object, ..
     } in objects
     {
-        let key = ObjectKey::of(&object);
+        let key = ObjectKey::of(object.as_value());
         match chosen.get(&key) {
             Some((other, other_rule, other_obj)) => {
                 if *other_obj == object {
@@ -326,8 +316,9 @@ pub fn collect(
     Ok(chosen
         .into_iter()
         .map(|(key, (node, rule, mut obj))| {
-            default_port_protocols(&mut obj);
-            let hash = Digest::of(&to_canonical_json(&obj));
+            let kind = obj.kind().to_owned();
+            default_port_protocols(&kind, obj.spec_mut());
+            let hash = Digest::of(&to_canonical_json(obj.as_value()));
             let object = with_ownership(obj, set_id, &rule, &hash);
             DesiredObject {
                 key,
@@ -343,7 +334,8 @@ pub fn collect(
 /// Spells out `protocol: TCP` on Service and container ports that omit it. The API server
 /// defaults it to the same value, but before 1.25 server-side apply rejects port lists whose
 /// items omit a key field (kubernetes#105610).
-fn default_port_protocols(obj: &mut Value) {
+fn default_port_protocols(kind: &str, spec: Option<&mut Value>) {
+    let Some(spec) = spec else { return };
     fn fill(ports: Option<&mut Value>) {
         if let Some(Value::Array(items)) = ports {
             for p in items.iter_mut().filter_map(Value::as_object_mut) {
@@ -361,28 +353,24 @@ fn default_port_protocols(obj: &mut Value) {
             }
         }
     }
-    match obj["kind"].as_str() {
-        Some("Service") => fill(obj.pointer_mut("/spec/ports")),
-        Some("Pod") => containers(obj.get_mut("spec")),
-        Some("CronJob") => containers(obj.pointer_mut("/spec/jobTemplate/spec/template/spec")),
-        _ => containers(obj.pointer_mut("/spec/template/spec")),
+    match kind {
+        "Service" => fill(spec.get_mut("ports")),
+        "Pod" => containers(Some(spec)),
+        "CronJob" => containers(spec.pointer_mut("/jobTemplate/spec/template/spec")),
+        _ => containers(spec.pointer_mut("/template/spec")),
     }
 }
 
-fn with_ownership(mut obj: Value, set_id: &str, rule: &str, hash: &Digest) -> Value {
-    let meta = obj["metadata"]
-        .as_object_mut()
-        .expect("checked objects have metadata");
-    let labels = meta
-        .entry("labels")
-        .or_insert_with(|| Value::Object(Default::default()));
-    labels[PART_OF_LABEL] = Value::from(set_id);
-    let ann = meta
-        .entry("annotations")
-        .or_insert_with(|| Value::Object(Default::default()));
-    ann[DESIRED_HASH_ANNOTATION] = Value::from(hash.to_string());
-    ann[RULE_ANNOTATION] = Value::from(rule);
-    obj
+fn with_ownership(mut obj: K8sObject, set_id: &str, rule: &str, hash: &Digest) -> Value {
+    obj.set_metadata_entry("labels", PART_OF_LABEL, set_id, true);
+    obj.set_metadata_entry(
+        "annotations",
+        DESIRED_HASH_ANNOTATION,
+        &hash.to_string(),
+        true,
+    );
+    obj.set_metadata_entry("annotations", RULE_ANNOTATION, rule, true);
+    obj.into_value()
 }
 
 /// The apply order of kinds inside a rule: namespaces, CRDs, RBAC, config, storage, services,
@@ -419,7 +407,7 @@ mod tests {
             node: 0,
             rule: "gw".into(),
             path: "objects/x/y.yaml".into(),
-            object,
+            object: K8sObject::check(object).unwrap(),
         }
     }
 
@@ -452,10 +440,10 @@ mod tests {
         assert!(warnings[0]
             .to_string()
             .contains("GatewayClass.gateway.example.io edge"));
-        assert!(objs[0].object.pointer("/metadata/namespace").is_none());
-        assert!(objs[1].object.pointer("/metadata/namespace").is_none());
-        assert_eq!(objs[2].object["metadata"]["namespace"], "team");
-        assert_eq!(objs[3].object["metadata"]["namespace"], "shop");
+        assert_eq!(objs[0].object.namespace(), None);
+        assert_eq!(objs[1].object.namespace(), None);
+        assert_eq!(objs[2].object.namespace(), Some("team"));
+        assert_eq!(objs[3].object.namespace(), Some("shop"));
     }
 
     #[test]

@@ -73,7 +73,7 @@ impl Wanted {
                     .rule(&o.rule)
                     .is_some_and(|r| r.kind.value == "secret")
             })
-            .filter_map(|o| secrets::references_of(&o.object).map(str::to_owned))
+            .filter_map(|o| secrets::references_of(o.object.as_value()).map(str::to_owned))
             .collect();
         Ok(Self {
             parent,

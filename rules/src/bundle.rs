@@ -87,8 +87,9 @@ impl Kind for Bundle {
             }
         }
         if let Some(name) = &a.all_in_one {
-            let objects = read_objects(&merged_objects_view(&tree)).map_err(BuildError::failed)?;
-            let docs: Vec<String> = objects.iter().map(to_yaml).collect();
+            let objects = read_objects(&merged_objects_view(&tree))
+                .map_err(|e| BuildError::failed(e.to_string()))?;
+            let docs: Vec<String> = objects.iter().map(|o| to_yaml(o.as_value())).collect();
             tree.insert_file(
                 RelPath::new(name.as_str()).expect("checked"),
                 docs.join("---\n").into_bytes(),

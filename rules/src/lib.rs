@@ -19,6 +19,7 @@ pub mod bundle;
 pub mod configmap;
 pub mod exec;
 pub mod from_deps;
+pub mod k8s;
 pub mod manifest;
 pub mod objects;
 pub mod overlay;

@@ -41,7 +41,7 @@ fn check_documents(text: &str, path: &kiln_core::RelPath) -> Result<Vec<Value>, 
         crate::objects::check_object(obj).map_err(|m| {
             let name = obj.pointer("/metadata/name").and_then(Value::as_str);
             let offset = name.and_then(|n| text.find(n));
-            BuildError::source(path, offset, m)
+            BuildError::source(path, offset, m.to_string())
         })?;
     }
     Ok(docs)
@@ -61,7 +61,7 @@ impl Kind for Manifest {
         let a: Attrs = parse_attrs(attrs)?;
         for (i, o) in a.objects.iter().enumerate() {
             crate::objects::check_object(o)
-                .map_err(|m| AttrError::new(format!("objects[{i}]"), m))?;
+                .map_err(|m| AttrError::new(format!("objects[{i}]"), m.to_string()))?;
         }
         Ok(())
     }

@@ -12,6 +12,8 @@ use kiln_core::{RelPath, Tree};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::k8s::{api_group, check_value, K8sObject, ObjectError, ObjectFileError};
+
 /// The directory of an artifact that holds Kubernetes objects.
 pub const OBJECTS_DIR: &str = "objects";
 
@@ -36,86 +38,9 @@ pub const CLUSTER_SCOPED: &[&str] = &[
     "Node",
 ];
 
-/// Checks that `obj` is a Kubernetes object: a mapping with string `apiVersion`, `kind` and a
-/// valid `metadata.name`.
-pub fn check_object(obj: &Value) -> Result<(), String> {
-    let map = obj.as_object().ok_or("an object must be a mapping")?;
-    for field in ["apiVersion", "kind"] {
-        match map.get(field) {
-            Some(Value::String(s)) if !s.is_empty() => {}
-            Some(_) => return Err(format!("`{field}` must be a non-empty string")),
-            None => return Err(format!("object has no `{field}`")),
-        }
-    }
-    let api_version = map["apiVersion"].as_str().unwrap_or_default();
-    if !valid_api_version(api_version) {
-        return Err(format!(
-            "`apiVersion` `{api_version}` is not `VERSION` or `GROUP/VERSION` (a DNS subdomain, then a version such as `v1` or `v1beta1`)"
-        ));
-    }
-    let kind = map["kind"].as_str().unwrap_or_default();
-    if !valid_kind(kind) {
-        return Err(format!(
-            "`kind` `{kind}` is not a Kubernetes kind (a letter, then letters and digits, at most 63)"
-        ));
-    }
-    let name = obj.pointer("/metadata/name").ok_or_else(|| {
-        format!(
-            "{} has no `metadata.name`",
-            map["kind"].as_str().unwrap_or("object")
-        )
-    })?;
-    let name = name.as_str().ok_or("`metadata.name` must be a string")?;
-    if !valid_name(name) {
-        return Err(format!("`metadata.name` `{name}` is not a valid Kubernetes name (lowercase letters, digits, `-`, `.`; at most 253)"));
-    }
-    if let Some(ns) = obj.pointer("/metadata/namespace") {
-        let ns = ns.as_str().ok_or("`metadata.namespace` must be a string")?;
-        if !valid_name(ns) || ns.contains('.') || ns.len() > 63 {
-            return Err(format!(
-                "`metadata.namespace` `{ns}` is not a valid namespace name"
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// `v1`, or `group/v1beta1` with a lowercase DNS-subdomain group.
-fn valid_api_version(s: &str) -> bool {
-    let (group, version) = s.rsplit_once('/').unwrap_or(("", s));
-    let label = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
-    let version_ok = label(version) && version.starts_with('v');
-    let group_ok = if s.contains('/') {
-        group.len() <= 253 && group.split('.').all(label)
-    } else {
-        true
-    };
-    version_ok && group_ok
-}
-
-/// `ConfigMap`, `HorizontalPodAutoscaler`: an ASCII letter, then letters and digits.
-fn valid_kind(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.as_bytes()[0].is_ascii_alphabetic()
-        && s.bytes().all(|b| b.is_ascii_alphanumeric())
-}
-
-fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.' || b == b':'
-        })
-        && s.as_bytes()[0].is_ascii_alphanumeric()
-        && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()
+/// Checks that `obj` is a Kubernetes object ([`K8sObject::check`], borrowed).
+pub fn check_object(obj: &Value) -> Result<(), ObjectError> {
+    check_value(obj).map(|_| ())
 }
 
 /// `kind`, `metadata.name` and `metadata.namespace` of a checked object.
@@ -132,8 +57,10 @@ pub fn identity(obj: &Value) -> (&str, &str, Option<&str>) {
 /// Where a checked object lives in an artifact.
 pub fn object_path(obj: &Value) -> RelPath {
     let (kind, name, ns) = identity(obj);
-    let api = obj["apiVersion"].as_str().unwrap_or_default();
-    let group = api.rsplit_once('/').map_or("core", |(g, _)| g);
+    let group = match api_group(obj["apiVersion"].as_str().unwrap_or_default()) {
+        "" => "core",
+        g => g,
+    };
     RelPath::new(format!(
         "{OBJECTS_DIR}/{}/{kind}.{group}/{name}.yaml",
         ns.unwrap_or("_cluster")
@@ -274,7 +201,7 @@ pub fn parse_documents(text: &str, path: &RelPath) -> Result<Vec<Value>, BuildEr
 }
 
 /// The objects in an artifact's `objects/` directory, in path order.
-pub fn read_objects(tree: &Tree) -> Result<Vec<Value>, String> {
+pub fn read_objects(tree: &Tree) -> Result<Vec<K8sObject>, ObjectFileError> {
     Ok(read_object_files(tree)?
         .into_iter()
         .map(|(_, v)| v)
@@ -283,21 +210,38 @@ pub fn read_objects(tree: &Tree) -> Result<Vec<Value>, String> {
 
 /// The objects in an artifact's `objects/` directory with the files they were read from, in
 /// path order. Each object is checked ([`check_object`]): artifacts are untrusted input.
-pub fn read_object_files(tree: &Tree) -> Result<Vec<(String, Value)>, String> {
+pub fn read_object_files(tree: &Tree) -> Result<Vec<(String, K8sObject)>, ObjectFileError> {
     let mut out = Vec::new();
     for (path, _) in tree.iter() {
         if path.strip_dir(OBJECTS_DIR).is_none() {
             continue;
         }
-        let bytes = tree
-            .file(path.as_str())
-            .ok_or_else(|| format!("`{path}` is not a file"))?;
-        let text = std::str::from_utf8(bytes).map_err(|_| format!("`{path}` is not UTF-8"))?;
-        check_nesting(text)
-            .map_err(|_| format!("`{path}`: YAML nested deeper than {MAX_FLOW_DEPTH} levels"))?;
-        let v: Value = serde_norway::from_str(text).map_err(|e| format!("`{path}`: {e}"))?;
-        check_object(&v).map_err(|e| format!("`{path}`: {e}"))?;
-        out.push((path.to_string(), v));
+        let path = path.to_string();
+        let Some(bytes) = tree.file(&path) else {
+            return Err(ObjectFileError::NotFile(path));
+        };
+        let Ok(text) = std::str::from_utf8(bytes) else {
+            return Err(ObjectFileError::NotUtf8(path));
+        };
+        if check_nesting(text).is_err() {
+            return Err(ObjectFileError::TooDeep {
+                path,
+                depth: MAX_FLOW_DEPTH,
+            });
+        }
+        let v: Value = match serde_norway::from_str(text) {
+            Ok(v) => v,
+            Err(e) => {
+                return Err(ObjectFileError::Yaml {
+                    path,
+                    message: e.to_string(),
+                })
+            }
+        };
+        match K8sObject::check(v) {
+            Ok(o) => out.push((path, o)),
+            Err(source) => return Err(ObjectFileError::Object { path, source }),
+        }
     }
     Ok(out)
 }
@@ -308,7 +252,7 @@ pub fn write_objects(
     objects: impl IntoIterator<Item = Value>,
 ) -> Result<(), BuildError> {
     for obj in objects {
-        check_object(&obj).map_err(BuildError::failed)?;
+        check_object(&obj).map_err(|e| BuildError::failed(e.to_string()))?;
         let path = object_path(&obj);
         if tree.get(path.as_str()).is_some() {
             let (kind, name, ns) = identity(&obj);
@@ -362,11 +306,13 @@ mod tests {
         assert!(
             check_object(&json!({"kind": "ConfigMap", "metadata": {"name": "a"}}))
                 .unwrap_err()
+                .to_string()
                 .contains("apiVersion")
         );
         assert!(
             check_object(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}}))
                 .unwrap_err()
+                .to_string()
                 .contains("metadata.name")
         );
         assert!(check_object(

@@ -30,9 +30,8 @@ use kiln_core::Tree;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::objects::{
-    add_metadata_map, identity, parse_documents, read_objects, write_objects, CLUSTER_SCOPED,
-};
+use crate::k8s::K8sObject;
+use crate::objects::{identity, parse_documents, read_objects, write_objects, CLUSTER_SCOPED};
 use crate::strategic::strategic_merge;
 
 #[derive(Debug, Deserialize)]
@@ -141,9 +140,9 @@ impl Kind for Overlay {
             let tree = cx.deps.tree(&dep)?;
             let objs = read_objects(&tree).map_err(|m| BuildError::Dependency {
                 rule: dep.clone(),
-                message: m,
+                message: m.to_string(),
             })?;
-            objects.extend(objs);
+            objects.extend(objs.into_iter().map(K8sObject::into_value));
         }
         if objects.is_empty() {
             return Err(BuildError::failed(
@@ -240,18 +239,29 @@ impl Kind for Overlay {
                 .into());
             }
         }
-        for o in &mut objects {
+        // Patches may have made anything of an object: each is checked again before kiln
+        // touches its metadata.
+        let mut checked = Vec::with_capacity(objects.len());
+        for o in objects {
+            let mut o = K8sObject::check(o).map_err(|e| {
+                BuildError::failed(format!(
+                    "an object is no longer valid after the patches: {e}"
+                ))
+            })?;
             if let Some(ns) = &a.namespace {
-                let kind = o["kind"].as_str().unwrap_or_default();
-                if !CLUSTER_SCOPED.contains(&kind) {
-                    o["metadata"]["namespace"] = Value::from(ns.as_str());
+                if !CLUSTER_SCOPED.contains(&o.kind()) {
+                    o.set_namespace(Some(ns));
                 }
             }
-            add_metadata_map(o, "labels", &a.labels);
-            add_metadata_map(o, "annotations", &a.annotations);
+            for (field, entries) in [("labels", &a.labels), ("annotations", &a.annotations)] {
+                for (k, v) in entries {
+                    o.set_metadata_entry(field, k, v, false);
+                }
+            }
+            checked.push(o.into_value());
         }
         let mut tree = Tree::new();
-        write_objects(&mut tree, objects)?;
+        write_objects(&mut tree, checked)?;
         Ok(tree)
     }
 }

@@ -25,9 +25,23 @@ pub const BUILD_DIR: &str = "/build";
 /// Where declared tools appear inside the sandbox.
 pub const TOOLS_DIR: &str = "/kiln/tools";
 
+/// Why the sandbox cannot run here.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unavailable {
+    /// `bwrap` is not on the PATH.
+    #[error("bubblewrap (`bwrap`) is not installed")]
+    NotInstalled,
+    /// `bwrap` could not be started.
+    #[error("`bwrap` could not run: {0}")]
+    CannotRun(String),
+    /// `bwrap` ran but could not create the namespaces (a container without user namespaces).
+    #[error("`bwrap` cannot create namespaces here: {0}")]
+    NoNamespaces(String),
+}
+
 /// Whether bwrap is installed and can create the namespaces here (checked once).
-pub fn available() -> Result<(), String> {
-    static AVAILABLE: OnceLock<Result<(), String>> = OnceLock::new();
+pub fn available() -> Result<(), Unavailable> {
+    static AVAILABLE: OnceLock<Result<(), Unavailable>> = OnceLock::new();
     AVAILABLE
         .get_or_init(|| {
             let out = Command::new("bwrap")
@@ -43,13 +57,12 @@ pub fn available() -> Result<(), String> {
                 .output();
             match out {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    Err("bubblewrap (`bwrap`) is not installed".to_owned())
+                    Err(Unavailable::NotInstalled)
                 }
-                Err(e) => Err(format!("`bwrap` could not run: {e}")),
+                Err(e) => Err(Unavailable::CannotRun(e.to_string())),
                 Ok(o) if o.status.success() => Ok(()),
-                Ok(o) => Err(format!(
-                    "`bwrap` cannot create namespaces here: {}",
-                    String::from_utf8_lossy(&o.stderr).trim()
+                Ok(o) => Err(Unavailable::NoNamespaces(
+                    String::from_utf8_lossy(&o.stderr).trim().to_owned(),
                 )),
             }
         })
