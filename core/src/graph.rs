@@ -7,13 +7,13 @@ use petgraph::Direction;
 
 use crate::diagnostic::Diagnostic;
 use crate::name::EnvName;
-use crate::project::Project;
+use crate::project::{Project, RuleIdx};
 
 /// The rule DAG. Edges run from a dependency to its dependent. Node weights are indices into
 /// [`Project::rules`].
 #[derive(Debug, Clone)]
 pub struct RuleGraph {
-    graph: DiGraph<usize, ()>,
+    graph: DiGraph<RuleIdx, ()>,
     /// Nodes in a topological order (dependencies first), ties broken by rule name.
     order: Vec<NodeIndex>,
 }
@@ -24,13 +24,13 @@ impl RuleGraph {
     pub fn build(project: &Project, env: Option<&EnvName>) -> Result<Self, Box<Diagnostic>> {
         let mut graph = DiGraph::new();
         let mut index: HashMap<&str, NodeIndex> = HashMap::new();
-        for (i, rule) in project.rules.iter().enumerate() {
+        for (i, rule) in project.indexed_rules() {
             if rule.in_env(env) {
                 index.insert(rule.name.as_str(), graph.add_node(i));
             }
         }
         for node in graph.node_indices().collect::<Vec<_>>() {
-            let rule = &project.rules[graph[node]];
+            let rule = &project[graph[node]];
             for dep in &rule.deps {
                 let Some(&from) = index.get(dep.value.as_str()) else {
                     let d = if let Some(other) = project.rule(dep.value.as_str()) {
@@ -93,7 +93,7 @@ impl RuleGraph {
                     .count()
             })
             .collect();
-        let mut ready: std::collections::BTreeSet<(usize, NodeIndex)> = self
+        let mut ready: std::collections::BTreeSet<(RuleIdx, NodeIndex)> = self
             .graph
             .node_indices()
             .filter(|n| indegree[n.index()] == 0)
@@ -148,9 +148,9 @@ impl RuleGraph {
         }
         let names: Vec<&str> = path
             .iter()
-            .map(|n| project.rules[self.graph[*n]].name.as_str())
+            .map(|n| project[self.graph[*n]].name.as_str())
             .collect();
-        let first = &project.rules[self.graph[start]];
+        let first = &project[self.graph[start]];
         let loc = first
             .deps
             .iter()
@@ -181,7 +181,7 @@ impl RuleGraph {
     }
 
     /// The index into [`Project::rules`] of `node`.
-    pub fn rule_index(&self, node: NodeIndex) -> usize {
+    pub fn rule_index(&self, node: NodeIndex) -> RuleIdx {
         self.graph[node]
     }
 
@@ -226,7 +226,7 @@ mod tests {
         let names: Vec<_> = g
             .order()
             .iter()
-            .map(|n| p.rules[g.rule_index(*n)].name.to_string())
+            .map(|n| p[g.rule_index(*n)].name.to_string())
             .collect();
         assert_eq!(names, ["a", "b", "c"]);
     }

@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use crate::name::RuleName;
+
 /// One `${...}` reference.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Reference {
@@ -21,7 +23,7 @@ pub enum Reference {
     /// `${dep.RULE.KEY}`.
     Dep {
         /// The dependency's rule name.
-        rule: String,
+        rule: RuleName,
         /// The exported key.
         key: String,
     },
@@ -85,7 +87,7 @@ pub enum InterpolateError {
         /// Byte offset of the `${`.
         offset: usize,
         /// The referenced rule.
-        rule: String,
+        rule: RuleName,
     },
     /// `${dep.R.K}` where `R` does not export `K`.
     #[error("dependency `{rule}` does not export `{key}` (it exports: {available})")]
@@ -93,7 +95,7 @@ pub enum InterpolateError {
         /// Byte offset of the `${`.
         offset: usize,
         /// The dependency.
-        rule: String,
+        rule: RuleName,
         /// The key.
         key: String,
         /// What it does export.
@@ -190,8 +192,11 @@ fn parse_reference(inner: &str) -> Option<Reference> {
         "kiln" if is_ident(rest) => Some(Reference::Kiln(rest.to_owned())),
         "dep" => {
             let (rule, key) = rest.rsplit_once('.')?;
-            (is_ident(rule) && is_ident(key)).then(|| Reference::Dep {
-                rule: rule.to_owned(),
+            if !(is_ident(rule) && is_ident(key)) {
+                return None;
+            }
+            Some(Reference::Dep {
+                rule: RuleName::new(rule).ok()?,
                 key: key.to_owned(),
             })
         }
@@ -485,7 +490,7 @@ mod tests {
             vec![
                 Reference::Var("a".into()),
                 Reference::Dep {
-                    rule: "r-1".into(),
+                    rule: RuleName::new("r-1").unwrap(),
                     key: "name".into()
                 },
                 Reference::Kiln("env".into())

@@ -120,11 +120,36 @@ impl Project {
         }
     }
 
+    /// Every rule with its index.
+    pub fn indexed_rules(&self) -> impl Iterator<Item = (RuleIdx, &Rule)> {
+        self.rules.iter().enumerate().map(|(i, r)| (RuleIdx(i), r))
+    }
+
     /// The rule called `name`.
     pub fn rule(&self, name: &str) -> Option<&Rule> {
         self.rules
             .binary_search_by(|r| r.name.as_str().cmp(name))
             .ok()
             .map(|i| &self.rules[i])
+    }
+}
+
+/// The index of a rule in [`Project::rules`]: `project[idx]` is the rule. Only
+/// [`Project::indexed_rules`] makes one, so an index always belongs to a project's rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RuleIdx(usize);
+
+impl RuleIdx {
+    /// The position in [`Project::rules`].
+    pub fn get(self) -> usize {
+        self.0
+    }
+}
+
+impl std::ops::Index<RuleIdx> for Project {
+    type Output = Rule;
+
+    fn index(&self, idx: RuleIdx) -> &Rule {
+        &self.rules[idx.0]
     }
 }

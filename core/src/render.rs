@@ -22,7 +22,7 @@ fn quote_dot(s: &str) -> String {
 
 /// Renders `graph` in `format`. Nodes appear in topological order.
 pub fn render(project: &Project, graph: &RuleGraph, format: GraphFormat) -> String {
-    let rule = |n| &project.rules[graph.rule_index(n)];
+    let rule = |n| &project[graph.rule_index(n)];
     let mut edges: Vec<(String, String)> = graph
         .edges()
         .map(|(a, b)| (rule(a).name.to_string(), rule(b).name.to_string()))

@@ -171,7 +171,7 @@ mod tests {
     }
 
     fn name(p: &Project, g: &RuleGraph, n: NodeIndex) -> String {
-        p.rules[g.rule_index(n)].name.to_string()
+        p[g.rule_index(n)].name.to_string()
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use kiln_core::graph::RuleGraph;
-use kiln_core::project::Project;
+use kiln_core::project::{Project, RuleIdx};
 use kiln_core::{Digest, Tree};
 use kiln_store::LocalStore;
 use serde::{Deserialize, Serialize};
@@ -95,7 +95,7 @@ fn path_of(k: &Key, out: &RuleOutput<'_>, store: &LocalStore) -> String {
 /// A rule's output and, when built in this run, its tree.
 pub struct RuleOutput<'a> {
     /// Rule index in the project.
-    pub rule: usize,
+    pub rule: RuleIdx,
     /// Its output hash.
     pub output: Digest,
     /// The tree, when at hand.
@@ -122,7 +122,7 @@ pub fn check(
         let Some(out) = &outputs[n.index()] else {
             continue;
         };
-        let rule = &project.rules[out.rule];
+        let rule = &project[out.rule];
         if !rule.realize
             || index
                 .rules
@@ -140,12 +140,12 @@ pub fn check(
     }
     // path -> (node, rule, digest) of the artifact that holds it so far. Ancestry is asked only
     // for a path held with two contents, so the usual case costs one pass over the objects.
-    let mut seen: HashMap<&Key, (usize, usize, &Key)> = HashMap::new();
+    let mut seen: HashMap<&Key, (usize, RuleIdx, &Key)> = HashMap::new();
     for &n in graph.order() {
         let Some(out) = &outputs[n.index()] else {
             continue;
         };
-        let rule = &project.rules[out.rule];
+        let rule = &project[out.rule];
         if !rule.realize {
             continue;
         }
@@ -157,7 +157,7 @@ pub fn check(
                     if !depends_on(graph, n, other) {
                         return Err(EngineError::ObjectConflict {
                             object: path_of(p, out, store),
-                            a: project.rules[other_rule].name.to_string(),
+                            a: project[other_rule].name.to_string(),
                             b: rule.name.to_string(),
                         });
                     }

@@ -10,7 +10,7 @@ use kiln_core::graph::RuleGraph;
 use kiln_core::interpolate::has_references;
 use kiln_core::interpolate::Scope;
 use kiln_core::kind::{BuildContext, BuildError, DepOutputs, LoadedSource};
-use kiln_core::project::Project;
+use kiln_core::project::{Project, RuleIdx};
 use kiln_core::scheduler::{execute, Outcome, Schedule};
 use kiln_core::sources::read_source;
 use kiln_core::{Digest, RuleName, Tree};
@@ -62,7 +62,7 @@ pub struct Executor<'a> {
     /// The rule graph.
     pub graph: &'a RuleGraph,
     /// Prepared rules, by rule index.
-    pub prepared: BTreeMap<usize, PreparedRule<'a>>,
+    pub prepared: BTreeMap<RuleIdx, PreparedRule<'a>>,
     /// The environment.
     pub selected: &'a Selected,
     /// The local store: locks, scratch directories, quarantine.
@@ -126,9 +126,7 @@ impl Executor<'_> {
     pub fn run(&self, schedule: Schedule) -> Vec<Outcome<Built, Failure>> {
         execute(self.graph, schedule, |node, deps| {
             let start = Instant::now();
-            let name = self.project.rules[self.graph.rule_index(node)]
-                .name
-                .as_str();
+            let name = self.project[self.graph.rule_index(node)].name.as_str();
             let r = self.run_rule(node, deps, start);
             (self.on_done)(name);
             r
@@ -149,12 +147,7 @@ impl Executor<'_> {
         let fail = |derivation, e: &BuildError| self.failure(p, start, derivation, e);
         let built_deps: BTreeMap<RuleName, &Built> = deps
             .iter()
-            .map(|(n, b)| {
-                (
-                    self.project.rules[self.graph.rule_index(*n)].name.clone(),
-                    *b,
-                )
-            })
+            .map(|(n, b)| (self.project[self.graph.rule_index(*n)].name.clone(), *b))
             .collect();
 
         // Resolve `${dep...}` with the dependencies' exports.

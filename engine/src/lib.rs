@@ -289,7 +289,7 @@ impl Outcomes {
             outcomes: outcomes.into_iter().map(Some).collect(),
         };
         for &node in graph.order() {
-            let rule = &project.rules[graph.rule_index(node)];
+            let rule = &project[graph.rule_index(node)];
             let base = |status, derivation, output, duration_ms, error| RuleReport {
                 name: rule.name.to_string(),
                 kind: rule.kind.value.clone(),
@@ -336,7 +336,7 @@ impl Outcomes {
                     this.diagnostics.push(f.report);
                 }
                 Outcome::Skipped { failed_dependency } => {
-                    let dep = &project.rules[graph.rule_index(failed_dependency)].name;
+                    let dep = &project[graph.rule_index(failed_dependency)].name;
                     this.rules.push(base(
                         Status::Skipped,
                         None,
@@ -390,10 +390,10 @@ impl Outcomes {
             .order()
             .iter()
             .filter_map(|&node| {
-                let rule = &project.rules[graph.rule_index(node)];
+                let rule = &project[graph.rule_index(node)];
                 match self.outcomes[node.index()].take()? {
                     Outcome::Done(b) => Some((
-                        rule.name.to_string(),
+                        rule.name.clone(),
                         RootEntry {
                             kind: rule.kind.value.clone(),
                             derivation: b.derivation,

@@ -9,7 +9,7 @@ use kiln_core::diagnostic::{Diagnostic, SourceFile};
 use kiln_core::graph::RuleGraph;
 use kiln_core::interpolate::{has_references, Reference, Scope};
 use kiln_core::kind::{BuildError, Kind, KindRegistry, LoadedSource};
-use kiln_core::project::{Project, Rule};
+use kiln_core::project::{Project, Rule, RuleIdx};
 use kiln_core::sources::{expand, read_source, Confinement, SourceEntry};
 use kiln_core::{EnvName, RelPath};
 use rayon::prelude::*;
@@ -161,22 +161,13 @@ pub fn prepare<'p>(
     selected: &Selected,
     kinds: &'p dyn KindRegistry,
     cache: &SourceCache,
-) -> Result<BTreeMap<usize, PreparedRule<'p>>, EngineError> {
-    let mut indices: Vec<usize> = graph.order().iter().map(|n| graph.rule_index(*n)).collect();
+) -> Result<BTreeMap<RuleIdx, PreparedRule<'p>>, EngineError> {
+    let mut indices: Vec<RuleIdx> = graph.order().iter().map(|n| graph.rule_index(*n)).collect();
     indices.sort_unstable();
     let confinement = Confinement::new(&project.root).map_err(EngineError::ProjectDir)?;
     let results: Vec<Result<PreparedRule<'p>, Box<Diagnostic>>> = indices
         .par_iter()
-        .map(|&i| {
-            prepare_rule(
-                project,
-                &project.rules[i],
-                selected,
-                kinds,
-                cache,
-                &confinement,
-            )
-        })
+        .map(|&i| prepare_rule(project, &project[i], selected, kinds, cache, &confinement))
         .collect();
     let mut out = BTreeMap::new();
     let mut errors = Vec::new();

@@ -132,7 +132,7 @@ pub fn read(
 ) -> Result<Vec<RawObject>, DesiredError> {
     let mut out = Vec::new();
     for &n in graph.order() {
-        let r = &project.rules[graph.rule_index(n)];
+        let r = &project[graph.rule_index(n)];
         if !r.realize {
             continue;
         }

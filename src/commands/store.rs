@@ -128,6 +128,6 @@ fn resolve(r: &RuleRef, store_dir: &Path) -> Result<(LocalStore, kiln_core::Dige
     let root = store
         .read_root(&project_key(&loaded.project), &env)
         .ok_or_else(not_built)?;
-    let entry = root.rules.get(&r.rule).ok_or_else(not_built)?;
+    let entry = root.rules.get(r.rule.as_str()).ok_or_else(not_built)?;
     Ok((store, entry.output.output))
 }

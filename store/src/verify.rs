@@ -297,7 +297,7 @@ mod tests {
                 .iter()
                 .map(|(n, drv, rec)| {
                     (
-                        (*n).to_owned(),
+                        kiln_core::RuleName::new(*n).unwrap(),
                         crate::local::RootEntry {
                             kind: "manifest".into(),
                             derivation: *drv,
@@ -339,7 +339,10 @@ mod tests {
         assert_eq!(r.corrupt.len(), 1, "{r:?}");
         assert!(r.corrupt[0].reason.contains("rule `b`"), "{r:?}");
         let root = s.read_root("p-key", "prod").unwrap();
-        assert_eq!(root.rules.keys().collect::<Vec<_>>(), ["a"]);
+        assert_eq!(
+            root.rules.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["a"]
+        );
         // A missing object.
         root_with(
             &s,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use kiln_core::Digest;
+use kiln_core::{Digest, RuleName};
 use serde::{Deserialize, Serialize};
 
 use super::{write_atomic, LocalStore, OutputRecord};
@@ -35,7 +35,7 @@ pub struct Root {
     /// Environment name (`-` when the project has none).
     pub env: String,
     /// Every rule of the build.
-    pub rules: BTreeMap<String, RootEntry>,
+    pub rules: BTreeMap<RuleName, RootEntry>,
 }
 
 impl LocalStore {
