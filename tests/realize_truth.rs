@@ -224,3 +224,145 @@ fn waiting_stops_at_a_failed_condition() {
         "{err}"
     );
 }
+
+fn deployment_yaml(name: &str, image: &str, extra_pod_spec: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  replicas: 1\n  minReadySeconds: 0\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      containers:\n        - name: app\n          image: {image}\n          resources: {{}}\n          securityContext: {{}}\n          volumeMounts: [{{name: scratch, mountPath: /tmp}}]\n      volumes: [{{name: scratch, emptyDir: {{}}}}]\n{extra_pod_spec}"
+    )
+}
+
+/// Class 2: empty and zero values that the server drops or defaults (`emptyDir: {}`,
+/// `resources: {}`, `securityContext: {}`, `nodeSelector: {}`, `tolerations: []`,
+/// `minReadySeconds: 0`, `data: null`) are no drift: after an apply, the plan is empty
+/// (`--detailed-exitcode` 0) and a second apply writes nothing.
+#[test]
+fn zero_values_the_server_drops_are_not_drift() {
+    let r = Realm::new("zero");
+    r.rules(
+        "\n[rule.app]\nkind = \"manifest\"\nsrcs = [\"app.yaml\"]\ndeps = [\"ns\"]\nnamespace = \"${var.ns}\"\n",
+    );
+    let pod_extras = "      nodeSelector: {}\n      tolerations: []\n      securityContext: {}\n";
+    r.s.write(
+        "app.yaml",
+        &format!(
+            "{}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: empty}}\ndata: null\n",
+            deployment_yaml("zero", "registry.invalid/app:1", pod_extras)
+        ),
+    );
+    let first = r.apply(&[]);
+    assert_eq!(count(&first, "create"), 3, "{first:#}");
+    let plan = r.kiln("plan", &["--detailed-exitcode"]);
+    assert_eq!(
+        plan.status.code(),
+        Some(0),
+        "a converged set plans no change:\n{}",
+        String::from_utf8_lossy(&plan.stdout)
+    );
+    let second = r.apply(&[]);
+    assert_eq!(writes_and_deletes(&second), (0, 0), "{second:#}");
+    assert_eq!(second["http"]["writes"], 0, "{second:#}");
+}
+
+/// Class 3: the diff of an update is what the server would change, defaults on both sides:
+/// changing an image shows exactly that line, no `- imagePullPolicy`, no quantity noise.
+#[test]
+fn an_image_change_diffs_as_exactly_that_line() {
+    let r = Realm::new("diff");
+    r.rules(
+        "\n[rule.app]\nkind = \"manifest\"\nsrcs = [\"app.yaml\"]\ndeps = [\"ns\"]\nnamespace = \"${var.ns}\"\n",
+    );
+    let resources = "";
+    r.s.write(
+        "app.yaml",
+        &deployment_yaml("web", "registry.invalid/app:1", resources).replace(
+            "resources: {}",
+            "resources: {limits: {cpu: '1', memory: 1Gi}}",
+        ),
+    );
+    r.apply(&[]);
+    r.s.write(
+        "app.yaml",
+        &deployment_yaml("web", "registry.invalid/app:2", resources).replace(
+            "resources: {}",
+            "resources: {limits: {cpu: 1000m, memory: 1024Mi}}",
+        ),
+    );
+    let plan = r.plan();
+    let update = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["action"] == "update")
+        .unwrap_or_else(|| panic!("{plan:#}"));
+    let diff = update["diff"].as_str().unwrap();
+    let changed: Vec<&str> = diff
+        .lines()
+        .filter(|l| {
+            (l.starts_with('+') || l.starts_with('-'))
+                && !l.starts_with("+++")
+                && !l.starts_with("---")
+        })
+        .collect();
+    assert_eq!(
+        changed,
+        [
+            "-      - image: registry.invalid/app:1",
+            "+      - image: registry.invalid/app:2"
+        ],
+        "{diff}"
+    );
+}
+
+/// Class 4: an object the server rejects fails `kiln plan` naming the rule, and fails `kiln
+/// apply` before anything is written: the ConfigMap changed in the same run stays as it was.
+#[test]
+fn a_rejected_object_fails_plan_and_apply_before_any_write() {
+    let r = Realm::new("reject");
+    r.rules(
+        "\n[rule.config]\nkind = \"manifest\"\nsrcs = [\"config.yaml\"]\ndeps = [\"ns\"]\nnamespace = \"${var.ns}\"\n\n[rule.app]\nkind = \"manifest\"\nsrcs = [\"app.yaml\"]\ndeps = [\"config\"]\nnamespace = \"${var.ns}\"\n",
+    );
+    r.s.write(
+        "config.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {mode: old}\n",
+    );
+    r.s.write(
+        "app.yaml",
+        &deployment_yaml("api", "registry.invalid/app:1", ""),
+    );
+    r.apply(&[]);
+
+    r.s.write(
+        "config.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {mode: new}\n",
+    );
+    r.s.write(
+        "app.yaml",
+        &deployment_yaml("api", "registry.invalid/app:1", "")
+            .replace("replicas: 1", "replicas: -1"),
+    );
+    for cmd in ["plan", "apply"] {
+        let out = r.kiln(
+            cmd,
+            &["--yes", "--skip-workload-gates"][..if cmd == "plan" { 0 } else { 2 }],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{cmd}: {err}");
+        assert!(err.contains("rule `app`"), "{cmd}: {err}");
+        assert!(err.contains("replicas"), "{cmd}: {err}");
+        assert!(err.contains("nothing was written"), "{cmd}: {err}");
+        assert!(!err.contains("Status {"), "no debug dump: {err}");
+    }
+    let mode = kubectl_ok(&[
+        "get",
+        "configmap",
+        "settings",
+        "-n",
+        &r.ns,
+        "-o",
+        "jsonpath={.data.mode}",
+    ]);
+    assert_eq!(
+        mode, "old",
+        "apply wrote part of a change the server rejects"
+    );
+}

@@ -11,24 +11,21 @@ use serde_json::Value;
 use crate::desired::Scope;
 
 /// A cluster operation that failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum ClusterError {
     /// No usable kubeconfig or context.
-    #[error("failed to load the kubeconfig")]
-    Config(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// The API server refused or failed a request.
-    #[error("{action} {what} failed")]
+    Config(Box<dyn std::error::Error + Send + Sync>),
+    /// The API server refused or failed a request. When it answered with a `Status`, the
+    /// error reads as its message, once; otherwise the client's error is the cause.
     Api {
         /// What was attempted.
         action: &'static str,
         /// The object or resource.
         what: String,
         /// The cause.
-        #[source]
         source: Box<kube::Error>,
     },
     /// The API server does not serve this kind.
-    #[error("the cluster does not serve `{kind}` in `{api_version}`")]
     UnknownKind {
         /// apiVersion.
         api_version: String,
@@ -37,7 +34,6 @@ pub enum ClusterError {
     },
     /// Server-side apply conflicts with another field manager (409), or the object changed
     /// since the resourceVersion the write was conditional on.
-    #[error("{what}: conflict with another field manager: {message}")]
     Conflict {
         /// The object.
         what: String,
@@ -46,10 +42,58 @@ pub enum ClusterError {
     },
 }
 
+impl std::fmt::Display for ClusterError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClusterError::Config(_) => f.write_str("failed to load the kubeconfig"),
+            ClusterError::Api {
+                action,
+                what,
+                source,
+            } => match source.as_ref() {
+                kube::Error::Api(s) => write!(f, "{action} {what}: {}", s.message),
+                _ => write!(f, "{action} {what} failed"),
+            },
+            ClusterError::UnknownKind { api_version, kind } => {
+                write!(f, "the cluster does not serve `{kind}` in `{api_version}`")
+            }
+            ClusterError::Conflict { what, message } => {
+                write!(f, "{what}: conflict with another field manager: {message}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ClusterError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ClusterError::Config(e) => Some(e.as_ref()),
+            // The server's own message is already the whole story.
+            ClusterError::Api { source, .. } if matches!(source.as_ref(), kube::Error::Api(_)) => {
+                None
+            }
+            ClusterError::Api { source, .. } => Some(source.as_ref()),
+            _ => None,
+        }
+    }
+}
+
 impl ClusterError {
     /// Whether the error says the kind is not served (yet).
     pub fn is_not_served(&self) -> bool {
         self.status_code() == Some(404) || matches!(self, ClusterError::UnknownKind { .. })
+    }
+
+    /// What the server said, once: its `Status` message, else this error's own text.
+    pub fn server_message(&self) -> String {
+        match self {
+            ClusterError::Api { source, .. } => match source.as_ref() {
+                kube::Error::Api(s) if !s.message.is_empty() => s.message.clone(),
+                other => other.to_string(),
+            },
+            ClusterError::Conflict { message, .. } => message.clone(),
+            other => other.to_string(),
+        }
     }
 
     /// The HTTP status the API server answered with, when it answered.
@@ -70,7 +114,7 @@ impl ClusterError {
 pub struct RequestCounts {
     /// Every request.
     pub requests: usize,
-    /// Requests that are not GET (writes).
+    /// Requests that change something: not GET, not a dry run.
     pub writes: usize,
 }
 

@@ -163,6 +163,15 @@ pub async fn apply<C: ClusterApi>(
     options: &ApplyOptions,
     confirm: impl FnOnce(usize) -> bool,
 ) -> Result<ApplyReport, RealizeError> {
+    let conflicts = r
+        .plan
+        .changes
+        .iter()
+        .filter(|c| c.conflict.is_some())
+        .count();
+    if conflicts > 0 && !options.force_conflicts {
+        return Err(RealizeError::Conflicts(conflicts));
+    }
     let deletions = confirmed_deletions(&r.plan.changes, options.yes, confirm)?;
     let old_gks = r
         .live_parent
@@ -603,5 +612,55 @@ mod tests {
         .err()
         .unwrap();
         assert!(matches!(err, RealizeError::NoLock));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn objects_the_server_rejects_fail_the_plan_all_at_once_before_any_write() {
+        let r = plan(FakeCluster::default(), platform(vec![])).await;
+        apply(&r, &options(), |_| true).await.unwrap();
+        r.cluster.clear_writes();
+        r.cluster.fail("dry-run", "late", 422, 1);
+        r.cluster.fail("dry-run", "later", 422, 1);
+        let err = plan_set(
+            r.cluster,
+            platform(vec![cm("shop", "late"), cm("shop", "later")]),
+            &PlanOptions::default(),
+            |_, _| {},
+        )
+        .await
+        .err()
+        .expect("the plan fails");
+        let RealizeError::Rejected(rejections) = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(rejections.len(), 2, "every rejection, not the first");
+        assert!(rejections.iter().all(|r| r.rule == "extra"));
+        assert!(
+            rejections[0].to_string().contains("injected 422"),
+            "{}",
+            rejections[0]
+        );
+        assert_eq!(err.exit_code(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_conflict_found_by_the_dry_run_is_in_the_plan_and_stops_apply_before_any_write() {
+        let r = plan(FakeCluster::default(), platform(vec![])).await;
+        apply(&r, &options(), |_| true).await.unwrap();
+        r.cluster.fail("dry-run", "late", 409, 1);
+        let r = plan(r.cluster, platform(vec![cm("shop", "late")])).await;
+        let change = r.plan.changes.iter().find(|c| c.name == "late").unwrap();
+        assert!(change.conflict.is_some());
+        assert!(crate::render::render(&r.plan).contains("--force-conflicts"));
+        r.cluster.clear_writes();
+        let err = apply(&r, &options(), |_| true).await.unwrap_err();
+        assert!(matches!(err, RealizeError::Conflicts(1)), "{err:?}");
+        assert!(r.cluster.writes().is_empty());
+        let forced = ApplyOptions {
+            force_conflicts: true,
+            ..options()
+        };
+        apply(&r, &forced, |_| true).await.unwrap();
+        assert!(r.cluster.object("ConfigMap", "shop", "late").is_some());
     }
 }

@@ -83,6 +83,41 @@ fn presentable(mut v: Value) -> Value {
     v
 }
 
+/// `obj` without what the server keeps for itself: status, managed fields, resourceVersion,
+/// generation, uid, creationTimestamp, selfLink.
+pub fn without_server_fields(obj: &Value) -> Value {
+    let mut v = obj.clone();
+    if let Some(map) = v.as_object_mut() {
+        map.remove("status");
+    }
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        for k in [
+            "managedFields",
+            "resourceVersion",
+            "generation",
+            "uid",
+            "creationTimestamp",
+            "selfLink",
+        ] {
+            meta.remove(k);
+        }
+    }
+    v
+}
+
+/// The unified diff from the live object to what the server's dry run says it would become,
+/// as `kubectl diff --server-side` shows it: defaults on both sides, so only real changes
+/// appear. Secret values are masked and kiln's hash annotation left out.
+pub fn server_diff(live: &Value, dry_run: &Value) -> String {
+    let old = kiln_rules::objects::to_yaml(&presentable(without_server_fields(live)));
+    let new = kiln_rules::objects::to_yaml(&presentable(without_server_fields(dry_run)));
+    similar::TextDiff::from_lines(&old, &new)
+        .unified_diff()
+        .context_radius(3)
+        .header("live", "desired")
+        .to_string()
+}
+
 /// The unified diff from the live object (restricted to what kiln sets) to the desired one.
 pub fn diff(desired: &Value, live: &Value) -> String {
     let old = kiln_rules::objects::to_yaml(&presentable(project(desired, live)));

@@ -7,9 +7,33 @@ use crate::desired;
 use crate::lock::LockError;
 use crate::secrets;
 
+/// An object the server's dry run rejected.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[error("rule `{rule}`: the server rejects {object}: {message}")]
+pub struct Rejection {
+    /// The rule that produced it.
+    pub rule: String,
+    /// The object.
+    pub object: String,
+    /// The server's message.
+    pub message: String,
+}
+
 /// Why planning or applying failed.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum RealizeError {
+    /// The server's dry run rejected objects: every one, before anything was written.
+    #[error("the server rejects {} objects; nothing was written", .0.len())]
+    #[diagnostic(help(
+        "fix the objects in the rules named; `kiln plan` checks them the same way"
+    ))]
+    Rejected(#[related] Vec<Rejection>),
+    /// Fields of planned objects belong to other field managers.
+    #[error("{0} objects conflict with another field manager; nothing was written")]
+    #[diagnostic(help(
+        "the plan names the managers and fields; pass --force-conflicts to take them"
+    ))]
+    Conflicts(usize),
     /// The desired state is inconsistent.
     #[error(transparent)]
     Desired(#[from] desired::DesiredError),
@@ -94,7 +118,9 @@ impl RealizeError {
     pub fn exit_code(&self) -> u8 {
         match self {
             RealizeError::Interrupted => 130,
-            RealizeError::Cluster(ClusterError::Conflict { .. }) => 1,
+            RealizeError::Cluster(ClusterError::Conflict { .. })
+            | RealizeError::Rejected(_)
+            | RealizeError::Conflicts(_) => 1,
             // The server rejected the object itself (malformed, invalid): the user's to fix.
             RealizeError::Cluster(e) if matches!(e.status_code(), Some(400 | 422)) => 1,
             RealizeError::Kind { source, .. } if source.is_not_served() => 1,

@@ -19,7 +19,7 @@ use crate::desired::{ObjectKey, Scope};
 /// when empty) answer `status`.
 #[derive(Debug, Clone)]
 pub struct Fault {
-    /// `apply`, `get`, `list`, `delete` or `scope`.
+    /// `apply`, `dry-run`, `get`, `list`, `delete` or `scope`.
     pub op: &'static str,
     /// The object's name (for `list` and `scope`: the `Kind.group`).
     pub name: String,
@@ -316,7 +316,11 @@ impl ClusterApi for FakeCluster {
 
     async fn apply(&self, obj: &Value, params: ApplyParams) -> Result<Value, ClusterError> {
         let key = ObjectKey::of(obj);
-        self.request("apply", &key.name, !params.dry_run)?;
+        self.request(
+            if params.dry_run { "dry-run" } else { "apply" },
+            &key.name,
+            !params.dry_run,
+        )?;
         let mut s = self.state.lock().unwrap();
         let Some(scope) = Self::scope_of(&s, &key.group_kind) else {
             let (kind, _) = split_group_kind(&key.group_kind);

@@ -24,7 +24,7 @@ use crate::plan::FIELD_MANAGER;
 struct Counters {
     /// Every request.
     pub requests: AtomicUsize,
-    /// Requests that are not GET (writes).
+    /// Requests that are not GET and not dry runs (writes).
     pub writes: AtomicUsize,
 }
 
@@ -70,7 +70,8 @@ impl KubeCluster {
         let layer =
             tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
                 c.requests.fetch_add(1, Ordering::Relaxed);
-                if req.method() != http::Method::GET {
+                let dry_run = req.uri().query().is_some_and(|q| q.contains("dryRun="));
+                if req.method() != http::Method::GET && !dry_run {
                     c.writes.fetch_add(1, Ordering::Relaxed);
                 }
                 req

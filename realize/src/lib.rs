@@ -16,6 +16,7 @@ pub mod applyset;
 pub mod desired;
 pub mod diff;
 pub mod drift;
+pub mod dry_run;
 pub mod error;
 pub mod health;
 pub mod kube_cluster;

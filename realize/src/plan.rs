@@ -70,6 +70,10 @@ pub struct Change {
     /// found only by `--find-orphans`, deleted only by `apply --prune-orphans`.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub orphan: bool,
+    /// The server's dry run found fields another field manager owns: its message, naming
+    /// the manager and the fields. Apply refuses it without `--force-conflicts`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conflict: Option<String>,
     /// Apply wave (rule depth).
     #[serde(skip)]
     pub wave: usize,
@@ -104,6 +108,23 @@ impl Plan {
     pub fn has_changes(&self) -> bool {
         self.changes.iter().any(|c| c.action != Action::Unchanged)
     }
+
+    /// Counts the actions again (after the dry runs settled some) and keeps changes first.
+    pub fn settle(&mut self) {
+        self.changes.sort_by(|a, b| {
+            (a.action, a.wave, &a.group_kind, &a.namespace, &a.name).cmp(&(
+                b.action,
+                b.wave,
+                &b.group_kind,
+                &b.namespace,
+                &b.name,
+            ))
+        });
+        self.summary.clear();
+        for c in &self.changes {
+            *self.summary.entry(c.action).or_insert(0) += 1;
+        }
+    }
 }
 
 /// Compares desired and live objects. `live` holds the set's members as listed.
@@ -113,25 +134,14 @@ pub fn compute(set_id: &str, desired: &[DesiredObject], live: &BTreeMap<ObjectKe
         .map(|d| change_for(d, live.get(&d.key)))
         .collect();
     changes.extend(prunes(desired, live));
-    changes.sort_by(|a, b| {
-        (a.action, a.wave, &a.group_kind, &a.namespace, &a.name).cmp(&(
-            b.action,
-            b.wave,
-            &b.group_kind,
-            &b.namespace,
-            &b.name,
-        ))
-    });
-    let mut summary = BTreeMap::new();
-    for c in &changes {
-        *summary.entry(c.action).or_insert(0) += 1;
-    }
-    Plan {
+    let mut plan = Plan {
         format_version: PLAN_JSON_FORMAT,
         applyset: set_id.to_owned(),
-        summary,
+        summary: BTreeMap::new(),
         changes,
-    }
+    };
+    plan.settle();
+    plan
 }
 
 /// What happens to one desired object, given its live member (if any).
@@ -146,6 +156,7 @@ fn change_for(d: &DesiredObject, live: Option<&Value>) -> Change {
         drifted_fields: Vec::new(),
         secret_values_changed: Vec::new(),
         orphan: false,
+        conflict: None,
         wave: d.wave,
     };
     let Some(l) = live else {
@@ -212,6 +223,7 @@ fn prunes(desired: &[DesiredObject], live: &BTreeMap<ObjectKey, Value>) -> Vec<C
             drifted_fields: Vec::new(),
             secret_values_changed: Vec::new(),
             orphan: false,
+            conflict: None,
             wave: usize::MAX,
         });
     }

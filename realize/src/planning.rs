@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::api::ClusterApi;
 use crate::applyset::{self, parent_state, Parent};
 use crate::desired::{self, DesiredObject, Lineage, ObjectKey, RawObject, Scope};
+use crate::dry_run;
 use crate::error::RealizeError;
 use crate::lock::{self, LockGuard, LockOptions};
 use crate::plan::{self, Plan};
@@ -315,10 +316,9 @@ async fn read_and_plan(
     } else {
         HashSet::new()
     };
-    Ok((
-        live_parent,
-        planned_with_orphans(&set_id, desired, &live, &orphans),
-    ))
+    let mut plan = planned_with_orphans(&set_id, desired, &live, &orphans);
+    dry_run::settle(cluster, &mut plan, desired, &live).await?;
+    Ok((live_parent, plan))
 }
 
 /// Plans the teardown of a set: every member of the kinds its parent lists, and with

@@ -72,6 +72,12 @@ pub fn render(plan: &Plan) -> String {
                 c.drifted_fields.join(", ")
             );
         }
+        if let Some(conflict) = &c.conflict {
+            let _ = writeln!(
+                out,
+                "    conflict: {conflict} (--force-conflicts takes the fields)"
+            );
+        }
         for k in &c.secret_values_changed {
             let _ = writeln!(out, "    data.{k}: (value changed)");
         }

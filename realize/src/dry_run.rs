@@ -1,0 +1,88 @@
+//! Server-side dry runs of the plan's candidates, as `kubectl diff --server-side` does: every
+//! create, update and drift is sent as a server-side apply with `dryRun=All` (concurrently;
+//! unchanged objects cost nothing), so that
+//! - an object the server rejects (a 422, a schema violation) fails the plan, naming the rule,
+//!   before anything is written;
+//! - a conflict with another field manager shows in the plan;
+//! - an update's diff is live against what the server would store (defaults on both sides);
+//! - "drift" that the server would not change (`emptyDir: {}`, zero values it drops, fields an
+//!   older server does not know) is no drift.
+
+use std::collections::BTreeMap;
+
+use futures::stream::{self, StreamExt};
+use serde_json::Value;
+
+use crate::api::{ApplyParams, ClusterApi, ClusterError};
+use crate::desired::{DesiredObject, ObjectKey};
+use crate::diff::{server_diff, without_server_fields};
+use crate::error::{RealizeError, Rejection};
+use crate::plan::{Action, Plan};
+
+/// Dry-runs the plan's candidates and settles them (see the module's doc).
+pub async fn settle(
+    cluster: &impl ClusterApi,
+    plan: &mut Plan,
+    desired: &[DesiredObject],
+    live: &BTreeMap<ObjectKey, Value>,
+) -> Result<(), RealizeError> {
+    let by_key: BTreeMap<&ObjectKey, &DesiredObject> =
+        desired.iter().map(|d| (&d.key, d)).collect();
+    let candidates: Vec<(usize, &DesiredObject, Action)> = plan
+        .changes
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| matches!(c.action, Action::Create | Action::Update | Action::Drift))
+        .map(|(i, c)| (i, by_key[&c.key()], c.action))
+        .collect();
+    let results: Vec<(usize, &DesiredObject, Action, Result<Value, ClusterError>)> =
+        stream::iter(candidates)
+            .map(|(i, d, action)| async move {
+                // Reverting drift takes the fields back, as apply will.
+                let params = ApplyParams {
+                    force: action == Action::Drift,
+                    dry_run: true,
+                };
+                (i, d, action, cluster.apply(&d.object, params).await)
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+    let mut rejected = Vec::new();
+    for (i, d, action, result) in results {
+        let change = &mut plan.changes[i];
+        match result {
+            Ok(dry) => {
+                let Some(l) = live.get(&d.key) else { continue };
+                if without_server_fields(&dry) == without_server_fields(l)
+                    && change.secret_values_changed.is_empty()
+                {
+                    // The server would store exactly what it has: nothing to do.
+                    change.action = Action::Unchanged;
+                    change.diff = None;
+                    change.drifted_fields.clear();
+                } else if action != Action::Create {
+                    change.diff = Some(server_diff(l, &dry));
+                }
+            }
+            Err(ClusterError::Conflict { message, .. }) => change.conflict = Some(message),
+            // A namespace or a CRD that this run creates first: nothing to validate against
+            // yet (as with `kubectl diff`); the apply itself checks it.
+            Err(e) if e.is_not_served() => {}
+            Err(e) if e.status_code().is_some_and(|c| (400..500).contains(&c)) => {
+                rejected.push(Rejection {
+                    rule: d.rule.clone(),
+                    object: d.key.to_string(),
+                    message: e.server_message(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    plan.settle();
+    if rejected.is_empty() {
+        Ok(())
+    } else {
+        Err(RealizeError::Rejected(rejected))
+    }
+}
