@@ -495,7 +495,10 @@ mod tests {
             .err()
             .expect("the plan fails");
         assert_eq!(err.exit_code(), 2);
-        assert!(err.to_string().contains("list `ConfigMap` failed"), "{err}");
+        assert!(
+            err.to_string().contains("list `ConfigMap`: injected 500"),
+            "{err}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
