@@ -33,7 +33,7 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
     i
 }
 
-/// Identifies a file in [`crate::project::Project::files`].
+/// Identifies a file in `Project::files`.
 pub type FileId = usize;
 
 /// A byte range in a project file.

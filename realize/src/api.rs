@@ -2,7 +2,7 @@
 //! server-side apply (or its dry run), DELETE, and the request counts. [`KubeCluster`] is the
 //! real one; unit tests use a fault-injecting fake.
 //!
-//! [`KubeCluster`]: crate::kube_cluster::KubeCluster
+//! [`KubeCluster`]: crate::KubeCluster
 
 use std::collections::BTreeSet;
 

@@ -5,6 +5,8 @@ use kiln_rules::k8s::GroupKind;
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 
+/// kiln's field manager for server-side apply.
+pub const FIELD_MANAGER: &str = "kiln";
 /// Label on the parent: the set's id.
 pub const ID_LABEL: &str = "applyset.kubernetes.io/id";
 /// Label on every member: the id of the set it belongs to.

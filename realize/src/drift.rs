@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::plan::FIELD_MANAGER;
+use crate::applyset::FIELD_MANAGER;
 use crate::quantity::quantity;
 
 /// Fields the desired object sets that kiln's field manager no longer owns in `live`, or whose

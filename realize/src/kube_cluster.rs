@@ -15,9 +15,8 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 
 use crate::api::{ApplyParams, ClusterApi, ClusterError, RequestCounts};
-use crate::applyset::{group_kind, split_group_kind};
+use crate::applyset::{group_kind, split_group_kind, FIELD_MANAGER};
 use crate::desired::Scope as ObjectScope;
-use crate::plan::FIELD_MANAGER;
 
 /// Request counts, by a counting layer on the client's HTTP stack.
 #[derive(Debug, Default)]

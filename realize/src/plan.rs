@@ -23,8 +23,7 @@ use crate::desired::{DesiredObject, ObjectKey};
 use crate::diff::{diff, secret_changes};
 use crate::drift::unowned_fields;
 
-/// kiln's field manager.
-pub const FIELD_MANAGER: &str = "kiln";
+pub use crate::applyset::FIELD_MANAGER;
 /// `--json` format version of a plan.
 pub const PLAN_JSON_FORMAT: u32 = 1;
 
