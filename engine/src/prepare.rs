@@ -211,63 +211,9 @@ fn prepare_rule<'p>(
     })?;
 
     let scope = unresolved_scope(project, selected, rule);
-    let attrs = if has_references(&rule.attrs) {
-        Cow::Owned(
-            scope
-                .interpolate_value(&rule.attrs)
-                .map_err(|(path, e)| diag(&project.attr_location(rule, &path), e.to_string()))?,
-        )
-    } else {
-        Cow::Borrowed(&rule.attrs)
-    };
-    kind.check(&attrs)
-        .map_err(|e| diag(&project.attr_location(rule, &e.path), attr_message(&e)))?;
-    let attrs = match kind
-        .host_inputs(&attrs)
-        .map_err(|e| diag(&project.attr_location(rule, &e.path), attr_message(&e)))?
-    {
-        Some(resolved) => Cow::Owned(resolved),
-        None => attrs,
-    };
-    // `from` takes files of dependencies: each must be declared in `deps`, caught here rather
-    // than after other rules were built.
-    if let Some(Value::Array(from)) = attrs.get("from") {
-        for (i, name) in from.iter().enumerate() {
-            let name = name.as_str().unwrap_or_default();
-            if !rule.deps.iter().any(|d| d.value.as_str() == name) {
-                return Err(Box::new(
-                    project
-                        .diagnostic(
-                            &project.attr_location(rule, &format!("from[{i}]")),
-                            Some(&rule.name),
-                            format!("`from` names `{name}`, which is not in `deps`"),
-                        )
-                        .with_hint(format!("add `{name}` to `deps`")),
-                ));
-            }
-        }
-    }
-
-    // (path, stat when already known): a plain file path costs one stat, a glob a walk.
-    let mut paths: Vec<(RelPath, Option<Stat>)> = Vec::new();
-    for pattern in &rule.srcs {
-        if let Some(rel) = plain_file(&pattern.value) {
-            // One lstat when the file and its directory are known to be inside the project.
-            match confinement.metadata(&rel) {
-                Ok(Some(meta)) if meta.is_file() => {
-                    paths.push((rel, Some(Stat::from_metadata(&meta))));
-                    continue;
-                }
-                Err(e) => return Err(diag(&pattern.loc, e.to_string())),
-                _ => {}
-            }
-        }
-        let found =
-            expand(confinement, &pattern.value).map_err(|e| diag(&pattern.loc, e.to_string()))?;
-        paths.extend(found.into_iter().map(|p| (p, None)));
-    }
-    paths.sort_by(|a, b| a.0.cmp(&b.0));
-    paths.dedup_by(|a, b| a.0 == b.0);
+    let attrs = checked_attrs(project, rule, kind, &scope)?;
+    check_from_is_in_deps(project, rule, &attrs)?;
+    let paths = source_paths(project, rule, confinement)?;
     let mut srcs = Vec::with_capacity(paths.len());
     let mut source_vars = BTreeMap::new();
     let kind_key = format!("{}@{}", kind.name(), kind.version());
@@ -326,6 +272,97 @@ fn prepare_rule<'p>(
         attrs,
         source_vars,
     })
+}
+
+/// The rule's attributes with `${var..}` resolved, checked by its kind, and with host inputs
+/// (such as `exec` tools) resolved into them.
+fn checked_attrs<'p>(
+    project: &Project,
+    rule: &'p Rule,
+    kind: &dyn Kind,
+    scope: &Scope<'_>,
+) -> Result<Cow<'p, Value>, Box<Diagnostic>> {
+    let diag = |loc: &kiln_core::diagnostic::Location, msg: String| {
+        Box::new(project.diagnostic(loc, Some(&rule.name), msg))
+    };
+    let attrs = if has_references(&rule.attrs) {
+        Cow::Owned(
+            scope
+                .interpolate_value(&rule.attrs)
+                .map_err(|(path, e)| diag(&project.attr_location(rule, &path), e.to_string()))?,
+        )
+    } else {
+        Cow::Borrowed(&rule.attrs)
+    };
+    kind.check(&attrs)
+        .map_err(|e| diag(&project.attr_location(rule, &e.path), attr_message(&e)))?;
+    let attrs = match kind
+        .host_inputs(&attrs)
+        .map_err(|e| diag(&project.attr_location(rule, &e.path), attr_message(&e)))?
+    {
+        Some(resolved) => Cow::Owned(resolved),
+        None => attrs,
+    };
+    Ok(attrs)
+}
+
+/// `from` takes files of dependencies: each must be declared in `deps`, caught here rather
+/// than after other rules were built.
+fn check_from_is_in_deps(
+    project: &Project,
+    rule: &Rule,
+    attrs: &Value,
+) -> Result<(), Box<Diagnostic>> {
+    if let Some(Value::Array(from)) = attrs.get("from") {
+        for (i, name) in from.iter().enumerate() {
+            let name = name.as_str().unwrap_or_default();
+            if !rule.deps.iter().any(|d| d.value.as_str() == name) {
+                return Err(Box::new(
+                    project
+                        .diagnostic(
+                            &project.attr_location(rule, &format!("from[{i}]")),
+                            Some(&rule.name),
+                            format!("`from` names `{name}`, which is not in `deps`"),
+                        )
+                        .with_hint(format!("add `{name}` to `deps`")),
+                ));
+            }
+        }
+    }
+
+    Ok(())
+}
+
+/// The rule's `srcs` expanded, sorted and deduplicated, each with its stat when already known:
+/// a plain file path costs one stat, a glob a walk.
+fn source_paths(
+    project: &Project,
+    rule: &Rule,
+    confinement: &Confinement,
+) -> Result<Vec<(RelPath, Option<Stat>)>, Box<Diagnostic>> {
+    let diag = |loc: &kiln_core::diagnostic::Location, msg: String| {
+        Box::new(project.diagnostic(loc, Some(&rule.name), msg))
+    };
+    let mut paths: Vec<(RelPath, Option<Stat>)> = Vec::new();
+    for pattern in &rule.srcs {
+        if let Some(rel) = plain_file(&pattern.value) {
+            // One lstat when the file and its directory are known to be inside the project.
+            match confinement.metadata(&rel) {
+                Ok(Some(meta)) if meta.is_file() => {
+                    paths.push((rel, Some(Stat::from_metadata(&meta))));
+                    continue;
+                }
+                Err(e) => return Err(diag(&pattern.loc, e.to_string())),
+                _ => {}
+            }
+        }
+        let found =
+            expand(confinement, &pattern.value).map_err(|e| diag(&pattern.loc, e.to_string()))?;
+        paths.extend(found.into_iter().map(|p| (p, None)));
+    }
+    paths.sort_by(|a, b| a.0.cmp(&b.0));
+    paths.dedup_by(|a, b| a.0 == b.0);
+    Ok(paths)
 }
 
 /// The pattern as a relative path when it has no glob characters.

@@ -152,67 +152,13 @@ impl Kind for Exec {
 
     fn build(&self, cx: &BuildContext<'_>) -> Result<Tree, BuildError> {
         let a: Attrs = parse_attrs(cx.attrs)?;
-        let io = |what: &str| {
-            let what = what.to_owned();
-            move |e: std::io::Error| BuildError::caused(format!("failed to {what}"), e)
-        };
         let root = cx
             .scratch
             .ok_or_else(|| BuildError::failed("exec needs a scratch directory"))?;
-        let (inputs, out, home, tmp) = (
-            root.join("in"),
-            root.join("out"),
-            root.join("home"),
-            root.join("tmp"),
-        );
-        for d in [&inputs, &out, &home, &tmp] {
-            std::fs::create_dir_all(d).map_err(io("create the scratch directory"))?;
-        }
-        let mut in_tree = Tree::new();
-        for s in cx.srcs {
-            in_tree.insert_file(s.path.clone(), s.content.clone(), s.executable);
-        }
-        in_tree
-            .write_to(&inputs)
-            .map_err(|e| BuildError::caused("failed to stage sources", e))?;
-        for dep in cx.deps.names() {
-            let dir = root.join("deps").join(dep.as_str());
-            std::fs::create_dir_all(&dir).map_err(io("create the scratch directory"))?;
-            cx.deps.tree(&dep)?.write_to(&dir).map_err(|e| {
-                BuildError::caused(format!("failed to stage dependency `{dep}`"), e)
-            })?;
-        }
-        let tools = match &a.tools {
-            None => None,
-            Some(Tools::Names(_)) => {
-                return Err(BuildError::failed(
-                    "`tools` were not resolved before the build",
-                ))
-            }
-            Some(Tools::Resolved(map)) => {
-                let host_path = std::env::var("PATH").unwrap_or_default();
-                let mut tools = Vec::new();
-                for (name, digest) in map {
-                    let path = sandbox::find_tool(name, &host_path).ok_or_else(|| {
-                        BuildError::failed(format!("tool `{name}` is no longer on PATH"))
-                    })?;
-                    let bytes = std::fs::read(&path).map_err(io("read a tool"))?;
-                    if Digest::of(&bytes).to_string() != *digest {
-                        return Err(BuildError::failed(format!(
-                            "tool `{name}` changed since the build started; run it again"
-                        )));
-                    }
-                    tools.push(Tool {
-                        name: name.clone(),
-                        path,
-                    });
-                }
-                Some(tools)
-            }
-        };
+        let out = stage(cx, root)?;
         let spec = Spec {
             network: a.network,
-            tools,
+            tools: resolved_tools(&a)?,
         };
         let sandboxed = !self.unsandboxed;
         if sandboxed {
@@ -224,92 +170,10 @@ impl Kind for Exec {
         } else {
             tracing::warn!(rule = %cx.rule, "running `exec` without the sandbox (--unsandboxed): it can read the host and use the network");
         }
-        let (work, path_var) = if sandboxed {
-            (Path::new(sandbox::BUILD_DIR).to_path_buf(), spec.path_var())
-        } else {
-            (root.to_path_buf(), "/usr/local/bin:/usr/bin:/bin")
-        };
-        let mut cmd = if sandboxed {
-            let bwrap = sandbox::find_tool("bwrap", &std::env::var("PATH").unwrap_or_default())
-                .ok_or_else(|| BuildError::failed("`bwrap` is not on PATH"))?;
-            let mut c = spec.command(root, &a.command);
-            c.env_clear();
-            // The program itself is resolved on the host, not on the sandbox's PATH.
-            let mut outer = Command::new(bwrap);
-            outer.args(c.get_args());
-            outer
-        } else {
-            let mut c = Command::new(&a.command[0]);
-            c.args(&a.command[1..]).process_group(0);
-            c
-        };
-        cmd.current_dir(root)
-            .env_clear()
-            .env("PATH", path_var)
-            .env("HOME", work.join("home"))
-            .env("TMPDIR", work.join("tmp"))
-            .env("out", work.join("out"))
-            .env("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH)
-            .env("TZ", "UTC")
-            .env("LC_ALL", "C")
-            .envs(&a.env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| BuildError::caused(format!("failed to start `{}`", a.command[0]), e))?;
-        let mut stdout = child.stdout.take().expect("piped");
-        let mut stderr = child.stderr.take().expect("piped");
-        let out_reader = std::thread::spawn(move || {
-            let mut s = Vec::new();
-            let _ = stdout.read_to_end(&mut s);
-            s
-        });
-        let err_reader = std::thread::spawn(move || {
-            let mut s = Vec::new();
-            let _ = stderr.read_to_end(&mut s);
-            s
-        });
-        // Sandboxed, killing bwrap kills its PID namespace and everything in it; unsandboxed,
-        // the command's process group is the best there is.
-        let kill_all = |child: &mut std::process::Child| {
-            if !sandboxed {
-                if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
-                    let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-                }
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        };
-        let deadline = Instant::now() + Duration::from_secs(a.timeout_secs);
-        let status = loop {
-            if let Some(status) = child.try_wait().map_err(io("wait for the command"))? {
-                break status;
-            }
-            if kiln_core::interrupt::interrupted() {
-                kill_all(&mut child);
-                return Err(BuildError::failed("interrupted"));
-            }
-            if Instant::now() > deadline {
-                kill_all(&mut child);
-                return Err(BuildError::failed(format!(
-                    "command timed out after {} s",
-                    a.timeout_secs
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        if !sandboxed {
-            // Background children that outlive the command would hold its output open.
-            if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
-                let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-            }
-        }
-        let _ = out_reader.join();
-        let err = err_reader.join().unwrap_or_default();
+        let cmd = command(&a, &spec, root, sandboxed)?;
+        let (status, stderr) = run(cmd, &a, sandboxed)?;
         if !status.success() {
-            let text = String::from_utf8_lossy(&err);
+            let text = String::from_utf8_lossy(&stderr);
             let tail: Vec<&str> = text.lines().rev().take(20).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
             return Err(BuildError::failed(format!(
@@ -325,4 +189,171 @@ impl Kind for Exec {
         Tree::from_dir(&out)
             .map_err(|e| BuildError::caused("the command's `$out` is not a valid artifact", e))
     }
+}
+
+fn io(what: &str) -> impl Fn(std::io::Error) -> BuildError {
+    let what = what.to_owned();
+    move |e: std::io::Error| BuildError::caused(format!("failed to {what}"), e)
+}
+
+/// Stages the sources in `in/` and each dependency in `deps/<name>/`, and makes `out/`,
+/// `home/` and `tmp/`; returns `out/`.
+fn stage(cx: &BuildContext<'_>, root: &Path) -> Result<std::path::PathBuf, BuildError> {
+    let (inputs, out, home, tmp) = (
+        root.join("in"),
+        root.join("out"),
+        root.join("home"),
+        root.join("tmp"),
+    );
+    for d in [&inputs, &out, &home, &tmp] {
+        std::fs::create_dir_all(d).map_err(io("create the scratch directory"))?;
+    }
+    let mut in_tree = Tree::new();
+    for s in cx.srcs {
+        in_tree.insert_file(s.path.clone(), s.content.clone(), s.executable);
+    }
+    in_tree
+        .write_to(&inputs)
+        .map_err(|e| BuildError::caused("failed to stage sources", e))?;
+    for dep in cx.deps.names() {
+        let dir = root.join("deps").join(dep.as_str());
+        std::fs::create_dir_all(&dir).map_err(io("create the scratch directory"))?;
+        cx.deps
+            .tree(&dep)?
+            .write_to(&dir)
+            .map_err(|e| BuildError::caused(format!("failed to stage dependency `{dep}`"), e))?;
+    }
+    Ok(out)
+}
+
+/// The declared tools, found again on the host and checked against the digests the
+/// derivation holds.
+fn resolved_tools(a: &Attrs) -> Result<Option<Vec<Tool>>, BuildError> {
+    Ok(match &a.tools {
+        None => None,
+        Some(Tools::Names(_)) => {
+            return Err(BuildError::failed(
+                "`tools` were not resolved before the build",
+            ))
+        }
+        Some(Tools::Resolved(map)) => {
+            let host_path = std::env::var("PATH").unwrap_or_default();
+            let mut tools = Vec::new();
+            for (name, digest) in map {
+                let path = sandbox::find_tool(name, &host_path).ok_or_else(|| {
+                    BuildError::failed(format!("tool `{name}` is no longer on PATH"))
+                })?;
+                let bytes = std::fs::read(&path).map_err(io("read a tool"))?;
+                if Digest::of(&bytes).to_string() != *digest {
+                    return Err(BuildError::failed(format!(
+                        "tool `{name}` changed since the build started; run it again"
+                    )));
+                }
+                tools.push(Tool {
+                    name: name.clone(),
+                    path,
+                });
+            }
+            Some(tools)
+        }
+    })
+}
+
+/// The command, in the sandbox or not, with a clean, fixed environment.
+fn command(a: &Attrs, spec: &Spec, root: &Path, sandboxed: bool) -> Result<Command, BuildError> {
+    let (work, path_var) = if sandboxed {
+        (Path::new(sandbox::BUILD_DIR).to_path_buf(), spec.path_var())
+    } else {
+        (root.to_path_buf(), "/usr/local/bin:/usr/bin:/bin")
+    };
+    let mut cmd = if sandboxed {
+        let bwrap = sandbox::find_tool("bwrap", &std::env::var("PATH").unwrap_or_default())
+            .ok_or_else(|| BuildError::failed("`bwrap` is not on PATH"))?;
+        let mut c = spec.command(root, &a.command);
+        c.env_clear();
+        // The program itself is resolved on the host, not on the sandbox's PATH.
+        let mut outer = Command::new(bwrap);
+        outer.args(c.get_args());
+        outer
+    } else {
+        let mut c = Command::new(&a.command[0]);
+        c.args(&a.command[1..]).process_group(0);
+        c
+    };
+    cmd.current_dir(root)
+        .env_clear()
+        .env("PATH", path_var)
+        .env("HOME", work.join("home"))
+        .env("TMPDIR", work.join("tmp"))
+        .env("out", work.join("out"))
+        .env("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH)
+        .env("TZ", "UTC")
+        .env("LC_ALL", "C")
+        .envs(&a.env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    Ok(cmd)
+}
+
+/// Runs the command to its end, its deadline, or an interrupt (killing everything it
+/// started); its exit status and stderr.
+fn run(
+    mut cmd: Command,
+    a: &Attrs,
+    sandboxed: bool,
+) -> Result<(std::process::ExitStatus, Vec<u8>), BuildError> {
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| BuildError::caused(format!("failed to start `{}`", a.command[0]), e))?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let out_reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = stdout.read_to_end(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = stderr.read_to_end(&mut s);
+        s
+    });
+    // Sandboxed, killing bwrap kills its PID namespace and everything in it; unsandboxed,
+    // the command's process group is the best there is.
+    let kill_all = |child: &mut std::process::Child| {
+        if !sandboxed {
+            if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+                let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    };
+    let deadline = Instant::now() + Duration::from_secs(a.timeout_secs);
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(io("wait for the command"))? {
+            break status;
+        }
+        if kiln_core::interrupt::interrupted() {
+            kill_all(&mut child);
+            return Err(BuildError::failed("interrupted"));
+        }
+        if Instant::now() > deadline {
+            kill_all(&mut child);
+            return Err(BuildError::failed(format!(
+                "command timed out after {} s",
+                a.timeout_secs
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    if !sandboxed {
+        // Background children that outlive the command would hold its output open.
+        if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+    }
+    let _ = out_reader.join();
+    let err = err_reader.join().unwrap_or_default();
+    Ok((status, err))
 }
