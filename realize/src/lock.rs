@@ -163,6 +163,9 @@ fn live_by_wall_clock(l: &Lease) -> bool {
 
 /// Takes the lock `name` in `namespace`, waiting while another live holder has it.
 /// `on_wait(holder, since)` is called once when this run starts waiting.
+// One retry loop: read, then create / take over / wait, each write conditional on the
+// resourceVersion read; the cases share the observed-unchanged clock and the "told" flag, and
+// read best together (the protocol is in the module's doc).
 pub async fn acquire(
     client: Client,
     namespace: &str,

@@ -149,43 +149,7 @@ impl Kind for Overlay {
                 "an overlay needs dependencies that produce Kubernetes objects",
             ));
         }
-        for src in cx.srcs {
-            let text = cx
-                .scope
-                .interpolate_text(src.text()?)
-                .map_err(|e| BuildError::source(&src.path, Some(e.offset()), e.to_string()))?;
-            for patch in parse_documents(&text, &src.path)? {
-                let target = Target {
-                    kind: patch.get("kind").and_then(Value::as_str).map(str::to_owned),
-                    name: patch
-                        .pointer("/metadata/name")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned),
-                    namespace: patch
-                        .pointer("/metadata/namespace")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned),
-                };
-                if target.kind.is_none() || target.name.is_none() {
-                    return Err(BuildError::source(
-                        &src.path,
-                        None,
-                        "a patch file needs `kind` and `metadata.name` to select its target",
-                    ));
-                }
-                let hits = apply(&mut objects, &target, |o| {
-                    strategic_merge(o, &patch);
-                    Ok(())
-                })?;
-                if hits == 0 {
-                    return Err(BuildError::source(
-                        &src.path,
-                        None,
-                        format!("patch target {} matches no object", target.describe()),
-                    ));
-                }
-            }
-        }
+        apply_patch_files(cx, &mut objects)?;
         for (i, p) in a.patches.iter().enumerate() {
             let hits = apply(&mut objects, &p.target, |o| {
                 if let Some(m) = &p.merge {
@@ -239,31 +203,79 @@ impl Kind for Overlay {
                 .into());
             }
         }
-        // Patches may have made anything of an object: each is checked again before kiln
-        // touches its metadata.
-        let mut checked = Vec::with_capacity(objects.len());
-        for o in objects {
-            let mut o = K8sObject::check(o).map_err(|e| {
-                BuildError::failed(format!(
-                    "an object is no longer valid after the patches: {e}"
-                ))
-            })?;
-            if let Some(ns) = &a.namespace {
-                if !CLUSTER_SCOPED.contains(&o.kind()) {
-                    o.set_namespace(Some(ns));
-                }
-            }
-            for (field, entries) in [("labels", &a.labels), ("annotations", &a.annotations)] {
-                for (k, v) in entries {
-                    o.set_metadata_entry(field, k, v, false);
-                }
-            }
-            checked.push(o.into_value());
-        }
+        let checked = with_metadata(objects, &a)?;
         let mut tree = Tree::new();
         write_objects(&mut tree, checked)?;
         Ok(tree)
     }
+}
+
+/// Applies the patch files in `srcs` (strategic merge, interpolated first): each selects its
+/// target by `kind` and `metadata.name` (and namespace) and must match an object.
+fn apply_patch_files(cx: &BuildContext<'_>, objects: &mut [Value]) -> Result<(), BuildError> {
+    for src in cx.srcs {
+        let text = cx
+            .scope
+            .interpolate_text(src.text()?)
+            .map_err(|e| BuildError::source(&src.path, Some(e.offset()), e.to_string()))?;
+        for patch in parse_documents(&text, &src.path)? {
+            let target = Target {
+                kind: patch.get("kind").and_then(Value::as_str).map(str::to_owned),
+                name: patch
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                namespace: patch
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+            };
+            if target.kind.is_none() || target.name.is_none() {
+                return Err(BuildError::source(
+                    &src.path,
+                    None,
+                    "a patch file needs `kind` and `metadata.name` to select its target",
+                ));
+            }
+            let hits = apply(objects, &target, |o| {
+                strategic_merge(o, &patch);
+                Ok(())
+            })?;
+            if hits == 0 {
+                return Err(BuildError::source(
+                    &src.path,
+                    None,
+                    format!("patch target {} matches no object", target.describe()),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks every object again (patches may have made anything of one) and sets the overlay's
+/// namespace, labels and annotations through the checked type.
+fn with_metadata(objects: Vec<Value>, a: &Attrs) -> Result<Vec<Value>, BuildError> {
+    let mut checked = Vec::with_capacity(objects.len());
+    for o in objects {
+        let mut o = K8sObject::check(o).map_err(|e| {
+            BuildError::failed(format!(
+                "an object is no longer valid after the patches: {e}"
+            ))
+        })?;
+        if let Some(ns) = &a.namespace {
+            if !CLUSTER_SCOPED.contains(&o.kind()) {
+                o.set_namespace(Some(ns));
+            }
+        }
+        for (field, entries) in [("labels", &a.labels), ("annotations", &a.annotations)] {
+            for (k, v) in entries {
+                o.set_metadata_entry(field, k, v, false);
+            }
+        }
+        checked.push(o.into_value());
+    }
+    Ok(checked)
 }
 
 fn apply(

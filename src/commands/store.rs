@@ -10,6 +10,8 @@ use crate::commands::Failure;
 use crate::printer::Printer;
 
 /// Runs a store command.
+// One arm per `kiln store` subcommand, each a few lines of calling the store and printing:
+// the length is the number of subcommands, not logic to split.
 pub fn run(cmd: &StoreCommand, printer: &Printer, store_dir: &Path) -> Result<u8, Failure> {
     match cmd {
         StoreCommand::Gc { json } => {
