@@ -251,6 +251,11 @@ fn zero_values_the_server_drops_are_not_drift() {
     );
     let first = r.apply(&[]);
     assert_eq!(count(&first, "create"), 3, "{first:#}");
+    // Apply says what it wrote, in order: the namespace's wave first.
+    let written = first["applied"]["written"].as_array().unwrap();
+    assert_eq!(written.len(), 3, "{first:#}");
+    assert_eq!(written[0]["object"], format!("Namespace {}", r.ns));
+    assert!(written.iter().all(|w| w["action"] == "create"));
     let plan = r.kiln("plan", &["--detailed-exitcode"]);
     assert_eq!(
         plan.status.code(),

@@ -2,7 +2,7 @@
 //! a wave, CRDs waited on, health gates, prune in reverse kind order, the parent narrowed last.
 //! And destroying a set: every member, then the parent.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -34,9 +34,52 @@ pub struct ApplyOptions {
     pub parallel: usize,
 }
 
+/// One object written or deleted by apply or destroy, in the order it happened.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Written {
+    /// `create`, `update`, `drift` (reverted) or `delete`.
+    pub action: Action,
+    /// `Kind.group namespace/name`.
+    pub object: String,
+    /// The rule that produces it (for deletes: that produced it last).
+    pub rule: String,
+}
+
+/// Records every write as it completes and tells the caller at once (so that after a failure
+/// the user has seen exactly what was written).
+struct Journal<'a> {
+    on_write: &'a dyn Fn(&Written),
+    log: std::sync::Mutex<Vec<Written>>,
+}
+
+impl<'a> Journal<'a> {
+    fn new(on_write: &'a dyn Fn(&Written)) -> Self {
+        Self {
+            on_write,
+            log: std::sync::Mutex::default(),
+        }
+    }
+
+    fn record(&self, action: Action, object: &ObjectKey, rule: &str) {
+        let w = Written {
+            action,
+            object: object.to_string(),
+            rule: rule.to_owned(),
+        };
+        (self.on_write)(&w);
+        self.log.lock().expect("journal lock").push(w);
+    }
+
+    fn into_written(self) -> Vec<Written> {
+        self.log.into_inner().expect("journal lock")
+    }
+}
+
 /// What `apply` or `destroy` did.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct ApplyReport {
+    /// Every object written or deleted, in order.
+    pub written: Vec<Written>,
     /// Objects written (created, updated, drift reverted).
     pub applied: usize,
     /// Objects deleted.
@@ -163,6 +206,16 @@ pub async fn apply<C: ClusterApi>(
     options: &ApplyOptions,
     confirm: impl FnOnce(usize) -> bool,
 ) -> Result<ApplyReport, RealizeError> {
+    apply_reporting(r, options, confirm, &|_| {}).await
+}
+
+/// [`apply`], telling `on_write` of each object as soon as it is written or deleted.
+pub async fn apply_reporting<C: ClusterApi>(
+    r: &Realized<C>,
+    options: &ApplyOptions,
+    confirm: impl FnOnce(usize) -> bool,
+    on_write: &dyn Fn(&Written),
+) -> Result<ApplyReport, RealizeError> {
     let conflicts = r
         .plan
         .changes
@@ -186,21 +239,18 @@ pub async fn apply<C: ClusterApi>(
         options.force_conflicts,
     )
     .await?;
-    let drifted: HashSet<ObjectKey> = r
-        .plan
-        .changes
-        .iter()
-        .filter(|c| c.action == Action::Drift)
-        .map(|c| c.key())
-        .collect();
+    let actions: HashMap<ObjectKey, Action> =
+        r.plan.changes.iter().map(|c| (c.key(), c.action)).collect();
+    let journal = Journal::new(on_write);
     let mut report = ApplyReport::default();
     for ranks in waves(r).values() {
-        report.applied += apply_wave(&r.cluster, ranks, &drifted, options).await?;
+        report.applied += apply_wave(&r.cluster, ranks, &actions, options, &journal).await?;
     }
-    report.deleted += delete_in_order(&r.cluster, deletions).await?;
+    report.deleted += delete_in_order(&r.cluster, deletions, &journal).await?;
     // Narrow the parent to what the set now holds.
     let lists = parent_lists(&r.desired, &[]);
     write_parent_if_changed(r, current, lists, options.force_conflicts).await?;
+    report.written = journal.into_written();
     Ok(report.counted(r.cluster.counts()))
 }
 
@@ -209,23 +259,27 @@ pub async fn apply<C: ClusterApi>(
 async fn apply_wave(
     cluster: &impl ClusterApi,
     ranks: &BTreeMap<u8, Vec<&DesiredObject>>,
-    drifted: &HashSet<ObjectKey>,
+    actions: &HashMap<ObjectKey, Action>,
     options: &ApplyOptions,
+    journal: &Journal<'_>,
 ) -> Result<usize, RealizeError> {
     let mut written = Vec::new();
     for objs in ranks.values() {
         stream::iter(objs.iter())
-            .map(|d| {
+            .map(|d| async move {
+                let action = actions.get(&d.key).copied().unwrap_or(Action::Update);
                 // Reverting drift takes the fields back from whoever changed them; a new
                 // field another manager owns is a conflict unless --force-conflicts.
                 let params = ApplyParams {
-                    force: options.force_conflicts || drifted.contains(&d.key),
+                    force: options.force_conflicts || action == Action::Drift,
                     dry_run: false,
                 };
-                cluster.apply(&d.object, params)
+                cluster.apply(&d.object, params).await?;
+                journal.record(action, &d.key, &d.rule);
+                Ok::<(), ClusterError>(())
             })
             .buffer_unordered(options.parallel.max(1))
-            .try_collect::<Vec<Value>>()
+            .try_collect::<Vec<()>>()
             .await?;
         // A CRD created in this run must be Established before its custom resources.
         for d in objs
@@ -256,10 +310,12 @@ async fn apply_wave(
 async fn delete_in_order(
     cluster: &impl ClusterApi,
     mut changes: Vec<&Change>,
+    journal: &Journal<'_>,
 ) -> Result<usize, RealizeError> {
     changes.sort_by_key(|c| std::cmp::Reverse(kind_rank(&c.group_kind)));
     for c in &changes {
         cluster.delete(&c.group_kind, &c.namespace, &c.name).await?;
+        journal.record(Action::Delete, &c.key(), &c.rule);
     }
     Ok(changes.len())
 }
@@ -271,10 +327,12 @@ pub async fn destroy<C: ClusterApi>(
     wait: Option<Duration>,
     yes: bool,
     confirm: impl FnOnce(usize) -> bool,
+    on_write: &dyn Fn(&Written),
 ) -> Result<ApplyReport, RealizeError> {
     let deletions = confirmed_deletions(&r.plan.changes, yes, confirm)?;
+    let journal = Journal::new(on_write);
     let mut report = ApplyReport {
-        deleted: delete_in_order(&r.cluster, deletions.clone()).await?,
+        deleted: delete_in_order(&r.cluster, deletions.clone(), &journal).await?,
         ..ApplyReport::default()
     };
     if let Some(timeout) = wait {
@@ -301,6 +359,7 @@ pub async fn destroy<C: ClusterApi>(
             .await?;
         report.deleted += 1;
     }
+    report.written = journal.into_written();
     Ok(report.counted(r.cluster.counts()))
 }
 
@@ -427,7 +486,20 @@ mod tests {
         let fake = FakeCluster::default();
         fake.fail("apply", "config", 422, 1);
         let r = plan(fake, platform(vec![cm("shop", "late")])).await;
-        let err = apply(&r, &options(), |_| true).await.unwrap_err();
+        let told = std::sync::Mutex::new(Vec::new());
+        let on_write = |w: &Written| told.lock().unwrap().push(format!("apply {}", w.object));
+        let err = apply_reporting(&r, &options(), |_| true, &on_write)
+            .await
+            .unwrap_err();
+        // Exactly what was written was told, in order, though the apply failed.
+        let members: Vec<String> = r
+            .cluster
+            .writes()
+            .into_iter()
+            .filter(|w| !w.starts_with("apply Secret default/"))
+            .collect();
+        assert_eq!(*told.lock().unwrap(), members);
+        assert!(!members.is_empty());
         assert!(
             matches!(&err, RealizeError::Cluster(e) if e.status_code() == Some(422)),
             "{err:?}"

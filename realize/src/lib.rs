@@ -32,7 +32,7 @@ pub mod wait;
 pub(crate) mod fake;
 
 pub use api::{ApplyParams, ClusterApi, ClusterError, RequestCounts};
-pub use applying::{apply, destroy, ApplyOptions, ApplyReport};
+pub use applying::{apply, apply_reporting, destroy, ApplyOptions, ApplyReport, Written};
 pub use error::RealizeError;
 pub use kube_cluster::KubeCluster;
 pub use planning::{plan_set, plan_teardown, Built, PlanOptions, Realized, Wanted};

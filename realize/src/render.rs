@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use crate::api::ClusterApi;
-use crate::applying::ApplyReport;
+use crate::applying::{ApplyReport, Written};
 use crate::plan::{Action, Plan};
 use crate::planning::Realized;
 
@@ -18,6 +18,18 @@ pub fn json<C: ClusterApi>(r: &Realized<C>, done: Option<&ApplyReport>) -> Value
     v["http"] = json!(r.cluster.counts());
     v["warnings"] = json!(r.warnings);
     v
+}
+
+/// One line per object written or deleted, as apply and destroy print them when it happens.
+pub fn written(w: &Written) -> String {
+    let done = match w.action {
+        Action::Create => "created",
+        Action::Update => "updated",
+        Action::Drift => "reverted",
+        Action::Delete => "deleted",
+        Action::Unchanged => "kept",
+    };
+    format!("{done:<9} {}  (rule `{}`)", w.object, w.rule)
 }
 
 /// The last line of `kiln apply`.
@@ -105,7 +117,7 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
-    use crate::applying::{apply, ApplyOptions};
+    use crate::applying::{apply, apply_reporting, ApplyOptions};
     use crate::applyset::Parent;
     use crate::fake::FakeCluster;
     use crate::planning::{plan_set, PlanOptions, Wanted};
@@ -180,7 +192,12 @@ mod tests {
         let text = render(&r.plan);
         assert!(!text.contains("hunter2") && !text.contains("correct horse"));
         insta::assert_snapshot!("second_plan", text);
-        let report = apply(&r, &options(), |_| true).await.unwrap();
+        let lines = std::sync::Mutex::new(Vec::new());
+        let on_write = |w: &Written| lines.lock().unwrap().push(written(w));
+        let report = apply_reporting(&r, &options(), |_| true, &on_write)
+            .await
+            .unwrap();
+        insta::assert_snapshot!("second_apply_lines", lines.lock().unwrap().join("\n"));
         let out = json(&r, Some(&report));
         assert!(!out.to_string().contains("hunter2") && !out.to_string().contains("correct horse"));
         insta::assert_json_snapshot!("second_apply_json", out);

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use kiln_realize::lock::{LockGuard, LockOptions};
 use kiln_realize::render::render;
 use kiln_realize::{
-    apply as apply_plan, destroy as destroy_set, plan_set, plan_teardown, ApplyOptions,
-    ApplyReport, Built, KubeCluster, PlanOptions, RealizeError, Wanted,
+    apply_reporting, destroy as destroy_set, plan_set, plan_teardown, ApplyOptions, ApplyReport,
+    Built, KubeCluster, PlanOptions, RealizeError, Wanted, Written,
 };
 use serde_json::Value;
 
@@ -261,10 +261,12 @@ pub fn apply(args: &ApplyArgs, printer: &Printer, store: &Path) -> Result<u8, Fa
         yes: args.yes,
         parallel: args.parallel,
     };
-    let result = rt.block_on(until_interrupted(apply_plan(
+    let on_write = |w: &Written| printer.status(&kiln_realize::render::written(w));
+    let result = rt.block_on(until_interrupted(apply_reporting(
         &r,
         &options,
         confirm("apply"),
+        &on_write,
     )));
     release(&rt, guard, printer);
     let report = result.map_err(failure)?;
@@ -312,11 +314,13 @@ pub fn destroy(args: &DestroyArgs, printer: &Printer, store: &Path) -> Result<u8
         return Ok(0);
     }
     let wait = args.wait.then(|| Duration::from_secs(args.timeout));
+    let on_write = |w: &Written| printer.status(&kiln_realize::render::written(w));
     let result = rt.block_on(until_interrupted(destroy_set(
         &r,
         wait,
         args.yes,
         confirm("destroy"),
+        &on_write,
     )));
     release(&rt, guard, printer);
     let report = result.map_err(failure)?;
