@@ -371,3 +371,63 @@ fn a_rejected_object_fails_plan_and_apply_before_any_write() {
         "apply wrote part of a change the server rejects"
     );
 }
+
+/// Class 5: an object with both an out-of-band change (`kubectl patch` of replicas) and a
+/// desired change (a new image) shows both, and one apply takes the drifted field back and
+/// writes the change, without a conflict.
+#[test]
+fn drift_and_a_change_together_are_applied_in_one_write() {
+    let r = Realm::new("both");
+    r.rules(
+        "\n[rule.app]\nkind = \"manifest\"\nsrcs = [\"app.yaml\"]\ndeps = [\"ns\"]\nnamespace = \"${var.ns}\"\n",
+    );
+    r.s.write(
+        "app.yaml",
+        &deployment_yaml("web", "registry.invalid/app:1", ""),
+    );
+    r.apply(&[]);
+    kubectl_ok(&[
+        "patch",
+        "deployment",
+        "web",
+        "-n",
+        &r.ns,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"replicas":5}}"#,
+    ]);
+    r.s.write(
+        "app.yaml",
+        &deployment_yaml("web", "registry.invalid/app:2", ""),
+    );
+    let plan = r.plan();
+    let update = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "web")
+        .unwrap();
+    assert_eq!(update["action"], "update", "{plan:#}");
+    assert_eq!(update["drifted_fields"][0], ".spec.replicas", "{plan:#}");
+    assert!(update.get("conflict").is_none(), "{plan:#}");
+    let applied = r.apply(&[]);
+    assert_eq!(writes_and_deletes(&applied), (1, 0), "{applied:#}");
+    let live = kubectl_ok(&[
+        "get",
+        "deployment",
+        "web",
+        "-n",
+        &r.ns,
+        "-o",
+        "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].image}",
+    ]);
+    assert_eq!(live, "1 registry.invalid/app:2");
+    let again = r.kiln("plan", &["--detailed-exitcode"]);
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
+}

@@ -239,8 +239,12 @@ pub async fn apply_reporting<C: ClusterApi>(
         options.force_conflicts,
     )
     .await?;
-    let actions: HashMap<ObjectKey, Action> =
-        r.plan.changes.iter().map(|c| (c.key(), c.action)).collect();
+    let actions: HashMap<ObjectKey, (Action, bool)> = r
+        .plan
+        .changes
+        .iter()
+        .map(|c| (c.key(), (c.action, c.takes_back())))
+        .collect();
     let journal = Journal::new(on_write);
     let mut report = ApplyReport::default();
     for ranks in waves(r).values() {
@@ -259,7 +263,7 @@ pub async fn apply_reporting<C: ClusterApi>(
 async fn apply_wave(
     cluster: &impl ClusterApi,
     ranks: &BTreeMap<u8, Vec<&DesiredObject>>,
-    actions: &HashMap<ObjectKey, Action>,
+    actions: &HashMap<ObjectKey, (Action, bool)>,
     options: &ApplyOptions,
     journal: &Journal<'_>,
 ) -> Result<usize, RealizeError> {
@@ -267,11 +271,14 @@ async fn apply_wave(
     for objs in ranks.values() {
         stream::iter(objs.iter())
             .map(|d| async move {
-                let action = actions.get(&d.key).copied().unwrap_or(Action::Update);
+                let (action, takes_back) = actions
+                    .get(&d.key)
+                    .copied()
+                    .unwrap_or((Action::Update, false));
                 // Reverting drift takes the fields back from whoever changed them; a new
                 // field another manager owns is a conflict unless --force-conflicts.
                 let params = ApplyParams {
-                    force: options.force_conflicts || action == Action::Drift,
+                    force: options.force_conflicts || takes_back,
                     dry_run: false,
                 };
                 cluster.apply(&d.object, params).await?;

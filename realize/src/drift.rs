@@ -128,6 +128,96 @@ fn walk(
     }
 }
 
+/// Fields the desired object sets that another field manager took with an imperative write
+/// (operation `Update`: `kubectl edit`, `patch`, `set image`, a controller): out-of-band
+/// changes, which apply takes back. A manager that *applies* the same field is a co-owner, not
+/// drift, and is not listed. Status is never listed.
+pub fn taken_by_updates(desired: &Value, live: &Value) -> Vec<String> {
+    let Some(entries) = live
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        if e["manager"] == FIELD_MANAGER
+            || e["operation"] != "Update"
+            || e.get("subresource").and_then(Value::as_str) == Some("status")
+        {
+            continue;
+        }
+        let Some(Value::Object(fields)) = e.get("fieldsV1") else {
+            continue;
+        };
+        let Value::Object(d) = desired else { continue };
+        for (k, v) in d {
+            let f = fields.get(&format!("f:{k}"));
+            match (k.as_str(), f) {
+                ("apiVersion" | "kind" | "status", _) | (_, None) => {}
+                ("metadata", Some(f)) => {
+                    for sub in ["labels", "annotations"] {
+                        if let (Some(dv), Some(sf)) = (v.get(sub), f.get(format!("f:{sub}"))) {
+                            owned_paths(dv, sf, &format!(".metadata.{sub}"), &mut out);
+                        }
+                    }
+                }
+                (_, Some(f)) => owned_paths(v, f, &format!(".{k}"), &mut out),
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Paths under `desired` that the fieldsV1 tree `fields` owns.
+fn owned_paths(desired: &Value, fields: &Value, path: &str, out: &mut Vec<String>) {
+    let Some(fmap) = fields.as_object() else {
+        return;
+    };
+    if fmap.is_empty() {
+        out.push(path.to_owned());
+        return;
+    }
+    match desired {
+        Value::Object(map) => {
+            for (k, v) in map {
+                if let Some(f) = fmap.get(&format!("f:{k}")) {
+                    owned_paths(v, f, &format!("{path}.{k}"), out);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let sub = fmap.iter().find_map(|(k, v)| {
+                    let key: Value = serde_json::from_str(k.strip_prefix("k:")?).ok()?;
+                    let key = key.as_object()?;
+                    key.iter()
+                        .all(|(kf, kv)| item.get(kf) == Some(kv))
+                        .then_some(v)
+                });
+                if let Some(sub) = sub {
+                    // `.` alone: the item exists, its fields belong to others.
+                    let rest: serde_json::Map<String, Value> = sub
+                        .as_object()
+                        .map(|m| {
+                            m.iter()
+                                .filter(|(k, _)| *k != ".")
+                                .map(|(k, v)| (k.clone(), v.clone()))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    if !rest.is_empty() {
+                        owned_paths(item, &Value::Object(rest), &format!("{path}[{i}]"), out);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Whether the live value says what the desired one says: every desired key present and
 /// equivalent (the server may add defaults), lists item by item, numbers by value, quantities
 /// by amount.
@@ -169,6 +259,29 @@ fn same_items_in_any_order(desired: &[Value], live: &[Value]) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn fields_taken_by_imperative_writes_are_found_and_co_owners_are_not() {
+        let desired = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web"},
+            "spec": {"replicas": 2, "template": {"spec": {"containers": [
+                {"name": "app", "image": "a:2"}, {"name": "side", "image": "s:1"}]}}}});
+        let live = json!({"metadata": {"managedFields": [
+            {"manager": "kiln", "operation": "Apply", "fieldsV1": {"f:spec": {"f:replicas": {}}}},
+            {"manager": "kubectl-patch", "operation": "Update",
+             "fieldsV1": {"f:spec": {"f:replicas": {}, "f:template": {"f:spec": {"f:containers": {
+                 "k:{\"name\":\"side\"}": {".": {}, "f:image": {}}}}}}}},
+            {"manager": "other-tool", "operation": "Apply",
+             "fieldsV1": {"f:spec": {"f:template": {"f:spec": {"f:containers": {
+                 "k:{\"name\":\"app\"}": {"f:image": {}}}}}}}},
+            {"manager": "kube-controller-manager", "operation": "Update", "subresource": "status",
+             "fieldsV1": {"f:status": {"f:replicas": {}}}}
+        ]}});
+        assert_eq!(
+            taken_by_updates(&desired, &live),
+            [".spec.replicas", ".spec.template.spec.containers[1].image"]
+        );
+    }
 
     #[test]
     fn quantities_and_defaults_are_not_drift() {

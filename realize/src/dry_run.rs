@@ -28,19 +28,19 @@ pub async fn settle(
 ) -> Result<(), RealizeError> {
     let by_key: BTreeMap<&ObjectKey, &DesiredObject> =
         desired.iter().map(|d| (&d.key, d)).collect();
-    let candidates: Vec<(usize, &DesiredObject, Action)> = plan
+    let candidates: Vec<(usize, &DesiredObject, Action, bool)> = plan
         .changes
         .iter()
         .enumerate()
         .filter(|(_, c)| matches!(c.action, Action::Create | Action::Update | Action::Drift))
-        .map(|(i, c)| (i, by_key[&c.key()], c.action))
+        .map(|(i, c)| (i, by_key[&c.key()], c.action, c.takes_back()))
         .collect();
     let results: Vec<(usize, &DesiredObject, Action, Result<Value, ClusterError>)> =
         stream::iter(candidates)
-            .map(|(i, d, action)| async move {
+            .map(|(i, d, action, takes_back)| async move {
                 // Reverting drift takes the fields back, as apply will.
                 let params = ApplyParams {
-                    force: action == Action::Drift,
+                    force: takes_back,
                     dry_run: true,
                 };
                 (i, d, action, cluster.apply(&d.object, params).await)

@@ -21,7 +21,7 @@ use serde_json::Value;
 use crate::applyset::{DESIRED_HASH_ANNOTATION, RULE_ANNOTATION};
 use crate::desired::{DesiredObject, ObjectKey};
 use crate::diff::{diff, secret_changes};
-use crate::drift::unowned_fields;
+use crate::drift::{taken_by_updates, unowned_fields};
 
 pub use crate::applyset::FIELD_MANAGER;
 /// `--json` format version of a plan.
@@ -79,6 +79,12 @@ pub struct Change {
 }
 
 impl Change {
+    /// Whether writing it takes fields back from whoever changed them out of band (drift, or
+    /// an update of an object that also drifted): such a write forces ownership.
+    pub fn takes_back(&self) -> bool {
+        self.action == Action::Drift || !self.drifted_fields.is_empty()
+    }
+
     /// The object's key.
     pub fn key(&self) -> ObjectKey {
         ObjectKey {
@@ -169,6 +175,8 @@ fn change_for(d: &DesiredObject, live: Option<&Value>) -> Change {
     change.secret_values_changed = secret_changes(&d.object, l);
     if live_hash != Some(d.hash.to_string().as_str()) || !change.secret_values_changed.is_empty() {
         change.action = Action::Update;
+        // Out-of-band changes to fields kiln sets are taken back in the same write.
+        change.drifted_fields = taken_by_updates(&d.object, l);
         change.diff = Some(diff(&d.object, l));
     } else {
         change.drifted_fields = unowned_fields(&d.object, l);
