@@ -431,3 +431,116 @@ fn drift_and_a_change_together_are_applied_in_one_write() {
         String::from_utf8_lossy(&again.stdout)
     );
 }
+
+/// Class 8: a user whose Role covers one namespace only plans and applies a project that lives
+/// there. Cluster-wide LISTs are forbidden to them; kiln lists per namespace of the set instead.
+#[test]
+fn a_namespace_scoped_user_can_plan_and_apply() {
+    let r = Realm::new("nsuser");
+    let ns = r.ns.clone();
+    kubectl_ok(&["create", "namespace", &ns]);
+    kubectl_ok(&["create", "serviceaccount", "deployer", "-n", &ns]);
+    kubectl_ok(&[
+        "create",
+        "role",
+        "all",
+        "-n",
+        &ns,
+        "--verb=*",
+        "--resource=*.*",
+    ]);
+    kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "deployer",
+        "-n",
+        &ns,
+        "--role=all",
+        &format!("--serviceaccount={ns}:deployer"),
+    ]);
+    // A token from the TokenRequest API (the test cluster runs no token controller).
+    let request = r.s.dir.path().join("token-request.json");
+    std::fs::write(
+        &request,
+        r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{"expirationSeconds":3600}}"#,
+    )
+    .unwrap();
+    let answer = kubectl_ok(&[
+        "create",
+        "--raw",
+        &format!("/api/v1/namespaces/{ns}/serviceaccounts/deployer/token"),
+        "-f",
+        request.to_str().unwrap(),
+    ]);
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    let token = answer["status"]["token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!token.is_empty(), "no ServiceAccount token");
+    let server = kubectl_ok(&[
+        "config",
+        "view",
+        "-o",
+        "jsonpath={.clusters[0].cluster.server}",
+    ]);
+    let kubeconfig = r.s.dir.path().join("user-kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: \"{server}\", insecure-skip-tls-verify: true}}\nusers:\n- name: u\n  user: {{token: \"{token}\"}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u, namespace: {ns}}}\ncurrent-context: x\n"
+        ),
+    )
+    .unwrap();
+    // The user really may not list cluster-wide.
+    let denied = common::realm::kubectl(&[
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "get",
+        "configmaps",
+        "-A",
+    ]);
+    assert!(!denied.status.success());
+
+    let project = |objects: &str| {
+        r.s.write(
+            "kiln.toml",
+            &format!("[project]\nname = \"{ns}\"\n[rule.app]\nkind = \"manifest\"\nnamespace = \"{ns}\"\nobjects = [ {objects} ]\n"),
+        );
+    };
+    let run = |cmd: &str, extra: &[&str]| {
+        let out =
+            r.s.kiln()
+                .arg(cmd)
+                .arg(r.s.project())
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .args(["--applyset-namespace", ns.as_str()])
+                .args(extra)
+                .output()
+                .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    project(
+        r#"{ apiVersion = "v1", kind = "ConfigMap", metadata = { name = "a" }, data = { k = "v" } }, { apiVersion = "v1", kind = "ConfigMap", metadata = { name = "b" } }"#,
+    );
+    let (code, err, _) = run("apply", &["--yes"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err, out) = run("plan", &["--detailed-exitcode"]);
+    assert_eq!(code, Some(0), "{err}{out}");
+    project(
+        r#"{ apiVersion = "v1", kind = "ConfigMap", metadata = { name = "a" }, data = { k = "v" } }"#,
+    );
+    let (code, err, _) = run("apply", &["--yes"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("deleted   ConfigMap"), "{err}");
+    let left = kubectl_ok(&["get", "configmaps", "-n", &ns, "-o", "name"]);
+    assert!(
+        left.contains("configmap/a") && !left.contains("configmap/b"),
+        "{left}"
+    );
+}

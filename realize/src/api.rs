@@ -137,13 +137,14 @@ pub trait ClusterApi {
     /// Whether `kind` in `api_version` is namespaced, from discovery.
     async fn scope(&self, api_version: &str, kind: &str) -> Result<Scope, ClusterError>;
 
-    /// Every object of `Kind.group` labeled `selector`, across namespaces, in `api_version`
-    /// when given, else in the group's preferred version.
+    /// Every object of `Kind.group` labeled `selector`, across namespaces (or in `namespace`
+    /// only), in `api_version` when given, else in the group's preferred version.
     async fn list(
         &self,
         group_kind: &str,
         api_version: Option<&str>,
         selector: &str,
+        namespace: Option<&str>,
     ) -> Result<Vec<Value>, ClusterError>;
 
     /// Objects labeled `selector` of every listable served kind not in `known`. Kinds this user

@@ -745,4 +745,21 @@ mod tests {
         apply(&r, &forced, |_| true).await.unwrap();
         assert!(r.cluster.object("ConfigMap", "shop", "late").is_some());
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_user_without_cluster_wide_lists_plans_and_prunes_per_namespace() {
+        let fake = FakeCluster::default();
+        fake.namespaced_user();
+        // The namespace exists (an admin made it); the project lives in it.
+        let shop = Wanted::of_rules(parent(), vec![("app", vec![], vec![cm("default", "a")])]);
+        let r = plan(fake, shop).await;
+        apply(&r, &options(), |_| true).await.unwrap();
+        let again = Wanted::of_rules(parent(), vec![("app", vec![], vec![cm("default", "a")])]);
+        let r = plan(r.cluster, again).await;
+        assert!(!r.plan.has_changes(), "{:#?}", r.plan.changes);
+        let pruned = Wanted::of_rules(parent(), vec![]);
+        let r = plan(r.cluster, pruned).await;
+        assert_eq!(apply(&r, &options(), |_| true).await.unwrap().deleted, 1);
+        assert!(r.cluster.object("ConfigMap", "default", "a").is_none());
+    }
 }

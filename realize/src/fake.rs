@@ -49,6 +49,7 @@ struct State {
     writes: Vec<String>,
     counts: RequestCounts,
     resource_version: u64,
+    namespaced_user: bool,
 }
 
 /// The fake cluster.
@@ -127,6 +128,11 @@ impl FakeCluster {
             .unwrap()
             .health
             .insert(name.to_owned(), health);
+    }
+
+    /// Refuses cluster-wide LISTs (403), as for a user whose Roles cover some namespaces.
+    pub fn namespaced_user(&self) {
+        self.state.lock().unwrap().namespaced_user = true;
     }
 
     /// Every write so far: `apply <key>` / `delete <key>`, in order.
@@ -260,7 +266,19 @@ impl ClusterApi for FakeCluster {
         gk: &str,
         _api_version: Option<&str>,
         selector: &str,
+        namespace: Option<&str>,
     ) -> Result<Vec<Value>, ClusterError> {
+        let s = self.state.lock().unwrap();
+        let cluster_wide = namespace.is_none() || Self::scope_of(&s, gk) == Some(Scope::Cluster);
+        let forbidden = cluster_wide && s.namespaced_user;
+        drop(s);
+        if forbidden {
+            return Err(ClusterError::Api {
+                action: "list",
+                what: format!("`{gk}`"),
+                source: Box::new(api_error(403, "forbidden at the cluster scope".into())),
+            });
+        }
         self.request("list", gk, false)?;
         let s = self.state.lock().unwrap();
         if Self::scope_of(&s, gk).is_none() {
@@ -272,7 +290,11 @@ impl ClusterApi for FakeCluster {
         }
         Ok(s.objects
             .iter()
-            .filter(|(k, o)| k.group_kind == gk && matches_selector(o, selector))
+            .filter(|(k, o)| {
+                k.group_kind == gk
+                    && matches_selector(o, selector)
+                    && namespace.is_none_or(|ns| k.namespace == ns)
+            })
             .map(|(_, o)| o.clone())
             .collect())
     }

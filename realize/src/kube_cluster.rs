@@ -242,12 +242,13 @@ impl ClusterApi for KubeCluster {
         gk: &str,
         api_version: Option<&str>,
         selector: &str,
+        namespace: Option<&str>,
     ) -> Result<Vec<Value>, ClusterError> {
         let (ar, caps) = match api_version {
             Some(v) => self.resolve(v, split_group_kind(gk).0).await?,
             None => self.resolve_group_kind(gk).await?,
         };
-        let api = self.api(&ar, &caps, None);
+        let api = self.api(&ar, &caps, namespace);
         let list = api
             .list(&ListParams::default().labels(selector))
             .await

@@ -10,7 +10,7 @@ use kiln_core::project::Project;
 use kiln_core::Tree;
 use serde_json::Value;
 
-use crate::api::ClusterApi;
+use crate::api::{ClusterApi, ClusterError};
 use crate::applyset::{self, parent_state, Parent};
 use crate::desired::{self, DesiredObject, Lineage, ObjectKey, RawObject, Scope};
 use crate::dry_run;
@@ -268,17 +268,33 @@ async fn read_and_plan(
             )
         })
         .collect();
-    let list_all = |gks: Vec<String>| {
+    let mut namespaces: BTreeSet<String> = desired
+        .iter()
+        .map(|d| d.key.namespace.clone())
+        .filter(|ns| !ns.is_empty())
+        .collect();
+    namespaces.insert(parent.namespace.clone());
+    let list_all = |gks: Vec<String>, namespaces: BTreeSet<String>| {
         let (selector, versions) = (&selector, &versions);
         stream::iter(gks)
-            .map(move |gk| async move {
-                match cluster
-                    .list(&gk, versions.get(gk.as_str()).copied(), selector)
+            .map(move |gk| {
+                let namespaces = namespaces.clone();
+                async move {
+                    match list_members(
+                        cluster,
+                        &gk,
+                        versions.get(gk.as_str()).copied(),
+                        selector,
+                        &namespaces,
+                    )
                     .await
-                {
-                    // A kind whose CRD this run creates has no members yet.
-                    Err(e) if defined_here.contains_key(&gk) && e.is_not_served() => Ok(Vec::new()),
-                    other => other,
+                    {
+                        // A kind whose CRD this run creates has no members yet.
+                        Err(e) if defined_here.contains_key(&gk) && e.is_not_served() => {
+                            Ok(Vec::new())
+                        }
+                        other => other,
+                    }
                 }
             })
             .buffer_unordered(8)
@@ -288,7 +304,7 @@ async fn read_and_plan(
     let desired_gks: BTreeSet<String> = desired.iter().map(|d| d.key.group_kind.clone()).collect();
     let (live_parent, mut lists) = futures::try_join!(
         cluster.get("v1", "Secret", &parent.namespace, &parent.name),
-        list_all(desired_gks.iter().cloned().collect()),
+        list_all(desired_gks.iter().cloned().collect(), namespaces.clone()),
     )?;
     if let Some(p) = &live_parent {
         // Kinds the set held before and no rule produces now: their members are to be pruned.
@@ -297,7 +313,8 @@ async fn read_and_plan(
             .filter(|g| !desired_gks.contains(g))
             .collect();
         if !extra.is_empty() {
-            lists.extend(list_all(extra).await?);
+            namespaces.extend(parent_namespaces(p));
+            lists.extend(list_all(extra, namespaces).await?);
         }
     }
     let mut live: BTreeMap<ObjectKey, Value> = lists
@@ -357,8 +374,10 @@ async fn read_for_teardown(
     let mut live = BTreeMap::new();
     let mut known = BTreeSet::new();
     if let Some(p) = &live_parent {
+        let mut namespaces = parent_namespaces(p);
+        namespaces.insert(parent.namespace.clone());
         for gk in kiln_parent_kinds(parent, p)? {
-            match cluster.list(&gk, None, &selector).await {
+            match list_members(cluster, &gk, None, &selector, &namespaces).await {
                 Ok(items) => live.extend(items.into_iter().map(|o| (ObjectKey::of(&o), o))),
                 Err(e) if e.is_not_served() => {}
                 Err(e) => return Err(e.into()),
@@ -375,6 +394,47 @@ async fn read_for_teardown(
         live_parent,
         planned_with_orphans(&set_id, &[], &live, &orphans),
     ))
+}
+
+/// The set's members of one group-kind: one cluster-wide LIST; when that is forbidden (a user
+/// whose Roles cover only some namespaces), one LIST per namespace of the set instead.
+async fn list_members(
+    cluster: &impl ClusterApi,
+    gk: &str,
+    api_version: Option<&str>,
+    selector: &str,
+    namespaces: &BTreeSet<String>,
+) -> Result<Vec<Value>, ClusterError> {
+    match cluster.list(gk, api_version, selector, None).await {
+        Err(e) if e.status_code() == Some(403) && !namespaces.is_empty() => {
+            tracing::debug!(
+                group_kind = gk,
+                "cluster-wide LIST forbidden; listing per namespace"
+            );
+            let lists: Vec<Vec<Value>> = stream::iter(namespaces)
+                .map(|ns| cluster.list(gk, api_version, selector, Some(ns)))
+                .buffer_unordered(8)
+                .try_collect()
+                .await?;
+            Ok(lists.into_iter().flatten().collect())
+        }
+        other => other,
+    }
+}
+
+/// The namespaces a live parent says its members are in, besides its own.
+fn parent_namespaces(parent: &Value) -> BTreeSet<String> {
+    parent
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(applyset::NAMESPACES_ANNOTATION))
+        .and_then(Value::as_str)
+        .map(|s| {
+            s.split(',')
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Takes the set's lock when `options` asks for it.
