@@ -117,6 +117,9 @@ pub struct PlanArgs {
     /// not list (left by a race, an older kiln or a crash): one LIST per served kind.
     #[arg(long)]
     pub find_orphans: bool,
+    /// Take over objects that are members of another kiln set (refused otherwise).
+    #[arg(long)]
+    pub adopt: bool,
     /// Exit 0 when there is nothing to change, 2 when there is, 1 on errors (as Terraform).
     #[arg(long)]
     pub detailed_exitcode: bool,
@@ -151,6 +154,9 @@ pub struct ApplyArgs {
     /// delete them, with the same confirmation as prune.
     #[arg(long)]
     pub prune_orphans: bool,
+    /// Take over objects that are members of another kiln set (refused otherwise).
+    #[arg(long)]
+    pub adopt: bool,
     #[command(flatten)]
     pub lock: LockArgs,
 }

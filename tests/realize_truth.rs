@@ -544,3 +544,85 @@ fn a_namespace_scoped_user_can_plan_and_apply() {
         "{left}"
     );
 }
+
+/// Classes 6 and 7: an object made by `kubectl apply` is adopted (the plan says so, not
+/// "create"), and an object of another kiln set is refused, naming both sets, unless `--adopt`.
+#[test]
+fn existing_objects_are_adopted_and_other_sets_members_refused() {
+    let r = Realm::new("adopt");
+    r.rules(
+        "\n[rule.app]\nkind = \"manifest\"\nsrcs = [\"app.yaml\"]\ndeps = [\"ns\"]\nnamespace = \"${var.ns}\"\n",
+    );
+    r.s.write(
+        "app.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: handmade}\ndata: {mode: kiln}\n",
+    );
+    kubectl_ok(&["create", "namespace", &r.ns]);
+    let by_hand = r.s.dir.path().join("by-hand.yaml");
+    std::fs::write(
+        &by_hand,
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: handmade, namespace: {}}}\ndata: {{mode: hand}}\n", r.ns),
+    )
+    .unwrap();
+    kubectl_ok(&["apply", "-f", by_hand.to_str().unwrap()]);
+    let plan = r.plan();
+    assert_eq!(
+        count(&plan, "adopt"),
+        2,
+        "the namespace and the ConfigMap: {plan:#}"
+    );
+    assert_eq!(count(&plan, "create"), 0, "{plan:#}");
+    let applied = r.apply(&[]);
+    assert_eq!(writes_and_deletes(&applied), (2, 0), "{applied:#}");
+    let mode = kubectl_ok(&[
+        "get",
+        "cm",
+        "handmade",
+        "-n",
+        &r.ns,
+        "-o",
+        "jsonpath={.data.mode}",
+    ]);
+    assert_eq!(mode, "kiln");
+    let again = r.kiln("plan", &["--detailed-exitcode"]);
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
+
+    // A second project that produces the same ConfigMap: refused, naming both sets.
+    let other = common::Sandbox::new();
+    other.write(
+        "kiln.toml",
+        &format!("[project]\nname = \"other-{ns}\"\n[rule.app]\nkind = \"manifest\"\nnamespace = \"{ns}\"\nobjects = [ {{ apiVersion = \"v1\", kind = \"ConfigMap\", metadata = {{ name = \"handmade\" }}, data = {{ mode = \"other\" }} }} ]\n", ns = r.ns),
+    );
+    let run = |extra: &[&str]| {
+        other
+            .kiln()
+            .arg("plan")
+            .arg(other.project())
+            .arg("--kubeconfig")
+            .arg(common::kubeconfig())
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let refused = run(&[]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("is a member of ApplySet") && err.contains("--adopt"),
+        "{err}"
+    );
+    let adopting = run(&["--adopt", "--json"]);
+    assert_eq!(
+        adopting.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&adopting.stderr)
+    );
+    let plan: Value = serde_json::from_slice(&adopting.stdout).unwrap();
+    assert_eq!(count(&plan, "adopt"), 1, "{plan:#}");
+}

@@ -187,7 +187,10 @@ fn waves<C>(r: &Realized<C>) -> Waves<'_> {
         r.desired.iter().map(|d| (&d.key, d)).collect();
     let mut to_write: Waves<'_> = BTreeMap::new();
     for c in &r.plan.changes {
-        if matches!(c.action, Action::Create | Action::Update | Action::Drift) {
+        if matches!(
+            c.action,
+            Action::Create | Action::Adopt | Action::Update | Action::Drift
+        ) {
             let d = by_key[&c.key()];
             to_write
                 .entry(d.wave)
@@ -761,5 +764,41 @@ mod tests {
         let r = plan(r.cluster, pruned).await;
         assert_eq!(apply(&r, &options(), |_| true).await.unwrap().deleted, 1);
         assert!(r.cluster.object("ConfigMap", "default", "a").is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_existing_object_outside_any_set_is_adopted_and_another_sets_member_refused() {
+        let fake = FakeCluster::default();
+        fake.put(ns("shop"));
+        fake.put(cm("shop", "late"));
+        let r = plan(fake, platform(vec![cm("shop", "late")])).await;
+        let late = r.plan.changes.iter().find(|c| c.name == "late").unwrap();
+        assert_eq!(late.action, Action::Adopt);
+        let shop = r.plan.changes.iter().find(|c| c.name == "shop").unwrap();
+        assert_eq!(shop.action, Action::Adopt);
+        apply(&r, &options(), |_| true).await.unwrap();
+        let r = plan(r.cluster, platform(vec![cm("shop", "late")])).await;
+        assert!(!r.plan.has_changes(), "{:#?}", r.plan.changes);
+
+        // Another set's member: refused, naming both sets, unless --adopt.
+        let theirs = Parent::for_project("other", "prod", "default").id();
+        let mut claimed = cm("shop", "taken");
+        claimed["metadata"]["labels"] = json!({ crate::applyset::PART_OF_LABEL: theirs.clone() });
+        r.cluster.put(claimed);
+        let err = plan_set(
+            r.cluster,
+            platform(vec![cm("shop", "late"), cm("shop", "taken")]),
+            &PlanOptions::default(),
+            |_, _| {},
+        )
+        .await
+        .err()
+        .expect("refused");
+        let RealizeError::OtherSet(claims) = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(claims[0].theirs, theirs);
+        assert_eq!(claims[0].ours, parent().id());
+        assert_eq!(err.exit_code(), 1);
     }
 }

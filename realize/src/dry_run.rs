@@ -14,9 +14,10 @@ use futures::stream::{self, StreamExt};
 use serde_json::Value;
 
 use crate::api::{ApplyParams, ClusterApi, ClusterError};
+use crate::applyset::PART_OF_LABEL;
 use crate::desired::{DesiredObject, ObjectKey};
 use crate::diff::{server_diff, without_server_fields};
-use crate::error::{RealizeError, Rejection};
+use crate::error::{Claimed, RealizeError, Rejection};
 use crate::plan::{Action, Plan};
 
 /// Dry-runs the plan's candidates and settles them (see the module's doc).
@@ -25,6 +26,7 @@ pub async fn settle(
     plan: &mut Plan,
     desired: &[DesiredObject],
     live: &BTreeMap<ObjectKey, Value>,
+    (set_id, adopt): (&str, bool),
 ) -> Result<(), RealizeError> {
     let by_key: BTreeMap<&ObjectKey, &DesiredObject> =
         desired.iter().map(|d| (&d.key, d)).collect();
@@ -49,8 +51,45 @@ pub async fn settle(
             .collect()
             .await;
     let mut rejected = Vec::new();
+    let mut claimed = Vec::new();
     for (i, d, action, result) in results {
         let change = &mut plan.changes[i];
+        // A "create" whose object already exists (the dry run answers with its
+        // resourceVersion, or conflicts with its managers) is not a member of this set.
+        let exists = match &result {
+            Ok(dry) => dry
+                .pointer("/metadata/resourceVersion")
+                .is_some_and(|v| v != ""),
+            Err(ClusterError::Conflict { .. }) => true,
+            Err(_) => false,
+        };
+        let found = if action == Action::Create && exists {
+            existing(cluster, d, set_id, adopt).await?
+        } else {
+            None
+        };
+        if let Some(found) = found {
+            match found {
+                Existing::Adopt(live) => {
+                    change.action = Action::Adopt;
+                    change.conflict = None;
+                    let forced = ApplyParams {
+                        force: true,
+                        dry_run: true,
+                    };
+                    if let Ok(dry) = cluster.apply(&d.object, forced).await {
+                        change.diff = Some(server_diff(&live, &dry));
+                    }
+                }
+                Existing::Claimed(theirs) => claimed.push(Claimed {
+                    rule: d.rule.clone(),
+                    object: d.key.to_string(),
+                    theirs,
+                    ours: set_id.to_owned(),
+                }),
+            }
+            continue;
+        }
         match result {
             Ok(dry) => {
                 let Some(l) = live.get(&d.key) else { continue };
@@ -80,9 +119,44 @@ pub async fn settle(
         }
     }
     plan.settle();
-    if rejected.is_empty() {
-        Ok(())
-    } else {
-        Err(RealizeError::Rejected(rejected))
+    if !rejected.is_empty() {
+        return Err(RealizeError::Rejected(rejected));
     }
+    if !claimed.is_empty() {
+        return Err(RealizeError::OtherSet(claimed));
+    }
+    Ok(())
+}
+
+/// What to do with an object that exists but is not a member of this set.
+enum Existing {
+    /// Take it over (it is in no set, or `--adopt`): the live object.
+    Adopt(Value),
+    /// Another set holds it: that set's id.
+    Claimed(String),
+}
+
+async fn existing(
+    cluster: &impl ClusterApi,
+    d: &DesiredObject,
+    set_id: &str,
+    adopt: bool,
+) -> Result<Option<Existing>, RealizeError> {
+    let api_version = d.object["apiVersion"].as_str().unwrap_or_default();
+    let kind = d.object["kind"].as_str().unwrap_or_default();
+    let Some(live) = cluster
+        .get(api_version, kind, &d.key.namespace, &d.key.name)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let theirs = live
+        .pointer("/metadata/labels")
+        .and_then(|l| l.get(PART_OF_LABEL))
+        .and_then(Value::as_str)
+        .filter(|other| *other != set_id);
+    Ok(Some(match theirs {
+        Some(other) if !adopt => Existing::Claimed(other.to_owned()),
+        _ => Existing::Adopt(live),
+    }))
 }

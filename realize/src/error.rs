@@ -19,6 +19,20 @@ pub struct Rejection {
     pub message: String,
 }
 
+/// An object a rule produces that another set holds.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[error("rule `{rule}`: {object} is a member of ApplySet `{theirs}`, not of this set `{ours}`")]
+pub struct Claimed {
+    /// The rule.
+    pub rule: String,
+    /// The object.
+    pub object: String,
+    /// The other set's id.
+    pub theirs: String,
+    /// This set's id.
+    pub ours: String,
+}
+
 /// Why planning or applying failed.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum RealizeError {
@@ -28,6 +42,10 @@ pub enum RealizeError {
         "fix the objects in the rules named; `kiln plan` checks them the same way"
     ))]
     Rejected(#[related] Vec<Rejection>),
+    /// Objects that rules produce are members of another kiln set.
+    #[error("{} objects belong to another kiln set; nothing was written", .0.len())]
+    #[diagnostic(help("pass --adopt to take them over into this set"))]
+    OtherSet(#[related] Vec<Claimed>),
     /// Fields of planned objects belong to other field managers.
     #[error("{0} objects conflict with another field manager; nothing was written")]
     #[diagnostic(help(
@@ -120,6 +138,7 @@ impl RealizeError {
             RealizeError::Interrupted => 130,
             RealizeError::Cluster(ClusterError::Conflict { .. })
             | RealizeError::Rejected(_)
+            | RealizeError::OtherSet(_)
             | RealizeError::Conflicts(_) => 1,
             // The server rejected the object itself (malformed, invalid): the user's to fix.
             RealizeError::Cluster(e) if matches!(e.status_code(), Some(400 | 422)) => 1,

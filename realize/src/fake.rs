@@ -159,6 +159,15 @@ impl FakeCluster {
             .cloned()
     }
 
+    /// Stores an object as another client would create it.
+    pub fn put(&self, obj: Value) {
+        let mut s = self.state.lock().unwrap();
+        s.resource_version += 1;
+        let mut obj = obj;
+        obj["metadata"]["resourceVersion"] = json!(s.resource_version.to_string());
+        s.objects.insert(ObjectKey::of(&obj), obj);
+    }
+
     /// Changes a stored object as another client would (a new resourceVersion).
     pub fn touch(&self, group_kind: &str, namespace: &str, name: &str, annotation: &str) {
         let mut s = self.state.lock().unwrap();
@@ -384,6 +393,10 @@ impl ClusterApi for FakeCluster {
             stored["status"] = status;
         }
         if params.dry_run {
+            // As the API server: a dry run of an existing object answers with its version.
+            if let Some(rv) = live_rv {
+                stored["metadata"]["resourceVersion"] = rv;
+            }
             return Ok(stored);
         }
         s.resource_version += 1;

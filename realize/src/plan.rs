@@ -33,6 +33,9 @@ pub const PLAN_JSON_FORMAT: u32 = 1;
 pub enum Action {
     /// Created.
     Create,
+    /// Exists, but in no kiln set (made by `kubectl apply`, by hand): taken over, its fields
+    /// moved to kiln's field manager.
+    Adopt,
     /// Updated.
     Update,
     /// Re-applied to revert an out-of-band change.
@@ -82,7 +85,7 @@ impl Change {
     /// Whether writing it takes fields back from whoever changed them out of band (drift, or
     /// an update of an object that also drifted): such a write forces ownership.
     pub fn takes_back(&self) -> bool {
-        self.action == Action::Drift || !self.drifted_fields.is_empty()
+        matches!(self.action, Action::Drift | Action::Adopt) || !self.drifted_fields.is_empty()
     }
 
     /// The object's key.

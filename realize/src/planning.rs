@@ -26,6 +26,8 @@ pub struct PlanOptions {
     pub lock: Option<LockOptions>,
     /// Also list every served kind for members the parent does not name.
     pub find_orphans: bool,
+    /// Take over objects that are members of another kiln set (refused otherwise).
+    pub adopt: bool,
 }
 
 /// What a built environment wants on the cluster, before the cluster is asked anything.
@@ -334,7 +336,7 @@ async fn read_and_plan(
         HashSet::new()
     };
     let mut plan = planned_with_orphans(&set_id, desired, &live, &orphans);
-    dry_run::settle(cluster, &mut plan, desired, &live).await?;
+    dry_run::settle(cluster, &mut plan, desired, &live, (&set_id, options.adopt)).await?;
     Ok((live_parent, plan))
 }
 

@@ -24,6 +24,7 @@ pub fn json<C: ClusterApi>(r: &Realized<C>, done: Option<&ApplyReport>) -> Value
 pub fn written(w: &Written) -> String {
     let done = match w.action {
         Action::Create => "created",
+        Action::Adopt => "adopted",
         Action::Update => "updated",
         Action::Drift => "reverted",
         Action::Delete => "deleted",
@@ -58,7 +59,7 @@ pub fn render(plan: &Plan) -> String {
         .filter(|c| c.action != Action::Unchanged)
     {
         let sign = match c.action {
-            Action::Create => "+",
+            Action::Create | Action::Adopt => "+",
             Action::Update => "~",
             Action::Drift => "!",
             Action::Delete => "-",
@@ -102,8 +103,9 @@ pub fn render(plan: &Plan) -> String {
     let count = |a| plan.summary.get(&a).copied().unwrap_or(0);
     let _ = writeln!(
         out,
-        "plan: {} to create, {} to update, {} drifted, {} to delete, {} unchanged",
+        "plan: {} to create, {} to adopt, {} to update, {} drifted, {} to delete, {} unchanged",
         count(Action::Create),
+        count(Action::Adopt),
         count(Action::Update),
         count(Action::Drift),
         count(Action::Delete),

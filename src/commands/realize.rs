@@ -195,6 +195,7 @@ fn release(rt: &tokio::runtime::Runtime, guard: Option<LockGuard>, printer: &Pri
 pub fn plan(args: &PlanArgs, printer: &Printer, store: &Path) -> Result<u8, Failure> {
     let options = PlanOptions {
         find_orphans: args.find_orphans,
+        adopt: args.adopt,
         ..PlanOptions::default()
     };
     let r = runtime()
@@ -242,6 +243,7 @@ pub fn apply(args: &ApplyArgs, printer: &Printer, store: &Path) -> Result<u8, Fa
     let options = PlanOptions {
         lock: Some(lock_options(&args.lock)),
         find_orphans: args.prune_orphans,
+        adopt: args.adopt,
     };
     let mut r = rt.block_on(until_interrupted(connect_and_plan(
         &target(&args.cluster, store),
@@ -283,6 +285,7 @@ pub fn destroy(args: &DestroyArgs, printer: &Printer, store: &Path) -> Result<u8
     let options = PlanOptions {
         lock: (!args.dry_run).then(|| lock_options(&args.lock)),
         find_orphans: args.find_orphans,
+        adopt: false,
     };
     let target = target(&args.cluster, store);
     // Nothing is built: the project is only loaded for its name and environment.
