@@ -62,7 +62,10 @@ impl Run<'_> {
     }
 
     fn realize(&self, cmd: &str, extra: &[&str]) -> Value {
-        let mut args = vec![cmd, "--env", "staging", "--json", "--kubeconfig"];
+        // The examples are separate platforms (each would own its cluster) sharing the one test
+        // cluster: their cluster-scoped objects (argo's CRDs and namespace) are members of
+        // whichever example ran last, so each takes them over in its turn.
+        let mut args = vec![cmd, "--env", "staging", "--json", "--adopt", "--kubeconfig"];
         let kc = kubeconfig();
         args.push(kc.to_str().unwrap());
         args.extend_from_slice(extra);

@@ -14,7 +14,7 @@ use futures::stream::{self, StreamExt};
 use serde_json::Value;
 
 use crate::api::{ApplyParams, ClusterApi, ClusterError};
-use crate::applyset::PART_OF_LABEL;
+use crate::applyset::{FIELD_MANAGER, PART_OF_LABEL};
 use crate::desired::{DesiredObject, ObjectKey};
 use crate::diff::{server_diff, without_server_fields};
 use crate::error::{Claimed, RealizeError, Rejection};
@@ -72,7 +72,17 @@ pub async fn settle(
             match found {
                 Existing::Adopt(live) => {
                     change.action = Action::Adopt;
-                    change.conflict = None;
+                    // Fields that another tool *applies* (a co-owner) stay a conflict, for the
+                    // user to decide; fields written imperatively (`kubectl apply` client-side,
+                    // `create`, edits) are taken over.
+                    change.conflict = match &result {
+                        Err(ClusterError::Conflict { message, .. })
+                            if has_other_appliers(&live) =>
+                        {
+                            Some(message.clone())
+                        }
+                        _ => None,
+                    };
                     let forced = ApplyParams {
                         force: true,
                         dry_run: true,
@@ -126,6 +136,17 @@ pub async fn settle(
         return Err(RealizeError::OtherSet(claimed));
     }
     Ok(())
+}
+
+/// Whether a field manager other than kiln owns fields of `live` through server-side apply.
+fn has_other_appliers(live: &Value) -> bool {
+    live.pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+        .is_some_and(|entries| {
+            entries
+                .iter()
+                .any(|e| e["operation"] == "Apply" && e["manager"] != FIELD_MANAGER)
+        })
 }
 
 /// What to do with an object that exists but is not a member of this set.
