@@ -626,3 +626,54 @@ fn existing_objects_are_adopted_and_other_sets_members_refused() {
     let plan: Value = serde_json::from_slice(&adopting.stdout).unwrap();
     assert_eq!(count(&plan, "adopt"), 1, "{plan:#}");
 }
+
+/// Issue 16: kinds are read per namespace of the set, yet prune stays exact: a member in a
+/// namespace that left the desired set (known only from the parent) and a cluster-scoped member
+/// are both found and deleted.
+#[test]
+fn per_namespace_reads_keep_prune_exact() {
+    let r = Realm::new("prune");
+    let (a, b) = (format!("{}-a", r.ns), format!("{}-b", r.ns));
+    let rules = |configmaps: &str, cluster_role: bool| {
+        let mut objects = format!(
+            "{{ apiVersion = \"v1\", kind = \"Namespace\", metadata = {{ name = \"{a}\" }} }}, {{ apiVersion = \"v1\", kind = \"Namespace\", metadata = {{ name = \"{b}\" }} }}"
+        );
+        if cluster_role {
+            objects.push_str(&format!(", {{ apiVersion = \"rbac.authorization.k8s.io/v1\", kind = \"ClusterRole\", metadata = {{ name = \"{}-reader\" }} }}", r.ns));
+        }
+        r.rules(&format!(
+            "\n[rule.spaces]\nkind = \"manifest\"\nobjects = [ {objects} ]\n\n[rule.config]\nkind = \"manifest\"\ndeps = [\"spaces\"]\nobjects = [ {configmaps} ]\n"
+        ));
+    };
+    let cm = |ns: &str, name: &str| {
+        format!("{{ apiVersion = \"v1\", kind = \"ConfigMap\", metadata = {{ name = \"{name}\", namespace = \"{ns}\" }} }}")
+    };
+    rules(&format!("{}, {}", cm(&a, "x"), cm(&b, "y")), true);
+    r.apply(&[]);
+    // Every object of namespace `a` and the ClusterRole leave the rules; `a` itself stays.
+    rules(&cm(&b, "y"), false);
+    let plan = r.plan();
+    let mut deleted = common::changed(&plan, "delete");
+    deleted.sort();
+    assert_eq!(deleted.len(), 2, "{plan:#}");
+    assert!(
+        deleted.iter().any(|d| d.starts_with("ClusterRole")),
+        "{deleted:?}"
+    );
+    assert!(
+        deleted
+            .iter()
+            .any(|d| d.starts_with("ConfigMap") && d.ends_with("/x")),
+        "{deleted:?}"
+    );
+    let applied = r.apply(&[]);
+    assert_eq!(writes_and_deletes(&applied).1, 2, "{applied:#}");
+    assert!(!kubectl_ok(&["get", "cm", "-n", &a, "-o", "name"]).contains("configmap/x"));
+    let again = r.kiln("plan", &["--detailed-exitcode"]);
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
+}

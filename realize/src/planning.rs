@@ -270,55 +270,51 @@ async fn read_and_plan(
             )
         })
         .collect();
+    // The parent first: the namespaces it records may hold members that left the desired set
+    // (to prune), and with the desired ones they decide how each kind is read.
+    let live_parent = cluster
+        .get("v1", "Secret", &parent.namespace, &parent.name)
+        .await?;
     let mut namespaces: BTreeSet<String> = desired
         .iter()
         .map(|d| d.key.namespace.clone())
         .filter(|ns| !ns.is_empty())
         .collect();
     namespaces.insert(parent.namespace.clone());
-    let list_all = |gks: Vec<String>, namespaces: BTreeSet<String>| {
-        let (selector, versions) = (&selector, &versions);
-        stream::iter(gks)
-            .map(move |gk| {
-                let namespaces = namespaces.clone();
-                async move {
-                    match list_members(
-                        cluster,
-                        &gk,
-                        versions.get(gk.as_str()).copied(),
-                        selector,
-                        &namespaces,
-                    )
-                    .await
-                    {
-                        // A kind whose CRD this run creates has no members yet.
-                        Err(e) if defined_here.contains_key(&gk) && e.is_not_served() => {
-                            Ok(Vec::new())
-                        }
-                        other => other,
-                    }
-                }
-            })
-            .buffer_unordered(8)
-            .try_collect::<Vec<Vec<Value>>>()
-    };
-    // The parent and the members of the kinds kiln wants read together: reads only.
     let desired_gks: BTreeSet<String> = desired.iter().map(|d| d.key.group_kind.clone()).collect();
-    let (live_parent, mut lists) = futures::try_join!(
-        cluster.get("v1", "Secret", &parent.namespace, &parent.name),
-        list_all(desired_gks.iter().cloned().collect(), namespaces.clone()),
-    )?;
+    let mut gks = desired_gks.clone();
     if let Some(p) = &live_parent {
+        namespaces.extend(parent_namespaces(p));
         // Kinds the set held before and no rule produces now: their members are to be pruned.
-        let extra: Vec<String> = kiln_parent_kinds(parent, p)?
-            .into_iter()
-            .filter(|g| !desired_gks.contains(g))
-            .collect();
-        if !extra.is_empty() {
-            namespaces.extend(parent_namespaces(p));
-            lists.extend(list_all(extra, namespaces).await?);
-        }
+        gks.extend(kiln_parent_kinds(parent, p)?);
     }
+    let namespaced: BTreeSet<&str> = desired
+        .iter()
+        .filter(|d| !d.key.namespace.is_empty())
+        .map(|d| d.key.group_kind.as_str())
+        .collect();
+    let (selector_ref, versions_ref, namespaces_ref) = (&selector, &versions, &namespaces);
+    let lists: Vec<Vec<Value>> = stream::iter(gks)
+        .map(|gk| {
+            let per_namespace =
+                namespaced.contains(gk.as_str()) && namespaces_ref.len() <= PER_NAMESPACE_MAX;
+            async move {
+                let read = Read {
+                    api_version: versions_ref.get(gk.as_str()).copied(),
+                    selector: selector_ref,
+                    namespaces: namespaces_ref,
+                    per_namespace,
+                };
+                match list_members(cluster, &gk, &read).await {
+                    // A kind whose CRD this run creates has no members yet.
+                    Err(e) if defined_here.contains_key(&gk) && e.is_not_served() => Ok(Vec::new()),
+                    other => other,
+                }
+            }
+        })
+        .buffer_unordered(8)
+        .try_collect()
+        .await?;
     let mut live: BTreeMap<ObjectKey, Value> = lists
         .into_iter()
         .flatten()
@@ -379,7 +375,13 @@ async fn read_for_teardown(
         let mut namespaces = parent_namespaces(p);
         namespaces.insert(parent.namespace.clone());
         for gk in kiln_parent_kinds(parent, p)? {
-            match list_members(cluster, &gk, None, &selector, &namespaces).await {
+            let read = Read {
+                api_version: None,
+                selector: &selector,
+                namespaces: &namespaces,
+                per_namespace: false,
+            };
+            match list_members(cluster, &gk, &read).await {
                 Ok(items) => live.extend(items.into_iter().map(|o| (ObjectKey::of(&o), o))),
                 Err(e) if e.is_not_served() => {}
                 Err(e) => return Err(e.into()),
@@ -398,27 +400,50 @@ async fn read_for_teardown(
     ))
 }
 
-/// The set's members of one group-kind: one cluster-wide LIST; when that is forbidden (a user
-/// whose Roles cover only some namespaces), one LIST per namespace of the set instead.
+/// A set spanning at most this many namespaces has its namespaced kinds read with one LIST per
+/// namespace (the API server then reads only those namespaces' objects, not the whole
+/// cluster's); a wider set is read with one cluster-wide LIST per kind.
+pub const PER_NAMESPACE_MAX: usize = 8;
+
+/// How to read one group-kind's members.
+struct Read<'a> {
+    api_version: Option<&'a str>,
+    selector: &'a str,
+    /// Every namespace of the set: the desired objects', the parent's and those it records.
+    namespaces: &'a BTreeSet<String>,
+    /// Namespaced kind and few namespaces: LIST each namespace.
+    per_namespace: bool,
+}
+
+/// The set's members of one group-kind: per namespace of the set when `read.per_namespace`,
+/// else one cluster-wide LIST; when that is forbidden (a user whose Roles cover only some
+/// namespaces), per namespace after all.
 async fn list_members(
     cluster: &impl ClusterApi,
     gk: &str,
-    api_version: Option<&str>,
-    selector: &str,
-    namespaces: &BTreeSet<String>,
+    read: &Read<'_>,
 ) -> Result<Vec<Value>, ClusterError> {
-    match cluster.list(gk, api_version, selector, None).await {
-        Err(e) if e.status_code() == Some(403) && !namespaces.is_empty() => {
+    let per_namespace = || async {
+        let lists: Vec<Vec<Value>> = stream::iter(read.namespaces)
+            .map(|ns| cluster.list(gk, read.api_version, read.selector, Some(ns)))
+            .buffer_unordered(8)
+            .try_collect()
+            .await?;
+        Ok(lists.into_iter().flatten().collect())
+    };
+    if read.per_namespace {
+        return per_namespace().await;
+    }
+    match cluster
+        .list(gk, read.api_version, read.selector, None)
+        .await
+    {
+        Err(e) if e.status_code() == Some(403) && !read.namespaces.is_empty() => {
             tracing::debug!(
                 group_kind = gk,
                 "cluster-wide LIST forbidden; listing per namespace"
             );
-            let lists: Vec<Vec<Value>> = stream::iter(namespaces)
-                .map(|ns| cluster.list(gk, api_version, selector, Some(ns)))
-                .buffer_unordered(8)
-                .try_collect()
-                .await?;
-            Ok(lists.into_iter().flatten().collect())
+            per_namespace().await
         }
         other => other,
     }
