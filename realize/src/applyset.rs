@@ -105,24 +105,38 @@ pub fn split_group_kind(gk: &str) -> (&str, &str) {
     kiln_rules::k8s::split(gk)
 }
 
-/// Reads a parent's `contains-group-kinds` and `tooling`.
-pub fn parent_state(parent: &Value) -> (Vec<String>, Option<String>) {
-    let ann = parent.pointer("/metadata/annotations");
-    let gks = ann
-        .and_then(|a| a.get(GROUP_KINDS_ANNOTATION))
+/// A parent's annotation `key`, if set.
+fn annotation<'a>(parent: &'a Value, key: &str) -> Option<&'a str> {
+    parent
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(key))
         .and_then(Value::as_str)
+}
+
+/// A parent's comma-separated list annotation `key`.
+fn annotation_list(parent: &Value, key: &str) -> Vec<String> {
+    annotation(parent, key)
         .map(|s| {
             s.split(',')
                 .filter(|x| !x.is_empty())
                 .map(str::to_owned)
                 .collect()
         })
-        .unwrap_or_default();
-    let tooling = ann
-        .and_then(|a| a.get(TOOLING_ANNOTATION))
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    (gks, tooling)
+        .unwrap_or_default()
+}
+
+/// Reads a parent's `contains-group-kinds` and `tooling`.
+pub fn parent_state(parent: &Value) -> (Vec<String>, Option<String>) {
+    (
+        annotation_list(parent, GROUP_KINDS_ANNOTATION),
+        annotation(parent, TOOLING_ANNOTATION).map(str::to_owned),
+    )
+}
+
+/// The namespaces a parent records its members in, besides its own
+/// (`additional-namespaces`).
+pub fn parent_namespaces(parent: &Value) -> Vec<String> {
+    annotation_list(parent, NAMESPACES_ANNOTATION)
 }
 
 #[cfg(test)]

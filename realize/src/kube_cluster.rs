@@ -111,11 +111,7 @@ impl KubeCluster {
                     kube::discovery::pinned_group(&self.client, &gv)
                         .await
                         .map(Arc::new)
-                        .map_err(|source| ClusterError::Api {
-                            action: "discover",
-                            what: format!("`{api_version}`"),
-                            source: Box::new(source),
-                        })
+                        .map_err(api_error("discover", format!("`{api_version}`")))
                 })
                 .await?
                 .clone();
@@ -147,41 +143,38 @@ impl KubeCluster {
         if group.is_empty() {
             return self.resolve("v1", kind).await;
         }
-        let versions =
-            {
-                let mut p = self.preferred.lock().await;
-                if p.is_none() {
-                    let list = self.client.list_api_groups().await.map_err(|source| {
-                        ClusterError::Api {
-                            action: "discover",
-                            what: "API groups".into(),
-                            source: Box::new(source),
-                        }
-                    })?;
-                    // Preferred version first, then the others the group serves.
-                    *p = Some(
-                        list.groups
-                            .into_iter()
-                            .map(|g| {
-                                let mut versions: Vec<String> = g
-                                    .preferred_version
-                                    .iter()
-                                    .map(|v| v.version.clone())
-                                    .collect();
-                                for v in g.versions {
-                                    if !versions.contains(&v.version) {
-                                        versions.push(v.version);
-                                    }
+        let versions = {
+            let mut p = self.preferred.lock().await;
+            if p.is_none() {
+                let list = self
+                    .client
+                    .list_api_groups()
+                    .await
+                    .map_err(api_error("discover", "API groups"))?;
+                // Preferred version first, then the others the group serves.
+                *p = Some(
+                    list.groups
+                        .into_iter()
+                        .map(|g| {
+                            let mut versions: Vec<String> = g
+                                .preferred_version
+                                .iter()
+                                .map(|v| v.version.clone())
+                                .collect();
+                            for v in g.versions {
+                                if !versions.contains(&v.version) {
+                                    versions.push(v.version);
                                 }
-                                (g.name, versions)
-                            })
-                            .collect(),
-                    );
-                }
-                p.as_ref()
-                    .and_then(|m| m.get(group).cloned())
-                    .unwrap_or_default()
-            };
+                            }
+                            (g.name, versions)
+                        })
+                        .collect(),
+                );
+            }
+            p.as_ref()
+                .and_then(|m| m.get(group).cloned())
+                .unwrap_or_default()
+        };
         // A kind need not be served in the preferred version (CronJob is batch/v1beta1 on 1.20).
         for version in &versions {
             match self.resolve(&format!("{group}/{version}"), kind).await {
@@ -252,11 +245,7 @@ impl ClusterApi for KubeCluster {
         let list = api
             .list(&ListParams::default().labels(selector))
             .await
-            .map_err(|source| ClusterError::Api {
-                action: "list",
-                what: format!("`{gk}`"),
-                source: Box::new(source),
-            })?;
+            .map_err(api_error("list", format!("`{gk}`")))?;
         Ok(typed_values(list.items, &ar))
     }
 
@@ -270,11 +259,7 @@ impl ClusterApi for KubeCluster {
         let discovery = kube::Discovery::new(self.client.clone())
             .run()
             .await
-            .map_err(|source| ClusterError::Api {
-                action: "discover",
-                what: "every API group".into(),
-                source: Box::new(source),
-            })?;
+            .map_err(api_error("discover", "every API group"))?;
         let mut kinds = Vec::new();
         for group in discovery.groups() {
             for (ar, caps) in group.recommended_resources() {
@@ -293,11 +278,7 @@ impl ClusterApi for KubeCluster {
                     Err(kube::Error::Api(s)) if s.code == 403 || s.code == 404 || s.code == 405 => {
                         Ok(Vec::new())
                     }
-                    Err(source) => Err(ClusterError::Api {
-                        action: "list",
-                        what: format!("`{gk}`"),
-                        source: Box::new(source),
-                    }),
+                    Err(source) => Err(api_error("list", format!("`{gk}`"))(source)),
                 }
             }))
             .await?;
@@ -317,11 +298,7 @@ impl ClusterApi for KubeCluster {
         let got = api
             .get_opt(name)
             .await
-            .map_err(|source| ClusterError::Api {
-                action: "get",
-                what: format!("{kind} `{name}`"),
-                source: Box::new(source),
-            })?;
+            .map_err(api_error("get", format!("{kind} `{name}`")))?;
         Ok(got.map(|o| serde_json::to_value(o).expect("objects serialize")))
     }
 
@@ -349,11 +326,7 @@ impl ClusterApi for KubeCluster {
                 what,
                 message: status.message,
             }),
-            Err(source) => Err(ClusterError::Api {
-                action: "apply",
-                what,
-                source: Box::new(source),
-            }),
+            Err(source) => Err(api_error("apply", what)(source)),
         }
     }
 
@@ -364,11 +337,7 @@ impl ClusterApi for KubeCluster {
         api.get_opt(name)
             .await
             .map(|o| o.is_some())
-            .map_err(|source| ClusterError::Api {
-                action: "get",
-                what: format!("{gk} `{name}`"),
-                source: Box::new(source),
-            })
+            .map_err(api_error("get", format!("{gk} `{name}`")))
     }
 
     /// Deletes one object (background propagation); a missing object is fine.
@@ -378,12 +347,20 @@ impl ClusterApi for KubeCluster {
         match api.delete(name, &DeleteParams::background()).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(source) => Err(ClusterError::Api {
-                action: "delete",
-                what: format!("{gk} `{name}`"),
-                source: Box::new(source),
-            }),
+            Err(source) => Err(api_error("delete", format!("{gk} `{name}`"))(source)),
         }
+    }
+}
+
+/// Wraps a client error as the failure of `action` on `what`.
+fn api_error(
+    action: &'static str,
+    what: impl Into<String>,
+) -> impl FnOnce(kube::Error) -> ClusterError {
+    move |source| ClusterError::Api {
+        action,
+        what: what.into(),
+        source: Box::new(source),
     }
 }
 

@@ -11,7 +11,7 @@ use kiln_core::Tree;
 use serde_json::Value;
 
 use crate::api::{ClusterApi, ClusterError};
-use crate::applyset::{self, parent_state, Parent};
+use crate::applyset::{self, parent_namespaces, parent_state, Parent};
 use crate::desired::{self, DesiredObject, Lineage, ObjectKey, RawObject, Scope};
 use crate::dry_run;
 use crate::error::RealizeError;
@@ -110,17 +110,6 @@ impl Wanted {
             objects,
             declared_refs: HashSet::new(),
             lineage,
-        }
-    }
-
-    /// Nothing wanted: the teardown of `project`'s `instance`.
-    pub fn nothing(project: &str, instance: &str, parent_namespace: &str) -> Self {
-        Self {
-            parent: Parent::for_project(project, instance, parent_namespace),
-            objects: Vec::new(),
-            defined_here: BTreeMap::new(),
-            declared_refs: HashSet::new(),
-            lineage: Lineage::default(),
         }
     }
 }
@@ -372,7 +361,7 @@ async fn read_for_teardown(
     let mut live = BTreeMap::new();
     let mut known = BTreeSet::new();
     if let Some(p) = &live_parent {
-        let mut namespaces = parent_namespaces(p);
+        let mut namespaces: BTreeSet<String> = parent_namespaces(p).into_iter().collect();
         namespaces.insert(parent.namespace.clone());
         for gk in kiln_parent_kinds(parent, p)? {
             let read = Read {
@@ -447,21 +436,6 @@ async fn list_members(
         }
         other => other,
     }
-}
-
-/// The namespaces a live parent says its members are in, besides its own.
-fn parent_namespaces(parent: &Value) -> BTreeSet<String> {
-    parent
-        .pointer("/metadata/annotations")
-        .and_then(|a| a.get(applyset::NAMESPACES_ANNOTATION))
-        .and_then(Value::as_str)
-        .map(|s| {
-            s.split(',')
-                .filter(|n| !n.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Takes the set's lock when `options` asks for it.

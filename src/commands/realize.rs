@@ -5,6 +5,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use kiln_realize::applyset::Parent;
 use kiln_realize::lock::{LockGuard, LockOptions};
 use kiln_realize::render::render;
 use kiln_realize::{
@@ -290,14 +291,14 @@ pub fn destroy(args: &DestroyArgs, printer: &Printer, store: &Path) -> Result<u8
     let target = target(&args.cluster, store);
     // Nothing is built: the project is only loaded for its name and environment.
     let loaded = load(&target)?;
-    let wanted = Wanted::nothing(
+    let parent = Parent::for_project(
         &loaded.project.name,
         &loaded.selected.instance_name(),
         &target.parent_namespace,
     );
     let mut r = rt.block_on(until_interrupted(async {
         let cluster = connect(&target).await?;
-        plan_teardown(cluster, wanted.parent, &options, on_wait(printer))
+        plan_teardown(cluster, parent, &options, on_wait(printer))
             .await
             .map_err(Failure::from)
     }))?;
