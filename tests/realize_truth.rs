@@ -7,6 +7,10 @@ use common::count;
 use common::realm::{kubectl_ok, Realm};
 use serde_json::Value;
 
+/// A `manifest` rule `app` reading `app.yaml` into the realm's namespace.
+const APP_RULE: &str =
+    "\n[rule.app]\nkind = \"manifest\"\nsrcs = [\"app.yaml\"]\ndeps = [\"ns\"]\nnamespace = \"${var.ns}\"\n";
+
 fn writes_and_deletes(report: &Value) -> (u64, u64) {
     (
         report["applied"]["applied"].as_u64().unwrap(),
@@ -203,9 +207,7 @@ fn built_yaml_reads_back_the_same_in_kubectl() {
 #[test]
 fn waiting_stops_at_a_failed_condition() {
     let r = Realm::new("deadline");
-    r.rules(
-        "\n[rule.app]\nkind = \"manifest\"\nsrcs = [\"app.yaml\"]\ndeps = [\"ns\"]\nnamespace = \"${var.ns}\"\n",
-    );
+    r.rules(APP_RULE);
     r.s.write(
         "app.yaml",
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: app}\nspec:\n  replicas: 1\n  progressDeadlineSeconds: 2\n  selector: {matchLabels: {app: a}}\n  template:\n    metadata: {labels: {app: a}}\n    spec: {containers: [{name: a, image: nginx}]}\n",
@@ -238,9 +240,7 @@ fn deployment_yaml(name: &str, image: &str, extra_pod_spec: &str) -> String {
 #[test]
 fn zero_values_the_server_drops_are_not_drift() {
     let r = Realm::new("zero");
-    r.rules(
-        "\n[rule.app]\nkind = \"manifest\"\nsrcs = [\"app.yaml\"]\ndeps = [\"ns\"]\nnamespace = \"${var.ns}\"\n",
-    );
+    r.rules(APP_RULE);
     let pod_extras = "      nodeSelector: {}\n      tolerations: []\n      securityContext: {}\n";
     r.s.write(
         "app.yaml",
@@ -256,13 +256,7 @@ fn zero_values_the_server_drops_are_not_drift() {
     assert_eq!(written.len(), 3, "{first:#}");
     assert_eq!(written[0]["object"], format!("Namespace {}", r.ns));
     assert!(written.iter().all(|w| w["action"] == "create"));
-    let plan = r.kiln("plan", &["--detailed-exitcode"]);
-    assert_eq!(
-        plan.status.code(),
-        Some(0),
-        "a converged set plans no change:\n{}",
-        String::from_utf8_lossy(&plan.stdout)
-    );
+    r.assert_converged();
     let second = r.apply(&[]);
     assert_eq!(writes_and_deletes(&second), (0, 0), "{second:#}");
     assert_eq!(second["http"]["writes"], 0, "{second:#}");
@@ -273,9 +267,7 @@ fn zero_values_the_server_drops_are_not_drift() {
 #[test]
 fn an_image_change_diffs_as_exactly_that_line() {
     let r = Realm::new("diff");
-    r.rules(
-        "\n[rule.app]\nkind = \"manifest\"\nsrcs = [\"app.yaml\"]\ndeps = [\"ns\"]\nnamespace = \"${var.ns}\"\n",
-    );
+    r.rules(APP_RULE);
     let resources = "";
     r.s.write(
         "app.yaml",
@@ -378,9 +370,7 @@ fn a_rejected_object_fails_plan_and_apply_before_any_write() {
 #[test]
 fn drift_and_a_change_together_are_applied_in_one_write() {
     let r = Realm::new("both");
-    r.rules(
-        "\n[rule.app]\nkind = \"manifest\"\nsrcs = [\"app.yaml\"]\ndeps = [\"ns\"]\nnamespace = \"${var.ns}\"\n",
-    );
+    r.rules(APP_RULE);
     r.s.write(
         "app.yaml",
         &deployment_yaml("web", "registry.invalid/app:1", ""),
@@ -423,13 +413,7 @@ fn drift_and_a_change_together_are_applied_in_one_write() {
         "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].image}",
     ]);
     assert_eq!(live, "1 registry.invalid/app:2");
-    let again = r.kiln("plan", &["--detailed-exitcode"]);
-    assert_eq!(
-        again.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&again.stdout)
-    );
+    r.assert_converged();
 }
 
 /// Class 8: a user whose Role covers one namespace only plans and applies a project that lives
@@ -550,9 +534,7 @@ fn a_namespace_scoped_user_can_plan_and_apply() {
 #[test]
 fn existing_objects_are_adopted_and_other_sets_members_refused() {
     let r = Realm::new("adopt");
-    r.rules(
-        "\n[rule.app]\nkind = \"manifest\"\nsrcs = [\"app.yaml\"]\ndeps = [\"ns\"]\nnamespace = \"${var.ns}\"\n",
-    );
+    r.rules(APP_RULE);
     r.s.write(
         "app.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: handmade}\ndata: {mode: kiln}\n",
@@ -584,13 +566,7 @@ fn existing_objects_are_adopted_and_other_sets_members_refused() {
         "jsonpath={.data.mode}",
     ]);
     assert_eq!(mode, "kiln");
-    let again = r.kiln("plan", &["--detailed-exitcode"]);
-    assert_eq!(
-        again.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&again.stdout)
-    );
+    r.assert_converged();
 
     // A second project that produces the same ConfigMap: refused, naming both sets.
     let other = common::Sandbox::new();
@@ -669,11 +645,5 @@ fn per_namespace_reads_keep_prune_exact() {
     let applied = r.apply(&[]);
     assert_eq!(writes_and_deletes(&applied).1, 2, "{applied:#}");
     assert!(!kubectl_ok(&["get", "cm", "-n", &a, "-o", "name"]).contains("configmap/x"));
-    let again = r.kiln("plan", &["--detailed-exitcode"]);
-    assert_eq!(
-        again.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&again.stdout)
-    );
+    r.assert_converged();
 }

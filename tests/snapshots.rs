@@ -41,39 +41,17 @@ deps = ["ns", "config"]
 
 fn settings(s: &Sandbox) -> insta::Settings {
     let mut settings = insta::Settings::clone_current();
-    settings.add_filter(&regex_escape(&s.store().display().to_string()), "[store]");
+    settings.add_filter(&regex::escape(&s.store().display().to_string()), "[store]");
     settings.add_filter(
-        &regex_escape(&s.project().display().to_string()),
+        &regex::escape(&s.project().display().to_string()),
         "[project]",
     );
     settings.add_filter(r"\d+(\.\d+)?\s?(ms|s)\b", "[duration]");
     settings
 }
 
-fn regex_escape(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '/' || c == '_' || c == '-' {
-                c.to_string()
-            } else {
-                format!("\\{c}")
-            }
-        })
-        .collect()
-}
-
 fn text_build(s: &Sandbox) -> String {
-    let out = s
-        .kiln()
-        .args(["build", "--env", "prod"])
-        .arg(s.project())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = s.build_ok(&["--env", "prod"]);
     format!(
         "stdout:\n{}\nstderr:\n{}",
         String::from_utf8_lossy(&out.stdout),

@@ -48,11 +48,17 @@ impl Sandbox {
 
     /// `kiln build PROJECT --json [extra]`, asserting success, returning the JSON report.
     pub fn build(&self, extra: &[&str]) -> Value {
+        let mut args = vec!["--json"];
+        args.extend_from_slice(extra);
+        serde_json::from_slice(&self.build_ok(&args).stdout).unwrap()
+    }
+
+    /// `kiln build PROJECT [extra]`, asserting success.
+    pub fn build_ok(&self, extra: &[&str]) -> Output {
         let out = self
             .kiln()
             .arg("build")
             .arg(self.project())
-            .arg("--json")
             .args(extra)
             .output()
             .unwrap();
@@ -61,7 +67,7 @@ impl Sandbox {
             "build failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        serde_json::from_slice(&out.stdout).unwrap()
+        out
     }
 
     /// `kiln store cat RULE --file FILE` of this project (`extra`: more arguments such as

@@ -92,6 +92,18 @@ impl Realm {
     pub fn plan(&self) -> Value {
         self.json("plan", &[])
     }
+
+    /// Asserts that the set has converged: `kiln plan --detailed-exitcode` exits 0.
+    pub fn assert_converged(&self) {
+        let out = self.kiln("plan", &["--detailed-exitcode"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "a converged set plans no change:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// Every test project's namespace, as a rule the others depend on.
