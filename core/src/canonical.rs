@@ -78,4 +78,43 @@ mod tests {
             r#"{"a":{"y":1.5,"z":[true,null,"x"]},"b":1}"#
         );
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// JSON values without floats (whose text form is serde_json's own business).
+        fn values() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                ".{0,8}".prop_map(Value::from),
+            ];
+            leaf.prop_recursive(4, 32, 6, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    proptest::collection::btree_map(".{0,6}", inner, 0..6)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            /// The canonical bytes parse back to the same value, and are a fixed point.
+            #[test]
+            fn round_trips(v in values()) {
+                let bytes = to_canonical_json(&v);
+                let back: Value = serde_json::from_slice(&bytes).unwrap();
+                prop_assert_eq!(&back, &v);
+                prop_assert_eq!(to_canonical_json(&back), bytes);
+            }
+
+            /// Two values have the same canonical bytes exactly when they are equal.
+            #[test]
+            fn bytes_identify_the_value(v in values(), w in values()) {
+                prop_assert_eq!(to_canonical_json(&v) == to_canonical_json(&w), v == w);
+            }
+        }
+    }
 }

@@ -497,4 +497,41 @@ mod tests {
             ]
         );
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn ident() -> impl Strategy<Value = String> {
+            "[a-z][a-z0-9_]{0,6}"
+        }
+
+        fn reference() -> impl Strategy<Value = Reference> {
+            prop_oneof![
+                ident().prop_map(Reference::Var),
+                ident().prop_map(Reference::Kiln),
+                (ident(), ident()).prop_map(|(r, k)| Reference::Dep {
+                    rule: RuleName::new(r).unwrap(),
+                    key: k
+                }),
+            ]
+        }
+
+        proptest! {
+            /// A reference printed into text is found again, the same, between any text
+            /// without `$`.
+            #[test]
+            fn references_round_trip(refs in proptest::collection::vec(reference(), 0..5), gap in "[^$]{0,8}") {
+                let text: String = refs.iter().map(|r| format!("{gap}{r}")).collect();
+                prop_assert_eq!(references(&text).unwrap(), refs);
+            }
+
+            /// Text without `${` interpolates to itself.
+            #[test]
+            fn plain_text_is_unchanged(text in "[^$]{0,40}") {
+                let scope = Scope { env: "e", project: "p", vars: None, deps: Default::default() };
+                prop_assert_eq!(scope.interpolate_text(&text).unwrap(), text);
+            }
+        }
+    }
 }

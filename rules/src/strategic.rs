@@ -124,4 +124,47 @@ mod tests {
         strategic_merge(&mut base, &json!({"a": null, "args": ["z"], "m": {"j": 2}}));
         assert_eq!(base, json!({"args": ["z"], "m": {"k": 1, "j": 2}}));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Maps of maps and scalars (no lists, no directives), as most patches are.
+        fn maps() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                any::<i32>().prop_map(Value::from),
+                "[a-z]{0,4}".prop_map(Value::from)
+            ];
+            leaf.prop_recursive(3, 24, 4, |inner| {
+                proptest::collection::btree_map("[a-c]", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect()))
+            })
+            .prop_filter("a map", Value::is_object)
+        }
+
+        proptest! {
+            /// An empty patch changes nothing, a patch applied twice is applied once, and
+            /// after it every value the patch sets is what the object holds.
+            #[test]
+            fn merge_laws(base in maps(), patch in maps()) {
+                let mut same = base.clone();
+                strategic_merge(&mut same, &json!({}));
+                prop_assert_eq!(&same, &base);
+                let mut once = base.clone();
+                strategic_merge(&mut once, &patch);
+                let mut twice = once.clone();
+                strategic_merge(&mut twice, &patch);
+                prop_assert_eq!(&twice, &once);
+                fn holds(obj: &Value, patch: &Value) -> bool {
+                    match (obj, patch) {
+                        (Value::Object(o), Value::Object(p)) => p.iter().all(|(k, pv)| {
+                            pv.is_null() || o.get(k).is_some_and(|ov| holds(ov, pv))
+                        }),
+                        (o, p) => o == p,
+                    }
+                }
+                prop_assert!(holds(&once, &patch));
+            }
+        }
+    }
 }
