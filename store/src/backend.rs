@@ -105,6 +105,62 @@ impl ActionCache for LocalStore {
     }
 }
 
+/// A shared cache a build pulls from (kiln-cache's remote caches implement it). Its answers are
+/// verified before they are returned, and its failures are its own business: a cache that is
+/// down, slow or lying answers `None` (after a warning), never an error, so it cannot fail a
+/// build.
+pub trait Substituter: Send + Sync {
+    /// The cache's address, for messages.
+    fn address(&self) -> &str;
+    /// Looks every derivation up at once (concurrently); one answer per input, in order.
+    fn lookup_many(&self, drvs: &[Digest]) -> Vec<Option<OutputRecord>>;
+    /// The artifact `out`, unpacked under the store's limits and checked against its hash.
+    fn fetch(&self, out: &Digest) -> Option<Tree>;
+}
+
+/// Objects from the local store, fetched from substituters on a miss ("build without the
+/// bytes": an artifact crosses the network only when something reads it) and then kept locally.
+pub struct PullThrough {
+    local: Arc<LocalStore>,
+    substituters: Vec<Arc<dyn Substituter>>,
+}
+
+impl PullThrough {
+    /// `local` in front of `substituters`, tried in order.
+    pub fn new(local: Arc<LocalStore>, substituters: Vec<Arc<dyn Substituter>>) -> Self {
+        Self {
+            local,
+            substituters,
+        }
+    }
+}
+
+impl ObjectStore for PullThrough {
+    /// Local presence only: asking the caches here would cost a request per rule.
+    fn contains(&self, out: &Digest) -> Result<bool> {
+        Ok(self.local.has_object(out))
+    }
+
+    fn get(&self, out: &Digest) -> Result<Option<Tree>> {
+        match self.local.load(out) {
+            Ok(t) => return Ok(Some(t)),
+            Err(StoreError::Missing(_)) => {}
+            Err(e) => return Err(e),
+        }
+        for s in &self.substituters {
+            if let Some(tree) = s.fetch(out) {
+                self.local.put_object(&tree)?;
+                return Ok(Some(tree));
+            }
+        }
+        Ok(None)
+    }
+
+    fn put(&self, tree: &Tree) -> Result<Digest> {
+        self.local.put_object(tree)
+    }
+}
+
 /// An in-memory backend, for unit tests.
 #[derive(Default)]
 pub struct MemoryStore {

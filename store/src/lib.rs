@@ -14,6 +14,8 @@ pub mod gc;
 pub mod local;
 pub mod verify;
 
-pub use backend::{from_addr, ActionCache, Backend, Layered, MemoryStore, ObjectStore};
+pub use backend::{
+    from_addr, ActionCache, Backend, Layered, MemoryStore, ObjectStore, PullThrough, Substituter,
+};
 pub use error::{Result, StoreError};
 pub use local::{LocalStore, OutputRecord, Root, RootEntry};

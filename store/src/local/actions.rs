@@ -91,6 +91,11 @@ impl LocalStore {
     }
 
     /// The action entry of `drv`: its record and derivation; `Ok(None)` when absent.
+    /// The action entry of `drv`: its record and canonical derivation, `Ok(None)` on a miss.
+    pub fn action(&self, drv: &Digest) -> Result<Option<(OutputRecord, Vec<u8>)>> {
+        self.read_action(drv)
+    }
+
     pub(crate) fn read_action(&self, drv: &Digest) -> Result<Option<(OutputRecord, Vec<u8>)>> {
         let path = self.action_path(drv);
         let bytes = match fs::read(&path) {

@@ -1,0 +1,454 @@
+//! A remote cache on any `object_store` backend: `file://`, `http(s)://` (kiln's own server or
+//! any static server), `s3://` (AWS, MinIO, R2 and other S3-speaking stores), `gs://`, `az://`.
+//!
+//! Every answer is verified before kiln uses it (entries: format, key, signatures; archives:
+//! unpacked under the store's limits and rehashed). Every failure is a warning and a miss:
+//! the first failure of a cache warns once, three in a row open a circuit breaker that skips
+//! the cache for the rest of the run.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use kiln_core::{Digest, Tree};
+use kiln_store::archive::{self, UnpackLimits};
+use kiln_store::{LocalStore, OutputRecord, Substituter};
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use serde::Serialize;
+
+use crate::entry::ActionEntry;
+use crate::error::CacheError;
+use crate::keys::{PublicKey, SecretKey};
+use crate::layout::Key;
+
+/// Consecutive failures after which a cache is skipped for the rest of the run.
+const BREAKER_THRESHOLD: u32 = 3;
+
+/// How a remote cache is reached.
+#[derive(Clone, Debug)]
+pub struct RemoteOptions {
+    /// Public keys whose signatures are trusted; with none, entries are not checked for signatures.
+    pub trusted: Vec<PublicKey>,
+    /// A bearer token for `http(s)://` caches.
+    pub token: Option<String>,
+    /// Per-request timeout (connect, and the whole request).
+    pub timeout: Duration,
+    /// Concurrent requests.
+    pub concurrency: usize,
+}
+
+impl Default for RemoteOptions {
+    fn default() -> Self {
+        Self {
+            trusted: Vec::new(),
+            token: None,
+            timeout: Duration::from_secs(10),
+            concurrency: 64,
+        }
+    }
+}
+
+/// What a cache cost in one run: reported in `--json` and the summary line.
+#[derive(Debug, Default, Serialize)]
+pub struct Traffic {
+    /// The cache's address.
+    pub address: String,
+    /// Requests sent.
+    pub requests: u64,
+    /// Body bytes received.
+    pub bytes_down: u64,
+    /// Body bytes sent.
+    pub bytes_up: u64,
+    /// Entries found and accepted.
+    pub hits: u64,
+    /// Entries or archives refused (bad signature, wrong hash, hostile archive).
+    pub refused: u64,
+    /// Requests that failed (down, 5xx, timeout, 401/403).
+    pub failures: u64,
+    /// Whether the circuit breaker opened.
+    pub gave_up: bool,
+    /// Entries and archives pushed.
+    pub pushed_entries: u64,
+    /// Archives pushed.
+    pub pushed_archives: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    requests: AtomicU64,
+    bytes_down: AtomicU64,
+    bytes_up: AtomicU64,
+    hits: AtomicU64,
+    refused: AtomicU64,
+    failures: AtomicU64,
+    pushed_entries: AtomicU64,
+    pushed_archives: AtomicU64,
+}
+
+/// One remote cache.
+pub struct RemoteCache {
+    address: String,
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    options: RemoteOptions,
+    runtime: tokio::runtime::Runtime,
+    counters: Counters,
+    consecutive_failures: AtomicU32,
+    broken: AtomicBool,
+    warned: AtomicBool,
+}
+
+/// One rule's result to push: its derivation and the record it built.
+#[derive(Clone, Debug)]
+pub struct PushItem {
+    /// The derivation hash.
+    pub derivation: Digest,
+    /// Its output.
+    pub output: Digest,
+}
+
+enum Fetched {
+    Found(bytes::Bytes),
+    Missing,
+    Failed,
+}
+
+impl RemoteCache {
+    /// Opens the cache at `address`. Nothing is requested yet.
+    pub fn open(address: &str, options: RemoteOptions) -> Result<Self, CacheError> {
+        let (store, prefix) = crate::address::open_store(address, &options)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("kiln-cache")
+            .enable_all()
+            .build()
+            .map_err(|e| CacheError::Remote {
+                cache: address.to_owned(),
+                message: format!("cannot start the I/O runtime: {e}"),
+            })?;
+        Ok(Self {
+            address: crate::address::redacted(address),
+            store,
+            prefix,
+            options,
+            runtime,
+            counters: Counters::default(),
+            consecutive_failures: AtomicU32::new(0),
+            broken: AtomicBool::new(false),
+            warned: AtomicBool::new(false),
+        })
+    }
+
+    /// What this cache cost so far.
+    pub fn traffic(&self) -> Traffic {
+        let c = &self.counters;
+        Traffic {
+            address: self.address.clone(),
+            requests: c.requests.load(Ordering::Relaxed),
+            bytes_down: c.bytes_down.load(Ordering::Relaxed),
+            bytes_up: c.bytes_up.load(Ordering::Relaxed),
+            hits: c.hits.load(Ordering::Relaxed),
+            refused: c.refused.load(Ordering::Relaxed),
+            failures: c.failures.load(Ordering::Relaxed),
+            gave_up: self.broken.load(Ordering::Relaxed),
+            pushed_entries: c.pushed_entries.load(Ordering::Relaxed),
+            pushed_archives: c.pushed_archives.load(Ordering::Relaxed),
+        }
+    }
+
+    fn path(&self, key: Key) -> StorePath {
+        StorePath::from(format!("{}{}", self.prefix, key.path()))
+    }
+
+    fn failed(&self, what: &str, e: &object_store::Error) {
+        self.counters.failures.fetch_add(1, Ordering::Relaxed);
+        let message = describe(e);
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(cache = %self.address, "remote cache failed to {what}: {message}; building locally");
+        } else {
+            tracing::debug!(cache = %self.address, "remote cache failed to {what}: {message}");
+        }
+        let n = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= BREAKER_THRESHOLD && !self.broken.swap(true, Ordering::Relaxed) {
+            tracing::warn!(cache = %self.address, "{n} requests in a row failed: not asking this cache again in this run");
+        }
+    }
+
+    fn refused(&self, what: String) {
+        self.counters.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(cache = %self.address, "refused {what}; building locally");
+    }
+
+    async fn fetch(&self, key: Key, what: &str) -> Fetched {
+        if self.broken.load(Ordering::Relaxed) {
+            return Fetched::Failed;
+        }
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let path = self.path(key);
+        let result = async { self.store.get(&path).await?.bytes().await }.await;
+        match result {
+            Ok(bytes) => {
+                self.consecutive_failures.store(0, Ordering::Relaxed);
+                self.counters
+                    .bytes_down
+                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                Fetched::Found(bytes)
+            }
+            Err(object_store::Error::NotFound { .. }) => {
+                self.consecutive_failures.store(0, Ordering::Relaxed);
+                Fetched::Missing
+            }
+            Err(e) => {
+                self.failed(what, &e);
+                Fetched::Failed
+            }
+        }
+    }
+
+    async fn exists(&self, key: Key) -> Result<bool, ()> {
+        if self.broken.load(Ordering::Relaxed) {
+            return Err(());
+        }
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        match self.store.head(&self.path(key)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => {
+                self.failed("check an entry", &e);
+                Err(())
+            }
+        }
+    }
+
+    async fn upload(&self, key: Key, bytes: Vec<u8>) -> Result<(), ()> {
+        if self.broken.load(Ordering::Relaxed) {
+            return Err(());
+        }
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let len = bytes.len() as u64;
+        match self
+            .store
+            .put(&self.path(key), PutPayload::from(bytes))
+            .await
+        {
+            Ok(_) => {
+                self.consecutive_failures.store(0, Ordering::Relaxed);
+                self.counters.bytes_up.fetch_add(len, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                self.failed("upload", &e);
+                Err(())
+            }
+        }
+    }
+
+    async fn lookup(&self, drv: Digest) -> Option<OutputRecord> {
+        let Fetched::Found(bytes) = self.fetch(Key::Action(drv), "look up an entry").await else {
+            return None;
+        };
+        let checked = ActionEntry::parse(&bytes, &drv)
+            .and_then(|e| e.check_signatures(&self.options.trusted).map(|()| e));
+        match checked {
+            Ok(entry) => {
+                self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                Some(entry.record)
+            }
+            Err(refusal) => {
+                self.refused(format!("entry `ac/{}`: {refusal}", drv.hex()));
+                None
+            }
+        }
+    }
+
+    async fn fetch_archive(&self, out: Digest) -> Option<Tree> {
+        let Fetched::Found(bytes) = self.fetch(Key::Archive(out), "download an archive").await
+        else {
+            return None;
+        };
+        let what = format!("archive `cas/{}.tar.zst`", out.hex());
+        match verified_tree(&bytes, &out) {
+            Ok(tree) => Some(tree),
+            Err(reason) => {
+                self.refused(format!("{what}: {reason}"));
+                None
+            }
+        }
+    }
+
+    /// Uploads what the cache lacks of `items`: per item, the archive (unless present) first
+    /// and the entry last, so an interrupted push never leaves an entry without its archive.
+    /// With `key`, entries are signed. Items whose entry the cache has are skipped; items whose
+    /// archive is not in the local store (pulled lazily from elsewhere) are skipped too.
+    pub fn push(
+        &self,
+        local: &LocalStore,
+        items: &[PushItem],
+        key: Option<&SecretKey>,
+    ) -> Result<(), CacheError> {
+        let outcomes: Vec<Result<(), CacheError>> = self.runtime.block_on(
+            futures::stream::iter(items)
+                .map(|item| self.push_one(local, item, key))
+                .buffer_unordered(self.options.concurrency)
+                .collect(),
+        );
+        outcomes.into_iter().collect::<Result<Vec<()>, _>>()?;
+        if self.broken.load(Ordering::Relaxed) || self.counters.failures.load(Ordering::Relaxed) > 0
+        {
+            return Err(CacheError::Remote {
+                cache: self.address.clone(),
+                message: "some uploads failed (see the warnings above)".into(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn push_one(
+        &self,
+        local: &LocalStore,
+        item: &PushItem,
+        key: Option<&SecretKey>,
+    ) -> Result<(), CacheError> {
+        if self.exists(Key::Action(item.derivation)).await != Ok(false) {
+            return Ok(());
+        }
+        let Some((record, derivation)) = local.action(&item.derivation)? else {
+            return Ok(());
+        };
+        let archive_path = local.object_path(&item.output);
+        if self.exists(Key::Archive(item.output)).await == Ok(false) {
+            let bytes = match tokio::fs::read(&archive_path).await {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(CacheError::io("read", archive_path)(e)),
+            };
+            if self.upload(Key::Archive(item.output), bytes).await.is_err() {
+                return Ok(());
+            }
+            self.counters.pushed_archives.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut entry = ActionEntry::new(&derivation, record).map_err(|r| CacheError::Remote {
+            cache: self.address.clone(),
+            message: format!("cannot push `{}`: {r}", item.derivation),
+        })?;
+        if let Some(k) = key {
+            entry.sign(k);
+        }
+        if self
+            .upload(Key::Action(item.derivation), entry.to_bytes())
+            .await
+            .is_ok()
+        {
+            self.counters.pushed_entries.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Writes `kiln-cache-info` unless present (a fresh bucket or directory).
+    pub fn ensure_info(&self) -> Result<(), CacheError> {
+        self.runtime.block_on(async {
+            match self.exists(Key::Info).await {
+                Ok(true) => Ok(()),
+                Ok(false) => self
+                    .upload(Key::Info, crate::layout::info_body().into_bytes())
+                    .await
+                    .map_err(|()| self.unavailable()),
+                Err(()) => Err(self.unavailable()),
+            }
+        })
+    }
+
+    fn unavailable(&self) -> CacheError {
+        CacheError::Remote {
+            cache: self.address.clone(),
+            message: "not reachable (see the warning above)".into(),
+        }
+    }
+
+    /// Every object under the cache's prefix (for checks and tests).
+    pub fn list(&self) -> Result<Vec<String>, CacheError> {
+        let prefix = (!self.prefix.is_empty())
+            .then(|| StorePath::from(self.prefix.trim_end_matches('/')));
+        self.runtime
+            .block_on(self.store.list(prefix.as_ref()).try_collect::<Vec<_>>())
+            .map(|metas| {
+                metas
+                    .into_iter()
+                    .map(|m| {
+                        let p = m.location.to_string();
+                        p.strip_prefix(&self.prefix).unwrap_or(&p).to_owned()
+                    })
+                    .collect()
+            })
+            .map_err(|e| CacheError::Remote {
+                cache: self.address.clone(),
+                message: describe(&e),
+            })
+    }
+}
+
+/// An archive's tree, when it unpacks under the store's limits and hashes to `out`.
+pub fn verified_tree(bytes: &[u8], out: &Digest) -> Result<Tree, String> {
+    let tree = archive::unpack(bytes, UnpackLimits::default())
+        .map_err(|e| kiln_core::error_chain::error_chain(&e))?;
+    let actual = tree.output_hash();
+    if actual != *out {
+        return Err(format!("its content hashes to {actual}"));
+    }
+    Ok(tree)
+}
+
+impl Substituter for RemoteCache {
+    fn address(&self) -> &str {
+        &self.address
+    }
+
+    fn lookup_many(&self, drvs: &[Digest]) -> Vec<Option<OutputRecord>> {
+        if drvs.is_empty() || self.broken.load(Ordering::Relaxed) {
+            return vec![None; drvs.len()];
+        }
+        self.runtime.block_on(
+            futures::stream::iter(drvs)
+                .map(|d| self.lookup(*d))
+                .buffered(self.options.concurrency)
+                .collect(),
+        )
+    }
+
+    fn fetch(&self, out: &Digest) -> Option<Tree> {
+        self.runtime.block_on(self.fetch_archive(*out))
+    }
+}
+
+/// One line for a failed request: the HTTP status where there is one.
+fn describe(e: &object_store::Error) -> String {
+    use object_store::Error as E;
+    match e {
+        E::Unauthenticated { .. } => {
+            "401 Unauthenticated: the token is missing or wrong".to_owned()
+        }
+        E::PermissionDenied { .. } => "403 Forbidden: the token may not do this".to_owned(),
+        other => {
+            let chain = kiln_core::error_chain::error_chain(other);
+            chain.lines().next().unwrap_or_default().to_owned()
+        }
+    }
+}
+
+/// Reads a token file, trimmed.
+pub fn read_token(path: &std::path::Path) -> Result<String, CacheError> {
+    let text = std::fs::read_to_string(path).map_err(CacheError::io("read", path))?;
+    let token = text.trim().to_owned();
+    if token.is_empty() {
+        return Err(CacheError::Key(format!("token file `{}` is empty", path.display())));
+    }
+    Ok(token)
+}
+
+/// The default secret key path for `name` (`<name>.key` in the working directory).
+pub fn default_key_path(name: &str) -> PathBuf {
+    PathBuf::from(format!("{name}.key"))
+}
