@@ -61,6 +61,104 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Delete every member of an environment's set from the cluster, then its parent.
     Destroy(DestroyArgs),
+    /// Share built artifacts through a remote cache: keys, a server, explicit push and pull.
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+/// Remote cache settings of `build`, `plan`, `apply` and `cache push/pull`. Each overrides the
+/// environment (`KILN_CACHE`, `KILN_TRUSTED_KEYS`, `KILN_CACHE_PUSH`, `KILN_SIGNING_KEY`,
+/// `KILN_CACHE_TOKEN_FILE`, `KILN_CACHE_TIMEOUT`), which overrides the user's config file
+/// (`$XDG_CONFIG_HOME/kiln/config.toml`).
+#[derive(Debug, Args, Default, Clone)]
+pub struct CacheArgs {
+    /// A remote cache to pull from (repeatable, tried in order; the first is pushed to):
+    /// `file:///dir`, `http(s)://host/prefix`, `s3://bucket/prefix`, `gs://…`, `az://…`.
+    #[arg(long = "cache", value_name = "URL")]
+    pub caches: Vec<String>,
+    /// Push what the cache lacks after a successful build.
+    #[arg(long)]
+    pub push: bool,
+    /// The secret key that signs pushed entries (made by `kiln cache keygen`).
+    #[arg(long, value_name = "FILE")]
+    pub signing_key: Option<PathBuf>,
+    /// A public key `<name>:<base64>` whose signatures are trusted (repeatable). With any
+    /// set, unsigned or unknown-signed entries are refused.
+    #[arg(long = "trusted-key", value_name = "KEY")]
+    pub trusted_keys: Vec<String>,
+    /// A file holding the bearer token for `http(s)://` caches.
+    #[arg(long, value_name = "FILE")]
+    pub cache_token_file: Option<PathBuf>,
+    /// Per-request timeout of the caches, in seconds [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub cache_timeout: Option<f64>,
+}
+
+/// `kiln cache ...`.
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Make an ed25519 key pair: the secret key goes to `<NAME>.key` (mode 0600), the public
+    /// key `<NAME>:<base64>` to stdout.
+    Keygen {
+        /// The key's name, carried in every signature.
+        name: String,
+        /// Where to write the secret key [default: `<NAME>.key`].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Serve a cache over HTTP (GET, HEAD; PUT with the push token).
+    Serve {
+        /// A directory holding the cache.
+        #[arg(long, conflicts_with = "backend", required_unless_present = "backend")]
+        dir: Option<PathBuf>,
+        /// Or any object store backend (`s3://…`, `file:///…`).
+        #[arg(long)]
+        backend: Option<String>,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// The bearer token PUT needs; without it the server is read-only.
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// A bearer token reads need [default: reads are open].
+        #[arg(long, value_name = "FILE")]
+        read_token_file: Option<PathBuf>,
+        /// The largest upload accepted, in bytes.
+        #[arg(long, default_value_t = 1 << 30)]
+        max_upload_bytes: usize,
+    },
+    /// Push the last build's entries and archives (of `--all` rules, or the named ones).
+    Push(TransferArgs),
+    /// Build with the caches, then download the archives (of `--all` rules, or the named
+    /// ones), e.g. before an apply without network.
+    Pull(TransferArgs),
+    /// Check every entry and archive of a cache: entries parse, hash to their keys, carry a
+    /// trusted signature (with trusted keys set) and point at archives that hash to theirs.
+    Verify {
+        #[command(flatten)]
+        cache: CacheArgs,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// What `kiln cache push` and `pull` move.
+#[derive(Debug, Args)]
+pub struct TransferArgs {
+    /// The project directory.
+    #[arg(short, long, default_value = ".")]
+    pub dir: PathBuf,
+    /// The environment.
+    #[arg(short, long)]
+    pub env: Option<String>,
+    /// Every rule.
+    #[arg(long, conflicts_with = "rules", required_unless_present = "rules")]
+    pub all: bool,
+    /// The rules to move.
+    pub rules: Vec<String>,
+    #[command(flatten)]
+    pub cache: CacheArgs,
 }
 
 /// `--var NAME=VALUE`, repeatable: VALUE is a TOML value, else a string; and `--unsandboxed`.
@@ -106,6 +204,8 @@ pub struct ClusterArgs {
     pub json: bool,
     #[command(flatten)]
     pub vars: VarArgs,
+    #[command(flatten)]
+    pub cache: CacheArgs,
 }
 
 /// `kiln plan`.
@@ -216,6 +316,8 @@ pub struct BuildArgs {
     pub keep_going: bool,
     #[command(flatten)]
     pub vars: VarArgs,
+    #[command(flatten)]
+    pub cache: CacheArgs,
 }
 
 /// `kiln graph`.
@@ -254,6 +356,9 @@ pub struct RuleRef {
     /// The environment.
     #[arg(short, long)]
     pub env: Option<String>,
+    /// Caches to fetch the artifact from when the store only holds its entry.
+    #[command(flatten)]
+    pub cache: CacheArgs,
 }
 
 /// `kiln store ...`.

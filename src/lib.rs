@@ -46,7 +46,10 @@ pub fn main_with_args() -> u8 {
         _ => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("KILN_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("{level},kube_client=error"))
+        // `kiln cache serve` logs one access line per request.
+        tracing_subscriber::EnvFilter::new(format!(
+            "{level},kube_client=error,kiln::cache::access=info"
+        ))
     });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -61,6 +64,7 @@ pub fn main_with_args() -> u8 {
         Command::Plan(args) => commands::realize::plan(args, &printer, &store),
         Command::Apply(args) => commands::realize::apply(args, &printer, &store),
         Command::Destroy(args) => commands::realize::destroy(args, &printer, &store),
+        Command::Cache(cmd) => commands::cache::run(cmd, &printer, &store),
     };
     let code = match result {
         Ok(code) => code,

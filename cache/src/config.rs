@@ -187,7 +187,10 @@ mod tests {
         .unwrap();
         let merged = settle(from_file.clone().over(env.clone())).unwrap();
         assert_eq!(merged.substituters, ["http://a/kiln", "s3://b/kiln"]);
-        assert!(merged.push, "the file's push stays when the environment says nothing");
+        assert!(
+            merged.push,
+            "the file's push stays when the environment says nothing"
+        );
         assert_eq!(merged.timeout, Duration::from_secs(3));
         let flags = Layer {
             push: Some(false),
@@ -205,7 +208,10 @@ mod tests {
         let file = dir.path().join("config.toml");
         std::fs::write(&file, "push = true\nsubstitutors = []\n").unwrap();
         let e = Layer::from_file(&file).unwrap_err().to_string();
-        assert!(e.contains("config.toml: line 2") && e.contains("substitutors"), "{e}");
+        assert!(
+            e.contains("config.toml: line 2") && e.contains("substitutors"),
+            "{e}"
+        );
         let e = Layer::from_env(|k| (k == "KILN_CACHE_PUSH").then(|| "maybe".into()))
             .unwrap_err()
             .to_string();

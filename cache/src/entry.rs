@@ -190,7 +190,10 @@ mod tests {
                 Digest::of(b"tree")
             )
         );
-        assert_eq!(ActionEntry::parse(&e.to_bytes(), &Digest::of(DRV)).unwrap(), e);
+        assert_eq!(
+            ActionEntry::parse(&e.to_bytes(), &Digest::of(DRV)).unwrap(),
+            e
+        );
     }
 
     #[test]

@@ -59,6 +59,26 @@ impl Key {
     }
 }
 
+/// [`Key::parse`] of a request path that may sit under a prefix (`/kiln/ci/ac/<hex>`): the
+/// server keeps one layout whatever prefix a client's address carries. Prefix segments must be
+/// plain names (no empty, `.` or `..` segments).
+pub fn parse_request_path(path: &str) -> Option<Key> {
+    let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
+    let key_len = match segments.as_slice() {
+        [.., last] if *last == INFO => 1,
+        [.., dir, _] if *dir == "ac" || *dir == "cas" => 2,
+        _ => return None,
+    };
+    let (prefix, key) = segments.split_at(segments.len() - key_len);
+    if prefix
+        .iter()
+        .any(|s| s.is_empty() || *s == "." || *s == "..")
+    {
+        return None;
+    }
+    Key::parse(&key.join("/"))
+}
+
 fn strict_hex(s: &str) -> Option<Digest> {
     let valid = s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     valid.then(|| Digest::from_hex(s).ok()).flatten()
@@ -80,6 +100,29 @@ mod tests {
         for key in [Key::Info, Key::Action(d), Key::Archive(d)] {
             assert_eq!(Key::parse(&key.path()), Some(key));
             assert_eq!(Key::parse(&format!("/{}", key.path())), Some(key));
+        }
+    }
+
+    #[test]
+    fn request_paths_may_carry_a_prefix() {
+        let d = Digest::from_hex(HEX).unwrap();
+        assert_eq!(
+            parse_request_path(&format!("/ac/{HEX}")),
+            Some(Key::Action(d))
+        );
+        assert_eq!(
+            parse_request_path(&format!("/kiln/ci/cas/{HEX}.tar.zst")),
+            Some(Key::Archive(d))
+        );
+        assert_eq!(parse_request_path("/kiln/kiln-cache-info"), Some(Key::Info));
+        for bad in [
+            format!("/../ac/{HEX}"),
+            format!("//ac/{HEX}"),
+            format!("/a/./ac/{HEX}"),
+            format!("/ac/{HEX}/"),
+            "/kiln".to_owned(),
+        ] {
+            assert_eq!(parse_request_path(&bad), None, "{bad}");
         }
     }
 

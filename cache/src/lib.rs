@@ -16,4 +16,7 @@ mod remote;
 pub mod server;
 
 pub use error::CacheError;
-pub use remote::{default_key_path, read_token, verified_tree, PushItem, RemoteCache, RemoteOptions, Traffic};
+pub use remote::{
+    default_key_path, read_token, verified_tree, PushItem, RemoteCache, RemoteOptions, Traffic,
+    VerifyReport,
+};

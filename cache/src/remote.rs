@@ -328,7 +328,9 @@ impl RemoteCache {
             if self.upload(Key::Archive(item.output), bytes).await.is_err() {
                 return Ok(());
             }
-            self.counters.pushed_archives.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .pushed_archives
+                .fetch_add(1, Ordering::Relaxed);
         }
         let mut entry = ActionEntry::new(&derivation, record).map_err(|r| CacheError::Remote {
             cache: self.address.clone(),
@@ -370,8 +372,8 @@ impl RemoteCache {
 
     /// Every object under the cache's prefix (for checks and tests).
     pub fn list(&self) -> Result<Vec<String>, CacheError> {
-        let prefix = (!self.prefix.is_empty())
-            .then(|| StorePath::from(self.prefix.trim_end_matches('/')));
+        let prefix =
+            (!self.prefix.is_empty()).then(|| StorePath::from(self.prefix.trim_end_matches('/')));
         self.runtime
             .block_on(self.store.list(prefix.as_ref()).try_collect::<Vec<_>>())
             .map(|metas| {
@@ -387,6 +389,87 @@ impl RemoteCache {
                 cache: self.address.clone(),
                 message: describe(&e),
             })
+    }
+}
+
+/// What `kiln cache verify` found.
+#[derive(Debug, Default, Serialize)]
+pub struct VerifyReport {
+    /// The cache.
+    pub address: String,
+    /// Action entries checked.
+    pub entries: u64,
+    /// Archives checked.
+    pub archives: u64,
+    /// Everything wrong, one line each.
+    pub problems: Vec<String>,
+}
+
+impl RemoteCache {
+    /// Checks every object of the cache: entries parse, hash to their key, carry a trusted
+    /// signature (when keys are trusted) and point at a present archive; archives unpack and
+    /// hash to their key; nothing else lives in the layout.
+    pub fn verify_all(&self) -> Result<VerifyReport, CacheError> {
+        if self.address.starts_with("http://") || self.address.starts_with("https://") {
+            return Err(CacheError::Remote {
+                cache: self.address.clone(),
+                message: "an HTTP cache cannot be listed: verify the directory or bucket behind it (`--cache file:///…` or `s3://…`)".into(),
+            });
+        }
+        let paths = self.list()?;
+        let mut report = VerifyReport {
+            address: self.address.clone(),
+            ..VerifyReport::default()
+        };
+        let present: std::collections::HashSet<&str> = paths.iter().map(String::as_str).collect();
+        let checks: Vec<Option<String>> = self.runtime.block_on(
+            futures::stream::iter(&paths)
+                .map(|path| self.verify_one(path, &present))
+                .buffer_unordered(self.options.concurrency)
+                .collect(),
+        );
+        for path in &paths {
+            match Key::parse(path) {
+                Some(Key::Action(_)) => report.entries += 1,
+                Some(Key::Archive(_)) => report.archives += 1,
+                _ => {}
+            }
+        }
+        report.problems = checks.into_iter().flatten().collect();
+        report.problems.sort();
+        Ok(report)
+    }
+
+    async fn verify_one(
+        &self,
+        path: &str,
+        present: &std::collections::HashSet<&str>,
+    ) -> Option<String> {
+        let key = match Key::parse(path) {
+            Some(k) => k,
+            None => return Some(format!("`{path}` is not part of the layout")),
+        };
+        let bytes = match self.fetch(key, "read an object").await {
+            Fetched::Found(b) => b,
+            _ => return Some(format!("`{path}` could not be read")),
+        };
+        match key {
+            Key::Info => None,
+            Key::Action(drv) => {
+                let entry = match ActionEntry::parse(&bytes, &drv)
+                    .and_then(|e| e.check_signatures(&self.options.trusted).map(|()| e))
+                {
+                    Ok(e) => e,
+                    Err(r) => return Some(format!("`{path}`: {r}")),
+                };
+                let archive = Key::Archive(entry.record.output).path();
+                (!present.contains(archive.as_str()))
+                    .then(|| format!("`{path}` points at `{archive}`, which is missing"))
+            }
+            Key::Archive(out) => verified_tree(&bytes, &out)
+                .err()
+                .map(|reason| format!("`{path}`: {reason}")),
+        }
     }
 }
 
@@ -443,7 +526,10 @@ pub fn read_token(path: &std::path::Path) -> Result<String, CacheError> {
     let text = std::fs::read_to_string(path).map_err(CacheError::io("read", path))?;
     let token = text.trim().to_owned();
     if token.is_empty() {
-        return Err(CacheError::Key(format!("token file `{}` is empty", path.display())));
+        return Err(CacheError::Key(format!(
+            "token file `{}` is empty",
+            path.display()
+        )));
     }
     Ok(token)
 }

@@ -98,7 +98,7 @@ async fn handle(State(config): State<Arc<ServerConfig>>, request: Request) -> Re
 }
 
 async fn route(config: &ServerConfig, request: Request) -> Response {
-    let Some(key) = Key::parse(request.uri().path()) else {
+    let Some(key) = layout::parse_request_path(request.uri().path()) else {
         return status(StatusCode::NOT_FOUND, "not a kiln cache path");
     };
     let location = StorePath::from(key.path());
@@ -114,15 +114,21 @@ async fn route(config: &ServerConfig, request: Request) -> Response {
                 return status(StatusCode::FORBIDDEN, "this server is read-only");
             }
             if !authorized(request.headers(), config.push_token.as_deref()) {
-                return status(StatusCode::UNAUTHORIZED, "the push token is missing or wrong");
+                return status(
+                    StatusCode::UNAUTHORIZED,
+                    "the push token is missing or wrong",
+                );
             }
-            let body = match axum::body::to_bytes(request.into_body(), config.max_upload_bytes).await
-            {
-                Ok(b) => b,
-                Err(_) => {
-                    return status(StatusCode::PAYLOAD_TOO_LARGE, "the upload exceeds the limit")
-                }
-            };
+            let body =
+                match axum::body::to_bytes(request.into_body(), config.max_upload_bytes).await {
+                    Ok(b) => b,
+                    Err(_) => {
+                        return status(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "the upload exceeds the limit",
+                        )
+                    }
+                };
             if let Err(reason) = check_upload(config, key, &body).await {
                 return status(StatusCode::UNPROCESSABLE_ENTITY, &reason);
             }
@@ -187,7 +193,8 @@ async fn check_upload(config: &ServerConfig, key: Key, body: &[u8]) -> Result<()
                 .map_err(|reason| format!("archive refused: {reason}"))
         }
         Key::Action(drv) => {
-            let entry = ActionEntry::parse(body, &drv).map_err(|r| format!("entry refused: {r}"))?;
+            let entry =
+                ActionEntry::parse(body, &drv).map_err(|r| format!("entry refused: {r}"))?;
             let archive = StorePath::from(Key::Archive(entry.record.output).path());
             match config.store.head(&archive).await {
                 Ok(_) => Ok(()),

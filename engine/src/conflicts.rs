@@ -133,6 +133,12 @@ pub fn check(
         }
         let objects = match out.tree {
             Some(t) => objects_of(out.output, t),
+            // Pulled from a remote cache and not downloaded ("build without the bytes"): left
+            // out here; realize checks every object it reads for two rules' contents anyway.
+            None if !store.has_object(&out.output) => {
+                changed |= index.rules.remove(rule.name.as_str()).is_some();
+                continue;
+            }
             None => objects_of(out.output, &store.load(&out.output)?),
         };
         index.rules.insert(rule.name.to_string(), objects);
@@ -149,7 +155,10 @@ pub fn check(
         if !rule.realize {
             continue;
         }
-        for (p, digest) in &index.rules[rule.name.as_str()].objects {
+        let Some(held) = index.rules.get(rule.name.as_str()) else {
+            continue;
+        };
+        for (p, digest) in &held.objects {
             match seen.get(p) {
                 Some((_, _, other_digest)) if *other_digest == digest => {}
                 Some(&(other, other_rule, _)) => {

@@ -1,6 +1,7 @@
 //! Running a prepared build: derivation hashes, cache lookups, builds and store writes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -14,7 +15,7 @@ use kiln_core::project::{Project, RuleIdx};
 use kiln_core::scheduler::{execute, Outcome, Schedule};
 use kiln_core::sources::read_source;
 use kiln_core::{Digest, RuleName, Tree};
-use kiln_store::{Backend, LocalStore, OutputRecord, StoreError};
+use kiln_store::{Backend, LocalStore, OutputRecord, StoreError, Substituter};
 use petgraph::graph::NodeIndex;
 
 use super::prepare::{source_file_diagnostic, PreparedRule, Selected};
@@ -76,8 +77,17 @@ pub struct Executor<'a> {
     pub distrusted: BTreeSet<Digest>,
     /// Outputs this run found missing or corrupt (quarantined), to be rebuilt.
     pub broken: Mutex<BTreeSet<Digest>>,
+    /// Derivations a remote cache answered (verified), found by [`Executor::substitute`].
+    pub substituted: HashMap<Digest, OutputRecord>,
     /// Called after each rule finishes (progress).
     pub on_done: &'a (dyn Fn(&str) + Sync),
+}
+
+/// A rule's attributes with `${dep...}` resolved, and its derivation.
+struct Derived<'p> {
+    attrs: Cow<'p, serde_json::Value>,
+    bytes: Vec<u8>,
+    drv: Digest,
 }
 
 struct Deps<'a> {
@@ -150,46 +160,15 @@ impl Executor<'_> {
             .map(|(n, b)| (self.project[self.graph.rule_index(*n)].name.clone(), *b))
             .collect();
 
-        // Resolve `${dep...}` with the dependencies' exports.
-        let scope = Scope {
-            env: self.selected.name(),
-            project: &self.project.name,
-            vars: Some(&self.selected.vars),
-            deps: built_deps
-                .iter()
-                .map(|(n, b)| (n.as_str(), Some(&b.record.exports)))
-                .collect(),
-        };
-        // Only `${dep...}` can be left after preparation; most rules have none.
-        let resolved;
-        let attrs: &serde_json::Value = if has_references(&p.attrs) {
-            resolved = scope.interpolate_value(&p.attrs).map_err(|(path, e)| {
-                fail(
-                    None,
-                    &BuildError::Attribute(kiln_core::kind::AttrError::new(path, e.to_string())),
-                )
-            })?;
-            &resolved
-        } else {
-            &p.attrs
-        };
-
-        // Early cutoff lives here: dependencies enter the derivation by *output* hash, so a
-        // dependency rebuilt to an identical output leaves this hash, and so this rule, unchanged.
-        let dep_outputs: BTreeMap<RuleName, Digest> = built_deps
+        let records: BTreeMap<RuleName, &OutputRecord> = built_deps
             .iter()
-            .map(|(n, b)| (n.clone(), b.record.output))
+            .map(|(n, b)| (n.clone(), &b.record))
             .collect();
-        let derivation = DerivationRef {
-            kind: p.kind.name(),
-            kind_version: p.kind.version(),
-            attrs,
-            srcs: &p.srcs,
-            vars: &p.source_vars,
-            deps: &dep_outputs,
-        };
-        let bytes = derivation.canonical_bytes();
-        let drv = Digest::of(&bytes);
+        let scope = self.scope(&records);
+        let Derived { attrs, bytes, drv } = self
+            .derive(p, &scope, &records)
+            .map_err(|e| fail(None, &e))?;
+        let attrs = &*attrs;
         let built = |record: OutputRecord, status| Built {
             derivation: drv,
             record,
@@ -211,6 +190,9 @@ impl Executor<'_> {
         };
         if let Some(record) = self.usable_output(p, &drv).map_err(store_fail)? {
             return Ok(built(record, Status::Cached));
+        }
+        if let Some(record) = self.substituted.get(&drv) {
+            return Ok(built(record.clone(), Status::Pulled));
         }
         // Build once across processes: whoever holds the lock builds, the others find it cached.
         let _lock = self.store.lock_derivation(&drv).map_err(store_fail)?;
@@ -251,6 +233,141 @@ impl Executor<'_> {
         let b = built(record, Status::Built);
         let _ = b.tree.set(Arc::new(tree));
         Ok(b)
+    }
+
+    /// The interpolation scope of a rule whose dependencies produced `records`.
+    fn scope<'s>(&'s self, records: &'s BTreeMap<RuleName, &'s OutputRecord>) -> Scope<'s> {
+        Scope {
+            env: self.selected.name(),
+            project: &self.project.name,
+            vars: Some(&self.selected.vars),
+            deps: records
+                .iter()
+                .map(|(n, r)| (n.as_str(), Some(&r.exports)))
+                .collect(),
+        }
+    }
+
+    /// `${dep...}` resolved with the dependencies' exports, and the derivation assembled.
+    ///
+    /// Early cutoff lives here: dependencies enter the derivation by *output* hash, so a
+    /// dependency rebuilt to an identical output leaves this hash, and so this rule, unchanged.
+    fn derive<'p>(
+        &self,
+        p: &'p PreparedRule<'_>,
+        scope: &Scope<'_>,
+        records: &BTreeMap<RuleName, &OutputRecord>,
+    ) -> Result<Derived<'p>, BuildError> {
+        // Only `${dep...}` can be left after preparation; most rules have none.
+        let attrs = if has_references(&p.attrs) {
+            let resolved = scope.interpolate_value(&p.attrs).map_err(|(path, e)| {
+                BuildError::Attribute(kiln_core::kind::AttrError::new(path, e.to_string()))
+            })?;
+            Cow::Owned(resolved)
+        } else {
+            Cow::Borrowed(&*p.attrs)
+        };
+        let dep_outputs: BTreeMap<RuleName, Digest> =
+            records.iter().map(|(n, r)| (n.clone(), r.output)).collect();
+        let bytes = DerivationRef {
+            kind: p.kind.name(),
+            kind_version: p.kind.version(),
+            attrs: &attrs,
+            srcs: &p.srcs,
+            vars: &p.source_vars,
+            deps: &dep_outputs,
+        }
+        .canonical_bytes();
+        let drv = Digest::of(&bytes);
+        Ok(Derived { attrs, bytes, drv })
+    }
+
+    /// What the local store already has for `drv`: the previous root's record (unless
+    /// distrusted), or a usable action cache entry.
+    fn local_output(&self, p: &PreparedRule<'_>, drv: &Digest) -> Option<OutputRecord> {
+        if let Some(record) = self.previous.get(drv) {
+            if !self.distrusted.contains(&record.output) {
+                return Some((*record).clone());
+            }
+        }
+        self.usable_output(p, drv).ok().flatten()
+    }
+
+    /// Asks the remote caches, wave by wave through the DAG, for every derivation the local
+    /// store lacks: a rule's derivation is known once its dependencies' outputs are, so each
+    /// wave's lookups go out together (concurrently, inside each substituter), and the first
+    /// rule no cache holds stops its dependents' lookups (they will be built). Only action
+    /// entries cross the network here; archives follow lazily, when something reads them.
+    pub fn substitute(&mut self, substituters: &[Arc<dyn Substituter>]) {
+        use rayon::prelude::*;
+        if substituters.is_empty() {
+            return;
+        }
+        let mut known: HashMap<NodeIndex, OutputRecord> = HashMap::new();
+        let mut depth: HashMap<NodeIndex, usize> = HashMap::new();
+        let mut waves: Vec<Vec<NodeIndex>> = Vec::new();
+        for &node in self.graph.order() {
+            let d = self
+                .graph
+                .dependencies(node)
+                .map(|dep| depth[&dep] + 1)
+                .max()
+                .unwrap_or(0);
+            depth.insert(node, d);
+            if waves.len() <= d {
+                waves.resize_with(d + 1, Vec::new);
+            }
+            waves[d].push(node);
+        }
+        let mut substituted = HashMap::new();
+        for wave in waves {
+            let this = &*self;
+            let known_ref = &known;
+            // (node, derivation, local record if the store has it)
+            let derived: Vec<(NodeIndex, Digest, Option<OutputRecord>)> = wave
+                .par_iter()
+                .filter_map(|&node| {
+                    let p = &this.prepared[&this.graph.rule_index(node)];
+                    let mut records = BTreeMap::new();
+                    for dep in this.graph.dependencies(node) {
+                        let name = this.project[this.graph.rule_index(dep)].name.clone();
+                        records.insert(name, known_ref.get(&dep)?);
+                    }
+                    let scope = this.scope(&records);
+                    let drv = this.derive(p, &scope, &records).ok()?.drv;
+                    Some((node, drv, this.local_output(p, &drv)))
+                })
+                .collect();
+            let mut missing: Vec<(NodeIndex, Digest)> = Vec::new();
+            for (node, drv, local) in derived {
+                match local {
+                    Some(record) => {
+                        known.insert(node, record);
+                    }
+                    None => missing.push((node, drv)),
+                }
+            }
+            for s in substituters {
+                if missing.is_empty() {
+                    break;
+                }
+                let drvs: Vec<Digest> = missing.iter().map(|(_, d)| *d).collect();
+                let answers = s.lookup_many(&drvs);
+                let mut still = Vec::new();
+                for ((node, drv), answer) in missing.into_iter().zip(answers) {
+                    match answer {
+                        Some(record) => {
+                            substituted.insert(drv, record.clone());
+                            known.insert(node, record);
+                        }
+                        None => still.push((node, drv)),
+                    }
+                }
+                missing = still;
+            }
+        }
+        tracing::debug!(pulled = substituted.len(), "looked up the remote caches");
+        self.substituted = substituted;
     }
 
     /// A failed rule, described for the report.

@@ -27,16 +27,37 @@ use kiln_core::project::Project;
 use kiln_core::scheduler::{Outcome, Schedule};
 use kiln_core::{Digest, Tree};
 use kiln_rules::BuiltinKinds;
-use kiln_store::{Backend, LocalStore, Root, RootEntry};
+use kiln_store::{Backend, LocalStore, ObjectStore, PullThrough, Root, RootEntry, Substituter};
 
 /// Options of one build.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct BuildOptions {
     env: Option<String>,
     schedule: Schedule,
     distrusted: BTreeSet<Digest>,
     vars: BTreeMap<String, serde_json::Value>,
     unsandboxed: bool,
+    substituters: Vec<Arc<dyn Substituter>>,
+}
+
+impl std::fmt::Debug for BuildOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuildOptions")
+            .field("env", &self.env)
+            .field("schedule", &self.schedule)
+            .field("distrusted", &self.distrusted)
+            .field("vars", &self.vars)
+            .field("unsandboxed", &self.unsandboxed)
+            .field(
+                "substituters",
+                &self
+                    .substituters
+                    .iter()
+                    .map(|s| s.address())
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
 }
 
 impl BuildOptions {
@@ -66,6 +87,24 @@ impl BuildOptions {
     pub fn schedule(mut self, schedule: Schedule) -> Self {
         self.schedule = schedule;
         self
+    }
+
+    /// Remote caches to pull from, in order: rules the local store lacks are looked up there
+    /// (wave by wave, concurrently) before anything is built, and their artifacts downloaded
+    /// only when something reads them.
+    #[must_use]
+    pub fn substituters(mut self, substituters: Vec<Arc<dyn Substituter>>) -> Self {
+        self.substituters = substituters;
+        self
+    }
+
+    /// Where artifacts are read: the local store, and the substituters on a miss.
+    fn objects(&self, store: Arc<LocalStore>) -> Arc<dyn ObjectStore> {
+        if self.substituters.is_empty() {
+            store
+        } else {
+            Arc::new(PullThrough::new(store, self.substituters.clone()))
+        }
     }
 
     /// Outputs known to be missing or corrupt: rules whose previous output is one of them are
@@ -149,7 +188,7 @@ pub fn build_loaded(
     // Only now, with the whole project valid, is the store touched.
     let store = Arc::new(LocalStore::open(store_dir)?);
     let backend = Backend {
-        objects: store.clone(),
+        objects: options.objects(store.clone()),
         actions: store.clone(),
     };
     let previous = previous_root
@@ -173,8 +212,10 @@ pub fn build_loaded(
         previous,
         distrusted: options.distrusted.clone(),
         broken: Default::default(),
+        substituted: Default::default(),
         on_done: &on_done,
     };
+    executor.substitute(&options.substituters);
     tracing::debug!(elapsed = ?start.elapsed(), "opened the store, read the previous root");
     let outcomes = run_healing(&mut executor, options.schedule);
     tracing::debug!(elapsed = ?start.elapsed(), rss_kib = rss_kib(), "executed");
@@ -367,7 +408,7 @@ impl Outcomes {
         let all_good = self
             .rules
             .iter()
-            .all(|r| r.status == Status::Built || r.status == Status::Cached);
+            .all(|r| matches!(r.status, Status::Built | Status::Cached | Status::Pulled));
         if !self.new_outputs || !all_good {
             return Ok(());
         }
@@ -430,12 +471,16 @@ pub fn build_and_load(
         if !report.success() {
             return Ok((report, BTreeMap::new()));
         }
-        let store = LocalStore::open(store_dir)?;
+        let store = Arc::new(LocalStore::open(store_dir)?);
+        let objects = options.objects(store.clone());
         let mut trees = BTreeMap::new();
         let mut broken = Vec::new();
         for r in &report.rules {
             let Some(out) = r.output else { continue };
-            match store.load(&out) {
+            let loaded = objects
+                .get(&out)
+                .and_then(|t| t.ok_or(kiln_store::StoreError::Missing(out)));
+            match loaded {
                 Ok(tree) => {
                     trees.insert(r.name.clone(), Arc::new(tree));
                 }

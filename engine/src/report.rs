@@ -16,6 +16,8 @@ pub enum Status {
     Built,
     /// Found in the store.
     Cached,
+    /// Found in a remote cache (its artifact is downloaded only when something reads it).
+    Pulled,
     /// Its build failed.
     Failed,
     /// Not built because a dependency failed.
@@ -56,6 +58,8 @@ pub struct Summary {
     pub built: usize,
     /// Found in the store.
     pub cached: usize,
+    /// Found in a remote cache.
+    pub pulled: usize,
     /// Failed.
     pub failed: usize,
     /// Skipped or cancelled.
@@ -87,6 +91,10 @@ pub struct BuildReport {
     /// The store failed after the rules ran (sync or GC root): nothing is lost but the root.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store_error: Option<String>,
+    /// What the remote caches cost (requests, bytes, hits, refusals), when any is configured;
+    /// filled in by the caller that owns the caches.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<serde_json::Value>,
 }
 
 impl BuildReport {
@@ -107,6 +115,7 @@ impl BuildReport {
             match r.status {
                 Status::Built => summary.built += 1,
                 Status::Cached => summary.cached += 1,
+                Status::Pulled => summary.pulled += 1,
                 Status::Failed => summary.failed += 1,
                 Status::Skipped | Status::Cancelled => summary.skipped += 1,
             }
@@ -122,6 +131,7 @@ impl BuildReport {
             rules,
             diagnostics,
             store_error: None,
+            cache: None,
         }
     }
 

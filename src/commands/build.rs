@@ -7,6 +7,7 @@ use kiln_core::scheduler::Schedule;
 
 use crate::build::{build, BuildOptions, Status};
 use crate::cli::BuildArgs;
+use crate::commands::cache::{push_items, Caches};
 use crate::commands::Failure;
 use crate::printer::{Printer, Verbosity};
 
@@ -32,6 +33,7 @@ pub fn run(args: &BuildArgs, printer: &Printer, store: &Path) -> Result<u8, Fail
             }
         }
     };
+    let caches = Caches::open(&args.cache)?;
     let options = BuildOptions::default()
         .env(args.env.clone())
         .schedule(
@@ -41,11 +43,19 @@ pub fn run(args: &BuildArgs, printer: &Printer, store: &Path) -> Result<u8, Fail
         )
         .vars(args.vars.map())
         .unsandboxed(args.vars.unsandboxed);
+    let options = caches.apply_to(options);
     let result = build(&args.dir, store, &options, &on_progress);
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    let report = result?;
+    let mut report = result?;
+    // A push that fails is a warning: the build itself succeeded and is in the local store.
+    if report.success() {
+        if let Err(f) = caches.push_if_asked(store, &push_items(&report)) {
+            printer.error(&f.report);
+        }
+    }
+    report.cache = caches.traffic_json();
     for d in &report.diagnostics {
         printer.error(d);
     }
@@ -69,8 +79,13 @@ pub fn run(args: &BuildArgs, printer: &Printer, store: &Path) -> Result<u8, Fail
             ));
         }
     }
+    let pulled = if caches.is_empty() {
+        String::new()
+    } else {
+        format!(", {} pulled", s.pulled)
+    };
     let line = format!(
-        "{} {} rules in {:.0} ms: {} built, {} cached, {} failed, {} skipped (env {}, store {})",
+        "{} {} rules in {:.0} ms: {} built, {} cached{pulled}, {} failed, {} skipped (env {}, store {})",
         if report.success() {
             printer.paint("built", true)
         } else {
@@ -86,5 +101,8 @@ pub fn run(args: &BuildArgs, printer: &Printer, store: &Path) -> Result<u8, Fail
         report.store
     );
     printer.status(&line);
+    if let Some(traffic) = caches.traffic_line() {
+        printer.status(&traffic);
+    }
     Ok(report.exit_code())
 }

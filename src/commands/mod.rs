@@ -1,6 +1,7 @@
 //! One module per command. Each returns the process exit code or a [`Failure`].
 
 pub mod build;
+pub mod cache;
 pub mod graph;
 pub mod realize;
 pub mod store;

@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use crate::build::{BuildOptions, Loaded};
 use crate::cli::{ApplyArgs, ClusterArgs, DestroyArgs, LockArgs, PlanArgs};
+use crate::commands::cache::Caches;
 use crate::commands::Failure;
 use crate::printer::Printer;
 
@@ -40,6 +41,8 @@ pub struct Target {
     pub vars: BTreeMap<String, Value>,
     /// `exec` without the sandbox.
     pub unsandboxed: bool,
+    /// Remote caches the build pulls from.
+    pub caches: Caches,
 }
 
 /// A build that did not succeed: nothing is planned or applied.
@@ -57,7 +60,9 @@ fn load(target: &Target) -> Result<Loaded, Failure> {
 /// Builds the target's environment and reads what its artifacts want on the cluster.
 pub fn build_wanted(target: &Target) -> Result<Wanted, Failure> {
     let loaded = load(target)?;
-    let options = BuildOptions::default().unsandboxed(target.unsandboxed);
+    let options = target
+        .caches
+        .apply_to(BuildOptions::default().unsandboxed(target.unsandboxed));
     let (report, trees) = crate::build::build_and_load(
         &loaded,
         &target.store_dir,
@@ -139,8 +144,8 @@ impl From<RealizeError> for Failure {
     }
 }
 
-fn target(args: &ClusterArgs, store: &Path) -> Target {
-    Target {
+fn target(args: &ClusterArgs, store: &Path) -> Result<Target, Failure> {
+    Ok(Target {
         dir: args.dir.clone(),
         store_dir: store.to_path_buf(),
         env: args.env.clone(),
@@ -149,7 +154,8 @@ fn target(args: &ClusterArgs, store: &Path) -> Target {
         parent_namespace: args.applyset_namespace.clone(),
         vars: args.vars.map(),
         unsandboxed: args.vars.unsandboxed,
-    }
+        caches: Caches::open(&args.cache)?,
+    })
 }
 
 fn lock_options(args: &LockArgs) -> LockOptions {
@@ -201,7 +207,7 @@ pub fn plan(args: &PlanArgs, printer: &Printer, store: &Path) -> Result<u8, Fail
     };
     let r = runtime()
         .block_on(until_interrupted(connect_and_plan(
-            &target(&args.cluster, store),
+            &target(&args.cluster, store)?,
             &options,
             on_wait(printer),
         )))
@@ -247,7 +253,7 @@ pub fn apply(args: &ApplyArgs, printer: &Printer, store: &Path) -> Result<u8, Fa
         adopt: args.adopt,
     };
     let mut r = rt.block_on(until_interrupted(connect_and_plan(
-        &target(&args.cluster, store),
+        &target(&args.cluster, store)?,
         &options,
         on_wait(printer),
     )))?;
@@ -288,7 +294,7 @@ pub fn destroy(args: &DestroyArgs, printer: &Printer, store: &Path) -> Result<u8
         find_orphans: args.find_orphans,
         adopt: false,
     };
-    let target = target(&args.cluster, store);
+    let target = target(&args.cluster, store)?;
     // Nothing is built: the project is only loaded for its name and environment.
     let loaded = load(&target)?;
     let parent = Parent::for_project(

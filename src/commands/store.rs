@@ -6,6 +6,7 @@ use kiln_store::LocalStore;
 
 use crate::build::{load, project_key, EngineError};
 use crate::cli::{RuleRef, StoreCommand};
+use crate::commands::cache::Caches;
 use crate::commands::Failure;
 use crate::printer::Printer;
 
@@ -131,5 +132,10 @@ fn resolve(r: &RuleRef, store_dir: &Path) -> Result<(LocalStore, kiln_core::Dige
         .read_root(&project_key(&loaded.project), &env)
         .ok_or_else(not_built)?;
     let entry = root.rules.get(r.rule.as_str()).ok_or_else(not_built)?;
-    Ok((store, entry.output.output))
+    let out = entry.output.output;
+    if !store.has_object(&out) {
+        // Pulled lazily by an earlier build: fetched now, from the caches in effect.
+        Caches::open(&r.cache)?.fetch(store_dir, &out)?;
+    }
+    Ok((store, out))
 }
