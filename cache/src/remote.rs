@@ -173,7 +173,7 @@ impl RemoteCache {
         }
         let n = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
         if n >= BREAKER_THRESHOLD && !self.broken.swap(true, Ordering::Relaxed) {
-            tracing::warn!(cache = %self.address, "{n} requests in a row failed: not asking this cache again in this run");
+            tracing::info!(cache = %self.address, "{n} requests in a row failed: not asking this cache again in this run");
         }
     }
 
@@ -514,9 +514,14 @@ fn describe(e: &object_store::Error) -> String {
             "401 Unauthenticated: the token is missing or wrong".to_owned()
         }
         E::PermissionDenied { .. } => "403 Forbidden: the token may not do this".to_owned(),
+        // object_store nests the same message several times; its innermost cause says it
+        // best ("Connection refused", "500 Internal Server Error", "operation timed out").
         other => {
-            let chain = kiln_core::error_chain::error_chain(other);
-            chain.lines().next().unwrap_or_default().to_owned()
+            let mut cause: &dyn std::error::Error = other;
+            while let Some(next) = cause.source() {
+                cause = next;
+            }
+            cause.to_string()
         }
     }
 }

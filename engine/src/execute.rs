@@ -1,7 +1,7 @@
 //! Running a prepared build: derivation hashes, cache lookups, builds and store writes.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -77,8 +77,12 @@ pub struct Executor<'a> {
     pub distrusted: BTreeSet<Digest>,
     /// Outputs this run found missing or corrupt (quarantined), to be rebuilt.
     pub broken: Mutex<BTreeSet<Digest>>,
+    /// Remote caches, in order.
+    pub substituters: &'a [Arc<dyn Substituter>],
     /// Derivations a remote cache answered (verified), found by [`Executor::substitute`].
     pub substituted: HashMap<Digest, OutputRecord>,
+    /// Derivations the substitution pass asked about (not asked again).
+    pub looked_up: HashSet<Digest>,
     /// Called after each rule finishes (progress).
     pub on_done: &'a (dyn Fn(&str) + Sync),
 }
@@ -191,8 +195,9 @@ impl Executor<'_> {
         if let Some(record) = self.usable_output(p, &drv).map_err(store_fail)? {
             return Ok(built(record, Status::Cached));
         }
-        if let Some(record) = self.substituted.get(&drv) {
-            return Ok(built(record.clone(), Status::Pulled));
+        // A pulled output found unusable (its archive refused or gone) is built here instead.
+        if let Some(record) = self.pulled(&drv) {
+            return Ok(built(record, Status::Pulled));
         }
         // Build once across processes: whoever holds the lock builds, the others find it cached.
         let _lock = self.store.lock_derivation(&drv).map_err(store_fail)?;
@@ -293,16 +298,36 @@ impl Executor<'_> {
         self.usable_output(p, drv).ok().flatten()
     }
 
+    /// The remote caches' record of `drv`, unless distrusted: from the substitution pass, or
+    /// asked now for a derivation that pass could not know (a dependency was built locally;
+    /// with early cutoff its output often equals the cached one, so the dependents are still
+    /// cache hits).
+    fn pulled(&self, drv: &Digest) -> Option<OutputRecord> {
+        let usable = |r: &OutputRecord| !self.distrusted.contains(&r.output);
+        if let Some(record) = self.substituted.get(drv) {
+            return usable(record).then(|| record.clone());
+        }
+        if self.looked_up.contains(drv) {
+            return None;
+        }
+        self.substituters
+            .iter()
+            .find_map(|s| s.lookup_many(std::slice::from_ref(drv)).pop().flatten())
+            .filter(usable)
+    }
+
     /// Asks the remote caches, wave by wave through the DAG, for every derivation the local
     /// store lacks: a rule's derivation is known once its dependencies' outputs are, so each
     /// wave's lookups go out together (concurrently, inside each substituter), and the first
     /// rule no cache holds stops its dependents' lookups (they will be built). Only action
     /// entries cross the network here; archives follow lazily, when something reads them.
-    pub fn substitute(&mut self, substituters: &[Arc<dyn Substituter>]) {
+    pub fn substitute(&mut self) {
         use rayon::prelude::*;
+        let substituters = self.substituters;
         if substituters.is_empty() {
             return;
         }
+        let mut looked_up = HashSet::new();
         let mut known: HashMap<NodeIndex, OutputRecord> = HashMap::new();
         let mut depth: HashMap<NodeIndex, usize> = HashMap::new();
         let mut waves: Vec<Vec<NodeIndex>> = Vec::new();
@@ -352,6 +377,7 @@ impl Executor<'_> {
                     break;
                 }
                 let drvs: Vec<Digest> = missing.iter().map(|(_, d)| *d).collect();
+                looked_up.extend(drvs.iter().copied());
                 let answers = s.lookup_many(&drvs);
                 let mut still = Vec::new();
                 for ((node, drv), answer) in missing.into_iter().zip(answers) {
@@ -368,6 +394,7 @@ impl Executor<'_> {
         }
         tracing::debug!(pulled = substituted.len(), "looked up the remote caches");
         self.substituted = substituted;
+        self.looked_up = looked_up;
     }
 
     /// A failed rule, described for the report.

@@ -212,10 +212,12 @@ pub fn build_loaded(
         previous,
         distrusted: options.distrusted.clone(),
         broken: Default::default(),
+        substituters: &options.substituters,
         substituted: Default::default(),
+        looked_up: Default::default(),
         on_done: &on_done,
     };
-    executor.substitute(&options.substituters);
+    executor.substitute();
     tracing::debug!(elapsed = ?start.elapsed(), "opened the store, read the previous root");
     let outcomes = run_healing(&mut executor, options.schedule);
     tracing::debug!(elapsed = ?start.elapsed(), rss_kib = rss_kib(), "executed");
@@ -286,10 +288,20 @@ fn run_healing(
         if broken.is_empty() || broken.is_subset(&executor.distrusted) {
             break;
         }
-        tracing::warn!(
-            objects = broken.len(),
-            "objects in the store were missing or corrupt: rebuilding what produced them"
-        );
+        // Archives of pulled rules that could not be fetched were already warned about by
+        // their cache; only damage to the local store is news.
+        let pulled: BTreeSet<Digest> = executor.substituted.values().map(|r| r.output).collect();
+        if broken.iter().any(|o| !pulled.contains(o)) {
+            tracing::warn!(
+                objects = broken.len(),
+                "objects in the store were missing or corrupt: rebuilding what produced them"
+            );
+        } else {
+            tracing::debug!(
+                objects = broken.len(),
+                "pulled archives unavailable: building them"
+            );
+        }
         executor.distrusted.extend(broken);
         outcomes = executor.run(schedule);
     }

@@ -359,50 +359,65 @@ fn transfer(
             CacheError::Key("no cache is configured (--cache or KILN_CACHE)".into()).into(),
         );
     }
-    let options = BuildOptions::default().env(args.env.clone());
-    let options = if push {
-        options
-    } else {
-        caches.apply_to(options)
-    };
-    let report = crate::build::build(&args.dir, store, &options, &|_, _| {})?;
-    for d in &report.diagnostics {
-        printer.error(d);
+    let mut options = BuildOptions::default().env(args.env.clone());
+    if !push {
+        options = caches.apply_to(options);
     }
-    if !report.success() {
-        return Ok(report.exit_code());
-    }
-    let unknown: Vec<&String> = args
-        .rules
-        .iter()
-        .filter(|r| !report.rules.iter().any(|x| &x.name == *r))
-        .collect();
-    if !unknown.is_empty() {
-        return Err(CacheError::Key(format!(
-            "no rule {} in this project and environment",
-            unknown
-                .iter()
-                .map(|r| format!("`{r}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-        .into());
-    }
-    let selected = |name: &str| args.all || args.rules.iter().any(|r| r == name);
-    if push {
-        let items: Vec<PushItem> = report
+    // A pull whose archives are refused or gone builds those rules locally, once.
+    for attempt in 0..2 {
+        let report = crate::build::build(&args.dir, store, &options, &|_, _| {})?;
+        for d in &report.diagnostics {
+            printer.error(d);
+        }
+        if !report.success() {
+            return Ok(report.exit_code());
+        }
+        let unknown: Vec<String> = args
             .rules
             .iter()
-            .filter(|r| selected(&r.name))
-            .filter_map(push_item)
+            .filter(|r| !report.rules.iter().any(|x| &x.name == *r))
+            .map(|r| format!("`{r}`"))
             .collect();
-        caches.push(store, &items)?;
-    } else {
-        for r in report.rules.iter().filter(|r| selected(&r.name)) {
-            if let Some(out) = r.output {
-                caches.fetch(store, &out)?;
-            }
+        if !unknown.is_empty() {
+            return Err(CacheError::Key(format!(
+                "no rule {} in this project and environment",
+                unknown.join(", ")
+            ))
+            .into());
         }
+        let selected: Vec<&crate::build::RuleReport> = report
+            .rules
+            .iter()
+            .filter(|r| args.all || args.rules.contains(&r.name))
+            .collect();
+        if push {
+            let items: Vec<PushItem> = selected.into_iter().filter_map(push_item).collect();
+            caches.push(store, &items)?;
+            break;
+        }
+        let unavailable: Vec<kiln_core::Digest> = selected
+            .iter()
+            .filter_map(|r| r.output)
+            .filter(|out| caches.fetch(store, out).is_err())
+            .collect();
+        if unavailable.is_empty() {
+            break;
+        }
+        if attempt == 1 {
+            return Err(CacheError::Remote {
+                cache: caches.remotes[0].address().to_owned(),
+                message: format!(
+                    "{} archives could not be fetched or built",
+                    unavailable.len()
+                ),
+            }
+            .into());
+        }
+        printer.status(&format!(
+            "{} archives are in no cache or were refused: building them locally",
+            unavailable.len()
+        ));
+        options = options.distrust(unavailable);
     }
     if let Some(line) = caches.traffic_line() {
         printer.status(&line);
