@@ -157,6 +157,9 @@ pub struct TransferArgs {
     pub all: bool,
     /// The rules to move.
     pub rules: Vec<String>,
+    /// Print what the caches cost as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub cache: CacheArgs,
 }

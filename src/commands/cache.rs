@@ -419,6 +419,9 @@ fn transfer(
         ));
         options = options.distrust(unavailable);
     }
+    if args.json {
+        printer.json(&serde_json::json!({ "cache": caches.traffic_json() }));
+    }
     if let Some(line) = caches.traffic_line() {
         printer.status(&line);
     }
