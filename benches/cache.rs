@@ -11,6 +11,7 @@
 
 #![allow(clippy::print_stdout)] // a bench prints its table
 
+#[allow(dead_code)] // the build bench uses all of it
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
