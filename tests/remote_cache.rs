@@ -796,6 +796,27 @@ fn the_server_checks_tokens_paths_and_uploads() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v[0]["entries"], 5);
     assert_eq!(v[0]["archives"], 5);
+
+    // A push with the wrong token: one warning naming the cache and the status; the build
+    // itself succeeds.
+    let wrong = team.dir.path().join("wrong.token");
+    std::fs::write(&wrong, "not-the-token\n").unwrap();
+    let c = small_platform_runner();
+    c.write("config/app.env", "LOG_LEVEL=trace\n");
+    let flags = vec![
+        "--cache".to_owned(),
+        server.url.clone(),
+        "--push".into(),
+        "--cache-token-file".into(),
+        wrong.display().to_string(),
+    ];
+    let (r, stderr) = build(&c, Some("staging"), &flags);
+    assert_eq!(r["summary"]["failed"], 0);
+    assert!(
+        stderr.contains("401") && stderr.contains(&server.url),
+        "{stderr}"
+    );
+    assert_eq!(r["cache"][0]["pushed_entries"], 0);
 }
 
 #[test]
@@ -1076,5 +1097,48 @@ fn keygen_writes_a_private_key_file_and_never_overwrites_it() {
         std::fs::read_to_string(&key).unwrap(),
         secret,
         "not overwritten"
+    );
+}
+
+#[test]
+fn a_runner_with_an_empty_store_plans_and_applies_from_the_cache() {
+    use common::realm::Realm;
+    let team = Team::new();
+    let server = team.serve();
+    let rules = "[rule.config]\nkind = \"configmap\"\nname = \"app\"\nnamespace = \"${var.ns}\"\nsrcs = [\"app.env\"]\ndeps = [\"ns\"]\n";
+    // Runner A: CI on main builds and pushes.
+    let a = Realm::new("cache-a");
+    a.rules(rules);
+    a.s.write("app.env", "MODE=cached\n");
+    build(&a.s, None, &team.push_flags(&server.url));
+    let _ = server.take_log();
+    // Runner B: the same project (same set), an empty store; plan and apply pull, build nothing,
+    // and fetch exactly the archives realize reads.
+    let b = Realm {
+        s: small_platform_runner(),
+        ns: a.ns.clone(),
+    };
+    b.rules(rules);
+    b.s.write("app.env", "MODE=cached\n");
+    let pull = team.pull_flags(&server.url);
+    let plan = b.json("plan", &strs(&pull));
+    assert_eq!(common::count(&plan, "create"), 2, "{plan}");
+    let log = server.take_log();
+    assert_eq!(log.matches("GET /cas/").count(), 2, "{log}");
+    let mut flags = strs(&pull);
+    flags.extend(["--yes", "--skip-workload-gates"]);
+    b.json("apply", &flags);
+    let out = common::realm::kubectl_ok(&["get", "configmap", "-n", &b.ns, "-o", "name"]);
+    assert!(out.contains("configmap/app-"), "{out}");
+    let report = b.s.build(&[]);
+    assert_eq!(
+        report["summary"]["built"], 0,
+        "nothing was built on B: {report}"
+    );
+    let destroy = b.kiln("destroy", &["--yes"]);
+    assert!(
+        destroy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&destroy.stderr)
     );
 }

@@ -94,7 +94,7 @@ pub struct RemoteCache {
     store: Arc<dyn ObjectStore>,
     prefix: String,
     options: RemoteOptions,
-    runtime: tokio::runtime::Runtime,
+    runtime: Option<tokio::runtime::Runtime>,
     counters: Counters,
     consecutive_failures: AtomicU32,
     broken: AtomicBool,
@@ -134,12 +134,35 @@ impl RemoteCache {
             store,
             prefix,
             options,
-            runtime,
+            runtime: Some(runtime),
             counters: Counters::default(),
             consecutive_failures: AtomicU32::new(0),
             broken: AtomicBool::new(false),
             warned: AtomicBool::new(false),
         })
+    }
+
+    /// Runs `fut` on the cache's own runtime. Called from inside another runtime (`kiln plan`
+    /// builds inside the cluster client's), it runs on a scoped thread, since a runtime cannot
+    /// block a thread that drives another.
+    fn block_on<F>(&self, fut: F) -> F::Output
+    where
+        F: std::future::Future + Send,
+        F::Output: Send,
+    {
+        let rt = self
+            .runtime
+            .as_ref()
+            .expect("the runtime lives as long as the cache");
+        if tokio::runtime::Handle::try_current().is_ok() {
+            std::thread::scope(|s| {
+                s.spawn(|| rt.block_on(fut))
+                    .join()
+                    .expect("the cache's I/O thread panicked")
+            })
+        } else {
+            rt.block_on(fut)
+        }
     }
 
     /// What this cache cost so far.
@@ -289,7 +312,7 @@ impl RemoteCache {
         items: &[PushItem],
         key: Option<&SecretKey>,
     ) -> Result<(), CacheError> {
-        let outcomes: Vec<Result<(), CacheError>> = self.runtime.block_on(
+        let outcomes: Vec<Result<(), CacheError>> = self.block_on(
             futures::stream::iter(items)
                 .map(|item| self.push_one(local, item, key))
                 .buffer_unordered(self.options.concurrency)
@@ -351,7 +374,7 @@ impl RemoteCache {
 
     /// Writes `kiln-cache-info` unless present (a fresh bucket or directory).
     pub fn ensure_info(&self) -> Result<(), CacheError> {
-        self.runtime.block_on(async {
+        self.block_on(async {
             match self.exists(Key::Info).await {
                 Ok(true) => Ok(()),
                 Ok(false) => self
@@ -374,8 +397,7 @@ impl RemoteCache {
     pub fn list(&self) -> Result<Vec<String>, CacheError> {
         let prefix =
             (!self.prefix.is_empty()).then(|| StorePath::from(self.prefix.trim_end_matches('/')));
-        self.runtime
-            .block_on(self.store.list(prefix.as_ref()).try_collect::<Vec<_>>())
+        self.block_on(self.store.list(prefix.as_ref()).try_collect::<Vec<_>>())
             .map(|metas| {
                 metas
                     .into_iter()
@@ -389,6 +411,15 @@ impl RemoteCache {
                 cache: self.address.clone(),
                 message: describe(&e),
             })
+    }
+}
+
+impl Drop for RemoteCache {
+    /// Never blocks: dropping a runtime inside another one's context would panic.
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
     }
 }
 
@@ -422,7 +453,7 @@ impl RemoteCache {
             ..VerifyReport::default()
         };
         let present: std::collections::HashSet<&str> = paths.iter().map(String::as_str).collect();
-        let checks: Vec<Option<String>> = self.runtime.block_on(
+        let checks: Vec<Option<String>> = self.block_on(
             futures::stream::iter(&paths)
                 .map(|path| self.verify_one(path, &present))
                 .buffer_unordered(self.options.concurrency)
@@ -493,7 +524,7 @@ impl Substituter for RemoteCache {
         if drvs.is_empty() || self.broken.load(Ordering::Relaxed) {
             return vec![None; drvs.len()];
         }
-        self.runtime.block_on(
+        self.block_on(
             futures::stream::iter(drvs)
                 .map(|d| self.lookup(*d))
                 .buffered(self.options.concurrency)
@@ -502,7 +533,7 @@ impl Substituter for RemoteCache {
     }
 
     fn fetch(&self, out: &Digest) -> Option<Tree> {
-        self.runtime.block_on(self.fetch_archive(*out))
+        self.block_on(self.fetch_archive(*out))
     }
 }
 

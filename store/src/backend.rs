@@ -1,9 +1,10 @@
 //! Store backends behind two traits, in the spirit of snix's `BlobService` and
 //! `DirectoryService`: an [`ObjectStore`] (artifacts by output hash) and an [`ActionCache`]
 //! (derivation hash -> output record, with the canonical derivation). The local store
-//! implements both; [`MemoryStore`] serves unit tests; [`Layered`] puts a local store in front
-//! of further caches; [`from_addr`] picks a backend from a URL (`file://`, `memory://`; the
-//! remote cache adds `http(s)://` and `s3://`).
+//! implements both; [`MemoryStore`] serves unit tests; [`from_addr`] picks a backend from a URL
+//! (`file://`, `memory://`). Remote caches (kiln-cache) are [`Substituter`]s: verified,
+//! concurrent lookups whose failures are misses, with [`PullThrough`] fetching their artifacts
+//! into the local store when something reads them.
 //!
 //! Lookups return `Result<Option<_>>`: a miss is `Ok(None)`, a broken entry or an I/O failure
 //! is an error that the caller decides about. Every backend passes one test suite
@@ -216,98 +217,6 @@ impl ActionCache for MemoryStore {
     }
 }
 
-/// A local backend in front of further caches. Reads go to the first layer, then the others
-/// in order; what a later layer has is copied into the first (pull-through). A later layer
-/// that fails (down, slow, lying) is a warning and a miss, never a failed build: only the
-/// first layer's errors are errors. Writes go to the first layer only; pushing to a shared
-/// cache is explicit.
-pub struct Layered {
-    first: Backend,
-    rest: Vec<Backend>,
-}
-
-impl Layered {
-    /// `first` in front of `rest`.
-    pub fn new(first: Backend, rest: Vec<Backend>) -> Self {
-        Self { first, rest }
-    }
-
-    /// As one backend.
-    pub fn into_backend(self) -> Backend {
-        Backend::of(self)
-    }
-}
-
-fn degraded<T>(layer: usize, what: &str, r: Result<Option<T>>) -> Option<T> {
-    match r {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::warn!(layer, error = %kiln_core::error_chain::error_chain(&e), "cache layer failed to {what}; treated as a miss");
-            None
-        }
-    }
-}
-
-impl ObjectStore for Layered {
-    fn contains(&self, out: &Digest) -> Result<bool> {
-        if self.first.objects.contains(out)? {
-            return Ok(true);
-        }
-        Ok(self.rest.iter().enumerate().any(|(i, b)| {
-            degraded(i + 1, "check an object", b.objects.contains(out).map(Some)) == Some(true)
-        }))
-    }
-
-    fn get(&self, out: &Digest) -> Result<Option<Tree>> {
-        if let Some(t) = self.first.objects.get(out)? {
-            return Ok(Some(t));
-        }
-        for (i, b) in self.rest.iter().enumerate() {
-            if let Some(t) = degraded(i + 1, "read an object", b.objects.get(out)) {
-                self.first.objects.put(&t)?;
-                return Ok(Some(t));
-            }
-        }
-        Ok(None)
-    }
-
-    fn put(&self, tree: &Tree) -> Result<Digest> {
-        self.first.objects.put(tree)
-    }
-}
-
-impl ActionCache for Layered {
-    fn lookup(&self, drv: &Digest) -> Result<Option<OutputRecord>> {
-        if let Some(r) = self.first.actions.lookup(drv)? {
-            return Ok(Some(r));
-        }
-        for (i, b) in self.rest.iter().enumerate() {
-            if let Some(r) = degraded(i + 1, "look up an action", b.actions.lookup(drv)) {
-                if let Some(d) = degraded(i + 1, "read a derivation", b.actions.derivation(drv)) {
-                    self.first.actions.record(drv, &d, &r)?;
-                }
-                return Ok(Some(r));
-            }
-        }
-        Ok(None)
-    }
-
-    fn derivation(&self, drv: &Digest) -> Result<Option<Vec<u8>>> {
-        if let Some(d) = self.first.actions.derivation(drv)? {
-            return Ok(Some(d));
-        }
-        Ok(self
-            .rest
-            .iter()
-            .enumerate()
-            .find_map(|(i, b)| degraded(i + 1, "read a derivation", b.actions.derivation(drv))))
-    }
-
-    fn record(&self, drv: &Digest, derivation: &[u8], record: &OutputRecord) -> Result<()> {
-        self.first.actions.record(drv, derivation, record)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,33 +234,6 @@ mod tests {
             exports: Default::default(),
             entries: t.len() as u64,
             size: t.content_size(),
-        }
-    }
-
-    /// A backend that fails every request, as a cache that is down would.
-    struct Down;
-
-    impl ObjectStore for Down {
-        fn contains(&self, _: &Digest) -> Result<bool> {
-            Err(StoreError::UnsupportedAddress("down".into()))
-        }
-        fn get(&self, _: &Digest) -> Result<Option<Tree>> {
-            Err(StoreError::UnsupportedAddress("down".into()))
-        }
-        fn put(&self, _: &Tree) -> Result<Digest> {
-            Err(StoreError::UnsupportedAddress("down".into()))
-        }
-    }
-
-    impl ActionCache for Down {
-        fn lookup(&self, _: &Digest) -> Result<Option<OutputRecord>> {
-            Err(StoreError::UnsupportedAddress("down".into()))
-        }
-        fn derivation(&self, _: &Digest) -> Result<Option<Vec<u8>>> {
-            Err(StoreError::UnsupportedAddress("down".into()))
-        }
-        fn record(&self, _: &Digest, _: &[u8], _: &OutputRecord) -> Result<()> {
-            Err(StoreError::UnsupportedAddress("down".into()))
         }
     }
 
@@ -419,38 +301,50 @@ mod tests {
         (from_addr(&addr).unwrap(), dir)
     });
     backend_suite!(memory, (from_addr("memory://").unwrap(), ()));
-    backend_suite!(layered, {
-        let dir = tempfile::tempdir().unwrap();
-        let local = Backend::of(LocalStore::open(&dir.path().join("store")).unwrap());
-        let remotes = vec![Backend::of(Down), Backend::of(MemoryStore::default())];
-        (Layered::new(local, remotes).into_backend(), dir)
-    });
+    /// A substituter over a memory store that counts its fetches.
+    #[derive(Default)]
+    struct Counting {
+        inner: MemoryStore,
+        fetches: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Substituter for Counting {
+        fn address(&self) -> &str {
+            "memory://counting"
+        }
+        fn lookup_many(&self, drvs: &[Digest]) -> Vec<Option<OutputRecord>> {
+            drvs.iter().map(|d| self.inner.lookup(d).unwrap()).collect()
+        }
+        fn fetch(&self, out: &Digest) -> Option<Tree> {
+            self.fetches
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            ObjectStore::get(&self.inner, out).unwrap()
+        }
+    }
 
     #[test]
-    fn a_later_layer_fills_the_first_and_a_down_one_is_a_miss() {
-        let remote = Backend::of(MemoryStore::default());
+    fn pull_through_fetches_a_missing_object_once_and_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = Arc::new(LocalStore::open(&dir.path().join("store")).unwrap());
+        let remote = Arc::new(Counting::default());
         let t = tree("kind: D\n");
-        let derivation = b"{}";
-        let drv = Digest::of(derivation);
-        remote.objects.put(&t).unwrap();
-        remote
-            .actions
-            .record(&drv, derivation, &record(&t))
-            .unwrap();
-        let first = Backend::of(MemoryStore::default());
-        let layered = Layered::new(first.clone(), vec![Backend::of(Down), remote]);
-        assert_eq!(layered.lookup(&drv).unwrap(), Some(record(&t)));
-        assert!(layered.get(&t.output_hash()).unwrap().is_some());
+        let out = t.output_hash();
+        ObjectStore::put(&remote.inner, &t).unwrap();
+        let objects = PullThrough::new(local.clone(), vec![remote.clone()]);
         assert!(
-            first.objects.contains(&t.output_hash()).unwrap(),
-            "pulled through"
+            !objects.contains(&out).unwrap(),
+            "contains asks only the local store"
         );
-        assert_eq!(first.actions.lookup(&drv).unwrap(), Some(record(&t)));
-        let only_down = Layered::new(Backend::of(MemoryStore::default()), vec![Backend::of(Down)]);
+        assert_eq!(remote.fetches.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert_eq!(objects.get(&out).unwrap().unwrap().output_hash(), out);
+        assert!(local.has_object(&out), "kept locally");
+        assert_eq!(objects.get(&out).unwrap().unwrap().output_hash(), out);
+        assert_eq!(remote.fetches.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let absent = tree("kind: E\n").output_hash();
         assert_eq!(
-            only_down.lookup(&drv).unwrap(),
+            objects.get(&absent).unwrap(),
             None,
-            "a cache that is down is a miss"
+            "a miss everywhere is None"
         );
     }
 

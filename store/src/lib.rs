@@ -15,7 +15,7 @@ pub mod local;
 pub mod verify;
 
 pub use backend::{
-    from_addr, ActionCache, Backend, Layered, MemoryStore, ObjectStore, PullThrough, Substituter,
+    from_addr, ActionCache, Backend, MemoryStore, ObjectStore, PullThrough, Substituter,
 };
 pub use error::{Result, StoreError};
 pub use local::{LocalStore, OutputRecord, Root, RootEntry};
