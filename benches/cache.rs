@@ -86,7 +86,9 @@ impl Drop for Server {
     }
 }
 
-/// A TCP proxy to `upstream` that delays every chunk by half of `rtt` in each direction.
+/// A TCP proxy to `upstream` that delivers every chunk half of `rtt` after it arrived, in each
+/// direction, as `tc netem` delays packets: chunks in flight overlap, so the added cost is the
+/// round trip, not a sleep per chunk.
 fn latency_proxy(upstream: String, rtt: Duration) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -96,31 +98,46 @@ fn latency_proxy(upstream: String, rtt: Duration) -> String {
             let server = TcpStream::connect(&upstream).unwrap();
             let _ = client.set_nodelay(true);
             let _ = server.set_nodelay(true);
-            for (mut from, mut to) in [
+            for (from, to) in [
                 (client.try_clone().unwrap(), server.try_clone().unwrap()),
                 (server, client),
             ] {
-                std::thread::spawn(move || {
-                    let mut buf = vec![0u8; 64 << 10];
-                    loop {
-                        match from.read(&mut buf) {
-                            Ok(0) | Err(_) => {
-                                let _ = to.shutdown(std::net::Shutdown::Write);
-                                return;
-                            }
-                            Ok(n) => {
-                                std::thread::sleep(half);
-                                if to.write_all(&buf[..n]).is_err() {
-                                    return;
-                                }
-                            }
-                        }
-                    }
-                });
+                delayed_pipe(from, to, half);
             }
         }
     });
     url
+}
+
+fn delayed_pipe(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
+    let (tx, rx) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => return, // dropping tx ends the writer
+                Ok(n) => {
+                    if tx
+                        .send((Instant::now() + delay, buf[..n].to_vec()))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    std::thread::spawn(move || {
+        for (due, bytes) in rx {
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            if to.write_all(&bytes).is_err() {
+                return;
+            }
+        }
+        let _ = to.shutdown(std::net::Shutdown::Write);
+    });
 }
 
 /// Raw loopback TCP throughput, bytes/s: 1 GiB through one connection.
@@ -174,6 +191,13 @@ fn transfer_cmd(verb: &str, project: &Path, store: &Path, extra: &[&str]) -> Com
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `-- generate DIR N` writes the synthetic project and stops (for profiling by hand).
+    if args.first().map(String::as_str) == Some("generate") {
+        let n = args.get(2).and_then(|v| v.parse().ok()).unwrap_or(10_000);
+        support::generate(Path::new(&args[1]), n);
+        return;
+    }
     let n: usize = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())

@@ -127,7 +127,8 @@ pub enum CacheCommand {
         #[arg(long, default_value_t = 1 << 30)]
         max_upload_bytes: usize,
     },
-    /// Push the last build's entries and archives (of `--all` rules, or the named ones).
+    /// Build (a no-op after `kiln build`), then push the entries and archives the first cache
+    /// lacks (of `--all` rules, or the named ones).
     Push(TransferArgs),
     /// Build with the caches, then download the archives (of `--all` rules, or the named
     /// ones), e.g. before an apply without network.

@@ -70,7 +70,7 @@ pub struct Traffic {
     pub failures: u64,
     /// Whether the circuit breaker opened.
     pub gave_up: bool,
-    /// Entries and archives pushed.
+    /// Action entries pushed.
     pub pushed_entries: u64,
     /// Archives pushed.
     pub pushed_archives: u64,
@@ -312,6 +312,7 @@ impl RemoteCache {
         items: &[PushItem],
         key: Option<&SecretKey>,
     ) -> Result<(), CacheError> {
+        let failures_before = self.counters.failures.load(Ordering::Relaxed);
         let outcomes: Vec<Result<(), CacheError>> = self.block_on(
             futures::stream::iter(items)
                 .map(|item| self.push_one(local, item, key))
@@ -319,8 +320,7 @@ impl RemoteCache {
                 .collect(),
         );
         outcomes.into_iter().collect::<Result<Vec<()>, _>>()?;
-        if self.broken.load(Ordering::Relaxed) || self.counters.failures.load(Ordering::Relaxed) > 0
-        {
+        if self.counters.failures.load(Ordering::Relaxed) > failures_before {
             return Err(CacheError::Remote {
                 cache: self.address.clone(),
                 message: "some uploads failed (see the warnings above)".into(),
@@ -534,6 +534,18 @@ impl Substituter for RemoteCache {
 
     fn fetch(&self, out: &Digest) -> Option<Tree> {
         self.block_on(self.fetch_archive(*out))
+    }
+
+    fn fetch_many(&self, outs: &[Digest]) -> Vec<Option<Tree>> {
+        if outs.is_empty() || self.broken.load(Ordering::Relaxed) {
+            return vec![None; outs.len()];
+        }
+        self.block_on(
+            futures::stream::iter(outs)
+                .map(|o| self.fetch_archive(*o))
+                .buffered(self.options.concurrency)
+                .collect(),
+        )
     }
 }
 

@@ -484,6 +484,11 @@ pub fn build_and_load(
             return Ok((report, BTreeMap::new()));
         }
         let store = Arc::new(LocalStore::open(store_dir)?);
+        if !options.substituters.is_empty() {
+            // Pulled artifacts arrive together rather than one request at a time below.
+            let outs: Vec<Digest> = report.rules.iter().filter_map(|r| r.output).collect();
+            PullThrough::new(store.clone(), options.substituters.clone()).prefetch(&outs)?;
+        }
         let objects = options.objects(store.clone());
         let mut trees = BTreeMap::new();
         let mut broken = Vec::new();

@@ -165,8 +165,8 @@ impl Caches {
                     "{}: {} requests, {} down, {} up, {} hits",
                     t.address,
                     t.requests,
-                    human_bytes(t.bytes_down),
-                    human_bytes(t.bytes_up),
+                    indicatif::HumanBytes(t.bytes_down),
+                    indicatif::HumanBytes(t.bytes_up),
                     t.hits
                 );
                 if t.pushed_entries > 0 || t.pushed_archives > 0 {
@@ -198,14 +198,6 @@ fn push_item(r: &crate::build::RuleReport) -> Option<PushItem> {
         derivation: r.derivation?,
         output: r.output?,
     })
-}
-
-fn human_bytes(n: u64) -> String {
-    match n {
-        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / f64::from(1 << 20)),
-        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
-        n => format!("{n} B"),
-    }
 }
 
 /// Runs `kiln cache ...`.
@@ -395,11 +387,11 @@ fn transfer(
             caches.push(store, &items)?;
             break;
         }
-        let unavailable: Vec<kiln_core::Digest> = selected
-            .iter()
-            .filter_map(|r| r.output)
-            .filter(|out| caches.fetch(store, out).is_err())
-            .collect();
+        let outs: Vec<kiln_core::Digest> = selected.iter().filter_map(|r| r.output).collect();
+        let local = Arc::new(LocalStore::open(store)?);
+        kiln_store::PullThrough::new(local.clone(), caches.substituters()).prefetch(&outs)?;
+        let unavailable: Vec<kiln_core::Digest> =
+            outs.into_iter().filter(|o| !local.has_object(o)).collect();
         if unavailable.is_empty() {
             break;
         }

@@ -117,6 +117,10 @@ pub trait Substituter: Send + Sync {
     fn lookup_many(&self, drvs: &[Digest]) -> Vec<Option<OutputRecord>>;
     /// The artifact `out`, unpacked under the store's limits and checked against its hash.
     fn fetch(&self, out: &Digest) -> Option<Tree>;
+    /// [`Substituter::fetch`] of every output at once (concurrently); one answer per input.
+    fn fetch_many(&self, outs: &[Digest]) -> Vec<Option<Tree>> {
+        outs.iter().map(|o| self.fetch(o)).collect()
+    }
 }
 
 /// Objects from the local store, fetched from substituters on a miss ("build without the
@@ -133,6 +137,39 @@ impl PullThrough {
             local,
             substituters,
         }
+    }
+}
+
+impl PullThrough {
+    /// Makes every one of `outs` local that a substituter has, fetching them concurrently
+    /// (one batch per substituter, in order); what none has stays missing.
+    pub fn prefetch(&self, outs: &[Digest]) -> Result<()> {
+        let mut missing: Vec<Digest> = outs
+            .iter()
+            .filter(|o| !self.local.has_object(o))
+            .copied()
+            .collect();
+        missing.sort();
+        missing.dedup();
+        for s in &self.substituters {
+            if missing.is_empty() {
+                break;
+            }
+            let mut still = Vec::new();
+            // In chunks, so that only a chunk of trees is held in memory at once.
+            for chunk in missing.chunks(256) {
+                for (out, tree) in chunk.iter().zip(s.fetch_many(chunk)) {
+                    match tree {
+                        Some(t) => {
+                            self.local.put_object(&t)?;
+                        }
+                        None => still.push(*out),
+                    }
+                }
+            }
+            missing = still;
+        }
+        Ok(())
     }
 }
 
