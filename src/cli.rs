@@ -64,6 +64,37 @@ pub enum Command {
     /// Share built artifacts through a remote cache: keys, a server, explicit push and pull.
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Rebuild every rule, ignoring every cache, and compare with the recorded outputs.
+    Audit(AuditArgs),
+}
+
+/// `kiln audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// The project directory (holding kiln.toml).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// The environment.
+    #[arg(short, long)]
+    pub env: Option<String>,
+    /// Parallel jobs [default: one per CPU].
+    #[arg(short, long, default_value_t = 0)]
+    pub jobs: usize,
+    /// Only these rules are rebuilt (the others contribute their recorded outputs).
+    #[arg(long, num_args = 1..)]
+    pub rules: Vec<String>,
+    /// Compare with this remote cache's (signed, with --trusted-key) entries: another
+    /// machine's build. Without it, the local store's records.
+    #[arg(long, value_name = "CACHE_URL")]
+    pub against: Option<String>,
+    /// Public keys trusted to sign the `--against` cache's entries (repeatable).
+    #[arg(long = "trusted-key", value_name = "KEY")]
+    pub trusted_keys: Vec<String>,
+    /// Print the report as JSON (format version 1).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub vars: VarArgs,
 }
 
 /// Remote cache settings of `build`, `plan`, `apply` and `cache push/pull`. Each overrides the

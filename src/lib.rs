@@ -65,6 +65,7 @@ pub fn main_with_args() -> u8 {
         Command::Apply(args) => commands::realize::apply(args, &printer, &store),
         Command::Destroy(args) => commands::realize::destroy(args, &printer, &store),
         Command::Cache(cmd) => commands::cache::run(cmd, &printer, &store),
+        Command::Audit(args) => commands::audit::run(args, &printer, &store),
     };
     let code = match result {
         Ok(code) => code,

@@ -46,6 +46,9 @@ pub struct Rule {
     /// Whether `kiln apply` realizes this rule's objects (false for intermediate rules, such as
     /// a base that overlays rename).
     pub realize: bool,
+    /// Declared nondeterministic (`nondeterministic = true`): `kiln audit` reports a differing
+    /// rebuild as expected, not as a failure. Not part of the derivation.
+    pub nondeterministic: bool,
     /// Where `[rule.NAME]` was written.
     pub loc: Location,
 }

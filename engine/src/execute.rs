@@ -33,6 +33,41 @@ pub struct Built {
     pub duration_ms: f64,
     /// The tree, when it was built in this run or already loaded.
     tree: OnceLock<Arc<Tree>>,
+    /// What `kiln audit` found, in an audit.
+    pub audit: Option<Box<Verdict>>,
+}
+
+/// What an audit found for one rule.
+#[derive(Debug)]
+pub enum Verdict {
+    /// The rebuild gave the recorded output.
+    Identical,
+    /// Nothing was recorded for this derivation: built, nothing to compare.
+    Unrecorded,
+    /// The rebuild gave another output.
+    Differs {
+        /// The recorded output.
+        recorded: Digest,
+        /// The rebuilt output.
+        rebuilt: Digest,
+        /// How they differ, or why the recorded artifact could not be read.
+        changes: Result<Vec<crate::treediff::EntryChange>, String>,
+    },
+}
+
+/// How an audit runs.
+#[derive(Debug, Clone, Default)]
+pub struct Audit {
+    /// Only these rules are rebuilt (the others contribute their recorded outputs).
+    pub rules: Option<BTreeSet<String>>,
+    /// Compare with the substituters' (signed) entries instead of the local records.
+    pub against_substituters: bool,
+}
+
+/// A fresh build that failed: the rule's fault, or the machine's.
+enum FreshError {
+    Rule(BuildError),
+    Infrastructure(BuildError),
 }
 
 impl Built {
@@ -85,6 +120,8 @@ pub struct Executor<'a> {
     pub looked_up: HashSet<Digest>,
     /// Called after each rule finishes (progress).
     pub on_done: &'a (dyn Fn(&str) + Sync),
+    /// Set in `kiln audit`: every rule is rebuilt and compared, nothing stored.
+    pub audit: Option<Audit>,
 }
 
 /// A rule's attributes with `${dep...}` resolved, and its derivation.
@@ -173,12 +210,16 @@ impl Executor<'_> {
             .derive(p, &scope, &records)
             .map_err(|e| fail(None, &e))?;
         let attrs = &*attrs;
+        if let Some(audit) = &self.audit {
+            return self.audit_rule(audit, p, (drv, attrs), &scope, &built_deps, start);
+        }
         let built = |record: OutputRecord, status| Built {
             derivation: drv,
             record,
             status,
             duration_ms: start.elapsed().as_secs_f64() * 1000.0,
             tree: OnceLock::new(),
+            audit: None,
         };
         // The previous GC root needs no check that its objects exist: gc keeps everything a
         // root reaches, `verify` drops root entries whose object it quarantined, and an object
@@ -204,7 +245,24 @@ impl Executor<'_> {
         if let Some(record) = self.usable_output(p, &drv).map_err(store_fail)? {
             return Ok(built(record, Status::Cached));
         }
-        let srcs = self.load_sources(p).map_err(|e| fail(Some(drv), &e))?;
+        let tree = self
+            .build_fresh(p, attrs, &scope, &built_deps)
+            .map_err(|e| self.fresh_failure(p, start, drv, e))?;
+        let record = self.store_output(&drv, &bytes, &tree).map_err(store_fail)?;
+        let b = built(record, Status::Built);
+        let _ = b.tree.set(Arc::new(tree));
+        Ok(b)
+    }
+
+    /// Builds the rule's tree from its sources and its dependencies' outputs, storing nothing.
+    fn build_fresh(
+        &self,
+        p: &PreparedRule<'_>,
+        attrs: &serde_json::Value,
+        scope: &Scope<'_>,
+        built_deps: &BTreeMap<RuleName, &Built>,
+    ) -> Result<Tree, FreshError> {
+        let srcs = self.load_sources(p).map_err(FreshError::Rule)?;
         let dep_access = Deps {
             names: p.rule.deps.iter().map(|d| d.value.clone()).collect(),
             built: built_deps.clone(),
@@ -212,32 +270,116 @@ impl Executor<'_> {
             cache: self.cache,
             broken: &self.broken,
         };
-        let scratch = self.scratch_dir(p).map_err(|e| Failure {
-            infrastructure: true,
-            ..fail(
-                Some(drv),
-                &BuildError::caused("failed to create a scratch directory", e),
-            )
+        let scratch = self.scratch_dir(p).map_err(|e| {
+            FreshError::Infrastructure(BuildError::caused(
+                "failed to create a scratch directory",
+                e,
+            ))
         })?;
         let cx = BuildContext {
             rule: &p.rule.name,
             attrs,
             srcs: &srcs,
             deps: &dep_access,
-            scope: &scope,
+            scope,
             scratch: scratch.as_ref().map(tempfile::TempDir::path),
         };
-        let tree = p.kind.build(&cx).map_err(|e| fail(Some(drv), &e))?;
+        let tree = p.kind.build(&cx).map_err(FreshError::Rule)?;
         tree.validate().map_err(|e| {
-            fail(
-                Some(drv),
-                &BuildError::caused("the output is not a valid tree", e),
-            )
+            FreshError::Rule(BuildError::caused("the output is not a valid tree", e))
         })?;
-        let record = self.store_output(&drv, &bytes, &tree).map_err(store_fail)?;
-        let b = built(record, Status::Built);
-        let _ = b.tree.set(Arc::new(tree));
-        Ok(b)
+        Ok(tree)
+    }
+
+    fn fresh_failure(
+        &self,
+        p: &PreparedRule<'_>,
+        start: Instant,
+        drv: Digest,
+        e: FreshError,
+    ) -> Failure {
+        match e {
+            FreshError::Rule(e) => self.failure(p, start, Some(drv), &e),
+            FreshError::Infrastructure(e) => Failure {
+                infrastructure: true,
+                ..self.failure(p, start, Some(drv), &e)
+            },
+        }
+    }
+
+    /// `kiln audit` of one rule: rebuilt from its dependencies' *recorded* outputs (so a
+    /// mismatch never cascades), compared with its own recorded output. Dependents go on with
+    /// the recorded output.
+    fn audit_rule(
+        &self,
+        audit: &Audit,
+        p: &PreparedRule<'_>,
+        derived: (Digest, &serde_json::Value),
+        scope: &Scope<'_>,
+        built_deps: &BTreeMap<RuleName, &Built>,
+        start: Instant,
+    ) -> Result<Built, Failure> {
+        let (drv, attrs) = derived;
+        let recorded = if audit.against_substituters {
+            self.substituters
+                .iter()
+                .find_map(|s| s.lookup_many(std::slice::from_ref(&drv)).pop().flatten())
+        } else {
+            self.previous
+                .get(&drv)
+                .map(|r| (*r).clone())
+                .or_else(|| self.store.action(&drv).ok().flatten().map(|(r, _)| r))
+        };
+        let selected = audit
+            .rules
+            .as_ref()
+            .is_none_or(|set| set.contains(p.rule.name.as_str()));
+        let done = |record: OutputRecord, verdict: Option<Verdict>| Built {
+            derivation: drv,
+            record,
+            status: Status::Cached,
+            duration_ms: start.elapsed().as_secs_f64() * 1000.0,
+            tree: OnceLock::new(),
+            audit: verdict.map(Box::new),
+        };
+        if !selected {
+            if let Some(record) = recorded {
+                return Ok(done(record, None));
+            }
+        }
+        let tree = self
+            .build_fresh(p, attrs, scope, built_deps)
+            .map_err(|e| self.fresh_failure(p, start, drv, e))?;
+        let rebuilt = tree.output_hash();
+        let fresh_record = || OutputRecord {
+            output: rebuilt,
+            exports: tree.exports(),
+            entries: tree.len() as u64,
+            size: tree.content_size(),
+        };
+        let Some(record) = recorded else {
+            let b = done(fresh_record(), Some(Verdict::Unrecorded));
+            let _ = b.tree.set(Arc::new(tree));
+            return Ok(b);
+        };
+        if record.output == rebuilt {
+            let b = done(record, Some(Verdict::Identical));
+            let _ = b.tree.set(Arc::new(tree));
+            return Ok(b);
+        }
+        let changes = match self.cache.objects.get(&record.output) {
+            Ok(Some(old)) => Ok(crate::treediff::diff_trees(&old, &tree)),
+            Ok(None) => Err("the recorded artifact is in no store or cache".to_owned()),
+            Err(e) => Err(error_chain(&e)),
+        };
+        Ok(done(
+            record.clone(),
+            Some(Verdict::Differs {
+                recorded: record.output,
+                rebuilt,
+                changes,
+            }),
+        ))
     }
 
     /// The interpolation scope of a rule whose dependencies produced `records`.

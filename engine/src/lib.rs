@@ -5,14 +5,17 @@
 //! open the store -> execute in parallel: derivation hash, cache lookup, build (rules), store
 //! write -> one sync -> GC root -> report.
 
+pub mod audit;
 mod conflicts;
 mod error;
 mod execute;
 mod prepare;
 mod report;
 mod source_cache;
+pub mod treediff;
 
 pub use error::EngineError;
+pub use execute::{Audit, Verdict};
 pub use prepare::{parse_var, select_env, Selected};
 pub use report::{BuildReport, RuleReport, Status, Summary, BUILD_JSON_FORMAT};
 
@@ -38,6 +41,7 @@ pub struct BuildOptions {
     vars: BTreeMap<String, serde_json::Value>,
     unsandboxed: bool,
     substituters: Vec<Arc<dyn Substituter>>,
+    audit: Option<execute::Audit>,
 }
 
 impl std::fmt::Debug for BuildOptions {
@@ -173,6 +177,62 @@ pub fn build_loaded(
         selected,
         graph,
     } = loaded;
+    execute_loaded(loaded, store_dir, options, on_progress, start, |ran| {
+        let Ran {
+            outcomes,
+            store,
+            previous_root,
+            source_cache,
+            key,
+        } = ran;
+        let mut summary = Outcomes::summarize(project, graph, outcomes, previous_root);
+        summary.check_conflicts(project, graph, store, (key, &selected.instance_name()))?;
+        tracing::debug!(elapsed = ?start.elapsed(), "checked for objects from two rules");
+        // The stat cache only saves work: failing to write it is not worth failing the build.
+        if let Some(bytes) = source_cache.encode_if_changed(std::time::SystemTime::now()) {
+            if let Err(e) = store.write_source_cache(key, &bytes) {
+                tracing::warn!(error = %kiln_core::error_chain::error_chain(&e), "could not save the source stat cache");
+            }
+        }
+        // Durability: one `syncfs` when something was built.
+        let sync_error = summary.any_built.then(|| store.sync().err()).flatten();
+        tracing::debug!(elapsed = ?start.elapsed(), rss_kib = rss_kib(), "synced");
+        let report = BuildReport::new(
+            project.name.clone(),
+            selected.name().to_owned(),
+            store.root().display().to_string(),
+            start.elapsed(),
+            std::mem::take(&mut summary.rules),
+            std::mem::take(&mut summary.diagnostics),
+        );
+        Ok(persist(report, summary, sync_error, store, loaded, key))
+    })?
+}
+
+/// What a run of the executor leaves for its caller: the outcomes and the state it ran in.
+struct Ran<'r> {
+    outcomes: Vec<Outcome<execute::Built, execute::Failure>>,
+    store: &'r Arc<LocalStore>,
+    previous_root: Option<&'r Root>,
+    source_cache: source_cache::SourceCache,
+    key: &'r str,
+}
+
+/// Validates every rule, opens the store, runs the executor (a build, or with
+/// `options.audit` an audit) and hands the outcomes to `then`.
+fn execute_loaded<R>(
+    loaded: &Loaded,
+    store_dir: &Path,
+    options: &BuildOptions,
+    on_progress: &(dyn Fn(usize, &str) + Sync),
+    start: Instant,
+    then: impl FnOnce(Ran<'_>) -> R,
+) -> Result<R, EngineError> {
+    let Loaded {
+        project,
+        selected,
+        graph,
+    } = loaded;
     let kinds = BuiltinKinds::new(options.unsandboxed);
     let key = project_key(project);
     let cache_bytes = std::fs::read(LocalStore::source_cache_path(store_dir, &key)).ok();
@@ -216,33 +276,40 @@ pub fn build_loaded(
         substituted: Default::default(),
         looked_up: Default::default(),
         on_done: &on_done,
+        audit: options.audit.clone(),
     };
-    executor.substitute();
+    if executor.audit.is_none() {
+        executor.substitute();
+    }
     tracing::debug!(elapsed = ?start.elapsed(), "opened the store, read the previous root");
     let outcomes = run_healing(&mut executor, options.schedule);
     tracing::debug!(elapsed = ?start.elapsed(), rss_kib = rss_kib(), "executed");
+    drop(executor);
+    Ok(then(Ran {
+        outcomes,
+        store: &store,
+        previous_root: previous_root.as_ref(),
+        source_cache: cache,
+        key: &key,
+    }))
+}
 
-    let mut summary = Outcomes::summarize(project, graph, outcomes, previous_root.as_ref());
-    summary.check_conflicts(project, graph, &store, (&key, &selected.instance_name()))?;
-    tracing::debug!(elapsed = ?start.elapsed(), "checked for objects from two rules");
-    // The stat cache only saves work: failing to write it is not worth failing the build.
-    if let Some(bytes) = cache.encode_if_changed(std::time::SystemTime::now()) {
-        if let Err(e) = store.write_source_cache(&key, &bytes) {
-            tracing::warn!(error = %kiln_core::error_chain::error_chain(&e), "could not save the source stat cache");
-        }
-    }
-    // Durability: one `syncfs` when something was built.
-    let sync_error = summary.any_built.then(|| store.sync().err()).flatten();
-    tracing::debug!(elapsed = ?start.elapsed(), rss_kib = rss_kib(), "synced");
-    let report = BuildReport::new(
-        project.name.clone(),
-        selected.name().to_owned(),
-        store.root().display().to_string(),
-        start.elapsed(),
-        std::mem::take(&mut summary.rules),
-        std::mem::take(&mut summary.diagnostics),
-    );
-    Ok(persist(report, summary, sync_error, &store, loaded, &key))
+/// `kiln audit`: every rule (or `audit.rules`) rebuilt from its dependencies' recorded outputs,
+/// ignoring every cache, and compared with its recorded output; nothing is stored.
+pub fn audit(
+    loaded: &Loaded,
+    store_dir: &Path,
+    options: &BuildOptions,
+    audit: execute::Audit,
+) -> Result<audit::AuditReport, EngineError> {
+    let start = Instant::now();
+    let options = BuildOptions {
+        audit: Some(audit),
+        ..options.clone()
+    };
+    execute_loaded(loaded, store_dir, &options, &|_, _| {}, start, |ran| {
+        audit::AuditReport::new(loaded, ran.outcomes, start.elapsed())
+    })
 }
 
 /// Writes the GC root when it changed and the build succeeded. Store failures (the sync's,

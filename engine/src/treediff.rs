@@ -227,7 +227,11 @@ fn diff_documents(old: &[Value], new: &[Value]) -> Vec<FieldChange> {
         match (old.get(i), new.get(i)) {
             (Some(a), Some(b)) => diff_values(&prefix, a, b, &mut out),
             (a, b) => out.push(FieldChange {
-                path: if prefix.is_empty() { ".".into() } else { prefix },
+                path: if prefix.is_empty() {
+                    ".".into()
+                } else {
+                    prefix
+                },
                 old: a.cloned(),
                 new: b.cloned(),
             }),
@@ -244,7 +248,10 @@ fn key_path(prefix: &str, key: &str) -> String {
     match (plain, prefix.is_empty()) {
         (true, true) => key.to_owned(),
         (true, false) => format!("{prefix}.{key}"),
-        (false, _) => format!("{prefix}[{}]", serde_json::to_string(key).expect("a string")),
+        (false, _) => format!(
+            "{prefix}[{}]",
+            serde_json::to_string(key).expect("a string")
+        ),
     }
 }
 
@@ -286,7 +293,11 @@ pub fn diff_values(path: &str, old: &Value, new: &Value, out: &mut Vec<FieldChan
         }
         (a, b) if a == b => {}
         (a, b) => out.push(FieldChange {
-            path: if path.is_empty() { ".".into() } else { path.to_owned() },
+            path: if path.is_empty() {
+                ".".into()
+            } else {
+                path.to_owned()
+            },
             old: Some(a.clone()),
             new: Some(b.clone()),
         }),
@@ -417,7 +428,11 @@ mod tests {
             ("notes.txt", "one\ntwo\nthree\n"),
         ]);
         a.insert_file(rel("blob.bin"), vec![0u8, 159, 146, 150], false);
-        let mut b = tree_of(&[("run.sh", "echo 1\n"), ("notes.txt", "one\n2\nthree\n"), ("new.txt", "y")]);
+        let mut b = tree_of(&[
+            ("run.sh", "echo 1\n"),
+            ("notes.txt", "one\n2\nthree\n"),
+            ("new.txt", "y"),
+        ]);
         b.insert_file(rel("run.sh"), &b"echo 1\n"[..], true);
         b.insert_file(rel("blob.bin"), vec![0u8, 159, 146, 151, 1], false);
         let changes = diff_trees(&a, &b);

@@ -1,5 +1,6 @@
 //! One module per command. Each returns the process exit code or a [`Failure`].
 
+pub mod audit;
 pub mod build;
 pub mod cache;
 pub mod graph;

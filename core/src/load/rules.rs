@@ -85,6 +85,7 @@ pub(super) fn parse_rule(
     let mut deps = Vec::new();
     let mut envs = None;
     let mut realize = true;
+    let mut nondeterministic = false;
     let mut attrs = serde_json::Map::new();
     for (k, v) in table {
         let ks = k.get_ref().as_ref();
@@ -124,6 +125,11 @@ pub(super) fn parse_rule(
                     .as_bool()
                     .ok_or_else(|| type_error(loader, file, v, rn, "realize", "a boolean"))?;
             }
+            "nondeterministic" => {
+                nondeterministic = v.get_ref().as_bool().ok_or_else(|| {
+                    type_error(loader, file, v, rn, "nondeterministic", "a boolean")
+                })?;
+            }
             "description" => {
                 expect_str(loader, file, v, rn, "description")?;
             }
@@ -146,6 +152,7 @@ pub(super) fn parse_rule(
         deps,
         envs,
         realize,
+        nondeterministic,
         loc: Location {
             file,
             span: key.span(),
