@@ -311,8 +311,8 @@ pub fn render(changes: &[EntryChange], indent: &str) -> String {
         None => "(absent)".to_owned(),
         Some(v) => {
             let t = serde_json::to_string(v).expect("JSON");
-            if t.len() > 120 {
-                format!("{}…", &t[..t.floor_char_boundary(120)])
+            if t.chars().count() > 120 {
+                format!("{}…", t.chars().take(120).collect::<String>())
             } else {
                 t
             }
