@@ -66,6 +66,50 @@ pub enum Command {
     Cache(CacheCommand),
     /// Rebuild every rule, ignoring every cache, and compare with the recorded outputs.
     Audit(AuditArgs),
+    /// Why did (or would) a rule rebuild? The inputs that moved its hash, down to the root cause.
+    Why(WhyArgs),
+    /// How two environments' artifacts differ, or this checkout's from the last build.
+    Diff(DiffArgs),
+}
+
+/// `kiln why`.
+#[derive(Debug, Args)]
+pub struct WhyArgs {
+    /// The rule.
+    pub rule: String,
+    /// The project directory (holding kiln.toml).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// The environment.
+    #[arg(short, long)]
+    pub env: Option<String>,
+    /// Compare with `last` (the last build) or a GC root file.
+    #[arg(long, default_value = "last", value_name = "ROOT_FILE|last")]
+    pub since: String,
+    /// Print the explanation as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub vars: VarArgs,
+}
+
+/// `kiln diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The project directory (holding kiln.toml).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// The environment; twice to compare two (`--env staging --env production`).
+    #[arg(short, long, num_args = 1)]
+    pub env: Vec<String>,
+    /// Compare this checkout with the last build of the environment (`last`).
+    #[arg(long, value_name = "last")]
+    pub since: Option<String>,
+    /// Print the differences as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub vars: VarArgs,
 }
 
 /// `kiln audit`.

@@ -66,6 +66,8 @@ pub fn main_with_args() -> u8 {
         Command::Destroy(args) => commands::realize::destroy(args, &printer, &store),
         Command::Cache(cmd) => commands::cache::run(cmd, &printer, &store),
         Command::Audit(args) => commands::audit::run(args, &printer, &store),
+        Command::Why(args) => commands::why::run(args, &printer, &store),
+        Command::Diff(args) => commands::diff::run(args, &printer, &store),
     };
     let code = match result {
         Ok(code) => code,

@@ -64,6 +64,22 @@ pub enum EngineError {
     /// The store failed.
     #[error("store error")]
     Store(#[from] StoreError),
+    /// A rule name that the project does not define (in this environment).
+    #[error("no rule `{rule}` in environment `{env}`")]
+    #[diagnostic(help("`kiln graph --format json` lists the rules"))]
+    UnknownRule {
+        /// The name given.
+        rule: String,
+        /// The environment.
+        env: String,
+    },
+    /// `kiln why`/`kiln diff --since` with nothing to compare with.
+    #[error("no earlier build of environment `{env}` to compare with")]
+    #[diagnostic(help("run `kiln build --env {env}` first (or pass `--since ROOT_FILE`)"))]
+    NoEarlierBuild {
+        /// The environment.
+        env: String,
+    },
     /// A rule has never been built for this environment.
     #[error("rule `{rule}` has no build in the store for environment `{env}`")]
     #[diagnostic(help("run `kiln build --env {env}` first"))]

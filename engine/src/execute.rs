@@ -55,6 +55,24 @@ pub enum Verdict {
     },
 }
 
+/// The output hash that stands for a dependency not built yet in [`Executor::current_derivations`].
+pub fn unknown_output() -> Digest {
+    Digest::of(b"kiln: an output not built yet")
+}
+
+/// A rule's derivation as the checkout gives it now (see [`Executor::current_derivations`]).
+#[derive(Debug, Clone)]
+pub struct Current {
+    /// The derivation hash.
+    pub drv: Digest,
+    /// The canonical derivation.
+    pub bytes: Vec<u8>,
+    /// Its output, when the store knows it (built before).
+    pub output: Option<OutputRecord>,
+    /// False when a dependency's output is not known yet (it would rebuild first).
+    pub exact: bool,
+}
+
 /// How an audit runs.
 #[derive(Debug, Clone, Default)]
 pub struct Audit {
@@ -245,10 +263,16 @@ impl Executor<'_> {
         if let Some(record) = self.usable_output(p, &drv).map_err(store_fail)? {
             return Ok(built(record, Status::Cached));
         }
-        let tree = self
+        let (tree, srcs) = self
             .build_fresh(p, attrs, &scope, &built_deps)
             .map_err(|e| self.fresh_failure(p, start, drv, e))?;
         let record = self.store_output(&drv, &bytes, &tree).map_err(store_fail)?;
+        // The sources' content, for `kiln why`; an explanation aid, never worth a failure.
+        for (entry, src) in p.srcs.iter().zip(&srcs) {
+            if let Err(e) = self.store.put_source(&entry.digest, &src.content) {
+                tracing::debug!(error = %error_chain(&e), "could not keep a source for `kiln why`");
+            }
+        }
         let b = built(record, Status::Built);
         let _ = b.tree.set(Arc::new(tree));
         Ok(b)
@@ -261,7 +285,7 @@ impl Executor<'_> {
         attrs: &serde_json::Value,
         scope: &Scope<'_>,
         built_deps: &BTreeMap<RuleName, &Built>,
-    ) -> Result<Tree, FreshError> {
+    ) -> Result<(Tree, Vec<LoadedSource>), FreshError> {
         let srcs = self.load_sources(p).map_err(FreshError::Rule)?;
         let dep_access = Deps {
             names: p.rule.deps.iter().map(|d| d.value.clone()).collect(),
@@ -288,7 +312,7 @@ impl Executor<'_> {
         tree.validate().map_err(|e| {
             FreshError::Rule(BuildError::caused("the output is not a valid tree", e))
         })?;
-        Ok(tree)
+        Ok((tree, srcs))
     }
 
     fn fresh_failure(
@@ -347,7 +371,7 @@ impl Executor<'_> {
                 return Ok(done(record, None));
             }
         }
-        let tree = self
+        let (tree, _) = self
             .build_fresh(p, attrs, scope, built_deps)
             .map_err(|e| self.fresh_failure(p, start, drv, e))?;
         let rebuilt = tree.output_hash();
@@ -456,6 +480,60 @@ impl Executor<'_> {
             .iter()
             .find_map(|s| s.lookup_many(std::slice::from_ref(drv)).pop().flatten())
             .filter(usable)
+    }
+
+    /// Every rule's derivation as the checkout gives it now, without building: a dependency
+    /// whose derivation is not known to the store (it would rebuild) enters with a placeholder
+    /// output (and the exports `old` recorded for it), and its dependents are marked inexact.
+    pub fn current_derivations(
+        &self,
+        old: &BTreeMap<String, OutputRecord>,
+    ) -> Vec<Option<Current>> {
+        let placeholder = unknown_output();
+        let mut current: Vec<Option<Current>> = (0..self.graph.len()).map(|_| None).collect();
+        for &node in self.graph.order() {
+            let p = &self.prepared[&self.graph.rule_index(node)];
+            let mut owned: BTreeMap<RuleName, OutputRecord> = BTreeMap::new();
+            let mut exact = true;
+            for dep in self.graph.dependencies(node) {
+                let name = self.project[self.graph.rule_index(dep)].name.clone();
+                let record = match current[dep.index()].as_ref().and_then(|c| c.output.clone()) {
+                    Some(r) => r,
+                    None => {
+                        exact = false;
+                        OutputRecord {
+                            output: placeholder,
+                            exports: old
+                                .get(name.as_str())
+                                .map(|r| r.exports.clone())
+                                .unwrap_or_default(),
+                            entries: 0,
+                            size: 0,
+                        }
+                    }
+                };
+                owned.insert(name, record);
+            }
+            let records: BTreeMap<RuleName, &OutputRecord> =
+                owned.iter().map(|(n, r)| (n.clone(), r)).collect();
+            let scope = self.scope(&records);
+            let Ok(Derived { bytes, drv, .. }) = self.derive(p, &scope, &records) else {
+                continue;
+            };
+            let output = exact
+                .then(|| {
+                    self.local_output(p, &drv)
+                        .or_else(|| self.store.action(&drv).ok().flatten().map(|(r, _)| r))
+                })
+                .flatten();
+            current[node.index()] = Some(Current {
+                drv,
+                bytes,
+                output,
+                exact,
+            });
+        }
+        current
     }
 
     /// Asks the remote caches, wave by wave through the DAG, for every derivation the local

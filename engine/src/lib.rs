@@ -13,9 +13,10 @@ mod prepare;
 mod report;
 mod source_cache;
 pub mod treediff;
+pub mod why;
 
 pub use error::EngineError;
-pub use execute::{Audit, Verdict};
+pub use execute::{Audit, Current, Verdict};
 pub use prepare::{parse_var, select_env, Selected};
 pub use report::{BuildReport, RuleReport, Status, Summary, BUILD_JSON_FORMAT};
 
@@ -177,45 +178,63 @@ pub fn build_loaded(
         selected,
         graph,
     } = loaded;
-    execute_loaded(loaded, store_dir, options, on_progress, start, |ran| {
-        let Ran {
-            outcomes,
-            store,
-            previous_root,
-            source_cache,
-            key,
-        } = ran;
-        let mut summary = Outcomes::summarize(project, graph, outcomes, previous_root);
-        summary.check_conflicts(project, graph, store, (key, &selected.instance_name()))?;
-        tracing::debug!(elapsed = ?start.elapsed(), "checked for objects from two rules");
-        // The stat cache only saves work: failing to write it is not worth failing the build.
-        if let Some(bytes) = source_cache.encode_if_changed(std::time::SystemTime::now()) {
-            if let Err(e) = store.write_source_cache(key, &bytes) {
-                tracing::warn!(error = %kiln_core::error_chain::error_chain(&e), "could not save the source stat cache");
+    execute_loaded(
+        loaded,
+        store_dir,
+        options,
+        on_progress,
+        start,
+        Job::Schedule,
+        |ran| {
+            let Ran {
+                outcomes,
+                current: _,
+                store,
+                previous_root,
+                source_cache,
+                key,
+            } = ran;
+            let mut summary = Outcomes::summarize(project, graph, outcomes, previous_root);
+            summary.check_conflicts(project, graph, store, (key, &selected.instance_name()))?;
+            tracing::debug!(elapsed = ?start.elapsed(), "checked for objects from two rules");
+            // The stat cache only saves work: failing to write it is not worth failing the build.
+            if let Some(bytes) = source_cache.encode_if_changed(std::time::SystemTime::now()) {
+                if let Err(e) = store.write_source_cache(key, &bytes) {
+                    tracing::warn!(error = %kiln_core::error_chain::error_chain(&e), "could not save the source stat cache");
+                }
             }
-        }
-        // Durability: one `syncfs` when something was built.
-        let sync_error = summary.any_built.then(|| store.sync().err()).flatten();
-        tracing::debug!(elapsed = ?start.elapsed(), rss_kib = rss_kib(), "synced");
-        let report = BuildReport::new(
-            project.name.clone(),
-            selected.name().to_owned(),
-            store.root().display().to_string(),
-            start.elapsed(),
-            std::mem::take(&mut summary.rules),
-            std::mem::take(&mut summary.diagnostics),
-        );
-        Ok(persist(report, summary, sync_error, store, loaded, key))
-    })?
+            // Durability: one `syncfs` when something was built.
+            let sync_error = summary.any_built.then(|| store.sync().err()).flatten();
+            tracing::debug!(elapsed = ?start.elapsed(), rss_kib = rss_kib(), "synced");
+            let report = BuildReport::new(
+                project.name.clone(),
+                selected.name().to_owned(),
+                store.root().display().to_string(),
+                start.elapsed(),
+                std::mem::take(&mut summary.rules),
+                std::mem::take(&mut summary.diagnostics),
+            );
+            Ok(persist(report, summary, sync_error, store, loaded, key))
+        },
+    )?
 }
 
 /// What a run of the executor leaves for its caller: the outcomes and the state it ran in.
 struct Ran<'r> {
     outcomes: Vec<Outcome<execute::Built, execute::Failure>>,
+    current: Vec<Option<execute::Current>>,
     store: &'r Arc<LocalStore>,
     previous_root: Option<&'r Root>,
     source_cache: source_cache::SourceCache,
     key: &'r str,
+}
+
+/// What [`execute_loaded`] does with the executor.
+enum Job<'j> {
+    /// Run the schedule (a build, or an audit).
+    Schedule,
+    /// Only compute every rule's current derivation; `old` gives placeholder exports.
+    Derive(&'j BTreeMap<String, kiln_store::OutputRecord>),
 }
 
 /// Validates every rule, opens the store, runs the executor (a build, or with
@@ -226,6 +245,7 @@ fn execute_loaded<R>(
     options: &BuildOptions,
     on_progress: &(dyn Fn(usize, &str) + Sync),
     start: Instant,
+    job: Job<'_>,
     then: impl FnOnce(Ran<'_>) -> R,
 ) -> Result<R, EngineError> {
     let Loaded {
@@ -278,15 +298,21 @@ fn execute_loaded<R>(
         on_done: &on_done,
         audit: options.audit.clone(),
     };
-    if executor.audit.is_none() {
-        executor.substitute();
-    }
     tracing::debug!(elapsed = ?start.elapsed(), "opened the store, read the previous root");
-    let outcomes = run_healing(&mut executor, options.schedule);
+    let (outcomes, current) = match job {
+        Job::Schedule => {
+            if executor.audit.is_none() {
+                executor.substitute();
+            }
+            (run_healing(&mut executor, options.schedule), Vec::new())
+        }
+        Job::Derive(old) => (Vec::new(), executor.current_derivations(old)),
+    };
     tracing::debug!(elapsed = ?start.elapsed(), rss_kib = rss_kib(), "executed");
     drop(executor);
     Ok(then(Ran {
         outcomes,
+        current,
         store: &store,
         previous_root: previous_root.as_ref(),
         source_cache: cache,
@@ -307,9 +333,144 @@ pub fn audit(
         audit: Some(audit),
         ..options.clone()
     };
-    execute_loaded(loaded, store_dir, &options, &|_, _| {}, start, |ran| {
-        audit::AuditReport::new(loaded, ran.outcomes, start.elapsed())
-    })
+    execute_loaded(
+        loaded,
+        store_dir,
+        &options,
+        &|_, _| {},
+        start,
+        Job::Schedule,
+        |ran| audit::AuditReport::new(loaded, ran.outcomes, start.elapsed()),
+    )
+}
+
+/// What `kiln why` and `kiln diff --since` compare the checkout with.
+#[derive(Debug, Clone)]
+pub enum Since {
+    /// The last successful build of the environment.
+    Last,
+    /// A GC root file.
+    Root(PathBuf),
+}
+
+/// `kiln why RULE`: what moved the rule's derivation, against `since`. When nothing moved
+/// since the last build, the last build is compared with the one before it (why the rule was
+/// rebuilt then).
+pub fn why(
+    loaded: &Loaded,
+    store_dir: &Path,
+    options: &BuildOptions,
+    rule: &str,
+    since: &Since,
+) -> Result<(String, why::Explanation), EngineError> {
+    let env = loaded.selected.instance_name();
+    if !loaded
+        .graph
+        .order()
+        .iter()
+        .any(|&n| loaded.project[loaded.graph.rule_index(n)].name.as_str() == rule)
+    {
+        return Err(EngineError::UnknownRule {
+            rule: rule.to_owned(),
+            env: loaded.selected.name().to_owned(),
+        });
+    }
+    let store = LocalStore::open(store_dir)?;
+    let key = project_key(&loaded.project);
+    let old_root = match since {
+        Since::Last => store.read_root(&key, &env),
+        Since::Root(path) => Some(LocalStore::read_root_file(path)?),
+    }
+    .ok_or_else(|| EngineError::NoEarlierBuild {
+        env: loaded.selected.name().to_owned(),
+    })?;
+    let new = current_sides(loaded, store_dir, options, &old_root)?;
+    let old = root_sides(&store, &old_root);
+    let project_root = loaded.project.root.clone();
+    let source = |path: &str, digest: &Digest| {
+        store.source(digest).or_else(|| {
+            let bytes = std::fs::read(project_root.join(path)).ok()?;
+            (Digest::of(&bytes) == *digest).then_some(bytes)
+        })
+    };
+    let compare = |old, new| why::Comparison {
+        old,
+        new,
+        unknown_output: execute::unknown_output(),
+        source: &source,
+    };
+    let explanation = compare(&old, &new).explain(rule);
+    if explanation.state == why::State::Unchanged && matches!(since, Since::Last) {
+        if let Some(previous) = store.read_previous_root(&key, &env) {
+            let older = root_sides(&store, &previous);
+            let before = compare(&older, &old).explain(rule);
+            if before.state != why::State::Unchanged || !before.causes.is_empty() {
+                return Ok(("the build before the last one".to_owned(), before));
+            }
+        }
+    }
+    let with = match since {
+        Since::Last => "the last build".to_owned(),
+        Since::Root(p) => format!("the root `{}`", p.display()),
+    };
+    Ok((with, explanation))
+}
+
+/// A root's rules as one side of a comparison (derivation records from the action cache).
+fn root_sides(store: &LocalStore, root: &Root) -> BTreeMap<String, why::Side> {
+    root.rules
+        .iter()
+        .map(|(name, e)| {
+            (
+                name.to_string(),
+                why::Side {
+                    drv: e.derivation,
+                    record: store.action(&e.derivation).ok().flatten().map(|(_, d)| d),
+                    output: Some(e.output.output),
+                },
+            )
+        })
+        .collect()
+}
+
+/// The checkout's rules as one side: their current derivations (nothing is built).
+fn current_sides(
+    loaded: &Loaded,
+    store_dir: &Path,
+    options: &BuildOptions,
+    old_root: &Root,
+) -> Result<BTreeMap<String, why::Side>, EngineError> {
+    let old_records: BTreeMap<String, kiln_store::OutputRecord> = old_root
+        .rules
+        .iter()
+        .map(|(n, e)| (n.to_string(), e.output.clone()))
+        .collect();
+    let start = Instant::now();
+    let current = execute_loaded(
+        loaded,
+        store_dir,
+        options,
+        &|_, _| {},
+        start,
+        Job::Derive(&old_records),
+        |ran| ran.current,
+    )?;
+    Ok(loaded
+        .graph
+        .order()
+        .iter()
+        .filter_map(|&n| {
+            let c = current[n.index()].clone()?;
+            Some((
+                loaded.project[loaded.graph.rule_index(n)].name.to_string(),
+                why::Side {
+                    drv: c.drv,
+                    record: Some(c.bytes),
+                    output: c.output.map(|r| r.output),
+                },
+            ))
+        })
+        .collect())
 }
 
 /// Writes the GC root when it changed and the build succeeded. Store failures (the sync's,

@@ -3,9 +3,11 @@
 pub mod audit;
 pub mod build;
 pub mod cache;
+pub mod diff;
 pub mod graph;
 pub mod realize;
 pub mod store;
+pub mod why;
 
 pub use failure::Failure;
 

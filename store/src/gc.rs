@@ -45,6 +45,21 @@ fn files_in(dir: &Path) -> impl Iterator<Item = std::path::PathBuf> {
         .map(walkdir::DirEntry::into_path)
 }
 
+/// The source digests an action entry's derivation records.
+fn source_digests(action: &[u8]) -> Vec<kiln_core::Digest> {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(action) else {
+        return Vec::new();
+    };
+    v["derivation"]["srcs"]
+        .as_array()
+        .map(|srcs| {
+            srcs.iter()
+                .filter_map(|s| s["digest"].as_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 impl LocalStore {
     /// Deletes objects, records, trees, locks and temp files that no root reaches. Roots whose
     /// project directory no longer has a `kiln.toml` are removed first. Needs a store opened with
@@ -65,16 +80,37 @@ impl LocalStore {
                 live_drvs.insert(entry.derivation);
             }
         }
+        // The previous builds' derivation records stay (for `kiln why`), not their objects.
+        let recorded_drvs: HashSet<_> = self
+            .previous_roots()
+            .iter()
+            .flat_map(|r| r.rules.values().map(|e| e.derivation))
+            .collect();
+        let mut live_sources = HashSet::new();
         for path in files_in(&self.dir("actions")).collect::<Vec<_>>() {
-            let keep = crate::local::digest_of_file_name(&path)
-                .is_some_and(|d| live_drvs.contains(&d))
-                && fs::read(&path)
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<OutputRecord>(&b).ok())
-                    .is_some_and(|r| live_outputs.contains(&r.output));
-            if !keep {
+            let drv = crate::local::digest_of_file_name(&path);
+            let bytes = fs::read(&path).ok();
+            let keep = drv.is_some_and(|d| recorded_drvs.contains(&d))
+                || (drv.is_some_and(|d| live_drvs.contains(&d))
+                    && bytes
+                        .as_deref()
+                        .and_then(|b| serde_json::from_slice::<OutputRecord>(b).ok())
+                        .is_some_and(|r| live_outputs.contains(&r.output)));
+            if keep {
+                live_sources.extend(bytes.as_deref().map(source_digests).unwrap_or_default());
+            } else {
                 remove(&path, &mut report.bytes_freed)?;
                 report.records_deleted += 1;
+            }
+        }
+        for path in files_in(&self.dir("sources")).collect::<Vec<_>>() {
+            let keep = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| kiln_core::Digest::from_hex(n).ok())
+                .is_some_and(|d| live_sources.contains(&d));
+            if !keep {
+                remove(&path, &mut report.bytes_freed)?;
             }
         }
         for path in files_in(&self.dir("objects")).collect::<Vec<_>>() {

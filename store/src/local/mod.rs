@@ -85,6 +85,7 @@ impl LocalStore {
             "locks",
             "quarantine",
             "tmp",
+            "sources",
         ] {
             let d = root.join(sub);
             fs::create_dir_all(&d).map_err(StoreError::io("create directory", &d))?;

@@ -58,6 +58,26 @@ impl LocalStore {
         Ok(tree)
     }
 
+    fn source_path(&self, digest: &Digest) -> PathBuf {
+        self.dir("sources").join(digest.hex())
+    }
+
+    /// Keeps a source file's content under its digest (the one derivations record), so that
+    /// `kiln why` can show what changed in it. Text files up to 256 KiB only; kept once.
+    pub fn put_source(&self, digest: &Digest, content: &[u8]) -> Result<()> {
+        let path = self.source_path(digest);
+        if content.len() > 256 << 10 || std::str::from_utf8(content).is_err() || path.is_file() {
+            return Ok(());
+        }
+        write_atomic(&self.root, &path, content)
+    }
+
+    /// A kept source file's content, checked against its digest.
+    pub fn source(&self, digest: &Digest) -> Option<Vec<u8>> {
+        let bytes = fs::read(self.source_path(digest)).ok()?;
+        (Digest::of(&bytes) == *digest).then_some(bytes)
+    }
+
     /// Moves a corrupt object out of the way so that it reads as a miss.
     pub fn quarantine(&self, out: &Digest) -> Result<()> {
         let from = self.object_path(out);

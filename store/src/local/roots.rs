@@ -91,10 +91,50 @@ impl LocalStore {
         }
     }
 
-    /// Replaces the GC root of a project and environment.
+    /// Replaces the GC root of a project and environment. The root it replaces is kept as
+    /// `<env>.previous` (for `kiln why` and `kiln diff --since`): not a GC root for objects,
+    /// but gc keeps its derivation records and sources.
     pub fn write_root(&self, project_key: &str, root: &Root) -> Result<()> {
         let path = self.root_path(project_key, &root.env);
+        if path.is_file() {
+            let previous = self.previous_root_path(project_key, &root.env);
+            fs::rename(&path, &previous)
+                .map_err(StoreError::io("keep the previous root as", &previous))?;
+        }
         write_atomic(&self.root, &path, &encode_root(root))
+    }
+
+    fn previous_root_path(&self, project_key: &str, env: &str) -> PathBuf {
+        self.dir("roots")
+            .join(project_key)
+            .join(format!("{env}.previous"))
+    }
+
+    /// The root the last successful build replaced, if any.
+    pub fn read_previous_root(&self, project_key: &str, env: &str) -> Option<Root> {
+        let bytes = fs::read(self.previous_root_path(project_key, env)).ok()?;
+        parse_root(&bytes).ok()
+    }
+
+    /// A root read from a file (`kiln why --since FILE`).
+    pub fn read_root_file(path: &Path) -> Result<Root> {
+        let bytes = fs::read(path).map_err(StoreError::io("read", path))?;
+        parse_root(&bytes).map_err(|reason| StoreError::Corrupt {
+            path: path.to_owned(),
+            reason,
+        })
+    }
+
+    /// Every previous root (see [`LocalStore::write_root`]).
+    pub(crate) fn previous_roots(&self) -> Vec<Root> {
+        walkdir::WalkDir::new(self.dir("roots"))
+            .min_depth(2)
+            .max_depth(2)
+            .into_iter()
+            .filter_map(std::result::Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "previous"))
+            .filter_map(|e| parse_root(&fs::read(e.path()).ok()?).ok())
+            .collect()
     }
 
     /// Where the object index of a project's environment lives (see the CLI's
