@@ -70,6 +70,32 @@ pub enum Command {
     Why(WhyArgs),
     /// How two environments' artifacts differ, or this checkout's from the last build.
     Diff(DiffArgs),
+    /// An in-toto SLSA v1 provenance statement for a rule's artifact (signed with --sign), or
+    /// --verify one.
+    Provenance(ProvenanceArgs),
+}
+
+/// `kiln provenance`.
+#[derive(Debug, Args)]
+pub struct ProvenanceArgs {
+    /// The rule whose artifact the statement is about.
+    #[arg(required_unless_present = "verify")]
+    pub rule: Option<String>,
+    /// The project directory (holding kiln.toml).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// The environment.
+    #[arg(short, long)]
+    pub env: Option<String>,
+    /// Wrap the statement in a DSSE envelope signed with this secret key (`kiln cache keygen`).
+    #[arg(long, value_name = "KEY_FILE")]
+    pub sign: Option<PathBuf>,
+    /// Verify a DSSE envelope instead (with --trusted-key).
+    #[arg(long, value_name = "FILE", conflicts_with = "sign")]
+    pub verify: Option<PathBuf>,
+    /// A public key `<name>:<base64>` trusted to sign envelopes (repeatable).
+    #[arg(long = "trusted-key", value_name = "KEY")]
+    pub trusted_keys: Vec<String>,
 }
 
 /// `kiln why`.

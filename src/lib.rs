@@ -68,6 +68,7 @@ pub fn main_with_args() -> u8 {
         Command::Audit(args) => commands::audit::run(args, &printer, &store),
         Command::Why(args) => commands::why::run(args, &printer, &store),
         Command::Diff(args) => commands::diff::run(args, &printer, &store),
+        Command::Provenance(args) => commands::provenance::run(args, &printer, &store),
     };
     let code = match result {
         Ok(code) => code,

@@ -12,6 +12,7 @@ pub mod entry;
 mod error;
 pub mod keys;
 pub mod layout;
+pub mod provenance;
 mod remote;
 pub mod server;
 

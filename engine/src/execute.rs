@@ -55,6 +55,17 @@ pub enum Verdict {
     },
 }
 
+/// This machine's host name (Linux), for provenance.
+fn host_name() -> String {
+    static HOST: OnceLock<String> = OnceLock::new();
+    HOST.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "unknown".to_owned())
+    })
+    .clone()
+}
+
 /// The output hash that stands for a dependency not built yet in [`Executor::current_derivations`].
 pub fn unknown_output() -> Digest {
     Digest::of(b"kiln: an output not built yet")
@@ -213,6 +224,7 @@ impl Executor<'_> {
         start: Instant,
     ) -> Result<Built, Failure> {
         let p = &self.prepared[&self.graph.rule_index(node)];
+        let started_at = std::time::SystemTime::now();
         let fail = |derivation, e: &BuildError| self.failure(p, start, derivation, e);
         let built_deps: BTreeMap<RuleName, &Built> = deps
             .iter()
@@ -266,7 +278,9 @@ impl Executor<'_> {
         let (tree, srcs) = self
             .build_fresh(p, attrs, &scope, &built_deps)
             .map_err(|e| self.fresh_failure(p, start, drv, e))?;
-        let record = self.store_output(&drv, &bytes, &tree).map_err(store_fail)?;
+        let record = self
+            .store_output(&drv, &bytes, &tree, started_at)
+            .map_err(store_fail)?;
         // The sources' content, for `kiln why`; an explanation aid, never worth a failure.
         for (entry, src) in p.srcs.iter().zip(&srcs) {
             if let Err(e) = self.store.put_source(&entry.digest, &src.content) {
@@ -689,12 +703,14 @@ impl Executor<'_> {
             .map(Some)
     }
 
-    /// Stores a built tree and records `drv` -> its output in the action cache.
+    /// Stores a built tree and records `drv` -> its output in the action cache, with who and
+    /// what built it (`started`: when this rule's build began).
     fn store_output(
         &self,
         drv: &Digest,
         derivation: &[u8],
         tree: &Tree,
+        started: std::time::SystemTime,
     ) -> Result<OutputRecord, StoreError> {
         let output = self.cache.objects.put(tree)?;
         let record = OutputRecord {
@@ -703,7 +719,20 @@ impl Executor<'_> {
             entries: tree.len() as u64,
             size: tree.content_size(),
         };
-        self.cache.actions.record(drv, derivation, &record)?;
+        let finished = std::time::SystemTime::now();
+        let built = kiln_store::BuildInfo {
+            kiln: env!("CARGO_PKG_VERSION").to_owned(),
+            host: host_name(),
+            started: humantime::format_rfc3339_seconds(started).to_string(),
+            finished: humantime::format_rfc3339_seconds(finished).to_string(),
+            duration_ms: finished
+                .duration_since(started)
+                .unwrap_or_default()
+                .as_secs_f64()
+                * 1000.0,
+        };
+        self.store
+            .write_action_built(drv, derivation, &record, Some(&built))?;
         Ok(record)
     }
 

@@ -5,6 +5,7 @@ pub mod build;
 pub mod cache;
 pub mod diff;
 pub mod graph;
+pub mod provenance;
 pub mod realize;
 pub mod store;
 pub mod why;

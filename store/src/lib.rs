@@ -18,4 +18,4 @@ pub use backend::{
     from_addr, ActionCache, Backend, MemoryStore, ObjectStore, PullThrough, Substituter,
 };
 pub use error::{Result, StoreError};
-pub use local::{LocalStore, OutputRecord, Root, RootEntry};
+pub use local::{BuildInfo, LocalStore, OutputRecord, Root, RootEntry};

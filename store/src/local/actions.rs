@@ -25,6 +25,21 @@ pub struct OutputRecord {
     pub size: u64,
 }
 
+/// Who and what built an output: provenance metadata, never part of a hash.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BuildInfo {
+    /// The kiln version.
+    pub kiln: String,
+    /// The host name.
+    pub host: String,
+    /// When the build of this rule started, RFC 3339 (UTC).
+    pub started: String,
+    /// When it finished, RFC 3339 (UTC).
+    pub finished: String,
+    /// How long it took, in milliseconds.
+    pub duration_ms: f64,
+}
+
 /// An exclusive lock on one derivation, held while it is built.
 #[derive(Debug)]
 pub struct DerivationLock {
@@ -82,12 +97,35 @@ impl LocalStore {
         derivation: &[u8],
         record: &OutputRecord,
     ) -> Result<()> {
+        self.write_action_built(drv, derivation, record, None)
+    }
+
+    /// [`LocalStore::write_action`] with who and what built the output (kiln version, host,
+    /// time, duration): kept beside the record, outside every hash, for `kiln provenance`.
+    pub fn write_action_built(
+        &self,
+        drv: &Digest,
+        derivation: &[u8],
+        record: &OutputRecord,
+        built: Option<&BuildInfo>,
+    ) -> Result<()> {
         let mut json = serde_json::to_vec(record).expect("record serializes");
         json.pop(); // the closing brace
+        if let Some(b) = built {
+            json.extend_from_slice(b",\"built\":");
+            json.extend(serde_json::to_vec(b).expect("build info serializes"));
+        }
         json.extend_from_slice(b",\"derivation\":");
         json.extend_from_slice(derivation);
         json.push(b'}');
         write_atomic(&self.root, &self.action_path(drv), &json)
+    }
+
+    /// Who and what built `drv`'s output, when this store built it.
+    pub fn build_info(&self, drv: &Digest) -> Option<BuildInfo> {
+        let bytes = fs::read(self.action_path(drv)).ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        serde_json::from_value(v.get("built")?.clone()).ok()
     }
 
     /// The action entry of `drv`: its record and derivation; `Ok(None)` when absent.

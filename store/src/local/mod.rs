@@ -33,7 +33,7 @@ mod objects;
 mod roots;
 
 pub(crate) use actions::derivation_of_action;
-pub use actions::{DerivationLock, OutputRecord};
+pub use actions::{BuildInfo, DerivationLock, OutputRecord};
 pub(crate) use roots::{encode_root, parse_root};
 pub use roots::{Root, RootEntry};
 
