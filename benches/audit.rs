@@ -58,6 +58,12 @@ fn main() {
                 "{}",
                 String::from_utf8_lossy(&out.stderr)
             );
+            let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(report["summary"]["checked"], report["summary"]["identical"]);
+            assert_eq!(
+                report["summary"]["checked"].as_u64().unwrap() as usize,
+                report["rules"].as_array().unwrap().len()
+            );
             t
         })
         .collect();

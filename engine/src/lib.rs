@@ -385,7 +385,7 @@ pub fn why(
         env: loaded.selected.name().to_owned(),
     })?;
     let new = current_sides(loaded, store_dir, options, &old_root)?;
-    let old = root_sides(&store, &old_root);
+    let old = root_sides(&old_root);
     let project_root = loaded.project.root.clone();
     let source = |path: &str, digest: &Digest| {
         store.source(digest).or_else(|| {
@@ -393,16 +393,18 @@ pub fn why(
             (Digest::of(&bytes) == *digest).then_some(bytes)
         })
     };
+    let record = |drv: &Digest| store.action(drv).ok().flatten().map(|(_, d)| d);
     let compare = |old, new| why::Comparison {
         old,
         new,
         unknown_output: execute::unknown_output(),
         source: &source,
+        record: &record,
     };
     let explanation = compare(&old, &new).explain(rule);
     if explanation.state == why::State::Unchanged && matches!(since, Since::Last) {
         if let Some(previous) = store.read_previous_root(&key, &env) {
-            let older = root_sides(&store, &previous);
+            let older = root_sides(&previous);
             let before = compare(&older, &old).explain(rule);
             if before.state != why::State::Unchanged || !before.causes.is_empty() {
                 return Ok(("the build before the last one".to_owned(), before));
@@ -416,8 +418,9 @@ pub fn why(
     Ok((with, explanation))
 }
 
-/// A root's rules as one side of a comparison (derivation records from the action cache).
-fn root_sides(store: &LocalStore, root: &Root) -> BTreeMap<String, why::Side> {
+/// A root's rules as one side of a comparison (their derivation records are read from the
+/// action cache when an explanation visits them).
+fn root_sides(root: &Root) -> BTreeMap<String, why::Side> {
     root.rules
         .iter()
         .map(|(name, e)| {
@@ -425,7 +428,7 @@ fn root_sides(store: &LocalStore, root: &Root) -> BTreeMap<String, why::Side> {
                 name.to_string(),
                 why::Side {
                     drv: e.derivation,
-                    record: store.action(&e.derivation).ok().flatten().map(|(_, d)| d),
+                    record: None,
                     output: Some(e.output.output),
                 },
             )

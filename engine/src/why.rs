@@ -22,7 +22,8 @@ use crate::treediff::{diff_values, FieldChange};
 pub struct Side {
     /// Derivation hash.
     pub drv: Digest,
-    /// The canonical derivation record.
+    /// The canonical derivation record, when at hand (else read through
+    /// [`Comparison::record`]).
     pub record: Option<Vec<u8>>,
     /// The output, when known (built).
     pub output: Option<Digest>,
@@ -115,6 +116,9 @@ pub struct Comparison<'a> {
     pub unknown_output: Digest,
     /// A source's content by digest (kept sources, or the checkout's files).
     pub source: &'a dyn Fn(&str, &Digest) -> Option<Vec<u8>>,
+    /// A derivation record by hash, for sides read without their records (read only for the
+    /// rules an explanation visits).
+    pub record: &'a dyn Fn(&Digest) -> Option<Vec<u8>>,
 }
 
 impl Comparison<'_> {
@@ -133,8 +137,12 @@ impl Comparison<'_> {
             e.state = State::New;
             return e;
         };
-        let parse =
-            |s: &Side| -> Option<Value> { serde_json::from_slice(s.record.as_deref()?).ok() };
+        let parse = |s: &Side| -> Option<Value> {
+            match &s.record {
+                Some(bytes) => serde_json::from_slice(bytes).ok(),
+                None => serde_json::from_slice(&(self.record)(&s.drv)?).ok(),
+            }
+        };
         let (old_record, new_record) = (parse(old), parse(new));
         if old.drv == new.drv {
             // Unchanged; still say which dependencies moved without moving this rule.
@@ -404,11 +412,13 @@ mod tests {
         ]
         .into();
         let none = |_: &str, _: &Digest| None;
+        let no_record = |_: &Digest| None;
         let c = Comparison {
             old: &old,
             new: &new,
             unknown_output: Digest::of(b"unknown"),
             source: &none,
+            record: &no_record,
         };
         let e = c.explain("api");
         assert_eq!(e.state, State::WouldRebuild);

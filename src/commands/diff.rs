@@ -3,9 +3,8 @@
 //! `objects/`), with the same structured diffs as `kiln audit`; rules whose output differs are
 //! listed beside them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
 
 use kiln_core::{RelPath, Tree};
@@ -18,11 +17,11 @@ use crate::cli::DiffArgs;
 use crate::commands::Failure;
 use crate::printer::Printer;
 
-/// One side: every rule's output and tree, and which rules are realized.
+/// One side: every rule's output, and the project it was built from.
 struct Platform {
     label: String,
+    loaded: Loaded,
     outputs: BTreeMap<String, kiln_core::Digest>,
-    objects: Tree,
 }
 
 #[derive(Serialize)]
@@ -48,25 +47,29 @@ pub fn run(args: &DiffArgs, printer: &Printer, store: &Path) -> Result<u8, Failu
         .unsandboxed(args.vars.unsandboxed);
     let (old, new) = match (args.env.as_slice(), args.since.as_deref()) {
         ([a, b], None) => (
-            build(args, store, &options, Some(a))?,
-            build(args, store, &options, Some(b))?,
+            build(args, store, &options, Some(a), printer)?,
+            build(args, store, &options, Some(b), printer)?,
         ),
         ([_] | [], Some("last")) => {
             let env = args.env.first().map(String::as_str);
             let loaded = load(args, env)?;
             let key = crate::build::project_key(&loaded.project);
-            let s = LocalStore::open(store)?;
-            let root = s
+            let root = LocalStore::open(store)?
                 .read_root(&key, &loaded.selected.instance_name())
                 .ok_or_else(|| EngineError::NoEarlierBuild {
                     env: loaded.selected.name().to_owned(),
                 })?;
-            let mut trees = BTreeMap::new();
-            for (name, e) in &root.rules {
-                trees.insert(name.to_string(), Arc::new(s.load(&e.output.output)?));
-            }
-            let old = platform(&loaded, "the last build".into(), &trees);
-            (old, build(args, store, &options, env)?)
+            let outputs = root
+                .rules
+                .iter()
+                .map(|(n, e)| (n.to_string(), e.output.output))
+                .collect();
+            let old = Platform {
+                label: "the last build".into(),
+                loaded,
+                outputs,
+            };
+            (old, build(args, store, &options, env, printer)?)
         }
         _ => {
             return Err(Failure {
@@ -78,7 +81,14 @@ pub fn run(args: &DiffArgs, printer: &Printer, store: &Path) -> Result<u8, Failu
         }
     };
     let rules = rule_changes(&old, &new);
-    let objects = diff_trees(&old.objects, &new.objects);
+    // Only rules whose output differs (and the bases they may override) can hold objects that
+    // differ: the others' objects are the same on both sides, and are not read.
+    let changed: BTreeSet<&str> = rules.iter().map(|r| r.name.as_str()).collect();
+    let local = LocalStore::open(store)?;
+    let objects = diff_trees(
+        &objects_of(&old, &changed, &local)?,
+        &objects_of(&new, &changed, &local)?,
+    );
     let changed = !rules.is_empty() || !objects.is_empty();
     if args.json {
         printer.json(&DiffReport {
@@ -114,37 +124,57 @@ fn build(
     store: &Path,
     options: &BuildOptions,
     env: Option<&str>,
+    printer: &Printer,
 ) -> Result<Platform, Failure> {
     let loaded = load(args, env)?;
-    let (report, trees) =
-        crate::build::build_and_load(&loaded, store, options, &|_, _| {}, Instant::now())?;
+    let report = crate::build::build_loaded(&loaded, store, options, &|_, _| {}, Instant::now())?;
     if !report.success() {
+        for d in &report.diagnostics {
+            printer.error(d);
+        }
         return Err(Failure {
             code: report.exit_code(),
             report: miette::miette!("the build of `{}` failed", loaded.selected.name()),
         });
     }
-    Ok(platform(
-        &loaded,
-        format!("env {}", loaded.selected.name()),
-        &trees,
-    ))
+    let outputs = report
+        .rules
+        .iter()
+        .filter_map(|r| Some((r.name.clone(), r.output?)))
+        .collect();
+    Ok(Platform {
+        label: format!("env {}", loaded.selected.name()),
+        loaded,
+        outputs,
+    })
 }
 
-/// Every realized rule's objects in one tree (`objects/…` paths are unique across rules of a
-/// valid project; a dependent's copy of an object wins, as in realize).
-fn platform(loaded: &Loaded, label: String, trees: &BTreeMap<String, Arc<Tree>>) -> Platform {
+/// The realized objects of `side`'s rules in `changed` and of the rules they depend on, in one
+/// tree (a dependent's copy of an object wins, as in realize).
+fn objects_of(
+    side: &Platform,
+    changed: &BTreeSet<&str>,
+    store: &LocalStore,
+) -> Result<Tree, Failure> {
+    let graph = &side.loaded.graph;
+    let project = &side.loaded.project;
+    let mut wanted: BTreeSet<usize> = BTreeSet::new();
+    for &node in graph.order() {
+        if changed.contains(project[graph.rule_index(node)].name.as_str()) {
+            wanted.insert(node.index());
+            wanted.extend(graph.dependencies(node).map(|d| d.index()));
+        }
+    }
     let mut objects = Tree::new();
-    let mut outputs = BTreeMap::new();
-    for &node in loaded.graph.order() {
-        let rule = &loaded.project[loaded.graph.rule_index(node)];
-        let Some(tree) = trees.get(rule.name.as_str()) else {
-            continue;
-        };
-        outputs.insert(rule.name.to_string(), tree.output_hash());
-        if !rule.realize {
+    for &node in graph.order() {
+        let rule = &project[graph.rule_index(node)];
+        if !rule.realize || !wanted.contains(&node.index()) {
             continue;
         }
+        let Some(out) = side.outputs.get(rule.name.as_str()) else {
+            continue;
+        };
+        let tree = store.load(out)?;
         for (path, entry) in tree.iter() {
             if path.as_str().starts_with("objects/") {
                 let p: RelPath = path.clone();
@@ -152,11 +182,7 @@ fn platform(loaded: &Loaded, label: String, trees: &BTreeMap<String, Arc<Tree>>)
             }
         }
     }
-    Platform {
-        label,
-        outputs,
-        objects,
-    }
+    Ok(objects)
 }
 
 fn rule_changes(old: &Platform, new: &Platform) -> Vec<RuleChange> {
