@@ -6,8 +6,11 @@
 //!   store.lock                    shared by builds, exclusive for gc
 //!   objects/ab/<hex>.tar.zst      artifacts, keyed by output hash
 //!   actions/ab/<hex>.json         action cache: derivation hash -> OutputRecord, plus the
-//!                                 canonical derivation record itself (for `kiln why`)
+//!                                 canonical derivation record itself (for `kiln why`) and,
+//!                                 for outputs built here, who built them (`built`)
 //!   roots/<project-key>/<env>.json GC roots: the last successful build of a project and env
+//!   roots/<project-key>/<env>.previous  the root it replaced (`kiln why`, `kiln diff`)
+//!   sources/<hex>                 text sources of built rules, by content digest (`kiln why`)
 //!   trees/<hex>/                  unpacked, read-only views for `kiln store path`
 //!   locks/<abc>.lock              build locks, striped by the first 3 hex digits of the
 //!                                 derivation hash (4096 reusable files, not one per build)
