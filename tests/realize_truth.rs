@@ -647,3 +647,92 @@ fn per_namespace_reads_keep_prune_exact() {
     assert!(!kubectl_ok(&["get", "cm", "-n", &a, "-o", "name"]).contains("configmap/x"));
     r.assert_converged();
 }
+
+/// A Deployment (and, with `hpa`, an HPA that scales it) in the realm's namespace.
+fn scaled(name: &str, hpa: bool, annotated: bool) -> Realm {
+    let r = Realm::new(name);
+    let annotation = if annotated {
+        "  annotations: {kiln.dev/controller-owned: spec.replicas}\n"
+    } else {
+        ""
+    };
+    let mut yaml = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: api\n{annotation}spec:\n  replicas: 2\n  selector: {{matchLabels: {{app: api}}}}\n  template:\n    metadata: {{labels: {{app: api}}}}\n    spec:\n      containers:\n        - name: api\n          image: nginx:1.25\n"
+    );
+    if hpa {
+        // autoscaling/v1: served by the 1.20 test server and by current clusters alike.
+        yaml.push_str("---\napiVersion: autoscaling/v1\nkind: HorizontalPodAutoscaler\nmetadata:\n  name: api\nspec:\n  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: api}\n  minReplicas: 2\n  maxReplicas: 5\n  targetCPUUtilizationPercentage: 80\n");
+    }
+    r.rules("[rule.app]\nkind = \"manifest\"\nsrcs = [\"app.yaml\"]\nnamespace = \"${var.ns}\"\ndeps = [\"ns\"]\n");
+    r.s.write("app.yaml", &yaml);
+    r
+}
+
+fn live_replicas(r: &Realm) -> u64 {
+    let d: Value = serde_json::from_str(&kubectl_ok(&[
+        "get",
+        "deployment",
+        "api",
+        "-n",
+        &r.ns,
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    d["spec"]["replicas"].as_u64().unwrap()
+}
+
+#[test]
+fn kiln_does_not_fight_the_autoscaler_of_a_workload() {
+    for (name, hpa, annotated) in [("hpa", true, false), ("owned", false, true)] {
+        let r = scaled(name, hpa, annotated);
+        r.apply(&[]);
+        assert_eq!(
+            live_replicas(&r),
+            2,
+            "{name}: created with the rules' replicas"
+        );
+        kubectl_ok(&["scale", "deployment/api", "-n", &r.ns, "--replicas=4"]);
+        let out = r.kiln("plan", &["--detailed-exitcode"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{name}: a scale by the controller's side is not drift: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let applied = r.apply(&[]);
+        assert_eq!(applied["http"]["writes"], 0, "{name}: {applied}");
+        assert_eq!(live_replicas(&r), 4, "{name}: the scale stands");
+        // A real change of the workload keeps the controller's replicas.
+        r.s.write(
+            "app.yaml",
+            &std::fs::read_to_string(r.s.project().join("app.yaml"))
+                .unwrap()
+                .replace("nginx:1.25", "nginx:1.26"),
+        );
+        let applied = r.apply(&[]);
+        assert!(
+            applied["applied"]["applied"].as_u64().unwrap() >= 1,
+            "{applied}"
+        );
+        assert_eq!(
+            live_replicas(&r),
+            4,
+            "{name}: an update leaves replicas alone"
+        );
+        r.assert_converged();
+    }
+}
+
+#[test]
+fn without_an_autoscaler_a_scale_is_drift_and_reverted() {
+    let r = scaled("noscaler", false, false);
+    r.apply(&[]);
+    kubectl_ok(&["scale", "deployment/api", "-n", &r.ns, "--replicas=4"]);
+    let out = r.kiln("plan", &["--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(".spec.replicas"));
+    r.apply(&[]);
+    assert_eq!(live_replicas(&r), 2, "reverted to the rules' value");
+    r.assert_converged();
+}

@@ -57,8 +57,114 @@ pub struct DesiredObject {
     pub wave: usize,
     /// The object with ownership labels and annotations.
     pub object: Value,
-    /// blake3 of the object as built (before ownership metadata).
+    /// blake3 of the object as built (before ownership metadata), without the fields that
+    /// other controllers own.
     pub hash: Digest,
+    /// Fields another controller owns (`spec.replicas` of an HPA's or a Flagger Canary's
+    /// target, or those named in [`CONTROLLER_OWNED_ANNOTATION`]): set when kiln creates the
+    /// object, then left to that controller (see [`yield_to_controllers`]).
+    pub controller_owned: Vec<String>,
+}
+
+/// An annotation naming fields other controllers own, as dotted paths separated by commas
+/// (`kiln.dev/controller-owned: "spec.replicas,spec.template.metadata.annotations"`), like
+/// Argo CD's `ignoreDifferences`: kiln sets them on create and never takes them back.
+pub const CONTROLLER_OWNED_ANNOTATION: &str = "kiln.dev/controller-owned";
+
+/// Kinds whose objects scale another object, and where they name it.
+const SCALERS: [(&str, &str); 2] = [
+    (
+        "HorizontalPodAutoscaler.autoscaling",
+        "/spec/scaleTargetRef",
+    ),
+    ("Canary.flagger.app", "/spec/targetRef"),
+];
+
+/// The objects that an HPA or a Flagger Canary of the set scales.
+fn scaled_targets<'a>(
+    objects: impl Iterator<Item = (&'a ObjectKey, &'a Value)>,
+) -> HashSet<ObjectKey> {
+    let mut out = HashSet::new();
+    for (key, obj) in objects {
+        let Some((_, pointer)) = SCALERS.iter().find(|(gk, _)| *gk == key.group_kind) else {
+            continue;
+        };
+        let Some(target) = obj.pointer(pointer) else {
+            continue;
+        };
+        let (Some(kind), Some(name)) = (target["kind"].as_str(), target["name"].as_str()) else {
+            continue;
+        };
+        let api_version = target["apiVersion"].as_str().unwrap_or("apps/v1");
+        out.insert(ObjectKey {
+            group_kind: group_kind(api_version, kind),
+            namespace: key.namespace.clone(),
+            name: name.to_owned(),
+        });
+    }
+    out
+}
+
+/// The dotted paths of `CONTROLLER_OWNED_ANNOTATION` on `obj`.
+fn annotated_paths(obj: &Value) -> Vec<String> {
+    obj.pointer("/metadata/annotations")
+        .and_then(|a| a.get(CONTROLLER_OWNED_ANNOTATION))
+        .and_then(Value::as_str)
+        .map(|s| {
+            s.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn pointer_of(dotted: &str) -> String {
+    format!("/{}", dotted.replace('.', "/"))
+}
+
+/// `obj` without the fields at `paths`.
+fn without(obj: &Value, paths: &[String]) -> Value {
+    let mut v = obj.clone();
+    for p in paths {
+        let pointer = pointer_of(p);
+        if let Some((parent, field)) = pointer.rsplit_once('/') {
+            if let Some(Value::Object(m)) = v.pointer_mut(parent) {
+                m.remove(field);
+            }
+        }
+    }
+    v
+}
+
+/// For objects that exist: the controller-owned fields take their live values (or go when the
+/// live object has none), so kiln neither reverts a controller nor resets what it owns. An
+/// object kiln creates keeps the values of its rules.
+pub fn yield_to_controllers(desired: &mut [DesiredObject], live: &BTreeMap<ObjectKey, Value>) {
+    for d in desired
+        .iter_mut()
+        .filter(|d| !d.controller_owned.is_empty())
+    {
+        let Some(l) = live.get(&d.key) else { continue };
+        for p in &d.controller_owned {
+            let pointer = pointer_of(p);
+            let Some((parent, field)) = pointer.rsplit_once('/') else {
+                continue;
+            };
+            let live_value = l.pointer(&pointer).cloned();
+            if let Some(Value::Object(m)) = d.object.pointer_mut(parent) {
+                match live_value {
+                    Some(v) => {
+                        m.insert(field.to_owned(), v);
+                    }
+                    None => {
+                        m.remove(field);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Why the desired state could not be assembled.
@@ -313,12 +419,20 @@ pub fn collect(
             }
         }
     }
+    let scaled = scaled_targets(chosen.iter().map(|(k, (_, _, o))| (k, o.as_value())));
     Ok(chosen
         .into_iter()
         .map(|(key, (node, rule, mut obj))| {
             let kind = obj.kind().to_owned();
             default_port_protocols(&kind, obj.spec_mut());
-            let hash = Digest::of(&to_canonical_json(obj.as_value()));
+            let mut controller_owned = annotated_paths(obj.as_value());
+            if scaled.contains(&key) && !controller_owned.iter().any(|p| p == "spec.replicas") {
+                controller_owned.push("spec.replicas".to_owned());
+            }
+            let hash = Digest::of(&to_canonical_json(&without(
+                obj.as_value(),
+                &controller_owned,
+            )));
             let object = with_ownership(obj, set_id, &rule, &hash);
             DesiredObject {
                 key,
@@ -326,6 +440,7 @@ pub fn collect(
                 wave: waves[node],
                 object,
                 hash,
+                controller_owned,
             }
         })
         .collect())
@@ -465,6 +580,62 @@ mod tests {
         let scopes = scopes_defined_by_crds(&objs);
         assert_eq!(scopes["GatewayClass.gateway.example.io"], Scope::Cluster);
         assert_eq!(scopes["Route.gateway.example.io"], Scope::Namespaced);
+    }
+
+    #[test]
+    fn an_hpa_target_leaves_its_replicas_to_the_hpa() {
+        let deployment = |replicas: u64| {
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                   "metadata": {"name": "api", "namespace": "shop"},
+                   "spec": {"replicas": replicas, "template": {"spec": {"containers": []}}}})
+        };
+        let hpa = json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+                         "metadata": {"name": "api", "namespace": "shop"},
+                         "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "api"},
+                                  "minReplicas": 2, "maxReplicas": 5}});
+        let lineage = Lineage::from_order(1, [(0, vec![])]);
+        let with = |replicas| {
+            collect(
+                &lineage,
+                vec![raw(deployment(replicas)), raw(hpa.clone())],
+                "set",
+            )
+            .unwrap()
+        };
+        let (a, b) = (with(2), with(3));
+        let dep = |v: &[DesiredObject]| {
+            v.iter()
+                .find(|d| d.key.group_kind == "Deployment.apps")
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(dep(&a).controller_owned, ["spec.replicas"]);
+        assert_eq!(dep(&a).hash, dep(&b).hash, "replicas do not move the hash");
+        assert_eq!(dep(&a).object["spec"]["replicas"], 2, "kept for the create");
+        // Live: the HPA scaled it to 4; kiln sends 4, not 2.
+        let mut desired = vec![dep(&a)];
+        let mut live_obj = deployment(4);
+        live_obj["metadata"]["uid"] = json!("x");
+        let live: BTreeMap<ObjectKey, Value> = [(desired[0].key.clone(), live_obj)].into();
+        yield_to_controllers(&mut desired, &live);
+        assert_eq!(desired[0].object["spec"]["replicas"], 4);
+        // Without the HPA, replicas are kiln's.
+        let alone = collect(&lineage, vec![raw(deployment(2))], "set").unwrap();
+        assert!(alone[0].controller_owned.is_empty());
+    }
+
+    #[test]
+    fn the_annotation_names_controller_owned_fields() {
+        let mut d = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                           "metadata": {"name": "w", "namespace": "shop",
+                                        "annotations": {CONTROLLER_OWNED_ANNOTATION: "spec.replicas, spec.paused"}},
+                           "spec": {"replicas": 1, "paused": false}});
+        let lineage = Lineage::from_order(1, [(0, vec![])]);
+        let a = collect(&lineage, vec![raw(d.clone())], "set").unwrap();
+        assert_eq!(a[0].controller_owned, ["spec.replicas", "spec.paused"]);
+        d["spec"]["replicas"] = json!(7);
+        let b = collect(&lineage, vec![raw(d)], "set").unwrap();
+        assert_eq!(a[0].hash, b[0].hash);
     }
 
     #[test]

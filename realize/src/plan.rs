@@ -176,13 +176,25 @@ fn change_for(d: &DesiredObject, live: Option<&Value>) -> Change {
         .and_then(|a| a.get(DESIRED_HASH_ANNOTATION))
         .and_then(Value::as_str);
     change.secret_values_changed = secret_changes(&d.object, l);
+    // Fields another controller owns are never drift (see `desired::yield_to_controllers`).
+    let ours = |fields: Vec<String>| -> Vec<String> {
+        fields
+            .into_iter()
+            .filter(|f| {
+                !d.controller_owned.iter().any(|p| {
+                    let p = format!(".{p}");
+                    *f == p || f.starts_with(&format!("{p}."))
+                })
+            })
+            .collect()
+    };
     if live_hash != Some(d.hash.to_string().as_str()) || !change.secret_values_changed.is_empty() {
         change.action = Action::Update;
         // Out-of-band changes to fields kiln sets are taken back in the same write.
-        change.drifted_fields = taken_by_updates(&d.object, l);
+        change.drifted_fields = ours(taken_by_updates(&d.object, l));
         change.diff = Some(diff(&d.object, l));
     } else {
-        change.drifted_fields = unowned_fields(&d.object, l);
+        change.drifted_fields = ours(unowned_fields(&d.object, l));
         if !change.drifted_fields.is_empty() {
             change.action = Action::Drift;
             change.diff = Some(diff(&d.object, l));
@@ -258,6 +270,7 @@ mod tests {
             wave: 0,
             object: o,
             hash,
+            controller_owned: Vec::new(),
         }
     }
 

@@ -222,11 +222,11 @@ pub async fn plan_set<C: ClusterApi>(
 ) -> Result<Realized<C>, RealizeError> {
     let parent = wanted.parent.clone();
     let defined_here = wanted.defined_here.clone();
-    let (desired, warnings) = settle(&cluster, wanted).await?;
+    let (mut desired, warnings) = settle(&cluster, wanted).await?;
     let mut lock = lock_set(&cluster, &parent, options.lock.as_ref(), on_wait).await?;
     let (live_parent, plan) = holding(
         &mut lock,
-        read_and_plan(&cluster, &parent, &desired, &defined_here, options),
+        read_and_plan(&cluster, &parent, &mut desired, &defined_here, options),
     )
     .await?;
     Ok(Realized {
@@ -244,7 +244,7 @@ pub async fn plan_set<C: ClusterApi>(
 async fn read_and_plan(
     cluster: &impl ClusterApi,
     parent: &Parent,
-    desired: &[DesiredObject],
+    desired: &mut [DesiredObject],
     defined_here: &BTreeMap<String, Scope>,
     options: &PlanOptions,
 ) -> Result<(Option<Value>, Plan), RealizeError> {
@@ -320,6 +320,8 @@ async fn read_and_plan(
     } else {
         HashSet::new()
     };
+    desired::yield_to_controllers(desired, &live);
+    let desired = &*desired;
     let mut plan = planned_with_orphans(&set_id, desired, &live, &orphans);
     dry_run::settle(cluster, &mut plan, desired, &live, (&set_id, options.adopt)).await?;
     Ok((live_parent, plan))
