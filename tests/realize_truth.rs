@@ -736,3 +736,36 @@ fn without_an_autoscaler_a_scale_is_drift_and_reverted() {
     assert_eq!(live_replicas(&r), 2, "reverted to the rules' value");
     r.assert_converged();
 }
+
+#[test]
+fn current_api_versions_apply_on_a_cluster_that_serves_only_earlier_ones() {
+    let r = Realm::new("apiversions");
+    r.rules("[rule.app]\nkind = \"manifest\"\nsrcs = [\"app.yaml\"]\nnamespace = \"${var.ns}\"\ndeps = [\"ns\"]\n");
+    r.s.write(
+        "app.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: api\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: api}}\n  template:\n    metadata: {labels: {app: api}}\n    spec:\n      containers: [{name: api, image: nginx:1.25}]\n---\napiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata:\n  name: api\nspec:\n  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: api}\n  minReplicas: 1\n  maxReplicas: 3\n  metrics:\n    - type: Resource\n      resource: {name: cpu, target: {type: Utilization, averageUtilization: 70}}\n---\napiVersion: batch/v1\nkind: CronJob\nmetadata:\n  name: backup\nspec:\n  schedule: \"0 3 * * *\"\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: OnFailure\n          containers: [{name: backup, image: busybox:1.36, command: [\"true\"]}]\n---\napiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: api\nspec:\n  minAvailable: 1\n  selector: {matchLabels: {app: api}}\n",
+    );
+    // The 1.20 test server serves none of the three current versions.
+    let served = kubectl_ok(&["api-versions"]);
+    assert!(!served.lines().any(|l| l == "autoscaling/v2"), "{served}");
+    assert!(!served.lines().any(|l| l == "policy/v1"), "{served}");
+    let applied = r.apply(&[]);
+    assert_eq!(applied["applied"]["applied"], 5, "{applied}");
+    for (kind, name) in [("hpa", "api"), ("cronjob", "backup"), ("pdb", "api")] {
+        kubectl_ok(&["get", kind, name, "-n", &r.ns]);
+    }
+    r.assert_converged();
+    // The build is hermetic: the artifact keeps the versions written.
+    let artifact = r.s.cat(
+        "app",
+        &format!(
+            "objects/{}/HorizontalPodAutoscaler.autoscaling/api.yaml",
+            r.ns
+        ),
+        &[],
+    );
+    assert!(
+        artifact.contains("apiVersion: autoscaling/v2\n"),
+        "{artifact}"
+    );
+}

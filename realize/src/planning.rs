@@ -135,36 +135,90 @@ pub struct Realized<C> {
 /// The scope of every group-kind among `objects`: from the project's own CRDs first (their
 /// kinds may not be served yet), else from discovery (one request per group-version). A kind
 /// that neither knows is an error naming the rule.
+/// Current API versions that older clusters serve under an earlier version with the same
+/// fields: (current, earlier, kind). When discovery lacks the current one, objects are applied
+/// in the earlier one. The build stays hermetic: artifacts keep the current version, and only
+/// realize, which already depends on the cluster, picks what the cluster serves.
+pub const EARLIER_VERSIONS: [(&str, &str, &str); 5] = [
+    (
+        "autoscaling/v2",
+        "autoscaling/v2beta2",
+        "HorizontalPodAutoscaler",
+    ),
+    ("batch/v1", "batch/v1beta1", "CronJob"),
+    ("policy/v1", "policy/v1beta1", "PodDisruptionBudget"),
+    (
+        "discovery.k8s.io/v1",
+        "discovery.k8s.io/v1beta1",
+        "EndpointSlice",
+    ),
+    ("node.k8s.io/v1", "node.k8s.io/v1beta1", "RuntimeClass"),
+];
+
+/// What discovery says of the desired kinds: each group-kind's scope, and the version to apply
+/// in where the cluster does not serve the one written (see [`EARLIER_VERSIONS`]).
+struct Served {
+    scopes: BTreeMap<String, Scope>,
+    /// (written apiVersion, kind) -> the apiVersion this cluster serves.
+    versions: BTreeMap<(String, String), String>,
+}
+
 async fn resolve_scopes(
     cluster: &impl ClusterApi,
     objects: &[RawObject],
     defined_here: &BTreeMap<String, Scope>,
-) -> Result<BTreeMap<String, Scope>, RealizeError> {
-    let mut wanted: BTreeMap<String, (&str, &str, &str)> = BTreeMap::new();
+) -> Result<Served, RealizeError> {
+    let mut wanted: BTreeMap<(&str, &str), &str> = BTreeMap::new();
     for o in objects {
         let (api_version, kind) = o.type_meta();
         let gk = applyset::group_kind(api_version, kind);
         if !defined_here.contains_key(&gk) {
-            wanted.entry(gk).or_insert((api_version, kind, &o.rule));
+            wanted.entry((api_version, kind)).or_insert(&o.rule);
         }
     }
-    let resolved: Vec<(String, Scope)> = stream::iter(wanted)
-        .map(|(gk, (api_version, kind, rule))| async move {
-            cluster
-                .scope(api_version, kind)
-                .await
-                .map(|scope| (gk, scope))
-                .map_err(|source| RealizeError::Kind {
-                    rule: rule.to_owned(),
-                    source: Box::new(source),
-                })
+    let resolved: Vec<(String, Scope, Option<(String, String, String)>)> = stream::iter(wanted)
+        .map(|((api_version, kind), rule)| async move {
+            let gk = applyset::group_kind(api_version, kind);
+            let error = |source| RealizeError::Kind {
+                rule: rule.to_owned(),
+                source: Box::new(source),
+            };
+            match cluster.scope(api_version, kind).await {
+                Ok(scope) => Ok((gk, scope, None)),
+                Err(e) if e.is_not_served() => {
+                    let Some((_, earlier, _)) = EARLIER_VERSIONS
+                        .iter()
+                        .find(|(now, _, k)| *now == api_version && *k == kind)
+                    else {
+                        return Err(error(e));
+                    };
+                    let scope = cluster.scope(earlier, kind).await.map_err(|_| error(e))?;
+                    tracing::info!(
+                        kind,
+                        "this cluster does not serve {api_version}: applying as {earlier}"
+                    );
+                    let rewrite = (
+                        api_version.to_owned(),
+                        kind.to_owned(),
+                        (*earlier).to_owned(),
+                    );
+                    Ok((gk, scope, Some(rewrite)))
+                }
+                Err(e) => Err(error(e)),
+            }
         })
         .buffer_unordered(8)
         .try_collect()
         .await?;
     let mut scopes = defined_here.clone();
-    scopes.extend(resolved);
-    Ok(scopes)
+    let mut versions = BTreeMap::new();
+    for (gk, scope, rewrite) in resolved {
+        scopes.insert(gk, scope);
+        if let Some((written, kind, served)) = rewrite {
+            versions.insert((written, kind), served);
+        }
+    }
+    Ok(Served { scopes, versions })
 }
 
 /// Settles scopes and namespaces, adds ownership and resolves the declared secret references.
@@ -179,7 +233,13 @@ async fn settle(
         declared_refs,
         lineage,
     } = wanted;
-    let scopes = resolve_scopes(cluster, &objects, &defined_here).await?;
+    let Served { scopes, versions } = resolve_scopes(cluster, &objects, &defined_here).await?;
+    for o in &mut objects {
+        let (api_version, kind) = o.type_meta();
+        if let Some(served) = versions.get(&(api_version.to_owned(), kind.to_owned())) {
+            o.object.set_version(served);
+        }
+    }
     let warnings = desired::settle_scopes(
         &mut objects,
         |gk| scopes.get(gk).copied().unwrap_or(Scope::Namespaced),

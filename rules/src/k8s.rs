@@ -202,6 +202,16 @@ impl K8sObject {
         self.value.get_mut("spec")
     }
 
+    /// Sets `apiVersion` to another version of the same group (the kind, and so the
+    /// group-kind, stay). `false`, and nothing changed, when `api_version` is of another group.
+    pub fn set_version(&mut self, api_version: &str) -> bool {
+        if api_group(api_version) != api_group(self.api_version()) {
+            return false;
+        }
+        self.value["apiVersion"] = Value::from(api_version);
+        true
+    }
+
     /// Sets `metadata.namespace` (a name kiln chose), or removes it; returns the old one.
     pub fn set_namespace(&mut self, namespace: Option<&str>) -> Option<String> {
         let meta = self.metadata_mut();
