@@ -163,6 +163,13 @@ struct Served {
     versions: BTreeMap<(String, String), String>,
 }
 
+/// An object kind applied in another version than written.
+struct Rewrite {
+    written: String,
+    kind: String,
+    served: String,
+}
+
 async fn resolve_scopes(
     cluster: &impl ClusterApi,
     objects: &[RawObject],
@@ -176,7 +183,7 @@ async fn resolve_scopes(
             wanted.entry((api_version, kind)).or_insert(&o.rule);
         }
     }
-    let resolved: Vec<(String, Scope, Option<(String, String, String)>)> = stream::iter(wanted)
+    let resolved: Vec<(String, Scope, Option<Rewrite>)> = stream::iter(wanted)
         .map(|((api_version, kind), rule)| async move {
             let gk = applyset::group_kind(api_version, kind);
             let error = |source| RealizeError::Kind {
@@ -214,8 +221,8 @@ async fn resolve_scopes(
     let mut versions = BTreeMap::new();
     for (gk, scope, rewrite) in resolved {
         scopes.insert(gk, scope);
-        if let Some((written, kind, served)) = rewrite {
-            versions.insert((written, kind), served);
+        if let Some(r) = rewrite {
+            versions.insert((r.written, r.kind), r.served);
         }
     }
     Ok(Served { scopes, versions })
