@@ -204,11 +204,11 @@ async fn resolve_scopes(
                         kind,
                         "this cluster does not serve {api_version}: applying as {earlier}"
                     );
-                    let rewrite = (
-                        api_version.to_owned(),
-                        kind.to_owned(),
-                        (*earlier).to_owned(),
-                    );
+                    let rewrite = Rewrite {
+                        written: api_version.to_owned(),
+                        kind: kind.to_owned(),
+                        served: (*earlier).to_owned(),
+                    };
                     Ok((gk, scope, Some(rewrite)))
                 }
                 Err(e) => Err(error(e)),
