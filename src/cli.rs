@@ -73,6 +73,16 @@ pub enum Command {
     /// An in-toto SLSA v1 provenance statement for a rule's artifact (signed with --sign), or
     /// --verify one.
     Provenance(ProvenanceArgs),
+    /// Print a shell completion script (`source <(kiln completions bash)`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (kiln.1 and one per subcommand) into a directory.
+    Manpages {
+        /// The directory (created if missing).
+        dir: PathBuf,
+    },
 }
 
 /// `kiln provenance`.

@@ -69,6 +69,8 @@ pub fn main_with_args() -> u8 {
         Command::Why(args) => commands::why::run(args, &printer, &store),
         Command::Diff(args) => commands::diff::run(args, &printer, &store),
         Command::Provenance(args) => commands::provenance::run(args, &printer, &store),
+        Command::Completions { shell } => commands::docs::completions(*shell, &printer),
+        Command::Manpages { dir } => commands::docs::manpages(dir, &printer),
     };
     let code = match result {
         Ok(code) => code,

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod build;
 pub mod cache;
 pub mod diff;
+pub mod docs;
 pub mod graph;
 pub mod provenance;
 pub mod realize;
