@@ -317,6 +317,10 @@ pub struct ClusterArgs {
     /// Print JSON on stdout (format version 1).
     #[arg(long)]
     pub json: bool,
+    /// Only this rule and its dependencies (repeatable; `NAME+` adds its dependents). Prune is
+    /// off when a run covers only part of the project.
+    #[arg(long = "rule", value_name = "NAME[+]")]
+    pub rules: Vec<String>,
     #[command(flatten)]
     pub vars: VarArgs,
     #[command(flatten)]
@@ -429,6 +433,10 @@ pub struct BuildArgs {
     /// Keep building independent rules after a failure.
     #[arg(short, long)]
     pub keep_going: bool,
+    /// Only this rule and its dependencies (repeatable; `NAME+` adds its dependents). Prune is
+    /// off when a run covers only part of the project.
+    #[arg(long = "rule", value_name = "NAME[+]")]
+    pub rules: Vec<String>,
     #[command(flatten)]
     pub vars: VarArgs,
     #[command(flatten)]
@@ -447,6 +455,10 @@ pub struct GraphArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = GraphFormatArg::Dot)]
     pub format: GraphFormatArg,
+    /// Only this rule and its dependencies (repeatable; `NAME+` adds its dependents). Prune is
+    /// off when a run covers only part of the project.
+    #[arg(long = "rule", value_name = "NAME[+]")]
+    pub rules: Vec<String>,
 }
 
 /// `--format` of `kiln graph`.

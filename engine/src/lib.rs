@@ -43,6 +43,7 @@ pub struct BuildOptions {
     unsandboxed: bool,
     substituters: Vec<Arc<dyn Substituter>>,
     audit: Option<execute::Audit>,
+    rules: Vec<String>,
 }
 
 impl std::fmt::Debug for BuildOptions {
@@ -53,6 +54,7 @@ impl std::fmt::Debug for BuildOptions {
             .field("distrusted", &self.distrusted)
             .field("vars", &self.vars)
             .field("unsandboxed", &self.unsandboxed)
+            .field("rules", &self.rules)
             .field(
                 "substituters",
                 &self
@@ -94,6 +96,14 @@ impl BuildOptions {
         self
     }
 
+    /// Only these rules and their dependencies (`NAME+`: and its dependents), see
+    /// [`Loaded::restrict`]; read by [`build`] (a loaded project is restricted by its caller).
+    #[must_use]
+    pub fn rules(mut self, rules: Vec<String>) -> Self {
+        self.rules = rules;
+        self
+    }
+
     /// Remote caches to pull from, in order: rules the local store lacks are looked up there
     /// (wave by wave, concurrently) before anything is built, and their artifacts downloaded
     /// only when something reads them.
@@ -129,6 +139,64 @@ pub struct Loaded {
     pub selected: Selected,
     /// The rule graph of that environment.
     pub graph: RuleGraph,
+    /// Only some rules were selected (`--rule`): the graph holds their closure, the GC root
+    /// keeps the other rules' entries, and realize prunes nothing.
+    pub partial: bool,
+}
+
+impl Loaded {
+    /// Keeps only the rules `selectors` name and everything they depend on; `NAME+` also
+    /// keeps NAME's dependents (and theirs). No selectors: everything.
+    pub fn restrict(&mut self, selectors: &[String]) -> Result<(), EngineError> {
+        if selectors.is_empty() {
+            return Ok(());
+        }
+        let by_name: std::collections::HashMap<&str, petgraph::graph::NodeIndex> = self
+            .graph
+            .order()
+            .iter()
+            .map(|&n| (self.project[self.graph.rule_index(n)].name.as_str(), n))
+            .collect();
+        let mut seeds = Vec::new();
+        for selector in selectors {
+            let (name, with_dependents) = match selector.strip_suffix('+') {
+                Some(n) => (n, true),
+                None => (selector.as_str(), false),
+            };
+            let node = *by_name.get(name).ok_or_else(|| EngineError::UnknownRule {
+                rule: name.to_owned(),
+                env: self.selected.name().to_owned(),
+            })?;
+            seeds.push(node);
+            if with_dependents {
+                let mut stack = vec![node];
+                while let Some(n) = stack.pop() {
+                    for d in self.graph.dependents(n) {
+                        if !seeds.contains(&d) {
+                            seeds.push(d);
+                            stack.push(d);
+                        }
+                    }
+                }
+            }
+        }
+        let mut keep: BTreeSet<usize> = BTreeSet::new();
+        let mut stack = seeds;
+        while let Some(n) = stack.pop() {
+            if keep.insert(self.graph.rule_index(n).get()) {
+                stack.extend(self.graph.dependencies(n));
+            }
+        }
+        let mut i = 0;
+        self.project.rules.retain(|_| {
+            let kept = keep.contains(&i);
+            i += 1;
+            kept
+        });
+        self.graph = RuleGraph::build(&self.project, self.selected.env.as_ref())?;
+        self.partial = true;
+        Ok(())
+    }
 }
 
 /// Loads `dir` and selects `env`.
@@ -141,6 +209,7 @@ pub fn load(dir: &Path, env: Option<&str>) -> Result<Loaded, EngineError> {
         project,
         selected,
         graph,
+        partial: false,
     })
 }
 
@@ -160,6 +229,7 @@ pub fn build(
     let start = Instant::now();
     let mut loaded = load(dir, options.env.as_deref())?;
     loaded.selected.override_vars(&options.vars)?;
+    loaded.restrict(&options.rules)?;
     tracing::debug!(elapsed = ?start.elapsed(), rss_kib = rss_kib(), "loaded the project");
     build_loaded(&loaded, store_dir, options, on_progress, start)
 }
@@ -177,6 +247,7 @@ pub fn build_loaded(
         project,
         selected,
         graph,
+        ..
     } = loaded;
     execute_loaded(
         loaded,
@@ -214,7 +285,14 @@ pub fn build_loaded(
                 std::mem::take(&mut summary.rules),
                 std::mem::take(&mut summary.diagnostics),
             );
-            Ok(persist(report, summary, sync_error, store, loaded, key))
+            Ok(persist(
+                report,
+                summary,
+                sync_error,
+                store,
+                loaded,
+                (key, previous_root),
+            ))
         },
     )?
 }
@@ -252,6 +330,7 @@ fn execute_loaded<R>(
         project,
         selected,
         graph,
+        ..
     } = loaded;
     let kinds = BuiltinKinds::new(options.unsandboxed);
     let key = project_key(project);
@@ -484,14 +563,22 @@ fn persist(
     mut store_error: Option<kiln_store::StoreError>,
     store: &LocalStore,
     loaded: &Loaded,
-    key: &str,
+    (key, previous_root): (&str, Option<&Root>),
 ) -> BuildReport {
     if store_error.is_none() && report.success() && !summary.same_root {
-        let root = summary.into_root(
+        let mut root = summary.into_root(
             &loaded.project,
             &loaded.graph,
             loaded.selected.instance_name(),
         );
+        // A `--rule` build covered part of the project: the other rules' entries stay.
+        if loaded.partial {
+            for (name, entry) in previous_root.iter().flat_map(|r| r.rules.iter()) {
+                root.rules
+                    .entry(name.clone())
+                    .or_insert_with(|| entry.clone());
+            }
+        }
         if let Err(e) = store.write_root(key, &root) {
             store_error = Some(e);
         }

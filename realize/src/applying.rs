@@ -109,6 +109,16 @@ fn parent_lists(desired: &[DesiredObject], extra_gks: &[String]) -> (Vec<String>
     (gks.into_iter().collect(), namespaces.into_iter().collect())
 }
 
+/// What the desired objects need listed, plus everything the live parent lists.
+fn keeping_the_parent<C>(r: &Realized<C>, old_gks: &[String]) -> (Vec<String>, Vec<String>) {
+    let (gks, mut namespaces) = parent_lists(&r.desired, old_gks);
+    if let Some(p) = &r.live_parent {
+        namespaces.extend(applyset::parent_namespaces(p));
+    }
+    let namespaces: BTreeSet<String> = namespaces.into_iter().collect();
+    (gks, namespaces.into_iter().collect())
+}
+
 /// Whether the live parent already lists what `wanted` does (and carries the same id).
 fn parent_says(live: &Value, wanted: &Value) -> bool {
     let ann = |v: &Value, k: &str| {
@@ -235,13 +245,13 @@ pub async fn apply_reporting<C: ClusterApi>(
         .map(|p| parent_state(p).0)
         .unwrap_or_default();
     // Widen the parent first, so an interrupted apply leaves no member the next run cannot find.
-    let current = write_parent_if_changed(
-        r,
-        r.live_parent.clone(),
-        parent_lists(&r.desired, &old_gks),
-        options.force_conflicts,
-    )
-    .await?;
+    let widened = if r.plan.partial {
+        keeping_the_parent(r, &old_gks)
+    } else {
+        parent_lists(&r.desired, &old_gks)
+    };
+    let current =
+        write_parent_if_changed(r, r.live_parent.clone(), widened, options.force_conflicts).await?;
     let actions: HashMap<ObjectKey, (Action, bool)> = r
         .plan
         .changes
@@ -254,8 +264,13 @@ pub async fn apply_reporting<C: ClusterApi>(
         report.applied += apply_wave(&r.cluster, ranks, &actions, options, &journal).await?;
     }
     report.deleted += delete_in_order(&r.cluster, deletions, &journal).await?;
-    // Narrow the parent to what the set now holds.
-    let lists = parent_lists(&r.desired, &[]);
+    // Narrow the parent to what the set now holds; a partial run (`--rule`) saw only part of
+    // the set, so it keeps every kind and namespace the parent lists.
+    let lists = if r.plan.partial {
+        keeping_the_parent(r, &old_gks)
+    } else {
+        parent_lists(&r.desired, &[])
+    };
     write_parent_if_changed(r, current, lists, options.force_conflicts).await?;
     report.written = journal.into_written();
     Ok(report.counted(r.cluster.counts()))

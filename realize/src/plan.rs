@@ -109,6 +109,10 @@ pub struct Plan {
     pub summary: BTreeMap<Action, usize>,
     /// Every object, changed ones first.
     pub changes: Vec<Change>,
+    /// The run covers only some rules (`--rule`): nothing is pruned, and the parent keeps
+    /// what it lists.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub partial: bool,
 }
 
 impl Plan {
@@ -135,18 +139,28 @@ impl Plan {
     }
 }
 
-/// Compares desired and live objects. `live` holds the set's members as listed.
-pub fn compute(set_id: &str, desired: &[DesiredObject], live: &BTreeMap<ObjectKey, Value>) -> Plan {
+/// Compares desired and live objects. `live` holds the set's members as listed. With
+/// `partial` (the run covers only some rules, `--rule`), live members that are not desired are
+/// left alone: nothing is pruned.
+pub fn compute(
+    set_id: &str,
+    desired: &[DesiredObject],
+    live: &BTreeMap<ObjectKey, Value>,
+    partial: bool,
+) -> Plan {
     let mut changes: Vec<Change> = desired
         .iter()
         .map(|d| change_for(d, live.get(&d.key)))
         .collect();
-    changes.extend(prunes(desired, live));
+    if !partial {
+        changes.extend(prunes(desired, live));
+    }
     let mut plan = Plan {
         format_version: PLAN_JSON_FORMAT,
         applyset: set_id.to_owned(),
         summary: BTreeMap::new(),
         changes,
+        partial,
     };
     plan.settle();
     plan
@@ -295,21 +309,21 @@ mod tests {
     fn create_unchanged_update_delete() {
         let d = desired(deployment(2));
         let mut live = BTreeMap::new();
-        let p = compute("id", std::slice::from_ref(&d), &live);
+        let p = compute("id", std::slice::from_ref(&d), &live, false);
         assert_eq!(p.changes[0].action, Action::Create);
         live.insert(d.key.clone(), live_from(&d, kiln_fields()));
-        let p = compute("id", std::slice::from_ref(&d), &live);
+        let p = compute("id", std::slice::from_ref(&d), &live, false);
         assert_eq!(p.changes[0].action, Action::Unchanged);
         assert!(!p.has_changes());
         let d3 = desired(deployment(3));
-        let p = compute("id", std::slice::from_ref(&d3), &live);
+        let p = compute("id", std::slice::from_ref(&d3), &live, false);
         assert_eq!(p.changes[0].action, Action::Update);
         let diff = p.changes[0].diff.as_ref().unwrap();
         assert!(
             diff.contains("-  replicas: 2") && diff.contains("+  replicas: 3"),
             "{diff}"
         );
-        let p = compute("id", &[], &live);
+        let p = compute("id", &[], &live, false);
         assert_eq!(p.changes[0].action, Action::Delete);
     }
 
@@ -323,7 +337,7 @@ mod tests {
             .remove("f:replicas");
         let mut live = BTreeMap::new();
         live.insert(d.key.clone(), live_from(&d, fields));
-        let p = compute("id", std::slice::from_ref(&d), &live);
+        let p = compute("id", std::slice::from_ref(&d), &live, false);
         assert_eq!(p.changes[0].action, Action::Drift);
         assert_eq!(p.changes[0].drifted_fields, [".spec.replicas"]);
         let mut fields = kiln_fields();
@@ -332,7 +346,7 @@ mod tests {
             .unwrap()
             .remove("f:image");
         live.insert(d.key.clone(), live_from(&d, fields));
-        let p = compute("id", std::slice::from_ref(&d), &live);
+        let p = compute("id", std::slice::from_ref(&d), &live, false);
         assert_eq!(
             p.changes[0].drifted_fields,
             [".spec.template.spec.containers[0].image"]
@@ -346,7 +360,7 @@ mod tests {
         let mut l = live_from(&d, kiln_fields());
         l["spec"]["replicas"] = json!(7);
         live.insert(d.key.clone(), l);
-        let p = compute("id", std::slice::from_ref(&d), &live);
+        let p = compute("id", std::slice::from_ref(&d), &live, false);
         assert_eq!(p.changes[0].drifted_fields, [".spec.replicas"]);
     }
 
@@ -358,7 +372,7 @@ mod tests {
         );
         let mut live = BTreeMap::new();
         live.insert(d.key.clone(), live_from(&d, json!({"f:metadata": {"f:annotations": {"f:kiln.dev/desired-hash": {}}}, "f:spec": {"f:selector": {}}})));
-        let p = compute("id", std::slice::from_ref(&d), &live);
+        let p = compute("id", std::slice::from_ref(&d), &live, false);
         assert_eq!(
             p.changes[0].action,
             Action::Unchanged,
@@ -375,7 +389,7 @@ mod tests {
         l["data"]["password"] = json!("b2xkLXNlY3JldA==");
         let mut live = BTreeMap::new();
         live.insert(d.key.clone(), l);
-        let p = compute("id", std::slice::from_ref(&d), &live);
+        let p = compute("id", std::slice::from_ref(&d), &live, false);
         assert_eq!(p.changes[0].action, Action::Update);
         assert_eq!(p.changes[0].secret_values_changed, ["password"]);
         let text = render(&p) + &serde_json::to_string(&p).unwrap();

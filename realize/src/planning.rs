@@ -28,6 +28,8 @@ pub struct PlanOptions {
     pub find_orphans: bool,
     /// Take over objects that are members of another kiln set (refused otherwise).
     pub adopt: bool,
+    /// The desired set covers only some rules (`--rule`): plan no prune, narrow no parent.
+    pub partial: bool,
 }
 
 /// What a built environment wants on the cluster, before the cluster is asked anything.
@@ -132,9 +134,6 @@ pub struct Realized<C> {
     pub lock: Option<LockGuard>,
 }
 
-/// The scope of every group-kind among `objects`: from the project's own CRDs first (their
-/// kinds may not be served yet), else from discovery (one request per group-version). A kind
-/// that neither knows is an error naming the rule.
 /// Current API versions that older clusters serve under an earlier version with the same
 /// fields: (current, earlier, kind). When discovery lacks the current one, objects are applied
 /// in the earlier one. The build stays hermetic: artifacts keep the current version, and only
@@ -170,6 +169,10 @@ struct Rewrite {
     served: String,
 }
 
+/// The scope of every group-kind among `objects`: from the project's own CRDs first (their
+/// kinds may not be served yet), else from discovery (one request per group-version). A kind
+/// that neither knows is an error naming the rule; a current version the cluster lacks is
+/// replaced by its earlier one ([`EARLIER_VERSIONS`]).
 async fn resolve_scopes(
     cluster: &impl ClusterApi,
     objects: &[RawObject],
@@ -389,7 +392,7 @@ async fn read_and_plan(
     };
     desired::yield_to_controllers(desired, &live);
     let desired = &*desired;
-    let mut plan = planned_with_orphans(&set_id, desired, &live, &orphans);
+    let mut plan = planned_with_orphans(&set_id, desired, &live, &orphans, options.partial);
     dry_run::settle(cluster, &mut plan, desired, &live, (&set_id, options.adopt)).await?;
     Ok((live_parent, plan))
 }
@@ -454,7 +457,7 @@ async fn read_for_teardown(
     };
     Ok((
         live_parent,
-        planned_with_orphans(&set_id, &[], &live, &orphans),
+        planned_with_orphans(&set_id, &[], &live, &orphans, false),
     ))
 }
 
@@ -574,8 +577,9 @@ fn planned_with_orphans(
     desired: &[DesiredObject],
     live: &BTreeMap<ObjectKey, Value>,
     orphans: &HashSet<ObjectKey>,
+    partial: bool,
 ) -> Plan {
-    let mut plan = plan::compute(set_id, desired, live);
+    let mut plan = plan::compute(set_id, desired, live, partial);
     for c in &mut plan.changes {
         c.orphan = orphans.contains(&c.key());
     }

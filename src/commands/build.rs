@@ -42,7 +42,8 @@ pub fn run(args: &BuildArgs, printer: &Printer, store: &Path) -> Result<u8, Fail
                 .keep_going(args.keep_going),
         )
         .vars(args.vars.map())
-        .unsandboxed(args.vars.unsandboxed);
+        .unsandboxed(args.vars.unsandboxed)
+        .rules(args.rules.clone());
     let options = caches.apply_to(options);
     let result = build(&args.dir, store, &options, &on_progress);
     if let Some(bar) = &bar {

@@ -9,7 +9,8 @@ use crate::printer::Printer;
 
 /// Prints the rule graph.
 pub fn run(args: &GraphArgs, printer: &Printer) -> Result<u8, Failure> {
-    let loaded = load(&args.dir, args.env.as_deref())?;
+    let mut loaded = load(&args.dir, args.env.as_deref())?;
+    loaded.restrict(&args.rules)?;
     let format = match args.format {
         GraphFormatArg::Dot => GraphFormat::Dot,
         GraphFormatArg::Mermaid => GraphFormat::Mermaid,

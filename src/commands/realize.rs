@@ -43,6 +43,8 @@ pub struct Target {
     pub unsandboxed: bool,
     /// Remote caches the build pulls from.
     pub caches: Caches,
+    /// `--rule`: only these rules (and their dependencies; `NAME+` adds dependents).
+    pub rules: Vec<String>,
 }
 
 /// A build that did not succeed: nothing is planned or applied.
@@ -54,6 +56,7 @@ struct BuildFailed(usize);
 fn load(target: &Target) -> Result<Loaded, Failure> {
     let mut loaded = crate::build::load(&target.dir, target.env.as_deref())?;
     loaded.selected.override_vars(&target.vars)?;
+    loaded.restrict(&target.rules)?;
     Ok(loaded)
 }
 
@@ -155,6 +158,7 @@ fn target(args: &ClusterArgs, store: &Path) -> Result<Target, Failure> {
         vars: args.vars.map(),
         unsandboxed: args.vars.unsandboxed,
         caches: Caches::open(&args.cache)?,
+        rules: args.rules.clone(),
     })
 }
 
@@ -176,6 +180,9 @@ fn on_wait(printer: &Printer) -> impl Fn(&str, &str) + '_ {
 fn print_warnings(r: &Realized, printer: &Printer) {
     for w in &r.warnings {
         printer.status(&format!("warning: {w}"));
+    }
+    if r.plan.partial {
+        printer.status("note: this run covers only the rules given with --rule (and their dependencies): nothing is pruned");
     }
 }
 
@@ -203,6 +210,7 @@ pub fn plan(args: &PlanArgs, printer: &Printer, store: &Path) -> Result<u8, Fail
     let options = PlanOptions {
         find_orphans: args.find_orphans,
         adopt: args.adopt,
+        partial: !args.cluster.rules.is_empty(),
         ..PlanOptions::default()
     };
     let r = runtime()
@@ -251,6 +259,7 @@ pub fn apply(args: &ApplyArgs, printer: &Printer, store: &Path) -> Result<u8, Fa
         lock: Some(lock_options(&args.lock)),
         find_orphans: args.prune_orphans,
         adopt: args.adopt,
+        partial: !args.cluster.rules.is_empty(),
     };
     let mut r = rt.block_on(until_interrupted(connect_and_plan(
         &target(&args.cluster, store)?,
@@ -293,6 +302,7 @@ pub fn destroy(args: &DestroyArgs, printer: &Printer, store: &Path) -> Result<u8
         lock: (!args.dry_run).then(|| lock_options(&args.lock)),
         find_orphans: args.find_orphans,
         adopt: false,
+        partial: false,
     };
     let target = target(&args.cluster, store)?;
     // Nothing is built: the project is only loaded for its name and environment.
