@@ -73,6 +73,8 @@ pub enum Command {
     /// An in-toto SLSA v1 provenance statement for a rule's artifact (signed with --sign), or
     /// --verify one.
     Provenance(ProvenanceArgs),
+    /// Print a plan saved by `kiln plan --out`.
+    Show(ShowArgs),
     /// Print a shell completion script (`source <(kiln completions bash)`).
     Completions {
         /// The shell.
@@ -342,6 +344,20 @@ pub struct PlanArgs {
     /// Exit 0 when there is nothing to change, 2 when there is, 1 on errors (as Terraform).
     #[arg(long)]
     pub detailed_exitcode: bool,
+    /// Save the plan to FILE for review; `kiln apply FILE` applies exactly it (or refuses
+    /// when it is stale).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// `kiln show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// A plan saved by `kiln plan --out`.
+    pub file: PathBuf,
+    /// Print the plan's JSON (as `kiln plan --json`).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `kiln apply`.

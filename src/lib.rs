@@ -69,6 +69,7 @@ pub fn main_with_args() -> u8 {
         Command::Why(args) => commands::why::run(args, &printer, &store),
         Command::Diff(args) => commands::diff::run(args, &printer, &store),
         Command::Provenance(args) => commands::provenance::run(args, &printer, &store),
+        Command::Show(args) => commands::realize::show(args, &printer),
         Command::Completions { shell } => commands::docs::completions(*shell, &printer),
         Command::Manpages { dir } => commands::docs::manpages(dir, &printer),
     };

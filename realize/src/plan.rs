@@ -79,6 +79,9 @@ pub struct Change {
     /// Apply wave (rule depth).
     #[serde(skip)]
     pub wave: usize,
+    /// The live object's `resourceVersion` when planned (saved plans check it before apply).
+    #[serde(skip)]
+    pub live_version: Option<String>,
 }
 
 impl Change {
@@ -180,6 +183,10 @@ fn change_for(d: &DesiredObject, live: Option<&Value>) -> Change {
         orphan: false,
         conflict: None,
         wave: d.wave,
+        live_version: live
+            .and_then(|l| l.pointer("/metadata/resourceVersion"))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
     };
     let Some(l) = live else {
         change.action = Action::Create;
@@ -261,6 +268,10 @@ fn prunes(desired: &[DesiredObject], live: &BTreeMap<ObjectKey, Value>) -> Vec<C
             orphan: false,
             conflict: None,
             wave: usize::MAX,
+            live_version: l
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
         });
     }
     deletions

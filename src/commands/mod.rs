@@ -8,6 +8,7 @@ pub mod docs;
 pub mod graph;
 pub mod provenance;
 pub mod realize;
+pub mod saved_plan;
 pub mod store;
 pub mod why;
 

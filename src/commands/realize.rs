@@ -17,10 +17,12 @@ use serde_json::Value;
 use crate::build::{BuildOptions, Loaded};
 use crate::cli::{ApplyArgs, ClusterArgs, DestroyArgs, LockArgs, PlanArgs};
 use crate::commands::cache::Caches;
+use crate::commands::saved_plan;
 use crate::commands::Failure;
 use crate::printer::Printer;
 
-type Realized = kiln_realize::Realized<KubeCluster>;
+/// A plan on the real cluster.
+pub type Realized = kiln_realize::Realized<KubeCluster>;
 
 /// Where to plan: the project, the store and the cluster.
 #[derive(Debug, Clone, Default)]
@@ -62,6 +64,13 @@ fn load(target: &Target) -> Result<Loaded, Failure> {
 
 /// Builds the target's environment and reads what its artifacts want on the cluster.
 pub fn build_wanted(target: &Target) -> Result<Wanted, Failure> {
+    build_wanted_with_outputs(target).map(|(w, _)| w)
+}
+
+/// [`build_wanted`], with every rule's output hash (what a saved plan records).
+pub fn build_wanted_with_outputs(
+    target: &Target,
+) -> Result<(Wanted, BTreeMap<String, String>), Failure> {
     let loaded = load(target)?;
     let options = target
         .caches
@@ -82,14 +91,20 @@ pub fn build_wanted(target: &Target) -> Result<Wanted, Failure> {
         });
     }
     let instance = loaded.selected.instance_name();
-    Wanted::from_built(&Built {
+    let outputs = report
+        .rules
+        .iter()
+        .filter_map(|r| Some((r.name.clone(), r.output?.to_string())))
+        .collect();
+    let wanted = Wanted::from_built(&Built {
         project: &loaded.project,
         graph: &loaded.graph,
         trees: &trees,
         instance: &instance,
         parent_namespace: &target.parent_namespace,
     })
-    .map_err(failure)
+    .map_err(failure)?;
+    Ok((wanted, outputs))
 }
 
 /// Builds, connects and plans.
@@ -98,11 +113,23 @@ pub async fn connect_and_plan(
     options: &PlanOptions,
     on_wait: impl Fn(&str, &str),
 ) -> Result<Realized, Failure> {
-    let wanted = build_wanted(target)?;
-    let cluster = connect(target).await?;
-    plan_set(cluster, wanted, options, on_wait)
+    connect_and_plan_with_outputs(target, options, on_wait)
         .await
-        .map_err(failure)
+        .map(|(r, _)| r)
+}
+
+/// [`connect_and_plan`], with every rule's output hash.
+async fn connect_and_plan_with_outputs(
+    target: &Target,
+    options: &PlanOptions,
+    on_wait: impl Fn(&str, &str),
+) -> Result<(Realized, BTreeMap<String, String>), Failure> {
+    let (wanted, outputs) = build_wanted_with_outputs(target)?;
+    let cluster = connect(target).await?;
+    let r = plan_set(cluster, wanted, options, on_wait)
+        .await
+        .map_err(failure)?;
+    Ok((r, outputs))
 }
 
 async fn connect(target: &Target) -> Result<KubeCluster, Failure> {
@@ -213,9 +240,10 @@ pub fn plan(args: &PlanArgs, printer: &Printer, store: &Path) -> Result<u8, Fail
         partial: !args.cluster.rules.is_empty(),
         ..PlanOptions::default()
     };
-    let r = runtime()
-        .block_on(until_interrupted(connect_and_plan(
-            &target(&args.cluster, store)?,
+    let target = target(&args.cluster, store)?;
+    let (r, outputs) = runtime()
+        .block_on(until_interrupted(connect_and_plan_with_outputs(
+            &target,
             &options,
             on_wait(printer),
         )))
@@ -230,6 +258,15 @@ pub fn plan(args: &PlanArgs, printer: &Printer, store: &Path) -> Result<u8, Fail
         printer.json(&plan_json(&r, None));
     } else {
         printer.data(&render(&r.plan));
+    }
+    if let Some(out) = &args.out {
+        let saved = saved_plan::capture(&r, &target, outputs, plan_json(&r, None));
+        saved_plan::write(&saved, out)?;
+        printer.status(&format!(
+            "plan saved to {}: apply exactly it with `kiln apply {}`",
+            out.display(),
+            out.display()
+        ));
     }
     Ok(if args.detailed_exitcode && r.plan.has_changes() {
         2
@@ -261,12 +298,46 @@ pub fn apply(args: &ApplyArgs, printer: &Printer, store: &Path) -> Result<u8, Fa
         adopt: args.adopt,
         partial: !args.cluster.rules.is_empty(),
     };
-    let mut r = rt.block_on(until_interrupted(connect_and_plan(
-        &target(&args.cluster, store)?,
+    // `kiln apply PLANFILE`: the saved plan's project and settings, checked against a fresh
+    // plan made under the set's lock; a stale plan is refused before any write.
+    let saved = if args.cluster.dir.is_file() {
+        Some(saved_plan::read(&args.cluster.dir)?)
+    } else {
+        None
+    };
+    let mut target = target(&args.cluster, store)?;
+    if let Some(p) = &saved {
+        target.dir = p.project_dir.clone();
+        target.env = p.env.clone();
+        target.vars = p.vars.clone();
+        target.rules = p.rules.clone();
+        target.parent_namespace = p.parent_namespace.clone();
+        target.context = target.context.or_else(|| p.context.clone());
+    }
+    let options = PlanOptions {
+        partial: !target.rules.is_empty(),
+        ..options
+    };
+    let (mut r, outputs) = rt.block_on(until_interrupted(connect_and_plan_with_outputs(
+        &target,
         &options,
         on_wait(printer),
     )))?;
     let guard = r.lock.take();
+    if let Some(reason) = saved
+        .as_ref()
+        .and_then(|p| saved_plan::staleness(p, &r, &outputs))
+    {
+        release(&rt, guard, printer);
+        return Err(Failure {
+            code: 1,
+            report: miette::miette!(
+                help = "run `kiln plan --out FILE` again, review it, then apply the new file",
+                "the saved plan `{}` is stale: {reason}; nothing was applied",
+                args.cluster.dir.display()
+            ),
+        });
+    }
     print_warnings(&r, printer);
     if !args.cluster.json {
         printer.status(render(&r.plan).trim_end());
@@ -292,6 +363,23 @@ pub fn apply(args: &ApplyArgs, printer: &Printer, store: &Path) -> Result<u8, Fa
         printer.json(&plan_json(&r, Some(&report)));
     }
     printer.status(&kiln_realize::render::applied(&report));
+    Ok(0)
+}
+
+/// `kiln show PLANFILE`: a saved plan, as `kiln plan` printed it (or its JSON).
+pub fn show(args: &crate::cli::ShowArgs, printer: &Printer) -> Result<u8, Failure> {
+    let saved = saved_plan::read(&args.file)?;
+    if args.json {
+        printer.json(&saved.plan);
+    } else {
+        printer.data(&format!(
+            "plan of {} (env {}), made by kiln {}:",
+            saved.project_dir.display(),
+            saved.env.as_deref().unwrap_or("-"),
+            saved.kiln
+        ));
+        printer.data(saved.text.trim_end());
+    }
     Ok(0)
 }
 
