@@ -76,24 +76,13 @@ fn every_example_audits_clean_in_both_environments() {
     }
 }
 
-/// Builds every example in both environments; rule -> output, per example and environment.
-fn outputs(
-    s: &Sandbox,
-    root: &Path,
-    env_vars: &[(&str, &str)],
-    jobs: &str,
-) -> Vec<(String, String)> {
+/// Builds every example in both environments with the command `build(example, env)` makes;
+/// `example/env/rule` -> output, sorted.
+fn outputs(build: impl Fn(&str, &str) -> std::process::Command) -> Vec<(String, String)> {
     let mut all = Vec::new();
     for name in EXAMPLES {
         for env in ["staging", "production"] {
-            let mut c = s.kiln();
-            c.arg("build")
-                .arg(root.join(name))
-                .args(["--json", "--env", env, "-j", jobs]);
-            for (k, v) in env_vars {
-                c.env(k, v);
-            }
-            let out = c.output().unwrap();
+            let out = build(name, env).output().unwrap();
             assert!(
                 out.status.success(),
                 "{}",
@@ -134,41 +123,34 @@ fn two_machines_build_every_example_bit_for_bit_alike() {
     let deep = b.dir.path().join("some/other/checkout");
     copy_examples(&a.project());
     copy_examples(&deep);
-    let first = outputs(&a, &a.project(), &[("TZ", "UTC"), ("LC_ALL", "C")], "1");
+    let first = outputs(|name, env| {
+        let mut c = StdCommand::new(assert_cmd::cargo::cargo_bin("kiln"));
+        c.arg("build")
+            .arg(a.project().join(name))
+            .args(["--json", "--env", env, "-j", "1"])
+            .env("KILN_STORE", a.store())
+            .env("KILN_NO_PROGRESS", "1")
+            .env("TZ", "UTC")
+            .env("LC_ALL", "C");
+        c
+    });
     // The other machine: another path, two jobs, another time zone and locale, and a umask
     // that gives group-writable files (sh -c sets it for the kiln process it starts).
-    let mut second = Vec::new();
-    for name in EXAMPLES {
-        for env in ["staging", "production"] {
-            let out = StdCommand::new("sh")
-                .arg("-c")
-                .arg(format!(
-                    "umask 0002 && exec \"$0\" build \"$1\" --json --env {env} -j 2"
-                ))
-                .arg(assert_cmd::cargo::cargo_bin("kiln"))
-                .arg(deep.join(name))
-                .env("KILN_STORE", b.store())
-                .env("KILN_NO_PROGRESS", "1")
-                .env("TZ", "Pacific/Chatham")
-                .env("LC_ALL", "de_DE.UTF-8")
-                .env("LANG", "de_DE.UTF-8")
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let r: Value = serde_json::from_slice(&out.stdout).unwrap();
-            for rule in r["rules"].as_array().unwrap() {
-                second.push((
-                    format!("{name}/{env}/{}", rule["name"].as_str().unwrap()),
-                    rule["output"].as_str().unwrap().to_owned(),
-                ));
-            }
-        }
-    }
-    second.sort();
+    let second = outputs(|name, env| {
+        let mut c = StdCommand::new("sh");
+        c.arg("-c")
+            .arg(format!(
+                "umask 0002 && exec \"$0\" build \"$1\" --json --env {env} -j 2"
+            ))
+            .arg(assert_cmd::cargo::cargo_bin("kiln"))
+            .arg(deep.join(name))
+            .env("KILN_STORE", b.store())
+            .env("KILN_NO_PROGRESS", "1")
+            .env("TZ", "Pacific/Chatham")
+            .env("LC_ALL", "de_DE.UTF-8")
+            .env("LANG", "de_DE.UTF-8");
+        c
+    });
     assert!(first.len() > 200, "{} rules", first.len());
     assert_eq!(first, second);
 }

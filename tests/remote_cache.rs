@@ -120,6 +120,25 @@ impl Team {
         ]
     }
 
+    /// `kiln cache verify --json` of the team's cache directory, asserting it found no problem.
+    fn verify(&self) -> Value {
+        let out = StdCommand::new(assert_cmd::cargo::cargo_bin("kiln"))
+            .args([
+                "cache",
+                "verify",
+                "--json",
+                "--trusted-key",
+                &self.public,
+                "--cache",
+            ])
+            .arg(format!("file://{}", self.cache_dir().display()))
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(out.status.success(), "{v}");
+        v
+    }
+
     /// The flags of any other runner: pull, trusting the team's key.
     fn pull_flags(&self, url: &str) -> Vec<String> {
         vec![
@@ -776,24 +795,7 @@ fn the_server_checks_tokens_paths_and_uploads() {
         .join(format!("{other}.tar.zst"))
         .exists());
     // What is stored verifies.
-    let out = StdCommand::new(assert_cmd::cargo::cargo_bin("kiln"))
-        .args([
-            "cache",
-            "verify",
-            "--json",
-            "--trusted-key",
-            &team.public,
-            "--cache",
-        ])
-        .arg(format!("file://{}", team.cache_dir().display()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = team.verify();
     assert_eq!(v[0]["entries"], 5);
     assert_eq!(v[0]["archives"], 5);
 
@@ -855,20 +857,7 @@ fn eight_runners_push_and_pull_at_once_and_every_entry_verifies() {
         outputs.insert(rule_field(&r, "all", "output"));
     }
     assert_eq!(outputs.len(), 1, "every runner has the same result");
-    let out = StdCommand::new(assert_cmd::cargo::cargo_bin("kiln"))
-        .args([
-            "cache",
-            "verify",
-            "--json",
-            "--trusted-key",
-            &team.public,
-            "--cache",
-        ])
-        .arg(format!("file://{}", team.cache_dir().display()))
-        .output()
-        .unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(out.status.success(), "{v}");
+    let v = team.verify();
     assert_eq!(v[0]["entries"], 5);
     assert_eq!(v[0]["archives"], 5);
     assert_eq!(v[0]["problems"], serde_json::json!([]));
