@@ -75,6 +75,8 @@ pub enum Command {
     Provenance(ProvenanceArgs),
     /// Print a plan saved by `kiln plan --out`.
     Show(ShowArgs),
+    /// Write the objects apply would send into a directory, one file per object (GitOps).
+    Export(ExportArgs),
     /// Print a shell completion script (`source <(kiln completions bash)`).
     Completions {
         /// The shell.
@@ -348,6 +350,28 @@ pub struct PlanArgs {
     /// when it is stale).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+}
+
+/// `kiln export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The project directory (holding kiln.toml).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// The environment.
+    #[arg(short, long)]
+    pub env: Option<String>,
+    /// The directory to write (`<namespace|_cluster>/<Kind>.<group|core>/<name>.yaml`).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Change nothing: exit 1 when the directory is out of date (for CI).
+    #[arg(long)]
+    pub check: bool,
+    /// Namespace of the ApplySet parent, as for apply (it names the set in the labels).
+    #[arg(long, default_value = "default")]
+    pub applyset_namespace: String,
+    #[command(flatten)]
+    pub vars: VarArgs,
 }
 
 /// `kiln show`.

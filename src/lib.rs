@@ -70,6 +70,7 @@ pub fn main_with_args() -> u8 {
         Command::Diff(args) => commands::diff::run(args, &printer, &store),
         Command::Provenance(args) => commands::provenance::run(args, &printer, &store),
         Command::Show(args) => commands::realize::show(args, &printer),
+        Command::Export(args) => commands::export::run(args, &printer, &store),
         Command::Completions { shell } => commands::docs::completions(*shell, &printer),
         Command::Manpages { dir } => commands::docs::manpages(dir, &printer),
     };

@@ -18,6 +18,7 @@ pub mod diff;
 pub mod drift;
 pub mod dry_run;
 pub mod error;
+pub mod export;
 pub mod health;
 pub mod kube_cluster;
 pub mod lock;

@@ -89,6 +89,25 @@ impl Wanted {
         })
     }
 
+    /// Its parts, for the offline export.
+    pub(crate) fn into_parts(
+        self,
+    ) -> (
+        Parent,
+        Vec<RawObject>,
+        BTreeMap<String, Scope>,
+        HashSet<String>,
+        Lineage,
+    ) {
+        (
+            self.parent,
+            self.objects,
+            self.defined_here,
+            self.declared_refs,
+            self.lineage,
+        )
+    }
+
     /// Rules given directly: (name, indices of its dependencies, objects), in dependency order.
     #[cfg(test)]
     pub(crate) fn of_rules(parent: Parent, rules: Vec<(&str, Vec<usize>, Vec<Value>)>) -> Self {

@@ -5,6 +5,7 @@ pub mod build;
 pub mod cache;
 pub mod diff;
 pub mod docs;
+pub mod export;
 pub mod graph;
 pub mod provenance;
 pub mod realize;
