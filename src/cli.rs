@@ -504,6 +504,8 @@ pub struct GraphArgs {
 /// `--format` of `kiln graph`.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum GraphFormatArg {
+    /// SVG, drawn by Graphviz's `dot` (which must be installed).
+    Svg,
     /// Graphviz dot.
     Dot,
     /// Mermaid flowchart.

@@ -69,3 +69,28 @@ fn man_pages_cover_every_command() {
         "options documented"
     );
 }
+
+#[test]
+fn the_graph_draws_as_svg() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/odordiff-2");
+    let out = kiln()
+        .arg("graph")
+        .arg(&example)
+        .args(["--env", "staging", "--format", "svg"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let svg = String::from_utf8(out.stdout).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("</svg>"), "{svg}");
+    // Every rule is a node of the drawing (Graphviz escapes `-` in titles).
+    for rule in ["api", "worker", "platform&#45;staging"] {
+        assert!(
+            svg.contains(&format!("<title>{rule}</title>")),
+            "{rule} missing"
+        );
+    }
+}
