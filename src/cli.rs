@@ -280,6 +280,14 @@ pub struct TransferArgs {
     pub cache: CacheArgs,
 }
 
+/// A positive number of seconds.
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("`{s}` is not a positive number of seconds")),
+    }
+}
+
 /// `--var NAME=VALUE`, repeatable: VALUE is a TOML value, else a string; and `--unsandboxed`.
 #[derive(Debug, Clone, Default, Args)]
 pub struct VarArgs {
@@ -318,6 +326,9 @@ pub struct ClusterArgs {
     /// Namespace of the ApplySet parent Secret (`kiln-<project>-<env>`).
     #[arg(long, default_value = "default")]
     pub applyset_namespace: String,
+    /// The longest one cluster request may take, in seconds (connect, read and write).
+    #[arg(long, value_name = "SECS", value_parser = positive_seconds)]
+    pub request_timeout: Option<f64>,
     /// Print JSON on stdout (format version 1).
     #[arg(long)]
     pub json: bool,

@@ -769,3 +769,58 @@ fn current_api_versions_apply_on_a_cluster_that_serves_only_earlier_ones() {
         "{artifact}"
     );
 }
+
+#[test]
+fn the_cluster_interface_says_what_is_wrong() {
+    let r = Realm::new("iface");
+    r.rules("[rule.one]\nkind = \"manifest\"\ndeps = [\"ns\"]\nobjects = [ { apiVersion = \"v1\", kind = \"ConfigMap\", metadata = { name = \"one\", namespace = \"${var.ns}\" } } ]\n[rule.two]\nkind = \"manifest\"\ndeps = [\"ns\"]\nobjects = [ { apiVersion = \"v1\", kind = \"ConfigMap\", metadata = { name = \"two\", namespace = \"${var.ns}\" } } ]\n");
+    // An unknown context lists the ones there are.
+    let out = r.kiln("plan", &["--context", "nope"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("no context `nope`") && stderr.contains("its contexts:"),
+        "{stderr}"
+    );
+    // A request timeout is taken, and a nonsensical one refused.
+    let out = r.kiln("plan", &["--request-timeout", "30"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        r.kiln("plan", &["--request-timeout", "-1"]).status.code(),
+        Some(1)
+    );
+    // Answering no at the prune prompt, on a terminal: aborted, exit 1, nothing deleted.
+    r.apply(&[]);
+    let toml = std::fs::read_to_string(r.s.project().join("kiln.toml")).unwrap();
+    r.s.write("kiln.toml", &toml[..toml.find("[rule.two]").unwrap()]);
+    let command = format!(
+        "'{}' apply '{}' --kubeconfig '{}' --skip-workload-gates",
+        assert_cmd::cargo::cargo_bin("kiln").display(),
+        r.s.project().display(),
+        common::kubeconfig().display()
+    );
+    let mut script = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("KILN_STORE", r.s.store())
+        .env("KILN_NO_PROGRESS", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        let mut stdin = script.stdin.take().unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        let _ = stdin.write_all(b"n\n");
+    }
+    let out = script.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Continue? [y/N]"), "{text}");
+    assert!(text.contains("aborted: nothing was applied"), "{text}");
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    kubectl_ok(&["get", "configmap", "two", "-n", &r.ns]);
+}

@@ -40,30 +40,64 @@ pub struct KubeCluster {
     preferred: Mutex<Option<HashMap<String, Vec<String>>>>,
 }
 
+/// An unknown `--context` is an error that lists the kubeconfig's contexts.
+fn check_context(kc: &Kubeconfig, context: Option<&str>) -> Result<(), ClusterError> {
+    let Some(wanted) = context else {
+        return Ok(());
+    };
+    if kc.contexts.iter().any(|c| c.name == wanted) {
+        return Ok(());
+    }
+    let names: Vec<&str> = kc.contexts.iter().map(|c| c.name.as_str()).collect();
+    Err(ClusterError::Config(
+        format!(
+            "no context `{wanted}` in the kubeconfig (its contexts: {})",
+            if names.is_empty() {
+                "none".to_owned()
+            } else {
+                names.join(", ")
+            }
+        )
+        .into(),
+    ))
+}
+
 impl KubeCluster {
     /// Connects with `--kubeconfig` / `--context`, or the usual inference (`KUBECONFIG`,
     /// `~/.kube/config`, in-cluster).
     pub async fn connect(
         kubeconfig: Option<&Path>,
         context: Option<&str>,
+        request_timeout: Option<std::time::Duration>,
     ) -> Result<Self, ClusterError> {
         let options = KubeConfigOptions {
             context: context.map(str::to_owned),
             ..Default::default()
         };
         let boxed = |e: Box<dyn std::error::Error + Send + Sync>| ClusterError::Config(e);
-        let config = match kubeconfig {
+        let mut config = match kubeconfig {
             Some(path) => {
                 let kc = Kubeconfig::read_from(path).map_err(|e| boxed(Box::new(e)))?;
+                check_context(&kc, context)?;
                 Config::from_custom_kubeconfig(kc, &options)
                     .await
                     .map_err(|e| boxed(Box::new(e)))?
             }
-            None if context.is_some() => Config::from_kubeconfig(&options)
-                .await
-                .map_err(|e| boxed(Box::new(e)))?,
+            None if context.is_some() => {
+                if let Ok(kc) = Kubeconfig::read() {
+                    check_context(&kc, context)?;
+                }
+                Config::from_kubeconfig(&options)
+                    .await
+                    .map_err(|e| boxed(Box::new(e)))?
+            }
             None => Config::infer().await.map_err(|e| boxed(Box::new(e)))?,
         };
+        if let Some(t) = request_timeout {
+            config.read_timeout = Some(t);
+            config.write_timeout = Some(t);
+            config.connect_timeout = Some(t);
+        }
         let counters = Arc::new(Counters::default());
         let c = counters.clone();
         let layer =

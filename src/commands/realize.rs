@@ -47,6 +47,8 @@ pub struct Target {
     pub caches: Caches,
     /// `--rule`: only these rules (and their dependencies; `NAME+` adds dependents).
     pub rules: Vec<String>,
+    /// `--request-timeout`: the longest a cluster request may take.
+    pub request_timeout: Option<Duration>,
 }
 
 /// A build that did not succeed: nothing is planned or applied.
@@ -133,9 +135,13 @@ async fn connect_and_plan_with_outputs(
 }
 
 async fn connect(target: &Target) -> Result<KubeCluster, Failure> {
-    KubeCluster::connect(target.kubeconfig.as_deref(), target.context.as_deref())
-        .await
-        .map_err(|e| failure(e.into()))
+    KubeCluster::connect(
+        target.kubeconfig.as_deref(),
+        target.context.as_deref(),
+        target.request_timeout,
+    )
+    .await
+    .map_err(|e| failure(e.into()))
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -186,6 +192,7 @@ fn target(args: &ClusterArgs, store: &Path) -> Result<Target, Failure> {
         unsandboxed: args.vars.unsandboxed,
         caches: Caches::open(&args.cache)?,
         rules: args.rules.clone(),
+        request_timeout: args.request_timeout.map(Duration::from_secs_f64),
     })
 }
 
@@ -358,7 +365,14 @@ pub fn apply(args: &ApplyArgs, printer: &Printer, store: &Path) -> Result<u8, Fa
         &on_write,
     )));
     release(&rt, guard, printer);
-    let report = result.map_err(failure)?;
+    let report = result.map_err(|e| match e {
+        // Asked on a terminal and answered no: the user's choice, said plainly.
+        RealizeError::NotConfirmed(_) if std::io::stdin().is_terminal() => Failure {
+            code: 1,
+            report: miette::miette!("aborted: nothing was applied"),
+        },
+        e => failure(e),
+    })?;
     if args.cluster.json {
         printer.json(&plan_json(&r, Some(&report)));
     }
@@ -431,7 +445,14 @@ pub fn destroy(args: &DestroyArgs, printer: &Printer, store: &Path) -> Result<u8
         &on_write,
     )));
     release(&rt, guard, printer);
-    let report = result.map_err(failure)?;
+    let report = result.map_err(|e| match e {
+        // Asked on a terminal and answered no: the user's choice, said plainly.
+        RealizeError::NotConfirmed(_) if std::io::stdin().is_terminal() => Failure {
+            code: 1,
+            report: miette::miette!("aborted: nothing was applied"),
+        },
+        e => failure(e),
+    })?;
     if args.cluster.json {
         printer.json(&plan_json(&r, Some(&report)));
     }
