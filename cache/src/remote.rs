@@ -19,7 +19,7 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::Serialize;
 
-use crate::entry::ActionEntry;
+use crate::entry::{ActionEntry, Refusal};
 use crate::error::CacheError;
 use crate::keys::{PublicKey, SecretKey};
 use crate::layout::Key;
@@ -273,9 +273,7 @@ impl RemoteCache {
         let Fetched::Found(bytes) = self.fetch(Key::Action(drv), "look up an entry").await else {
             return None;
         };
-        let checked = ActionEntry::parse(&bytes, &drv)
-            .and_then(|e| e.check_signatures(&self.options.trusted).map(|()| e));
-        match checked {
+        match self.checked_entry(&bytes, &drv) {
             Ok(entry) => {
                 self.counters.hits.fetch_add(1, Ordering::Relaxed);
                 Some(entry.record)
@@ -285,6 +283,13 @@ impl RemoteCache {
                 None
             }
         }
+    }
+
+    /// An entry as a puller accepts it: well formed, under its key, trusted-signed.
+    fn checked_entry(&self, bytes: &[u8], drv: &Digest) -> Result<ActionEntry, Refusal> {
+        let entry = ActionEntry::parse(bytes, drv)?;
+        entry.check_signatures(&self.options.trusted)?;
+        Ok(entry)
     }
 
     async fn fetch_archive(&self, out: Digest) -> Option<Tree> {
@@ -487,9 +492,7 @@ impl RemoteCache {
         match key {
             Key::Info => None,
             Key::Action(drv) => {
-                let entry = match ActionEntry::parse(&bytes, &drv)
-                    .and_then(|e| e.check_signatures(&self.options.trusted).map(|()| e))
-                {
+                let entry = match self.checked_entry(&bytes, &drv) {
                     Ok(e) => e,
                     Err(r) => return Some(format!("`{path}`: {r}")),
                 };

@@ -226,14 +226,9 @@ impl Executor<'_> {
         let p = &self.prepared[&self.graph.rule_index(node)];
         let started_at = std::time::SystemTime::now();
         let fail = |derivation, e: &BuildError| self.failure(p, start, derivation, e);
-        let built_deps: BTreeMap<RuleName, &Built> = deps
+        let records: BTreeMap<RuleName, &OutputRecord> = deps
             .iter()
-            .map(|(n, b)| (self.project[self.graph.rule_index(*n)].name.clone(), *b))
-            .collect();
-
-        let records: BTreeMap<RuleName, &OutputRecord> = built_deps
-            .iter()
-            .map(|(n, b)| (n.clone(), &b.record))
+            .map(|(n, b)| (self.name_of(*n).clone(), &b.record))
             .collect();
         let scope = self.scope(&records);
         let Derived { attrs, bytes, drv } = self
@@ -241,7 +236,7 @@ impl Executor<'_> {
             .map_err(|e| fail(None, &e))?;
         let attrs = &*attrs;
         if let Some(audit) = &self.audit {
-            return self.audit_rule(audit, p, (drv, attrs), &scope, &built_deps, start);
+            return self.audit_rule(audit, p, (drv, attrs), &scope, deps, start);
         }
         let built = |record: OutputRecord, status| Built {
             derivation: drv,
@@ -276,7 +271,7 @@ impl Executor<'_> {
             return Ok(built(record, Status::Cached));
         }
         let (tree, srcs) = self
-            .build_fresh(p, attrs, &scope, &built_deps)
+            .build_fresh(p, attrs, &scope, deps)
             .map_err(|e| self.fresh_failure(p, start, drv, e))?;
         let record = self
             .store_output(&drv, &bytes, &tree, started_at)
@@ -298,12 +293,15 @@ impl Executor<'_> {
         p: &PreparedRule<'_>,
         attrs: &serde_json::Value,
         scope: &Scope<'_>,
-        built_deps: &BTreeMap<RuleName, &Built>,
+        deps: &[(NodeIndex, &Built)],
     ) -> Result<(Tree, Vec<LoadedSource>), FreshError> {
         let srcs = self.load_sources(p).map_err(FreshError::Rule)?;
         let dep_access = Deps {
             names: p.rule.deps.iter().map(|d| d.value.clone()).collect(),
-            built: built_deps.clone(),
+            built: deps
+                .iter()
+                .map(|(n, b)| (self.name_of(*n).clone(), *b))
+                .collect(),
             store: self.store,
             cache: self.cache,
             broken: &self.broken,
@@ -354,19 +352,17 @@ impl Executor<'_> {
         p: &PreparedRule<'_>,
         derived: (Digest, &serde_json::Value),
         scope: &Scope<'_>,
-        built_deps: &BTreeMap<RuleName, &Built>,
+        deps: &[(NodeIndex, &Built)],
         start: Instant,
     ) -> Result<Built, Failure> {
         let (drv, attrs) = derived;
         let recorded = if audit.against_substituters {
-            self.substituters
-                .iter()
-                .find_map(|s| s.lookup_many(std::slice::from_ref(&drv)).pop().flatten())
+            self.ask_substituters(&drv)
         } else {
             self.previous
                 .get(&drv)
                 .map(|r| (*r).clone())
-                .or_else(|| self.store.action(&drv).ok().flatten().map(|(r, _)| r))
+                .or_else(|| self.recorded(&drv))
         };
         let selected = audit
             .rules
@@ -386,7 +382,7 @@ impl Executor<'_> {
             }
         }
         let (tree, _) = self
-            .build_fresh(p, attrs, scope, built_deps)
+            .build_fresh(p, attrs, scope, deps)
             .map_err(|e| self.fresh_failure(p, start, drv, e))?;
         let rebuilt = tree.output_hash();
         let fresh_record = || OutputRecord {
@@ -418,6 +414,23 @@ impl Executor<'_> {
                 changes,
             }),
         ))
+    }
+
+    /// The name of the rule at `node`.
+    fn name_of(&self, node: NodeIndex) -> &RuleName {
+        &self.project[self.graph.rule_index(node)].name
+    }
+
+    /// The first substituter's record of `drv` (one request each, in order).
+    fn ask_substituters(&self, drv: &Digest) -> Option<OutputRecord> {
+        self.substituters
+            .iter()
+            .find_map(|s| s.lookup_many(std::slice::from_ref(drv)).pop().flatten())
+    }
+
+    /// The local action cache's record of `drv`, whether or not its artifact is present.
+    fn recorded(&self, drv: &Digest) -> Option<OutputRecord> {
+        self.store.action(drv).ok().flatten().map(|(r, _)| r)
     }
 
     /// The interpolation scope of a rule whose dependencies produced `records`.
@@ -490,10 +503,7 @@ impl Executor<'_> {
         if self.looked_up.contains(drv) {
             return None;
         }
-        self.substituters
-            .iter()
-            .find_map(|s| s.lookup_many(std::slice::from_ref(drv)).pop().flatten())
-            .filter(usable)
+        self.ask_substituters(drv).filter(usable)
     }
 
     /// Every rule's derivation as the checkout gives it now, without building: a dependency
@@ -535,10 +545,7 @@ impl Executor<'_> {
                 continue;
             };
             let output = exact
-                .then(|| {
-                    self.local_output(p, &drv)
-                        .or_else(|| self.store.action(&drv).ok().flatten().map(|(r, _)| r))
-                })
+                .then(|| self.local_output(p, &drv).or_else(|| self.recorded(&drv)))
                 .flatten();
             current[node.index()] = Some(Current {
                 drv,

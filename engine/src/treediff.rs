@@ -182,7 +182,7 @@ pub fn diff_content(path: &str, old: &[u8], new: &[u8]) -> ContentDiff {
     match (std::str::from_utf8(old), std::str::from_utf8(new)) {
         (Ok(a), Ok(b)) => {
             if structured {
-                if let (Some(va), Some(vb)) = (parse_documents(a), parse_documents(b)) {
+                if let (Some(va), Some(vb)) = (parse_documents(path, a), parse_documents(path, b)) {
                     return ContentDiff::Fields {
                         changes: diff_documents(&va, &vb),
                     };
@@ -205,14 +205,12 @@ pub fn diff_content(path: &str, old: &[u8], new: &[u8]) -> ContentDiff {
     }
 }
 
-/// Every YAML document of `text` (JSON is YAML), or `None` when it does not parse.
-fn parse_documents(text: &str) -> Option<Vec<Value>> {
-    use serde::Deserialize as _;
-    let mut docs = Vec::new();
-    for doc in serde_norway::Deserializer::from_str(text) {
-        docs.push(Value::deserialize(doc).ok()?);
-    }
-    Some(docs)
+/// Every YAML document of `text` (JSON is YAML), or `None` when it does not parse: read as
+/// artifacts are read (`kiln_rules::objects::parse_documents`, which also refuses hostile
+/// nesting, since an audit may compare an artifact a cache handed over).
+fn parse_documents(path: &str, text: &str) -> Option<Vec<Value>> {
+    let path = kiln_core::RelPath::new(path).ok()?;
+    kiln_rules::objects::parse_documents(text, &path).ok()
 }
 
 fn diff_documents(old: &[Value], new: &[Value]) -> Vec<FieldChange> {

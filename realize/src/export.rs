@@ -65,16 +65,14 @@ pub fn export(wanted: Wanted, default_namespace: &str) -> Result<Export, Realize
             out.secrets_left_out.push(d.key.to_string());
             continue;
         }
-        let (kind, group) = crate::applyset::split_group_kind(&d.key.group_kind);
-        let group = if group.is_empty() { "core" } else { group };
-        let ns = if d.key.namespace.is_empty() {
-            "_cluster"
-        } else {
-            d.key.namespace.as_str()
-        };
-        let path = format!("{ns}/{kind}.{group}/{}.yaml", d.key.name);
+        // The artifact layout, without its `objects/` directory.
+        let path = kiln_rules::objects::object_path(&d.object);
+        let path = path
+            .as_str()
+            .strip_prefix("objects/")
+            .unwrap_or(path.as_str());
         out.files
-            .insert(path, kiln_rules::objects::to_yaml(&d.object));
+            .insert(path.to_owned(), kiln_rules::objects::to_yaml(&d.object));
     }
     Ok(out)
 }

@@ -296,6 +296,18 @@ fn confirm(what: &str) -> impl FnOnce(usize) -> bool + '_ {
     }
 }
 
+/// [`failure`], except that deletions declined at the terminal's prompt are the user's choice,
+/// said plainly.
+fn unless_declined(e: RealizeError) -> Failure {
+    match e {
+        RealizeError::NotConfirmed(_) if std::io::stdin().is_terminal() => Failure {
+            code: 1,
+            report: miette::miette!("aborted: nothing was applied"),
+        },
+        e => failure(e),
+    }
+}
+
 /// `kiln apply`.
 pub fn apply(args: &ApplyArgs, printer: &Printer, store: &Path) -> Result<u8, Failure> {
     let rt = runtime();
@@ -365,14 +377,7 @@ pub fn apply(args: &ApplyArgs, printer: &Printer, store: &Path) -> Result<u8, Fa
         &on_write,
     )));
     release(&rt, guard, printer);
-    let report = result.map_err(|e| match e {
-        // Asked on a terminal and answered no: the user's choice, said plainly.
-        RealizeError::NotConfirmed(_) if std::io::stdin().is_terminal() => Failure {
-            code: 1,
-            report: miette::miette!("aborted: nothing was applied"),
-        },
-        e => failure(e),
-    })?;
+    let report = result.map_err(unless_declined)?;
     if args.cluster.json {
         printer.json(&plan_json(&r, Some(&report)));
     }
@@ -445,14 +450,7 @@ pub fn destroy(args: &DestroyArgs, printer: &Printer, store: &Path) -> Result<u8
         &on_write,
     )));
     release(&rt, guard, printer);
-    let report = result.map_err(|e| match e {
-        // Asked on a terminal and answered no: the user's choice, said plainly.
-        RealizeError::NotConfirmed(_) if std::io::stdin().is_terminal() => Failure {
-            code: 1,
-            report: miette::miette!("aborted: nothing was applied"),
-        },
-        e => failure(e),
-    })?;
+    let report = result.map_err(unless_declined)?;
     if args.cluster.json {
         printer.json(&plan_json(&r, Some(&report)));
     }

@@ -92,12 +92,12 @@ impl ObjectStore for LocalStore {
 
 impl ActionCache for LocalStore {
     fn lookup(&self, drv: &Digest) -> Result<Option<OutputRecord>> {
-        self.read_action(drv)
+        self.action(drv)
             .map(|entry| entry.map(|(record, _)| record))
     }
 
     fn derivation(&self, drv: &Digest) -> Result<Option<Vec<u8>>> {
-        self.read_action(drv)
+        self.action(drv)
             .map(|entry| entry.map(|(_, derivation)| derivation))
     }
 

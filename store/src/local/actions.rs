@@ -71,7 +71,7 @@ impl LocalStore {
     /// cannot be read or parsed is an error the caller decides about.
     pub fn usable_output(&self, drv: &Digest) -> Result<Option<OutputRecord>> {
         Ok(self
-            .read_action(drv)?
+            .action(drv)?
             .map(|(record, _)| record)
             .filter(|r| self.has_object(&r.output)))
     }
@@ -128,13 +128,8 @@ impl LocalStore {
         serde_json::from_value(v.get("built")?.clone()).ok()
     }
 
-    /// The action entry of `drv`: its record and derivation; `Ok(None)` when absent.
     /// The action entry of `drv`: its record and canonical derivation, `Ok(None)` on a miss.
     pub fn action(&self, drv: &Digest) -> Result<Option<(OutputRecord, Vec<u8>)>> {
-        self.read_action(drv)
-    }
-
-    pub(crate) fn read_action(&self, drv: &Digest) -> Result<Option<(OutputRecord, Vec<u8>)>> {
         let path = self.action_path(drv);
         let bytes = match fs::read(&path) {
             Ok(b) => b,
