@@ -327,6 +327,8 @@ fn smell_diffusion() {
             "NetworkPolicy.networking.k8s.io/default-deny",
             "NetworkPolicy.networking.k8s.io/edge-from-ingress",
             "NetworkPolicy.networking.k8s.io/internal",
+            "NetworkPolicy.networking.k8s.io/metrics-from-prometheus",
+            "NetworkPolicy.networking.k8s.io/traces-to-jaeger",
         ],
     });
 }

@@ -1,0 +1,408 @@
+//! The example platforms are wired as their guides say, checked on the built objects of both
+//! environments, without a cluster: every ConfigMap, Secret, volume, claim, service account,
+//! Service, Ingress backend, autoscaler target and issuer a object names is in the set; every
+//! ConfigMap and Secret is used; and the NetworkPolicies admit each flow the guide describes
+//! (and the DNS lookups of every pod they restrict), while refusing the ones it forbids.
+
+#[path = "../common/mod.rs"]
+mod common;
+mod selectors;
+mod wiring;
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use common::Sandbox;
+use selectors::{admitted, Endpoint, Labels};
+use wiring::{walk, External, Set};
+
+/// Where a connection starts or ends.
+#[derive(Clone, Copy)]
+enum Peer {
+    /// A workload of the set, by name.
+    Workload(&'static str),
+    /// A pod outside the set: its namespace and its labels.
+    Outside(&'static str, &'static [(&'static str, &'static str)]),
+}
+
+const INGRESS_NGINX: Peer = Peer::Outside(
+    "ingress-nginx",
+    &[("app.kubernetes.io/name", "ingress-nginx")],
+);
+const KUBE_DNS: Peer = Peer::Outside("kube-system", &[("k8s-app", "kube-dns")]);
+
+/// (from, to, TCP port): a connection the guide says is made.
+type Flow = (Peer, Peer, u64);
+
+struct Example {
+    dir: &'static str,
+    secrets: &'static [&'static str],
+    /// Objects provided, or consumed, outside the set, each with the reason in a comment.
+    external: External<'static>,
+    flows: &'static [Flow],
+    /// Connections the policies must refuse.
+    refused: &'static [Flow],
+}
+
+fn built_set(ex: &Example, env: &str) -> Set {
+    let s = Sandbox::new();
+    let project = Path::new(env!("CARGO_MANIFEST_DIR")).join(ex.dir);
+    let with_secrets = |c: &mut assert_cmd::Command| {
+        for var in ex.secrets {
+            c.env(var, "test-value");
+        }
+    };
+    let out_dir = s.dir.path().join("export");
+    let mut export = s.kiln();
+    export
+        .arg("export")
+        .arg(&project)
+        .args(["--env", env, "--out"])
+        .arg(&out_dir);
+    with_secrets(&mut export);
+    export.assert().success();
+    let mut objects = Vec::new();
+    for entry in walkdir::WalkDir::new(&out_dir).sort_by_file_name() {
+        let entry = entry.unwrap();
+        if entry.file_type().is_file() {
+            objects.extend(parse(&std::fs::read_to_string(entry.path()).unwrap()));
+        }
+    }
+    // Export leaves Secrets out (their values are resolved at apply); their artifacts name the
+    // keys they will hold.
+    let mut build = s.kiln();
+    build
+        .arg("build")
+        .arg(&project)
+        .args(["--json", "--env", env]);
+    with_secrets(&mut build);
+    let out = build.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for rule in report["rules"].as_array().unwrap() {
+        if rule["kind"] == "secret" {
+            let mut cat = s.kiln();
+            cat.args(["store", "cat", "--env", env, "-d"])
+                .arg(&project)
+                .arg(rule["name"].as_str().unwrap());
+            with_secrets(&mut cat);
+            let out = cat.output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            objects.extend(parse(&String::from_utf8(out.stdout).unwrap()));
+        }
+    }
+    Set { objects }
+}
+
+fn parse(text: &str) -> Vec<Value> {
+    let path = kiln_core::RelPath::new("objects.yaml").unwrap();
+    kiln_rules::objects::parse_documents(text, &path).unwrap()
+}
+
+fn endpoint(set: &Set, peer: Peer) -> Endpoint {
+    match peer {
+        Peer::Workload(name) => {
+            let pods = set.pods();
+            let pod = pods
+                .iter()
+                .find(|p| p.workload == name)
+                .unwrap_or_else(|| panic!("no workload {name}"));
+            set.endpoint(pod)
+        }
+        Peer::Outside(namespace, labels) => Endpoint {
+            namespace: namespace.into(),
+            namespace_labels: set.namespace_labels(namespace),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), Value::String((*v).into())))
+                .collect::<Labels>(),
+            named_ports: Vec::new(),
+        },
+    }
+}
+
+fn describe(peer: Peer) -> String {
+    match peer {
+        Peer::Workload(name) => name.into(),
+        Peer::Outside(ns, _) => format!("pods of {ns}"),
+    }
+}
+
+fn check(ex: &Example) {
+    for env in ["staging", "production"] {
+        let set = built_set(ex, env);
+        let mut problems = walk(&set, ex.external).0;
+        let policies: Vec<&Value> = set
+            .objects
+            .iter()
+            .filter(|o| o["kind"] == "NetworkPolicy")
+            .collect();
+        for &(from, to, port) in ex.flows {
+            let (a, b) = (endpoint(&set, from), endpoint(&set, to));
+            if let Err(why) = admitted(&policies, &a, &b, port, "TCP") {
+                problems.push(format!(
+                    "{} -> {}:{port}: {why}",
+                    describe(from),
+                    describe(to)
+                ));
+            }
+        }
+        for &(from, to, port) in ex.refused {
+            let (a, b) = (endpoint(&set, from), endpoint(&set, to));
+            if admitted(&policies, &a, &b, port, "TCP").is_ok() {
+                problems.push(format!(
+                    "{} -> {}:{port} is admitted; the guide forbids it",
+                    describe(from),
+                    describe(to)
+                ));
+            }
+        }
+        let dns = endpoint(&set, KUBE_DNS);
+        for pod in set.pods() {
+            if admitted(&policies, &set.endpoint(&pod), &dns, 53, "UDP").is_err() {
+                problems.push(format!(
+                    "{}: DNS lookups (UDP 53 to kube-dns) are refused",
+                    pod.workload
+                ));
+            }
+        }
+        assert!(
+            problems.is_empty(),
+            "{} ({env}):\n  {}",
+            ex.dir,
+            problems.join("\n  ")
+        );
+    }
+}
+
+const SMELL: Example = Example {
+    dir: "examples/smell-diffusion",
+    secrets: &[
+        "SMELL_JWT_SECRET",
+        "SMELL_API_KEYS",
+        "SMELL_POSTGRES_PASSWORD",
+    ],
+    external: &[],
+    flows: &[
+        (INGRESS_NGINX, Peer::Workload("api-gateway"), 8080),
+        (INGRESS_NGINX, Peer::Workload("web-ui"), 8080),
+        (
+            Peer::Workload("api-gateway"),
+            Peer::Workload("auth-service"),
+            8081,
+        ),
+        (
+            Peer::Workload("api-gateway"),
+            Peer::Workload("core-api"),
+            8000,
+        ),
+        (
+            Peer::Workload("api-gateway"),
+            Peer::Workload("research-api"),
+            8001,
+        ),
+        (
+            Peer::Workload("core-api"),
+            Peer::Workload("orchestrator"),
+            8002,
+        ),
+        (
+            Peer::Workload("core-api"),
+            Peer::Workload("postgresql"),
+            5432,
+        ),
+        (Peer::Workload("core-api"), Peer::Workload("redis"), 6379),
+        (
+            Peer::Workload("orchestrator"),
+            Peer::Workload("redis"),
+            6379,
+        ),
+        (
+            Peer::Workload("worker-dit-smell"),
+            Peer::Workload("redis"),
+            6379,
+        ),
+        (
+            Peer::Workload("worker-optimized"),
+            Peer::Workload("postgresql"),
+            5432,
+        ),
+        (
+            Peer::Workload("postgres-backup"),
+            Peer::Workload("postgresql"),
+            5432,
+        ),
+        (
+            Peer::Workload("prometheus"),
+            Peer::Workload("core-api"),
+            8000,
+        ),
+        (Peer::Workload("prometheus"), Peer::Workload("web-ui"), 8080),
+        (
+            Peer::Workload("prometheus"),
+            Peer::Workload("jaeger"),
+            14269,
+        ),
+        (
+            Peer::Workload("orchestrator"),
+            Peer::Workload("jaeger"),
+            4317,
+        ),
+        (Peer::Workload("web-ui"), Peer::Workload("jaeger"), 4318),
+    ],
+    refused: &[
+        // The ingress controller reaches only what the Ingress routes to.
+        (INGRESS_NGINX, Peer::Workload("core-api"), 8000),
+        (INGRESS_NGINX, Peer::Workload("postgresql"), 5432),
+        // The web UI talks to the API through the gateway, never to the data layer.
+        (Peer::Workload("web-ui"), Peer::Workload("postgresql"), 5432),
+        (Peer::Workload("web-ui"), Peer::Workload("core-api"), 8000),
+    ],
+};
+
+#[test]
+fn smell_diffusion() {
+    check(&SMELL);
+}
+
+/// Where two environments' objects differ: `Kind/name:/json/pointer`, after the staging names
+/// are mapped to production's (`renames`) and content hashes of ConfigMap names are masked.
+fn environment_differences(ex: &Example, renames: &[(&str, &str)]) -> Vec<String> {
+    let hash = regex::Regex::new(r"-[0-9a-f]{10}\b").unwrap();
+    let normal = |objects: Vec<Value>, renames: &[(&str, &str)]| {
+        let mut by_id = std::collections::BTreeMap::new();
+        for mut o in objects {
+            for field in ["labels", "annotations"] {
+                if let Some(m) = o["metadata"][field].as_object_mut() {
+                    m.retain(|k, _| {
+                        !k.starts_with("kiln.dev/") && !k.starts_with("applyset.kubernetes.io/")
+                    });
+                }
+            }
+            let mut text = serde_json::to_string(&o).unwrap();
+            for (from, to) in renames {
+                text = text.replace(from, to);
+            }
+            let o: Value = serde_json::from_str(&hash.replace_all(&text, "-#")).unwrap();
+            let id = format!(
+                "{}/{}",
+                o["kind"].as_str().unwrap(),
+                o["metadata"]["name"].as_str().unwrap()
+            );
+            by_id.insert(id, o);
+        }
+        by_id
+    };
+    let staging = normal(built_set(ex, "staging").objects, renames);
+    let production = normal(built_set(ex, "production").objects, &[]);
+    let mut out = Vec::new();
+    fn walk(a: Option<&Value>, b: Option<&Value>, at: String, out: &mut Vec<String>) {
+        match (a, b) {
+            (Some(Value::Object(x)), Some(Value::Object(y))) => {
+                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                for k in keys {
+                    walk(
+                        x.get(k),
+                        y.get(k),
+                        format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")),
+                        out,
+                    );
+                }
+            }
+            (Some(Value::Array(x)), Some(Value::Array(y))) if x.len() == y.len() => {
+                for (i, (a, b)) in x.iter().zip(y).enumerate() {
+                    walk(Some(a), Some(b), format!("{at}/{i}"), out);
+                }
+            }
+            (a, b) if a == b => {}
+            _ => out.push(at),
+        }
+    }
+    let ids: std::collections::BTreeSet<&String> =
+        staging.keys().chain(production.keys()).collect();
+    for id in ids {
+        let mut paths = Vec::new();
+        walk(
+            staging.get(id),
+            production.get(id),
+            String::new(),
+            &mut paths,
+        );
+        out.extend(paths.into_iter().map(|p| format!("{id}:{p}")));
+    }
+    out
+}
+
+/// Staging and production differ exactly where the guide says (each entry is a prefix of the
+/// differing paths it covers, and each must match at least one).
+fn differ_as_expected(ex: &Example, renames: &[(&str, &str)], expected: &[&str]) {
+    let found = environment_differences(ex, renames);
+    let unexpected: Vec<&String> = found
+        .iter()
+        .filter(|d| !expected.iter().any(|e| d.starts_with(e)))
+        .collect();
+    let missing: Vec<&&str> = expected
+        .iter()
+        .filter(|e| !found.iter().any(|d| d.starts_with(**e)))
+        .collect();
+    assert!(
+        unexpected.is_empty() && missing.is_empty(),
+        "{}: unexpected differences:\n  {}\nexpected but the same:\n  {}",
+        ex.dir,
+        unexpected
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n  "),
+        missing.iter().map(|s| **s).collect::<Vec<_>>().join("\n  ")
+    );
+}
+
+#[test]
+fn smell_diffusion_environments_differ_as_the_guide_says() {
+    differ_as_expected(
+        &SMELL,
+        &[("smell-diffusion-staging", "smell-diffusion")],
+        &[
+            // Let's Encrypt's staging endpoint for staging.
+            "ClusterIssuer/letsencrypt-prod:",
+            "ClusterIssuer/letsencrypt-staging:",
+            "Ingress/smell-diffusion:/metadata/annotations/cert-manager.io~1cluster-issuer",
+            // Its own domain, CORS origin and rate limit.
+            "Ingress/smell-diffusion:/spec/rules/0/host",
+            "Ingress/smell-diffusion:/spec/tls/0/hosts/0",
+            "Ingress/smell-diffusion:/metadata/annotations/nginx.ingress.kubernetes.io~1limit-rpm",
+            "ConfigMap/smell-config-#:/data/CORS_ALLOWED_ORIGINS",
+            "ConfigMap/smell-config-#:/data/ENVIRONMENT",
+            "ConfigMap/smell-config-#:/data/OTEL_RESOURCE_ATTRIBUTES",
+            // Fewer replicas, a lower autoscaling ceiling.
+            "Deployment/api-gateway:/spec/replicas",
+            "Deployment/auth-service:/spec/replicas",
+            "Deployment/core-api:/spec/replicas",
+            "Deployment/web-ui:/spec/replicas",
+            "Deployment/worker-baseline:/spec/replicas",
+            "Deployment/worker-dit-smell:/spec/replicas",
+            "Deployment/worker-optimized:/spec/replicas",
+            "HorizontalPodAutoscaler/core-api:/spec/m",
+            "HorizontalPodAutoscaler/worker-dit-smell:/spec/m",
+            // Smaller volumes, shorter retention, looser alert thresholds.
+            "PersistentVolumeClaim/model-storage:/spec/resources/requests/storage",
+            "PersistentVolumeClaim/postgres-backups:/spec/resources/requests/storage",
+            "PersistentVolumeClaim/prometheus-data:/spec/resources/requests/storage",
+            "Deployment/prometheus:/spec/template/spec/containers/0/args/2",
+            "Deployment/jaeger:/spec/template/spec/containers/0/args/0",
+            "CronJob/postgres-backup:/spec/jobTemplate/spec/template/spec/containers/0/args/0",
+            "ConfigMap/prometheus-config-#:/data/alerts.yml",
+            "ConfigMap/prometheus-config-#:/data/prometheus.yml",
+        ],
+    );
+}
