@@ -28,6 +28,9 @@ struct Example {
     dir: &'static str,
     /// Environment variables its secret references read.
     secrets: &'static [&'static str],
+    /// Namespaces the platform's own installs make (Istio, Argo CD, Velero): created first, as
+    /// those installs would.
+    installed_namespaces: &'static [&'static str],
     /// (file, from, to): a variable change.
     variable: (&'static str, &'static str, &'static str),
     /// Objects that change with it (`Kind.group/name`).
@@ -117,6 +120,20 @@ fn exercise(ex: &Example) {
         &Path::new(env!("CARGO_MANIFEST_DIR")).join(ex.dir),
         &r.project(),
     );
+
+    for ns in ex.installed_namespaces {
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(kubeconfig())
+            .args(["create", "namespace", ns])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() || err.contains("AlreadyExists"),
+            "{err}"
+        );
+    }
 
     // 1. Both environments build; a second build is a no-op.
     for env in ["staging", "production", "staging"] {
@@ -263,6 +280,7 @@ fn exercise(ex: &Example) {
 fn odordiff_2() {
     exercise(&Example {
         dir: "examples/odordiff-2",
+        installed_namespaces: &["argocd", "istio-system", "velero"],
         secrets: &[
             "ODORDIFF_SECRET_KEY",
             "ODORDIFF_JWT_SECRET",
@@ -307,6 +325,7 @@ const SMELL_DEPLOYMENTS: &[&str] = &[
 fn smell_diffusion() {
     exercise(&Example {
         dir: "examples/smell-diffusion",
+        installed_namespaces: &[],
         secrets: &[
             "SMELL_JWT_SECRET",
             "SMELL_API_KEYS",
@@ -344,6 +363,7 @@ const PIPELINE_SERVICES: &[&str] = &[
 fn data_pipeline() {
     exercise(&Example {
         dir: "examples/data-pipeline",
+        installed_namespaces: &[],
         secrets: &[
             "DATAPROC_API_KEY_SALT",
             "DATAPROC_POSTGRES_PASSWORD",
@@ -371,6 +391,7 @@ fn data_pipeline() {
 fn ml_platform() {
     exercise(&Example {
         dir: "examples/ml-platform",
+        installed_namespaces: &[],
         secrets: &[
             "ML_JWT_SECRET_KEY",
             "ML_VECTOR_DB_DSN",
@@ -408,6 +429,7 @@ fn ml_platform() {
 fn footanalytics() {
     exercise(&Example {
         dir: "examples/footanalytics",
+        installed_namespaces: &[],
         secrets: &["FOOT_FLAGSMITH_KEY", "FOOT_DATABASE_URL"],
         // Blue/green: switching the active color moves only the Service's selector.
         variable: (

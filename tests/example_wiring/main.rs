@@ -24,6 +24,15 @@ enum Peer {
     Workload(&'static str),
     /// A pod outside the set: its namespace and its labels.
     Outside(&'static str, &'static [(&'static str, &'static str)]),
+    /// A pod an operator makes in a workload's namespace: that workload, the pod's labels.
+    Beside(&'static str, &'static [(&'static str, &'static str)]),
+}
+
+fn labels_of(labels: &[(&str, &str)]) -> Labels {
+    labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), Value::String((*v).into())))
+        .collect()
 }
 
 const INGRESS_NGINX: Peer = Peer::Outside(
@@ -115,18 +124,29 @@ fn endpoint(set: &Set, peer: Peer) -> Endpoint {
             let pod = pods
                 .iter()
                 .find(|p| p.workload == name)
+                // Or one whose name carries a suffix (a size, a content hash).
+                .or_else(|| {
+                    pods.iter()
+                        .find(|p| p.workload.starts_with(&format!("{name}-")))
+                })
                 .unwrap_or_else(|| panic!("no workload {name}"));
             set.endpoint(pod)
         }
         Peer::Outside(namespace, labels) => Endpoint {
             namespace: namespace.into(),
             namespace_labels: set.namespace_labels(namespace),
-            labels: labels
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), Value::String((*v).into())))
-                .collect::<Labels>(),
+            labels: labels_of(labels),
             named_ports: Vec::new(),
         },
+        Peer::Beside(workload, labels) => {
+            let namespace = endpoint(set, Peer::Workload(workload)).namespace;
+            Endpoint {
+                namespace_labels: set.namespace_labels(&namespace),
+                namespace,
+                labels: labels_of(labels),
+                named_ports: Vec::new(),
+            }
+        }
     }
 }
 
@@ -134,6 +154,7 @@ fn describe(peer: Peer) -> String {
     match peer {
         Peer::Workload(name) => name.into(),
         Peer::Outside(ns, _) => format!("pods of {ns}"),
+        Peer::Beside(_, labels) => format!("pods {labels:?}"),
     }
 }
 
@@ -403,6 +424,127 @@ fn smell_diffusion_environments_differ_as_the_guide_says() {
             "CronJob/postgres-backup:/spec/jobTemplate/spec/template/spec/containers/0/args/0",
             "ConfigMap/prometheus-config-#:/data/alerts.yml",
             "ConfigMap/prometheus-config-#:/data/prometheus.yml",
+        ],
+    );
+}
+const ISTIO_GATEWAY: Peer = Peer::Outside("istio-system", &[("istio", "ingressgateway")]);
+const KUBE_PROMETHEUS: Peer =
+    Peer::Outside("monitoring", &[("app.kubernetes.io/name", "prometheus")]);
+const CNPG_OPERATOR: Peer = Peer::Outside(
+    "cnpg-system",
+    &[("app.kubernetes.io/name", "cloudnative-pg")],
+);
+const ODORDIFF_DB: Peer = Peer::Beside("odordiff-api", &[("cnpg.io/cluster", "odordiff-db")]);
+const ODORDIFF: Example = Example {
+    dir: "examples/odordiff-2",
+    secrets: &[
+        "ODORDIFF_SECRET_KEY",
+        "ODORDIFF_JWT_SECRET",
+        "ODORDIFF_ENCRYPTION_KEY",
+        "ODORDIFF_DATABASE_URL",
+        "ODORDIFF_POSTGRES_USER",
+        "ODORDIFF_POSTGRES_PASSWORD",
+    ],
+    external: &[
+        // Made by the installs of Argo CD, Istio and Velero.
+        ("Namespace", "", "argocd"),
+        ("Namespace", "", "istio-system"),
+        ("Namespace", "", "velero"),
+        // Vault's service registration labels the active pod at run time.
+        ("Service", "", "vault-active"),
+    ],
+    flows: &[
+        (ISTIO_GATEWAY, Peer::Workload("odordiff-api"), 8000),
+        (KUBE_PROMETHEUS, Peer::Workload("odordiff-api"), 8000),
+        (
+            Peer::Workload("load-test"),
+            Peer::Workload("odordiff-api"),
+            8000,
+        ),
+        (Peer::Workload("odordiff-api"), ODORDIFF_DB, 5432),
+        (Peer::Workload("odordiff-worker"), ODORDIFF_DB, 5432),
+        (ODORDIFF_DB, ODORDIFF_DB, 5432),
+        (CNPG_OPERATOR, ODORDIFF_DB, 8000),
+        (KUBE_PROMETHEUS, ODORDIFF_DB, 9187),
+        (
+            Peer::Workload("odordiff-api"),
+            Peer::Workload("redis"),
+            6379,
+        ),
+        (
+            Peer::Workload("odordiff-worker"),
+            Peer::Workload("redis"),
+            6379,
+        ),
+        (Peer::Workload("redis"), Peer::Workload("redis"), 16379),
+        (
+            Peer::Workload("redis-cluster-create"),
+            Peer::Workload("redis"),
+            6379,
+        ),
+    ],
+    refused: &[
+        // Only the API takes outside traffic; the data layer only its clients'.
+        (ISTIO_GATEWAY, Peer::Workload("redis"), 6379),
+        (ISTIO_GATEWAY, ODORDIFF_DB, 5432),
+        (Peer::Workload("load-test"), ODORDIFF_DB, 5432),
+        (
+            Peer::Workload("odordiff-api"),
+            Peer::Workload("redis"),
+            16379,
+        ),
+    ],
+};
+
+#[test]
+fn odordiff_2() {
+    check(&ODORDIFF);
+}
+
+#[test]
+fn odordiff_2_environments_differ_as_the_guide_says() {
+    differ_as_expected(
+        &ODORDIFF,
+        &[
+            // Names that carry the environment.
+            ("odordiff-staging-", "odordiff-production-"),
+            ("tls-staging", "tls-production"),
+            ("odordiff-2-staging", "odordiff-2-production"),
+            ("delegator-staging", "delegator-production"),
+            ("odordiff-ssd-staging", "odordiff-ssd-production"),
+            ("deploy/staging", "deploy/production"),
+            // Namespaces.
+            ("odordiff-staging", "odordiff"),
+            ("security-staging", "security"),
+            ("monitoring-staging", "monitoring"),
+        ],
+        &[
+            // Its own domain and certificate issuer (Let's Encrypt's staging endpoint).
+            "Gateway/odordiff-gateway:/spec/servers/0/hosts/0",
+            "VirtualService/odordiff-api:/spec/hosts/0",
+            "ClusterIssuer/letsencrypt-prod:",
+            "ClusterIssuer/letsencrypt-staging:",
+            "Certificate/odordiff-api-tls-production:/spec/dnsNames/0",
+            "Certificate/odordiff-api-tls-production:/spec/issuerRef/name",
+            "Namespace/",
+            "ConfigMap/odordiff-api-config-#:/data/ENVIRONMENT",
+            "ConfigMap/odordiff-api-config-#:/data/LOG_LEVEL",
+            // Production: the guide's replica counts and HA; staging: one of each.
+            "Deployment/odordiff-api:/spec/replicas",
+            "Deployment/odordiff-worker:/spec/replicas",
+            "HorizontalPodAutoscaler/odordiff-api-hpa:/spec/m",
+            "Cluster/odordiff-db:/spec/instances",
+            "Cluster/odordiff-db:/spec/affinity/podAntiAffinityType",
+            "Cluster/odordiff-db:/spec/storage/size",
+            "StatefulSet/redis:/spec/replicas",
+            "Job/redis-cluster-create-3:",
+            "Job/redis-cluster-create-6:",
+            "StatefulSet/vault:/spec/replicas",
+            "ConfigMap/vault-config-#:/data/vault.hcl",
+            // Production's vertical scaling of the API (the `api-production` overlay).
+            "Deployment/odordiff-api:/spec/template/spec/containers/0/resources/",
+            // A week of backups in staging, thirty days in production.
+            "Schedule/odordiff-production-daily:/spec/template/ttl",
         ],
     );
 }

@@ -325,6 +325,18 @@ pub fn walk(set: &Set, external: External<'_>) -> Problems {
                 problems.add(format!("{who}: volume {v} is mounted by no container"));
             }
         }
+        let level = set.namespace_labels(ns);
+        if level
+            .get("pod-security.kubernetes.io/enforce")
+            .and_then(Value::as_str)
+            == Some("restricted")
+        {
+            for why in restricted_violations(pod.spec) {
+                problems.add(format!(
+                    "{who}: the namespace enforces the restricted pod security level, and {why}"
+                ));
+            }
+        }
         if let Some(sa) = pod.spec["serviceAccountName"].as_str() {
             if sa != "default" && !exists("ServiceAccount", ns, sa) {
                 problems.add(format!("{who}: ServiceAccount {ns}/{sa} is not in the set"));
@@ -342,6 +354,10 @@ pub fn walk(set: &Set, external: External<'_>) -> Problems {
         let Some(selector) = svc["spec"]["selector"].as_object() else {
             continue;
         };
+        let name = svc["metadata"]["name"].as_str().unwrap_or_default();
+        if is_external("Service", ns, name) {
+            continue;
+        }
         let selector = serde_json::json!({ "matchLabels": selector });
         let backing: Vec<&Pod<'_>> = pods
             .iter()
@@ -464,6 +480,18 @@ pub fn walk(set: &Set, external: External<'_>) -> Problems {
             ));
         }
     }
+    // CloudNativePG clusters read their owner's credentials.
+    for c in set
+        .of_kind("Cluster")
+        .filter(|c| group_of(c["apiVersion"].as_str().unwrap_or_default()) == "postgresql.cnpg.io")
+    {
+        let ns = str_at(c, "/metadata/namespace").unwrap_or_default();
+        if let Some(secret) = str_at(c, "/spec/bootstrap/initdb/secret/name") {
+            let who = format!("Cluster {ns}/{}", c["metadata"]["name"]);
+            need(&mut problems, &who, "Secret", ns, secret, Some("username"));
+            need(&mut problems, &who, "Secret", ns, secret, Some("password"));
+        }
+    }
     // An Istio ingress gateway reads its TLS secret from its own namespace (istio-system).
     for gw in set
         .of_kind("Gateway")
@@ -496,4 +524,50 @@ pub fn walk(set: &Set, external: External<'_>) -> Problems {
         }
     }
     problems
+}
+
+/// What the `restricted` Pod Security Standard refuses in a pod spec (the checks of
+/// <https://kubernetes.io/docs/concepts/security/pod-security-standards/> that built objects show).
+fn restricted_violations(spec: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let pod = &spec["securityContext"];
+    for c in containers(spec) {
+        let name = c["name"].as_str().unwrap_or_default();
+        let sc = &c["securityContext"];
+        if sc["allowPrivilegeEscalation"] != false {
+            out.push(format!(
+                "container {name} does not set allowPrivilegeEscalation: false"
+            ));
+        }
+        let drops_all = array(&sc["capabilities"], "drop").any(|d| d == "ALL");
+        if !drops_all {
+            out.push(format!("container {name} does not drop ALL capabilities"));
+        }
+        if sc["runAsNonRoot"] != true && pod["runAsNonRoot"] != true {
+            out.push(format!("container {name} may run as root (runAsNonRoot)"));
+        }
+        if sc["runAsUser"] == 0 || (sc.get("runAsUser").is_none() && pod["runAsUser"] == 0) {
+            out.push(format!("container {name} runs as UID 0"));
+        }
+        let seccomp = sc
+            .pointer("/seccompProfile/type")
+            .or_else(|| pod.pointer("/seccompProfile/type"));
+        if !matches!(
+            seccomp.and_then(Value::as_str),
+            Some("RuntimeDefault" | "Localhost")
+        ) {
+            out.push(format!(
+                "container {name} has no RuntimeDefault seccomp profile"
+            ));
+        }
+        if sc["privileged"] == true {
+            out.push(format!("container {name} is privileged"));
+        }
+    }
+    for v in array(spec, "volumes") {
+        if v.get("hostPath").is_some() {
+            out.push(format!("volume {} is a hostPath", v["name"]));
+        }
+    }
+    out
 }
