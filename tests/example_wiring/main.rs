@@ -548,3 +548,19 @@ fn odordiff_2_environments_differ_as_the_guide_says() {
         ],
     );
 }
+
+#[test]
+fn ml_platform() {
+    check(&Example {
+        dir: "examples/ml-platform",
+        secrets: &[
+            "ML_JWT_SECRET_KEY",
+            "ML_VECTOR_DB_DSN",
+            "ML_MINIO_ROOT_PASSWORD",
+            "ML_POSTGRES_PASSWORD",
+        ],
+        external: &[],
+        flows: &[],
+        refused: &[],
+    });
+}
