@@ -383,3 +383,43 @@ patches = [ { target = { kind = "ConfigMap", name = "c" }, json = [ { op = "repl
     );
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn export_and_plan_show_the_rules_own_errors() {
+    // Commands that build before they act (export, plan, apply) say which rule failed, where,
+    // and why, as `kiln build` does, not only that the build failed.
+    let s = Sandbox::new();
+    s.write(
+        "kiln.toml",
+        "[project]\nname = \"p\"\n\n[rule.api]\nkind = \"manifest\"\nsrcs = [\"api.yaml\"]\n\n\
+         [rule.ok]\nkind = \"manifest\"\nsrcs = [\"ok.yaml\"]\ndeps = [\"api\"]\n",
+    );
+    s.write(
+        "ok.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ok}\n",
+    );
+    // Interpolated, so it is parsed when the rule builds (not when the project loads).
+    s.write(
+        "api.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: \"${kiln.env}\"\n",
+    );
+    let out = s
+        .kiln()
+        .arg("export")
+        .arg(s.project())
+        .arg("--out")
+        .arg(s.dir.path().join("out"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for e in [
+        "the build failed",
+        "api.yaml:",
+        "rule `api`",
+        "invalid YAML",
+    ] {
+        assert!(err.contains(e), "stderr lacks {e:?}:\n{err}");
+    }
+    assert!(!s.dir.path().join("out").exists(), "nothing exported");
+}

@@ -363,7 +363,7 @@ const PIPELINE_SERVICES: &[&str] = &[
 fn data_pipeline() {
     exercise(&Example {
         dir: "examples/data-pipeline",
-        installed_namespaces: &[],
+        installed_namespaces: &["velero"],
         secrets: &[
             "DATAPROC_API_KEY_SALT",
             "DATAPROC_POSTGRES_PASSWORD",

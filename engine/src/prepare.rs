@@ -376,11 +376,15 @@ fn plain_file(pattern: &str) -> Option<RelPath> {
 
 fn find_reference(src: &LoadedSource, r: &Reference) -> Option<usize> {
     let text = std::str::from_utf8(&src.content).ok()?;
-    match r {
-        Reference::Var(n) => text.find(&format!("var.{n}")),
-        Reference::Kiln(n) => text.find(&format!("kiln.{n}")),
-        Reference::Dep { rule, .. } => text.find(rule.as_str()),
-    }
+    // The reference as written, not the first place its name occurs (a rule's name is often
+    // also a label or a word in a comment).
+    let spelled = match r {
+        Reference::Var(n) => format!("var.{n}"),
+        Reference::Kiln(n) => format!("kiln.{n}"),
+        Reference::Dep { rule, key } => format!("dep.{rule}.{key}"),
+    };
+    text.find(&format!("${{{spelled}}}"))
+        .or_else(|| text.find(&spelled))
 }
 
 /// A diagnostic pointing into a source file (YAML, template) rather than a TOML file.
@@ -430,6 +434,26 @@ pub fn attr_message(e: &kiln_core::kind::AttrError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reference_is_found_where_it_is_written() {
+        let text = "labels: {tier: monitoring}\n# var.ns in a comment\nname: \"${dep.monitoring.name}\"\nns: ${var.ns}\n";
+        let src = LoadedSource {
+            path: RelPath::new("a.yaml").unwrap(),
+            content: Arc::from(text.as_bytes().to_vec()),
+            executable: false,
+        };
+        let dep = Reference::Dep {
+            rule: kiln_core::RuleName::new("monitoring").unwrap(),
+            key: "name".into(),
+        };
+        assert_eq!(
+            find_reference(&src, &dep),
+            text.find("${dep.monitoring.name}")
+        );
+        let var = Reference::Var("ns".into());
+        assert_eq!(find_reference(&src, &var), text.find("${var.ns}"));
+    }
 
     #[test]
     fn vars_parse_as_toml_values_else_strings() {

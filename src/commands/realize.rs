@@ -52,9 +52,14 @@ pub struct Target {
 }
 
 /// A build that did not succeed: nothing is planned or applied.
+/// It carries the rules' own errors (file, line, rule), shown beneath it.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
-#[error("the build failed ({0} rules failed or were skipped); nothing was applied")]
-struct BuildFailed(usize);
+#[error("the build failed ({failed} rules failed or were skipped); nothing was applied")]
+struct BuildFailed {
+    failed: usize,
+    #[related]
+    causes: Vec<miette::Report>,
+}
 
 /// Loads the project and selects the environment with `--var` overrides applied.
 fn load(target: &Target) -> Result<Loaded, Failure> {
@@ -85,11 +90,13 @@ pub fn build_wanted_with_outputs(
         Instant::now(),
     )?;
     if !report.success() {
+        let code = report.exit_code();
         return Err(Failure {
-            code: report.exit_code(),
-            report: miette::Report::new(BuildFailed(
-                report.summary.failed + report.summary.skipped,
-            )),
+            code,
+            report: miette::Report::new(BuildFailed {
+                failed: report.summary.failed + report.summary.skipped,
+                causes: report.diagnostics,
+            }),
         });
     }
     let instance = loaded.selected.instance_name();

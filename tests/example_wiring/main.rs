@@ -564,3 +564,69 @@ fn ml_platform() {
         refused: &[],
     });
 }
+
+const PIPELINE: Example = Example {
+    dir: "examples/data-pipeline",
+    secrets: &[
+        "DATAPROC_API_KEY_SALT",
+        "DATAPROC_POSTGRES_PASSWORD",
+        "DATAPROC_CLICKHOUSE_PASSWORD",
+        "DATAPROC_MINIO_SECRET_KEY",
+    ],
+    external: &[
+        // Made by `velero install`.
+        ("Namespace", "", "velero"),
+    ],
+    flows: &[],
+    refused: &[],
+};
+
+#[test]
+fn data_pipeline() {
+    check(&PIPELINE);
+}
+
+#[test]
+fn data_pipeline_environments_differ_as_the_guide_says() {
+    differ_as_expected(
+        &PIPELINE,
+        &[
+            (
+                "prometheus-data-processing-staging",
+                "prometheus-data-processing-production",
+            ),
+            ("data-processing-staging-", "data-processing-production-"),
+            ("data-processing-staging", "data-processing"),
+        ],
+        &[
+            "ConfigMap/service-config-#:/data/DATA_PROC_ENVIRONMENT",
+            // Each environment's own PostgreSQL and ClickHouse (and a smaller pool in staging).
+            "ConfigMap/service-config-#:/data/DATA_PROC_CLICKHOUSE_HOST",
+            "ConfigMap/pgbouncer-#:/data/pgbouncer.ini",
+            "Job/clickhouse-migrations-#:/spec/template/spec/containers/0/env/0/value",
+            "Job/postgres-migrations-#:/spec/template/spec/containers/0/env/0/value",
+            // The guide's autoscaling range (2-10) in production; 1-3 in staging.
+            "Deployment/aggregation-service:/spec/replicas",
+            "Deployment/enrichment-service:/spec/replicas",
+            "Deployment/normalization-service:/spec/replicas",
+            "Deployment/projection-service:/spec/replicas",
+            "HorizontalPodAutoscaler/aggregation-service:/spec/m",
+            "HorizontalPodAutoscaler/enrichment-service:/spec/m",
+            "HorizontalPodAutoscaler/normalization-service:/spec/m",
+            "HorizontalPodAutoscaler/projection-service:/spec/m",
+            // Canaries: the guide's 50% ceiling in production; staging goes to 100%.
+            "Canary/aggregation-service:/spec/analysis/maxWeight",
+            "Canary/enrichment-service:/spec/analysis/maxWeight",
+            "Canary/normalization-service:/spec/analysis/maxWeight",
+            "Canary/projection-service:/spec/analysis/maxWeight",
+            // The guide's key-metric thresholds in production, looser ones in staging.
+            "ConfigMap/prometheus-config-#:/data/alert_rules.yml",
+            "ConfigMap/prometheus-config-#:/data/prometheus.yml",
+            // Smaller volumes, shorter retention.
+            "Deployment/prometheus:/spec/template/spec/containers/0/args/2",
+            "PersistentVolumeClaim/prometheus-data:/spec/resources/requests/storage",
+            "StatefulSet/minio:/spec/volumeClaimTemplates/0/spec/resources/requests/storage",
+            "Schedule/data-processing-production-daily-full-backup:/spec/template/ttl",
+        ],
+    );
+}

@@ -492,6 +492,15 @@ pub fn walk(set: &Set, external: External<'_>) -> Problems {
             need(&mut problems, &who, "Secret", ns, secret, Some("password"));
         }
     }
+    // Velero's storage locations read their credentials.
+    for bsl in set.of_kind("BackupStorageLocation") {
+        let ns = str_at(bsl, "/metadata/namespace").unwrap_or_default();
+        if let Some(secret) = str_at(bsl, "/spec/credential/name") {
+            let key = str_at(bsl, "/spec/credential/key");
+            let who = format!("BackupStorageLocation {ns}/{}", bsl["metadata"]["name"]);
+            need(&mut problems, &who, "Secret", ns, secret, key);
+        }
+    }
     // An Istio ingress gateway reads its TLS secret from its own namespace (istio-system).
     for gw in set
         .of_kind("Gateway")
