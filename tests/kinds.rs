@@ -216,3 +216,42 @@ fn graph_formats() {
         .unwrap()
         .contains("config --> api"));
 }
+
+#[test]
+fn configmap_reads_env_files_line_by_line_and_names_a_bad_line() {
+    let s = Sandbox::new();
+    s.write(
+        "config/app.env",
+        "# defaults\nLOG_LEVEL=info\nURL=http://db/?a=b\n",
+    );
+    s.write(
+        "kiln.toml",
+        "[project]\nname = \"p\"\n[rule.c]\nkind = \"configmap\"\nname = \"c\"\nsrcs = [\"config/app.env\"]\nsrcs_as = \"env\"\n",
+    );
+    s.kiln().arg("build").arg(s.project()).assert().success();
+    let out = s
+        .kiln()
+        .args(["store", "cat", "-d"])
+        .arg(s.project())
+        .arg("c")
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("  LOG_LEVEL: info\n") && text.contains("  URL: http://db/?a=b\n"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("app.env:"),
+        "the file is not one key: {text}"
+    );
+
+    s.write("config/app.env", "LOG_LEVEL=info\nHOME\n");
+    let out = s.build_fails(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("config/app.env:2") && err.contains("rule `c`"),
+        "{err}"
+    );
+    assert!(err.contains("not KEY=VALUE"), "{err}");
+}

@@ -8,7 +8,13 @@
 //! srcs = ["config/api.env"]           # key = file name
 //! from = ["prometheus-config"]        # every file of these dependencies' outputs, key = file name
 //! literals = { LOG_LEVEL = "info" }
+//! srcs_as = "env"                     # optional: each source is a KEY=VALUE file, one key per line
 //! ```
+//!
+//! With `srcs_as = "env"`, each source is read as `kubectl create configmap --from-env-file`
+//! reads it: one `KEY=VALUE` per line, the value taken literally, blank lines and `#` comments
+//! skipped. A line without `=` is refused (kubectl would read the value from the environment of
+//! whoever runs it, which would make the build depend on the machine).
 //!
 //! Exports `name` (the hashed name) and `base_name`. Workloads refer to
 //! `${dep.api-config.name}`, so they roll when the content changes.
@@ -35,8 +41,54 @@ struct Attrs {
     hash_suffix: bool,
     #[serde(default)]
     immutable: bool,
+    #[serde(default)]
+    srcs_as: SrcsAs,
     #[serde(flatten)]
     meta: MetadataAttrs,
+}
+
+/// How the sources become keys.
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum SrcsAs {
+    /// One key per file, named after it.
+    #[default]
+    Files,
+    /// One key per `KEY=VALUE` line.
+    Env,
+}
+
+/// The `KEY=VALUE` pairs of an env file, or the line (1-based) and why it is refused.
+fn parse_env_file(text: &str) -> Result<Vec<(&str, &str)>, (usize, String)> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let Some((key, value)) = trimmed.split_once('=') else {
+            return Err((
+                i + 1,
+                format!("`{trimmed}` is not KEY=VALUE (a value from the environment of the machine that builds is not allowed)"),
+            ));
+        };
+        if !valid_env_name(key) {
+            return Err((
+                i + 1,
+                format!("`{key}` is not a valid environment variable name"),
+            ));
+        }
+        out.push((key, value));
+    }
+    Ok(out)
+}
+
+/// A name shells and programs can read: letters, digits and `_`, not starting with a digit.
+fn valid_env_name(k: &str) -> bool {
+    k.bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 fn yes() -> bool {
@@ -62,6 +114,14 @@ impl Scalar {
             Scalar::Bool(b) => b.to_string(),
         }
     }
+}
+
+/// The byte offset where a 1-based line starts.
+fn line_offset(text: &str, line: usize) -> Option<usize> {
+    if line <= 1 {
+        return Some(0);
+    }
+    text.match_indices('\n').nth(line - 2).map(|(i, _)| i + 1)
 }
 
 /// The `configmap` kind.
@@ -136,11 +196,17 @@ impl Kind for ConfigMap {
             Ok(())
         };
         for src in cx.srcs {
-            add(
-                src.path.file_name(),
-                &src.content,
-                &format!("source `{}`", src.path),
-            )?;
+            let origin = format!("source `{}`", src.path);
+            if a.srcs_as == SrcsAs::Env {
+                let pairs = parse_env_file(src.text()?).map_err(|(line, why)| {
+                    BuildError::source(&src.path, line_offset(src.text().unwrap_or(""), line), why)
+                })?;
+                for (k, v) in pairs {
+                    add(k, v.as_bytes(), &origin)?;
+                }
+            } else {
+                add(src.path.file_name(), &src.content, &origin)?;
+            }
         }
         for f in crate::from_deps::files_from(cx, &a.from)? {
             add(
@@ -181,5 +247,39 @@ impl Kind for ConfigMap {
         exports.insert("base_name".to_owned(), a.name);
         tree.set_exports(&exports);
         Ok(tree)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_files_read_as_kubectl_reads_them() {
+        let text = "# settings\nA=1\n\n  B = x\nURL=http://h/?a=b\nEMPTY=\n";
+        let pairs = parse_env_file(text);
+        assert!(
+            pairs.is_err(),
+            "a space before = makes `B ` an invalid name"
+        );
+        let text = "# settings\nA=1\n\nURL=http://h/?a=b\nEMPTY=\nQUOTED=\"kept\"\n";
+        assert_eq!(
+            parse_env_file(text).unwrap(),
+            vec![
+                ("A", "1"),
+                ("URL", "http://h/?a=b"),
+                ("EMPTY", ""),
+                ("QUOTED", "\"kept\"")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_line_without_a_value_or_a_bad_name_is_refused_with_its_line() {
+        assert_eq!(parse_env_file("A=1\nHOME\n").unwrap_err().0, 2);
+        assert_eq!(parse_env_file("1A=x\n").unwrap_err().0, 1);
+        assert_eq!(parse_env_file("a.b=x\n").unwrap_err().0, 1);
+        assert_eq!(line_offset("a\nbc\nd", 3), Some(5));
+        assert_eq!(line_offset("a\nbc\nd", 1), Some(0));
     }
 }

@@ -286,6 +286,19 @@ pub fn walk(set: &Set, external: External<'_>) -> Problems {
                         if from[field]["optional"] != true {
                             need(&mut problems, &who, kind, ns, name, None);
                         }
+                        // Each key becomes a variable: a file's name (`app.env`) would be one
+                        // variable holding the whole file, not the settings in it.
+                        let id = (kind.to_owned(), ns.to_owned(), name.to_owned());
+                        for key in providers.get(&id).into_iter().flatten() {
+                            let ok = key
+                                .bytes()
+                                .next()
+                                .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+                                && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                            if !ok {
+                                problems.add(format!("{who}: container {cname} takes {kind} {name} as environment, and its key `{key}` is no variable name"));
+                            }
+                        }
                     }
                 }
             }
