@@ -824,3 +824,45 @@ fn the_cluster_interface_says_what_is_wrong() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     kubectl_ok(&["get", "configmap", "two", "-n", &r.ns]);
 }
+
+/// A pruned member that a finalizer holds (a namespace draining, a controller cleaning up) is
+/// already being deleted: the next plan shows nothing to do instead of deleting it again.
+#[test]
+fn a_member_that_is_already_terminating_is_not_deleted_again() {
+    let r = Realm::new("terminating");
+    let held = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: held\n  finalizers: [kiln.test/hold]\ndata: {a: \"1\"}\n";
+    r.rules(APP_RULE);
+    r.s.write("app.yaml", held);
+    assert_eq!(count(&r.apply(&[]), "create"), 2);
+    r.assert_converged();
+    // Removed from the project: apply deletes it, and the finalizer keeps it terminating.
+    r.s.write(
+        "app.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: other}\ndata: {b: \"2\"}\n",
+    );
+    let removed = r.apply(&[]);
+    assert_eq!(count(&removed, "delete"), 1, "{removed:#}");
+    let live = kubectl_ok(&[
+        "get",
+        "configmap",
+        "held",
+        "-n",
+        &r.ns,
+        "-o",
+        "jsonpath={.metadata.deletionTimestamp}",
+    ]);
+    assert!(!live.trim().is_empty(), "held by its finalizer");
+    let plan = r.plan();
+    assert_eq!(count(&plan, "delete"), 0, "{plan:#}");
+    r.assert_converged();
+    kubectl_ok(&[
+        "patch",
+        "configmap",
+        "held",
+        "-n",
+        &r.ns,
+        "--type=merge",
+        "-p",
+        "{\"metadata\":{\"finalizers\":null}}",
+    ]);
+}

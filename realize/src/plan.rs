@@ -244,6 +244,11 @@ fn prunes(desired: &[DesiredObject], live: &BTreeMap<ObjectKey, Value>) -> Vec<C
         if desired_keys.contains(key) {
             continue;
         }
+        // Already being deleted (a namespace draining, finalizers running): deleting it again
+        // changes nothing, and the plan would never come clean while it drains.
+        if l.pointer("/metadata/deletionTimestamp").is_some() {
+            continue;
+        }
         let gk_name = (key.group_kind.as_str(), key.name.as_str());
         if (key.namespace.is_empty() && named.contains(&gk_name))
             || named_without_namespace.contains(&gk_name)
@@ -336,6 +341,11 @@ mod tests {
         );
         let p = compute("id", &[], &live, false);
         assert_eq!(p.changes[0].action, Action::Delete);
+        // A member that is already terminating is not deleted again.
+        let terminating = live.values_mut().next().unwrap();
+        terminating["metadata"]["deletionTimestamp"] = Value::from("2026-12-01T00:00:00Z");
+        let p = compute("id", &[], &live, false);
+        assert!(p.changes.is_empty(), "{:?}", p.changes);
     }
 
     #[test]

@@ -630,3 +630,114 @@ fn data_pipeline_environments_differ_as_the_guide_says() {
         ],
     );
 }
+
+const FOOTANALYTICS: Example = Example {
+    dir: "examples/footanalytics",
+    secrets: &["FOOT_FLAGSMITH_KEY", "FOOT_DATABASE_URL"],
+    external: &[
+        // Made by the install of Argo CD.
+        ("Namespace", "", "argocd"),
+    ],
+    flows: &[
+        (
+            Peer::Outside("istio-system", &[("istio", "ingressgateway")]),
+            Peer::Workload("api-gateway-blue"),
+            3000,
+        ),
+        (
+            Peer::Outside("istio-system", &[("istio", "ingressgateway")]),
+            Peer::Workload("api-gateway-green"),
+            3000,
+        ),
+        (
+            Peer::Workload("api-gateway-green"),
+            Peer::Workload("analytics-engine"),
+            8080,
+        ),
+        (
+            Peer::Workload("analytics-engine"),
+            Peer::Workload("ml-pipeline"),
+            8000,
+        ),
+        (
+            Peer::Workload("analytics-engine"),
+            Peer::Workload("jaeger"),
+            4317,
+        ),
+        (
+            Peer::Workload("ml-pipeline"),
+            Peer::Workload("jaeger"),
+            4317,
+        ),
+        (
+            Peer::Beside("jaeger", &[("app.kubernetes.io/name", "prometheus")]),
+            Peer::Workload("analytics-engine"),
+            8080,
+        ),
+        (
+            Peer::Beside("jaeger", &[("app.kubernetes.io/name", "prometheus")]),
+            Peer::Workload("ml-pipeline"),
+            15020,
+        ),
+    ],
+    refused: &[
+        // The ML pipeline is reached only through the analytics engine.
+        (
+            Peer::Outside("istio-system", &[("istio", "ingressgateway")]),
+            Peer::Workload("ml-pipeline"),
+            8000,
+        ),
+        (
+            Peer::Workload("api-gateway-blue"),
+            Peer::Workload("ml-pipeline"),
+            8000,
+        ),
+        // Outside traffic enters through the gateway only.
+        (
+            Peer::Outside("istio-system", &[("istio", "ingressgateway")]),
+            Peer::Workload("analytics-engine"),
+            8080,
+        ),
+    ],
+};
+
+#[test]
+fn footanalytics() {
+    check(&FOOTANALYTICS);
+}
+
+#[test]
+fn footanalytics_environments_differ_as_the_guide_says() {
+    differ_as_expected(
+        &FOOTANALYTICS,
+        &[
+            // Argo CD's objects carry the environment in their names.
+            ("platform-staging", "platform-production"),
+            ("footanalytics-app-staging", "footanalytics-app-production"),
+            ("footanalytics-ai-staging", "footanalytics-ai-production"),
+            ("prometheus-stack-staging", "prometheus-stack-production"),
+            ("deploy/staging", "deploy/production"),
+            // Namespaces.
+            ("footanalytics-monitoring-staging", "monitoring"),
+            ("footanalytics-staging", "footanalytics"),
+            ("ai-processing-staging", "ai-processing"),
+        ],
+        &[
+            "AppProject/footanalytics-platform-production:/spec/description",
+            "Namespace/",
+            "ConfigMap/platform-config-#:/data/ENVIRONMENT",
+            "ConfigMap/platform-config-#:/data/OTEL_RESOURCE_ATTRIBUTES",
+            // Every trace in staging, one in ten in production.
+            "ConfigMap/platform-config-#:/data/OTEL_TRACES_SAMPLER_ARG",
+            "Deployment/jaeger:/spec/template/spec/containers/0/args/0",
+            // Blue/green: each environment has its own active color.
+            "Service/api-gateway:/spec/selector/version",
+            // The GPU pipeline's autoscaling range (2-10 in production).
+            "Deployment/ml-pipeline:/spec/replicas",
+            "HorizontalPodAutoscaler/ml-pipeline:/spec/m",
+            // The guide's SLOs and thresholds in production, looser ones in staging; retention.
+            "PrometheusRule/footanalytics-alerts:/spec/groups/",
+            "Application/footanalytics-prometheus-stack-production:/spec/source/helm/valuesObject/prometheus/prometheusSpec/",
+        ],
+    );
+}

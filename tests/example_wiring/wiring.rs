@@ -466,6 +466,22 @@ pub fn walk(set: &Set, external: External<'_>) -> Problems {
             }
         }
     }
+    // Flagger makes a canary's Services (`NAME`, `NAME-primary`, `NAME-canary`) and rewrites
+    // their selectors: a Service of the set under one of those names would be fought over.
+    for canary in set.of_kind("Canary") {
+        let ns = str_at(canary, "/metadata/namespace").unwrap_or_default();
+        let target = str_at(canary, "/spec/targetRef/name").unwrap_or_default();
+        let apex = str_at(canary, "/spec/service/name").unwrap_or(target);
+        for name in [
+            apex.to_owned(),
+            format!("{target}-primary"),
+            format!("{target}-canary"),
+        ] {
+            if set.find("Service", ns, &name).is_some() {
+                problems.add(format!("Service {ns}/{name}: Flagger makes it for Canary {target}; it must not be in the set"));
+            }
+        }
+    }
     for pdb in set.of_kind("PodDisruptionBudget") {
         let ns = str_at(pdb, "/metadata/namespace").unwrap_or_default();
         if !pods
