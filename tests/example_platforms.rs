@@ -403,6 +403,8 @@ fn ml_platform() {
             "ML_VECTOR_DB_DSN",
             "ML_MINIO_ROOT_PASSWORD",
             "ML_POSTGRES_PASSWORD",
+            "ML_BACKUP_S3_ACCESS_KEY",
+            "ML_BACKUP_S3_SECRET_KEY",
         ],
         // Staging's image tag is its own variable, as in the guide (`:staging` images).
         variable: (
@@ -427,6 +429,7 @@ fn ml_platform() {
         removed_objects: &[
             "CronJob.batch/minio-backup",
             "CronJob.batch/postgres-backup",
+            "PersistentVolumeClaim/postgres-backups",
         ],
     });
 }

@@ -549,20 +549,138 @@ fn odordiff_2_environments_differ_as_the_guide_says() {
     );
 }
 
+const ML_INGRESS: Peer = Peer::Outside(
+    "ingress-nginx",
+    &[("app.kubernetes.io/name", "ingress-nginx")],
+);
+const ML_DB: Peer = Peer::Beside("model-serving", &[("cnpg.io/cluster", "postgres")]);
+
+const ML_PLATFORM: Example = Example {
+    dir: "examples/ml-platform",
+    secrets: &[
+        "ML_JWT_SECRET_KEY",
+        "ML_VECTOR_DB_DSN",
+        "ML_MINIO_ROOT_PASSWORD",
+        "ML_POSTGRES_PASSWORD",
+        "ML_BACKUP_S3_ACCESS_KEY",
+        "ML_BACKUP_S3_SECRET_KEY",
+    ],
+    external: &[],
+    flows: &[
+        (ML_INGRESS, Peer::Workload("model-serving"), 9005),
+        (ML_INGRESS, Peer::Workload("embedding-service"), 9006),
+        (ML_INGRESS, Peer::Workload("search-service"), 9007),
+        (
+            Peer::Workload("search-service"),
+            Peer::Workload("embedding-service"),
+            9006,
+        ),
+        (
+            Peer::Workload("model-serving"),
+            Peer::Workload("mlflow-server"),
+            5000,
+        ),
+        (
+            Peer::Workload("mlflow-server"),
+            Peer::Workload("minio"),
+            9000,
+        ),
+        (
+            Peer::Workload("minio-backup"),
+            Peer::Workload("minio"),
+            9000,
+        ),
+        (Peer::Workload("minio"), Peer::Workload("minio"), 9000),
+        (
+            Peer::Outside("monitoring", &[("app.kubernetes.io/name", "prometheus")]),
+            Peer::Workload("search-service"),
+            9007,
+        ),
+        (
+            Peer::Workload("model-serving"),
+            Peer::Workload("jaeger"),
+            4317,
+        ),
+    ],
+    refused: &[
+        // Only the three routes are reachable from outside; MLflow and the data are not.
+        (ML_INGRESS, Peer::Workload("mlflow-server"), 5000),
+        (ML_INGRESS, Peer::Workload("minio"), 9000),
+        // The other environment's pods: staging never reaches production.
+        (
+            Peer::Outside("ml-platform-other", &[("app", "ml-platform")]),
+            Peer::Workload("model-serving"),
+            9005,
+        ),
+    ],
+};
+
+/// Each environment's data tier, which differs (HA in production only), and its flows.
+fn ml_data_flows(env: &str) -> Vec<Flow> {
+    if env == "production" {
+        vec![
+            (Peer::Workload("mlflow-server"), ML_DB, 5432),
+            (Peer::Workload("postgres-backup"), ML_DB, 5432),
+            (ML_DB, ML_DB, 5432),
+            (
+                Peer::Workload("model-serving"),
+                Peer::Workload("redis-cluster"),
+                6379,
+            ),
+            (
+                Peer::Workload("redis-cluster"),
+                Peer::Workload("redis-cluster"),
+                16379,
+            ),
+            (
+                Peer::Workload("redis-cluster-create"),
+                Peer::Workload("redis-cluster"),
+                6379,
+            ),
+        ]
+    } else {
+        vec![
+            (
+                Peer::Workload("mlflow-server"),
+                Peer::Workload("postgres"),
+                5432,
+            ),
+            (
+                Peer::Workload("postgres-backup"),
+                Peer::Workload("postgres"),
+                5432,
+            ),
+            (
+                Peer::Workload("model-serving"),
+                Peer::Workload("redis"),
+                6379,
+            ),
+            (Peer::Workload("redis"), Peer::Workload("redis"), 6379),
+        ]
+    }
+}
+
 #[test]
 fn ml_platform() {
-    check(&Example {
-        dir: "examples/ml-platform",
-        secrets: &[
-            "ML_JWT_SECRET_KEY",
-            "ML_VECTOR_DB_DSN",
-            "ML_MINIO_ROOT_PASSWORD",
-            "ML_POSTGRES_PASSWORD",
-        ],
-        external: &[],
-        flows: &[],
-        refused: &[],
-    });
+    check(&ML_PLATFORM);
+    for env in ["staging", "production"] {
+        let set = built_set(&ML_PLATFORM, env);
+        let policies: Vec<&Value> = set
+            .objects
+            .iter()
+            .filter(|o| o["kind"] == "NetworkPolicy")
+            .collect();
+        for (from, to, port) in ml_data_flows(env) {
+            let (a, b) = (endpoint(&set, from), endpoint(&set, to));
+            admitted(&policies, &a, &b, port, "TCP").unwrap_or_else(|why| {
+                panic!(
+                    "{env}: {} -> {}:{port}: {why}",
+                    describe(from),
+                    describe(to)
+                )
+            });
+        }
+    }
 }
 
 const PIPELINE: Example = Example {
@@ -738,6 +856,58 @@ fn footanalytics_environments_differ_as_the_guide_says() {
             // The guide's SLOs and thresholds in production, looser ones in staging; retention.
             "PrometheusRule/footanalytics-alerts:/spec/groups/",
             "Application/footanalytics-prometheus-stack-production:/spec/source/helm/valuesObject/prometheus/prometheusSpec/",
+        ],
+    );
+}
+
+#[test]
+fn ml_platform_environments_differ_as_the_guide_says() {
+    differ_as_expected(
+        &ML_PLATFORM,
+        &[("ml-platform-staging", "ml-platform-production")],
+        &[
+            // The guide's HA infrastructure in production only: PostgreSQL HA x3 instead of
+            // one server, a Redis cluster of six instead of a master and a replica, MinIO
+            // distributed over four nodes instead of one.
+            "Cluster/postgres:",
+            "StatefulSet/postgres:",
+            "Service/postgres:",
+            "StatefulSet/redis:",
+            "Service/redis:",
+            "Service/redis-headless:",
+            "StatefulSet/redis-cluster:",
+            "Service/redis-cluster:",
+            "Service/redis-cluster-headless:",
+            "Job/redis-cluster-create-6:",
+            "ConfigMap/ml-platform-config-#:/data/ML_REDIS_URL",
+            "Deployment/mlflow-server:/spec/template/spec/containers/0/args/2",
+            "CronJob/postgres-backup:/spec/jobTemplate/spec/template/spec/containers/0/env/0/value",
+            "StatefulSet/minio:/spec/replicas",
+            "StatefulSet/minio:/spec/template/spec/containers/0/args/1",
+            "StatefulSet/minio:/spec/volumeClaimTemplates/0/spec/resources/requests/storage",
+            // GPU nodes for the embeddings in production.
+            "Deployment/embedding-service:/spec/template/spec/containers/0/resources/limits/nvidia.com~1gpu",
+            "Deployment/embedding-service:/spec/template/spec/nodeSelector",
+            "Deployment/embedding-service:/spec/template/spec/tolerations",
+            // `:staging` images against release tags, as the guide's `kubectl set image`.
+            "Deployment/embedding-service:/spec/template/spec/containers/0/image",
+            "Deployment/model-serving:/spec/template/spec/containers/0/image",
+            "Deployment/search-service:/spec/template/spec/containers/0/image",
+            // The serving HPA's range (3-20 in production).
+            "Deployment/model-serving:/spec/replicas",
+            "HorizontalPodAutoscaler/model-serving-hpa:/spec/m",
+            // Host and issuer.
+            "Ingress/ml-platform:",
+            "ClusterIssuer/letsencrypt-prod:",
+            "ClusterIssuer/letsencrypt-staging:",
+            "Namespace/ml-platform-production:/metadata/labels/environment",
+            "ConfigMap/ml-platform-config-#:/data/ML_ENV",
+            "ConfigMap/ml-platform-config-#:/data/OTEL_RESOURCE_ATTRIBUTES",
+            // Backups: 30 days in production, a week in staging, each its own bucket.
+            "CronJob/postgres-backup:/spec/jobTemplate/spec/template/spec/containers/0/args/0",
+            "CronJob/minio-backup:/spec/jobTemplate/spec/template/spec/containers/0/args/3",
+            "PersistentVolumeClaim/postgres-backups:/spec/resources/requests/storage",
+            "Deployment/jaeger:/spec/template/spec/containers/0/args/0",
         ],
     );
 }

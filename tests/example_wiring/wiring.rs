@@ -375,10 +375,27 @@ pub fn walk(set: &Set, external: External<'_>) -> Problems {
         let backing: Vec<&Pod<'_>> = pods
             .iter()
             .filter(|p| {
+                // The StatefulSet controller labels each pod with its name (NAME-ORDINAL).
+                let mut labels = p.labels.clone();
+                if p.kind == "StatefulSet" {
+                    if let Some(Value::String(pod)) =
+                        selector["matchLabels"].get("statefulset.kubernetes.io/pod-name")
+                    {
+                        if pod
+                            .strip_prefix(&format!("{}-", p.workload))
+                            .is_some_and(|n| n.parse::<u32>().is_ok())
+                        {
+                            labels.insert(
+                                "statefulset.kubernetes.io/pod-name".into(),
+                                Value::String(pod.clone()),
+                            );
+                        }
+                    }
+                }
                 p.namespace == ns
                     && p.kind != "Job"
                     && p.kind != "CronJob"
-                    && selects(&selector, &p.labels)
+                    && selects(&selector, &labels)
             })
             .collect();
         if backing.is_empty() {
