@@ -35,7 +35,8 @@ pub struct GlobalArgs {
 }
 
 /// `--color`.
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ColorChoice {
     /// Colour on a terminal, unless NO_COLOR is set.
     Auto,
@@ -77,6 +78,10 @@ pub enum Command {
     Show(ShowArgs),
     /// Write the objects apply would send into a directory, one file per object (GitOps).
     Export(ExportArgs),
+    /// The user's configuration: `kiln config show` prints every setting in effect and where
+    /// it came from.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Print a shell completion script (`source <(kiln completions bash)`).
     Completions {
         /// The shell.
@@ -572,4 +577,26 @@ pub enum StoreCommand {
         #[arg(long)]
         file: Option<String>,
     },
+}
+
+/// `kiln config`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// The settings in effect for a project and environment, and where each came from (flag,
+    /// environment, the config file, default).
+    Show(ConfigShowArgs),
+}
+
+/// `kiln config show`.
+#[derive(Debug, Args)]
+pub struct ConfigShowArgs {
+    /// The project directory (holding kiln.toml).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// The environment (`[[clusters]]` entries can name one).
+    #[arg(short, long)]
+    pub env: Option<String>,
+    /// Print JSON on stdout (format version 1).
+    #[arg(long)]
+    pub json: bool,
 }

@@ -9,8 +9,9 @@ pub use kiln_realize as realize;
 pub mod cli;
 pub mod commands;
 pub mod printer;
+pub mod settings;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 use crate::cli::{Cli, Command};
 use crate::printer::Printer;
@@ -19,8 +20,11 @@ use crate::printer::Printer;
 /// found by `verify`, a command-line usage error); 2 infrastructure error (store I/O, the
 /// cluster) or, with `plan --detailed-exitcode`, changes; 130 interrupted.
 pub fn main_with_args() -> u8 {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
+    let (mut cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => {
             // A usage error exits 1, as in Terraform: 2 means "changes" to `plan
             // --detailed-exitcode` and "infrastructure" elsewhere. Help and version exit 0.
@@ -28,7 +32,21 @@ pub fn main_with_args() -> u8 {
             return if e.use_stderr() { 1 } else { 0 };
         }
     };
+    // The user's defaults fill what the command line left open (before anything prints, as
+    // they may set the colour).
+    let user_config = settings::UserConfig::load();
+    let effective = match &user_config {
+        Ok(config) => settings::apply(&mut cli, &matches, config),
+        Err(_) => Vec::new(),
+    };
     let printer = Printer::new(&cli.global);
+    let user_config = match user_config {
+        Ok(c) => c,
+        Err(f) => {
+            printer.error(&f.report);
+            return f.code;
+        }
+    };
     // Ctrl-C / SIGTERM: the first asks every part to stop (exec children are killed, pending
     // rules cancelled, temp files removed by their owners, the set's lock released); a second
     // one exits at once.
@@ -71,6 +89,9 @@ pub fn main_with_args() -> u8 {
         Command::Provenance(args) => commands::provenance::run(args, &printer, &store),
         Command::Show(args) => commands::realize::show(args, &printer),
         Command::Export(args) => commands::export::run(args, &printer, &store),
+        Command::Config(crate::cli::ConfigCommand::Show(args)) => {
+            commands::config::show(args, &printer, &user_config, &effective)
+        }
         Command::Completions { shell } => commands::docs::completions(*shell, &printer),
         Command::Manpages { dir } => commands::docs::manpages(dir, &printer),
     };

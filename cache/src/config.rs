@@ -36,6 +36,12 @@ pub struct Layer {
     pub token_file: Option<PathBuf>,
     /// Per-request timeout in seconds.
     pub timeout_secs: Option<f64>,
+    /// The file's `[defaults]` table (store, jobs, colour, cluster defaults): the CLI's own.
+    #[serde(default)]
+    pub defaults: Option<toml::Table>,
+    /// The file's `[[clusters]]` tables (kubeconfig and context per project and environment).
+    #[serde(default)]
+    pub clusters: Option<Vec<toml::Table>>,
 }
 
 impl Layer {
@@ -48,6 +54,8 @@ impl Layer {
             signing_key: other.signing_key.or(self.signing_key),
             token_file: other.token_file.or(self.token_file),
             timeout_secs: other.timeout_secs.or(self.timeout_secs),
+            defaults: None,
+            clusters: None,
         }
     }
 
@@ -103,6 +111,7 @@ impl Layer {
             signing_key: var("KILN_SIGNING_KEY").map(PathBuf::from),
             token_file: var("KILN_CACHE_TOKEN_FILE").map(PathBuf::from),
             timeout_secs,
+            ..Layer::default()
         })
     }
 }

@@ -54,6 +54,7 @@ impl Caches {
             signing_key: args.signing_key.clone(),
             token_file: args.cache_token_file.clone(),
             timeout_secs: args.cache_timeout,
+            ..Layer::default()
         };
         let settings = config::resolve(flags)?;
         let token = settings

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod build;
 pub mod cache;
+pub mod config;
 pub mod diff;
 pub mod docs;
 pub mod export;

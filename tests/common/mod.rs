@@ -40,7 +40,9 @@ impl Sandbox {
     /// A `kiln` command with this sandbox's store and no progress bars.
     pub fn kiln(&self) -> Command {
         let mut c = Command::cargo_bin("kiln").unwrap();
+        // The user's own config file never reaches a test: an empty config directory.
         c.env("KILN_STORE", self.store())
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
             .env("KILN_NO_PROGRESS", "1")
             .env_remove("KILN_LOG");
         c
