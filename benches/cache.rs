@@ -57,7 +57,7 @@ struct Server(Child, String);
 impl Server {
     fn start(dir: &Path, token: &Path) -> Self {
         let mut child = kiln()
-            .args(["cache", "serve", "--listen", "127.0.0.1:0", "--dir"])
+            .args(["cache", "serve", "--listen", "127.0.0.1:0"])
             .arg(dir)
             .arg("--token-file")
             .arg(token)
@@ -184,7 +184,7 @@ fn build_cmd(project: &Path, store: &Path, extra: &[&str]) -> Command {
 fn transfer_cmd(verb: &str, project: &Path, store: &Path, extra: &[&str]) -> Command {
     let mut c = kiln();
     c.env("KILN_STORE", store)
-        .args(["cache", verb, "--all", "--env", "production", "--dir"])
+        .args(["cache", verb, "--all", "--env", "production"])
         .arg(project)
         .args(extra);
     c

@@ -267,8 +267,8 @@ pub enum CacheCommand {
 /// What `kiln cache push` and `pull` move.
 #[derive(Debug, Args)]
 pub struct TransferArgs {
-    /// The project directory.
-    #[arg(short, long, default_value = ".")]
+    /// The project directory (holding kiln.toml).
+    #[arg(default_value = ".")]
     pub dir: PathBuf,
     /// The environment.
     #[arg(short, long)]
@@ -276,7 +276,8 @@ pub struct TransferArgs {
     /// Every rule.
     #[arg(long, conflicts_with = "rules", required_unless_present = "rules")]
     pub all: bool,
-    /// The rules to move.
+    /// A rule to move (repeatable).
+    #[arg(long = "rule", value_name = "NAME")]
     pub rules: Vec<String>,
     /// Print what the caches cost as JSON on stdout.
     #[arg(long)]
@@ -530,13 +531,13 @@ pub enum GraphFormatArg {
     Json,
 }
 
-/// Where a rule of a project is: `--dir` and `--env`.
+/// Where a rule of a project is: the rule, the project directory and `--env`.
 #[derive(Debug, Args)]
 pub struct RuleRef {
     /// The rule.
     pub rule: String,
-    /// The project directory.
-    #[arg(short, long, default_value = ".")]
+    /// The project directory (holding kiln.toml).
+    #[arg(default_value = ".")]
     pub dir: PathBuf,
     /// The environment.
     #[arg(short, long)]

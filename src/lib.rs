@@ -21,6 +21,7 @@ use crate::printer::Printer;
 /// cluster) or, with `plan --detailed-exitcode`, changes; 130 interrupted.
 pub fn main_with_args() -> u8 {
     let parsed = Cli::command()
+        .color(clap_color_from_args())
         .try_get_matches()
         .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
     let (mut cli, matches) = match parsed {
@@ -70,6 +71,7 @@ pub fn main_with_args() -> u8 {
         ))
     });
     let _ = tracing_subscriber::fmt()
+        .with_ansi(printer.color_stderr())
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
@@ -107,4 +109,23 @@ pub fn main_with_args() -> u8 {
         return 130;
     }
     code
+}
+
+/// The colour of clap's own messages (usage errors, help), settled before the arguments are
+/// parsed: `--color never|always` as given (`--color=never` too), else `NO_COLOR`, else auto.
+fn clap_color_from_args() -> clap::ColorChoice {
+    let args: Vec<String> = std::env::args().collect();
+    let given = args.iter().enumerate().find_map(|(i, a)| {
+        a.strip_prefix("--color=")
+            .map(str::to_owned)
+            .or_else(|| (a == "--color").then(|| args.get(i + 1).cloned()).flatten())
+    });
+    match given.as_deref() {
+        Some("never") => clap::ColorChoice::Never,
+        Some("always") => clap::ColorChoice::Always,
+        _ if std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()) => {
+            clap::ColorChoice::Never
+        }
+        _ => clap::ColorChoice::Auto,
+    }
 }

@@ -19,6 +19,7 @@ pub enum Verbosity {
 #[derive(Debug, Clone)]
 pub struct Printer {
     color: bool,
+    stdout_color: bool,
     progress: bool,
     verbosity: Verbosity,
 }
@@ -27,13 +28,14 @@ impl Printer {
     /// From the global flags.
     pub fn new(g: &GlobalArgs) -> Self {
         let stderr_tty = std::io::stderr().is_terminal();
-        let color = match g.color {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let color_on = |tty: bool| match g.color {
             ColorChoice::Always => true,
             ColorChoice::Never => false,
-            ColorChoice::Auto => {
-                stderr_tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-            }
+            ColorChoice::Auto => tty && !no_color,
         };
+        let color = color_on(stderr_tty);
+        let stdout_color = color_on(std::io::stdout().is_terminal());
         let verbosity = if g.quiet {
             Verbosity::Quiet
         } else if g.verbose > 0 {
@@ -43,6 +45,7 @@ impl Printer {
         };
         Self {
             color,
+            stdout_color,
             progress: stderr_tty && !g.no_progress && verbosity == Verbosity::Normal,
             verbosity,
         }
@@ -107,6 +110,16 @@ impl Printer {
             out = format!("error: {report:?}\n");
         }
         let _ = write!(std::io::stderr().lock(), "{out}");
+    }
+
+    /// Whether what goes to stderr (status, errors, logs) is coloured.
+    pub fn color_stderr(&self) -> bool {
+        self.color
+    }
+
+    /// Whether data on stdout (a plan) is coloured: a terminal there, or `--color always`.
+    pub fn color_stdout(&self) -> bool {
+        self.stdout_color
     }
 
     /// A green/red word when colour is on.

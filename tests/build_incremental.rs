@@ -115,9 +115,7 @@ fn configmap_name_carries_a_content_hash_and_workloads_follow() {
     let cat = |file: &str| {
         let out = s
             .kiln()
-            .args([
-                "store", "cat", "all", "--env", "staging", "--file", file, "--dir",
-            ])
+            .args(["store", "cat", "all", "--env", "staging", "--file", file])
             .arg(s.project())
             .output()
             .unwrap();

@@ -124,7 +124,7 @@ fn a_read_only_store_still_serves_reads_and_no_op_builds() {
     let project = s.project().display().to_string();
     for args in [
         vec!["store", "ls"],
-        vec!["store", "cat", "c", "--dir", &project],
+        vec!["store", "cat", "c", &project],
         vec!["build", &project],
     ] {
         let out = run(&args);

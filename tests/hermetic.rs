@@ -131,7 +131,7 @@ fn links_that_stay_inside_are_followed_in_literals_and_globs() {
     let files = |rule: &str| {
         let out = s
             .kiln()
-            .args(["store", "path", rule, "--dir"])
+            .args(["store", "path", rule])
             .arg(s.project())
             .output()
             .unwrap();

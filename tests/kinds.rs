@@ -163,7 +163,7 @@ deps = ["prom-config", "api-prod"]
     );
     let out = s
         .kiln()
-        .args(["store", "cat", "prom-config", "--env", "prod", "--dir"])
+        .args(["store", "cat", "prom-config", "--env", "prod"])
         .arg(s.project())
         .output()
         .unwrap();
@@ -231,9 +231,8 @@ fn configmap_reads_env_files_line_by_line_and_names_a_bad_line() {
     s.kiln().arg("build").arg(s.project()).assert().success();
     let out = s
         .kiln()
-        .args(["store", "cat", "-d"])
+        .args(["store", "cat", "c"])
         .arg(s.project())
-        .arg("c")
         .output()
         .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();

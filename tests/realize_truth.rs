@@ -171,7 +171,7 @@ fn built_yaml_reads_back_the_same_in_kubectl() {
     r.s.build(&[]);
     let out =
         r.s.kiln()
-            .args(["store", "cat", "cm", "--dir"])
+            .args(["store", "cat", "cm"])
             .arg(r.s.project())
             .output()
             .unwrap();
@@ -307,6 +307,27 @@ fn an_image_change_diffs_as_exactly_that_line() {
             "+      - image: registry.invalid/app:2"
         ],
         "{diff}"
+    );
+    // On a terminal (here: `--color always`) the plan is coloured: the update yellow, the
+    // diff's lines green and red; `--color never` prints the same text with no codes at all.
+    let text = |color: &str| {
+        let out = r.kiln("plan", &["--color", color]);
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let coloured = text("always");
+    assert!(coloured.contains("\u{1b}[33m~ update"), "{coloured:?}");
+    assert!(
+        coloured.contains("\u{1b}[31m    -      - image: registry.invalid/app:1"),
+        "{coloured:?}"
+    );
+    assert!(
+        coloured.contains("\u{1b}[32m    +      - image: registry.invalid/app:2"),
+        "{coloured:?}"
+    );
+    let plain = text("never");
+    assert!(
+        !plain.contains('\u{1b}') && plain.contains("~ update"),
+        "{plain:?}"
     );
 }
 

@@ -25,7 +25,7 @@ struct Server {
 impl Server {
     fn start(dir: &Path, token: Option<&Path>) -> Self {
         let mut cmd = StdCommand::new(assert_cmd::cargo::cargo_bin("kiln"));
-        cmd.args(["cache", "serve", "--listen", "127.0.0.1:0", "--dir"])
+        cmd.args(["cache", "serve", "--listen", "127.0.0.1:0"])
             .arg(dir)
             .env_remove("KILN_LOG")
             .stdout(Stdio::null())
@@ -320,7 +320,7 @@ fn kiln_in(s: &Sandbox, args: &[&str], env: &[(&str, &str)]) -> Output {
 /// refusal, and the store holding only good objects.
 fn pull_refuses_worker(team: &Team, server: &Server, a: &Sandbox, env: &[(&str, &str)]) -> String {
     let b = small_platform_runner();
-    let mut args = vec!["cache", "pull", "--all", "--env", "staging", "--dir"];
+    let mut args = vec!["cache", "pull", "--all", "--env", "staging"];
     let project = b.project().display().to_string();
     args.push(&project);
     let flags = team.pull_flags(&server.url);
@@ -661,7 +661,7 @@ fn a_server_that_dies_or_truncates_mid_pull_leaves_a_local_build() {
     let out = kiln_in(
         &b,
         &[
-            "cache", "pull", "--all", "--env", "staging", "--dir", &project, "--cache", &url,
+            "cache", "pull", "--all", "--env", "staging", &project, "--cache", &url,
         ],
         &[],
     );

@@ -185,7 +185,7 @@ fn secret_values_never_enter_the_store() {
     }
     let cat = s
         .kiln()
-        .args(["store", "cat", "db", "--dir"])
+        .args(["store", "cat", "db"])
         .arg(s.project())
         .output()
         .unwrap();

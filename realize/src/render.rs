@@ -114,6 +114,48 @@ pub fn render(plan: &Plan) -> String {
     out
 }
 
+/// The plan text of [`render`] with ANSI colours for a terminal: creates green, updates
+/// yellow, drift magenta, deletes red; in diffs, added lines green and removed ones red.
+pub fn colorize(text: &str) -> String {
+    const GREEN: &str = "32";
+    const YELLOW: &str = "33";
+    const RED: &str = "31";
+    const MAGENTA: &str = "35";
+    let mut out = String::with_capacity(text.len() + text.len() / 8);
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_end_matches('\n');
+        let code = if body.starts_with("+ create") || body.starts_with("+ adopt") {
+            Some(GREEN)
+        } else if body.starts_with("~ update") {
+            Some(YELLOW)
+        } else if body.starts_with("! drift") {
+            Some(MAGENTA)
+        } else if body.starts_with("- delete") {
+            Some(RED)
+        } else if let Some(diff) = body.strip_prefix("    ") {
+            if diff.starts_with("+++") || diff.starts_with("---") {
+                None
+            } else if diff.starts_with('+') {
+                Some(GREEN)
+            } else if diff.starts_with('-') {
+                Some(RED)
+            } else {
+                None
+            }
+        } else {
+            None
+        };
+        match code {
+            Some(c) => {
+                out.push_str(&format!("\u{1b}[{c}m{body}\u{1b}[0m"));
+                out.push_str(&line[body.len()..]);
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::{json, Value};
@@ -204,5 +246,31 @@ mod tests {
         assert!(!out.to_string().contains("hunter2") && !out.to_string().contains("correct horse"));
         insta::assert_json_snapshot!("second_apply_json", out);
         insta::assert_snapshot!("second_apply", applied(&report));
+    }
+
+    #[test]
+    fn colours_follow_the_action_and_the_diff() {
+        let text = "+ create    ConfigMap shop/a  (rule `a`)\n~ update    ConfigMap shop/b  (rule `b`)\n    --- live\n    +++ desired\n    -  mode: x\n    +  mode: y\n! drift     ConfigMap shop/c  (rule `c`)\n- delete    ConfigMap shop/d  (rule `?`)\nplan: 1 to create\n";
+        let c = colorize(text);
+        assert!(c.contains("\u{1b}[32m+ create"));
+        assert!(c.contains("\u{1b}[33m~ update"));
+        assert!(c.contains("\u{1b}[35m! drift"));
+        assert!(c.contains("\u{1b}[31m- delete"));
+        assert!(c.contains("\u{1b}[31m    -  mode: x") || c.contains("\u{1b}[31m-  mode: x"));
+        assert!(c.contains("    --- live\n"), "headers stay plain");
+        assert!(c.ends_with("plan: 1 to create\n"));
+        let plain: String = c
+            .replace("\u{1b}[0m", "")
+            .split("\u{1b}[")
+            .enumerate()
+            .map(|(i, p)| {
+                if i == 0 {
+                    p.to_owned()
+                } else {
+                    p[3..].to_owned()
+                }
+            })
+            .collect();
+        assert_eq!(plain, text, "only colour codes are added");
     }
 }

@@ -270,6 +270,8 @@ pub fn plan(args: &PlanArgs, printer: &Printer, store: &Path) -> Result<u8, Fail
     print_warnings(&r, printer);
     if args.cluster.json {
         printer.json(&plan_json(&r, None));
+    } else if printer.color_stdout() {
+        printer.data(&kiln_realize::render::colorize(&render(&r.plan)));
     } else {
         printer.data(&render(&r.plan));
     }
@@ -366,7 +368,12 @@ pub fn apply(args: &ApplyArgs, printer: &Printer, store: &Path) -> Result<u8, Fa
     }
     print_warnings(&r, printer);
     if !args.cluster.json {
-        printer.status(render(&r.plan).trim_end());
+        let text = render(&r.plan);
+        if printer.color_stderr() {
+            printer.status(kiln_realize::render::colorize(&text).trim_end());
+        } else {
+            printer.status(text.trim_end());
+        }
     }
     let options = ApplyOptions {
         force_conflicts: args.force_conflicts,

@@ -77,7 +77,7 @@ impl Sandbox {
     pub fn cat_bytes(&self, rule: &str, file: &str, extra: &[&str]) -> Vec<u8> {
         let out = self
             .kiln()
-            .args(["store", "cat", rule, "--file", file, "--dir"])
+            .args(["store", "cat", rule, "--file", file])
             .arg(self.project())
             .args(extra)
             .output()

@@ -96,9 +96,9 @@ fn built_set(ex: &Example, env: &str) -> Set {
     for rule in report["rules"].as_array().unwrap() {
         if rule["kind"] == "secret" {
             let mut cat = s.kiln();
-            cat.args(["store", "cat", "--env", env, "-d"])
-                .arg(&project)
-                .arg(rule["name"].as_str().unwrap());
+            cat.args(["store", "cat", "--env", env])
+                .arg(rule["name"].as_str().unwrap())
+                .arg(&project);
             with_secrets(&mut cat);
             let out = cat.output().unwrap();
             assert!(
