@@ -13,6 +13,17 @@ use crate::printer::Printer;
 /// Runs a store command.
 // One arm per `kiln store` subcommand, each a few lines of calling the store and printing:
 // the length is the number of subcommands, not logic to split.
+/// A report with `format_version` first, as every `--json` output carries (see schemas/).
+fn versioned(report: &impl serde::Serialize) -> serde_json::Value {
+    let mut v = serde_json::json!({"format_version": 1});
+    if let serde_json::Value::Object(fields) =
+        serde_json::to_value(report).expect("report serializes")
+    {
+        v.as_object_mut().expect("object").extend(fields);
+    }
+    v
+}
+
 pub fn run(cmd: &StoreCommand, printer: &Printer, store_dir: &Path) -> Result<u8, Failure> {
     match cmd {
         StoreCommand::Gc { json } => {
@@ -20,7 +31,7 @@ pub fn run(cmd: &StoreCommand, printer: &Printer, store_dir: &Path) -> Result<u8
             let store = LocalStore::open_exclusive(store_dir)?;
             let r = store.gc()?;
             if *json {
-                printer.json(&r);
+                printer.json(&versioned(&r));
             } else {
                 printer.status(&format!(
                     "gc: kept {} roots and {} objects; deleted {} objects, {} records and {} stale roots; freed {:.1} MiB",
@@ -38,7 +49,7 @@ pub fn run(cmd: &StoreCommand, printer: &Printer, store_dir: &Path) -> Result<u8
             let store = LocalStore::open(store_dir)?;
             let r = store.verify()?;
             if *json {
-                printer.json(&r);
+                printer.json(&versioned(&r));
             }
             for c in &r.corrupt {
                 printer.status(&format!(
