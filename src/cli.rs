@@ -367,6 +367,10 @@ pub struct PlanArgs {
     /// when it is stale).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Also write the plan as one self-contained HTML page: the rule graph coloured by what
+    /// the plan does, each rule's objects and diffs a click away.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 /// `kiln export`.

@@ -8,6 +8,7 @@ pub mod diff;
 pub mod docs;
 pub mod export;
 pub mod graph;
+pub mod plan_report;
 pub mod provenance;
 pub mod realize;
 pub mod saved_plan;

@@ -275,6 +275,10 @@ pub fn plan(args: &PlanArgs, printer: &Printer, store: &Path) -> Result<u8, Fail
     } else {
         printer.data(&render(&r.plan));
     }
+    if let Some(path) = &args.html {
+        write_html_report(args, &plan_json(&r, None), path)?;
+        printer.status(&format!("plan report written to {}", path.display()));
+    }
     if let Some(out) = &args.out {
         let saved = saved_plan::capture(&r, &target, outputs, plan_json(&r, None));
         saved_plan::write(&saved, out)?;
@@ -470,4 +474,45 @@ pub fn destroy(args: &DestroyArgs, printer: &Printer, store: &Path) -> Result<u8
     }
     printer.status(&kiln_realize::render::destroyed(&report));
     Ok(0)
+}
+
+/// `kiln plan --html FILE`: the report page, written whole or not at all.
+fn write_html_report(
+    args: &PlanArgs,
+    plan: &serde_json::Value,
+    path: &Path,
+) -> Result<(), Failure> {
+    let mut loaded = crate::build::load(&args.cluster.dir, args.cluster.env.as_deref())?;
+    loaded.restrict(&args.cluster.rules)?;
+    let graph_text = kiln_core::render::render(
+        &loaded.project,
+        &loaded.graph,
+        kiln_core::render::GraphFormat::Json,
+    );
+    let graph: serde_json::Value =
+        serde_json::from_str(&graph_text).expect("the graph renders as JSON");
+    let title = format!(
+        "kiln plan: {} ({})",
+        loaded.project.name,
+        args.cluster.env.as_deref().unwrap_or("default")
+    );
+    let html = crate::commands::plan_report::render_html(&title, &graph, plan);
+    let fail = |e: std::io::Error| Failure {
+        code: 2,
+        report: miette::miette!("failed to write the plan report `{}`: {e}", path.display()),
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;
+    std::io::Write::write_all(&mut tmp, html.as_bytes()).map_err(fail)?;
+    // A page to share (a CI artifact), not a private file.
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .map_err(fail)?;
+    tmp.persist(path).map_err(|e| fail(e.error))?;
+    Ok(())
 }
