@@ -98,6 +98,19 @@ impl Run<'_> {
     }
 }
 
+/// The changes of a plan that are not `unchanged` (for failure messages).
+fn not_unchanged(plan: &Value) -> Value {
+    Value::Array(
+        plan["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["action"] != "unchanged")
+            .cloned()
+            .collect(),
+    )
+}
+
 fn sorted(v: &[&str]) -> Vec<String> {
     let mut v: Vec<String> = v.iter().map(|s| (*s).to_owned()).collect();
     v.sort();
@@ -187,10 +200,19 @@ fn exercise(ex: &Example) {
     assert_eq!(
         count(&clean, "unchanged"),
         total,
-        "{} created: {:?} updated: {:?}",
+        "{} created: {:?} updated: {:?} changes: {:#}",
         clean["summary"],
         changed(&clean, "create"),
-        changed(&clean, "update")
+        changed(&clean, "update"),
+        Value::Array(
+            clean["changes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c["action"] != "unchanged")
+                .cloned()
+                .collect()
+        )
     );
     assert_eq!(clean["http"]["writes"], 0);
 
@@ -230,7 +252,13 @@ fn exercise(ex: &Example) {
     );
     assert_eq!(changed(&plan, "update"), sorted(ex.config_users));
     r.apply();
-    assert_eq!(count(&r.plan(), "unchanged"), total);
+    let after = r.plan();
+    assert_eq!(
+        count(&after, "unchanged"),
+        total,
+        "{:#}",
+        not_unchanged(&after)
+    );
 
     // 6. Remove a rule: its objects are pruned.
     let rule = ex.removed_rule;

@@ -20,6 +20,11 @@ use crate::diff::{server_diff, without_server_fields};
 use crate::error::{Claimed, RealizeError, Rejection};
 use crate::plan::{Action, Plan};
 
+fn version(obj: &Value) -> Option<&str> {
+    obj.pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+}
+
 /// Dry-runs the plan's candidates and settles them (see the module's doc).
 pub async fn settle(
     cluster: &impl ClusterApi,
@@ -102,7 +107,22 @@ pub async fn settle(
         }
         match result {
             Ok(dry) => {
-                let Some(l) = live.get(&d.key) else { continue };
+                let Some(listed) = live.get(&d.key) else {
+                    continue;
+                };
+                // The object moved between the listing and the dry run (a controller bumped
+                // an annotation, as the Deployment controller does after a rollout): compare
+                // with the object as it is now, or the race would read as drift.
+                let fresh = if version(&dry) != version(listed) {
+                    let api_version = d.object["apiVersion"].as_str().unwrap_or_default();
+                    let kind = d.object["kind"].as_str().unwrap_or_default();
+                    cluster
+                        .get(api_version, kind, &d.key.namespace, &d.key.name)
+                        .await?
+                } else {
+                    None
+                };
+                let l = fresh.as_ref().unwrap_or(listed);
                 if without_server_fields(&dry) == without_server_fields(l)
                     && change.secret_values_changed.is_empty()
                 {
