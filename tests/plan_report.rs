@@ -2,7 +2,7 @@
 //! driven through chromedriver's WebDriver API): the summary shows the plan's counts, each
 //! rule's node has the colour of what the plan does to it, a click on a rule shows its diffs,
 //! and no secret value is anywhere in the page. A screenshot is saved next to the test's
-//! output (`target/plan-report.png`).
+//! output (`target/tmp/plan-report.png`).
 
 mod common;
 
@@ -166,7 +166,8 @@ fn the_report_shows_the_plan_in_a_browser() {
     )
     .unwrap();
     assert!(png.starts_with(b"\x89PNG"), "a screenshot");
-    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/plan-report.png");
+    // Kept for a look after the run: cargo's scratch directory for integration tests.
+    let target = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("plan-report.png");
     std::fs::write(target, png).unwrap();
     let _ = ureq::delete(&format!("{}/session/{id}", driver.url)).call();
 }
