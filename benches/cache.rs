@@ -57,7 +57,7 @@ struct Server(Child, String);
 impl Server {
     fn start(dir: &Path, token: &Path) -> Self {
         let mut child = kiln()
-            .args(["cache", "serve", "--listen", "127.0.0.1:0"])
+            .args(["cache", "serve", "--listen", "127.0.0.1:0", "--dir"])
             .arg(dir)
             .arg("--token-file")
             .arg(token)

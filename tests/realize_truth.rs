@@ -887,3 +887,175 @@ fn a_member_that_is_already_terminating_is_not_deleted_again() {
         "{\"metadata\":{\"finalizers\":null}}",
     ]);
 }
+
+/// The managers of an object: (manager, operation) pairs from its managedFields.
+fn managers(ns: &str, name: &str) -> Vec<(String, String)> {
+    let live: Value = serde_json::from_str(&kubectl_ok(&[
+        "get",
+        "configmap",
+        name,
+        "-n",
+        ns,
+        "-o",
+        "json",
+        "--show-managed-fields",
+    ]))
+    .unwrap();
+    live["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["manager"].as_str().unwrap().to_owned(),
+                e["operation"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Issue 7, class 6: an object made by `kubectl apply` (client-side) is adopted, its
+/// ownership moves to the set's own field manager (the client-side manager's entry and the
+/// last-applied annotation go), and a field later removed from the rules is really removed.
+#[test]
+fn client_side_applied_objects_migrate_to_the_sets_manager() {
+    let r = Realm::new("csa");
+    r.rules(APP_RULE);
+    kubectl_ok(&["create", "namespace", &r.ns]);
+    let by_hand = r.s.dir.path().join("by-hand.yaml");
+    std::fs::write(
+        &by_hand,
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: legacy, namespace: {}}}\ndata: {{a: \"1\", b: \"2\"}}\n", r.ns),
+    )
+    .unwrap();
+    kubectl_ok(&["apply", "-f", by_hand.to_str().unwrap()]);
+    assert!(
+        managers(&r.ns, "legacy").contains(&("kubectl-client-side-apply".into(), "Update".into()))
+    );
+    r.s.write(
+        "app.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: legacy}\ndata: {a: \"1\", b: \"2\"}\n",
+    );
+    let plan = r.plan();
+    let legacy = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "legacy")
+        .unwrap();
+    assert_eq!(legacy["action"], "adopt", "{plan:#}");
+    let set = plan["applyset"].as_str().unwrap().to_owned();
+    r.apply(&[]);
+    let ours = format!("kiln/{set}");
+    assert_eq!(
+        managers(&r.ns, "legacy"),
+        [(ours.clone(), "Apply".to_owned())]
+    );
+    let annotation = kubectl_ok(&[
+        "get",
+        "cm",
+        "legacy",
+        "-n",
+        &r.ns,
+        "-o",
+        "jsonpath={.metadata.annotations}",
+    ]);
+    assert!(
+        !annotation.contains("last-applied-configuration"),
+        "{annotation}"
+    );
+    r.assert_converged();
+    // A key removed from the rules is removed from the cluster.
+    r.s.write(
+        "app.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: legacy}\ndata: {a: \"1\"}\n",
+    );
+    r.apply(&[]);
+    let data = kubectl_ok(&["get", "cm", "legacy", "-n", &r.ns, "-o", "jsonpath={.data}"]);
+    assert!(data.contains("\"a\"") && !data.contains("\"b\""), "{data}");
+    r.assert_converged();
+}
+
+/// Issue 7, class 7: each set applies with its own field manager (`kiln/<set id>`). Objects that
+/// kiln's old shared manager `kiln` holds are taken over on the first apply, and a second set
+/// that adopts a member takes its fields, so removing one from its rules removes it.
+#[test]
+fn every_set_has_its_own_field_manager() {
+    let r = Realm::new("managers");
+    r.rules(APP_RULE);
+    r.s.write(
+        "app.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: shared}\ndata: {a: \"1\", b: \"2\"}\n",
+    );
+    let plan = r.plan();
+    let set = plan["applyset"].as_str().unwrap().to_owned();
+    // As an older kiln wrote it: server-side apply by the shared manager `kiln`, a member.
+    kubectl_ok(&["create", "namespace", &r.ns]);
+    let old = r.s.dir.path().join("old.yaml");
+    std::fs::write(
+        &old,
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: shared, namespace: {}, labels: {{applyset.kubernetes.io/part-of: {set}}}}}\ndata: {{a: \"0\", b: \"2\"}}\n", r.ns),
+    )
+    .unwrap();
+    kubectl_ok(&[
+        "apply",
+        "--server-side",
+        "--field-manager=kiln",
+        "-f",
+        old.to_str().unwrap(),
+    ]);
+    let first = r.apply(&[]);
+    assert_eq!(count(&first, "delete"), 0, "{first:#}");
+    let ours = format!("kiln/{set}");
+    assert_eq!(
+        managers(&r.ns, "shared"),
+        [(ours.clone(), "Apply".to_owned())],
+        "the old manager is taken over"
+    );
+    let a = kubectl_ok(&[
+        "get",
+        "cm",
+        "shared",
+        "-n",
+        &r.ns,
+        "-o",
+        "jsonpath={.data.a}",
+    ]);
+    assert_eq!(a, "1");
+    r.assert_converged();
+
+    // Another project adopts it: its own manager, and the first set's fields become its own.
+    let other = common::Sandbox::new();
+    other.write(
+        "kiln.toml",
+        &format!("[project]\nname = \"other-{ns}\"\n[rule.app]\nkind = \"manifest\"\nnamespace = \"{ns}\"\nobjects = [ {{ apiVersion = \"v1\", kind = \"ConfigMap\", metadata = {{ name = \"shared\" }}, data = {{ a = \"1\" }} }} ]\n", ns = r.ns),
+    );
+    let kc = common::kubeconfig();
+    let adopt = other
+        .kiln()
+        .arg("apply")
+        .arg(other.project())
+        .arg("--kubeconfig")
+        .arg(&kc)
+        .args(["--yes", "--adopt", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        adopt.status.success(),
+        "{}",
+        String::from_utf8_lossy(&adopt.stderr)
+    );
+    let theirs: Value = serde_json::from_slice(&adopt.stdout).unwrap();
+    let their_set = theirs["applyset"].as_str().unwrap();
+    assert_ne!(their_set, set);
+    assert_eq!(
+        managers(&r.ns, "shared"),
+        [(format!("kiln/{their_set}"), "Apply".to_owned())],
+        "one owner, the adopting set"
+    );
+    let data = kubectl_ok(&["get", "cm", "shared", "-n", &r.ns, "-o", "jsonpath={.data}"]);
+    assert!(
+        !data.contains("\"b\""),
+        "b, which only the first set had, is gone: {data}"
+    );
+}

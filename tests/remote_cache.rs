@@ -25,7 +25,7 @@ struct Server {
 impl Server {
     fn start(dir: &Path, token: Option<&Path>) -> Self {
         let mut cmd = StdCommand::new(assert_cmd::cargo::cargo_bin("kiln"));
-        cmd.args(["cache", "serve", "--listen", "127.0.0.1:0"])
+        cmd.args(["cache", "serve", "--listen", "127.0.0.1:0", "--dir"])
             .arg(dir)
             .env_remove("KILN_LOG")
             .stdout(Stdio::null())

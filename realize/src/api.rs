@@ -119,12 +119,14 @@ pub struct RequestCounts {
 }
 
 /// How to apply one object.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ApplyParams {
+#[derive(Debug, Clone, Copy)]
+pub struct ApplyParams<'a> {
     /// Take fields other field managers own.
     pub force: bool,
     /// Validate and admit only: the server persists nothing.
     pub dry_run: bool,
+    /// The set's field manager ([`crate::ownership::field_manager`]).
+    pub manager: &'a str,
 }
 
 /// The operations realization performs on a cluster. Futures are awaited on the caller's task
@@ -164,8 +166,11 @@ pub trait ClusterApi {
         name: &str,
     ) -> Result<Option<Value>, ClusterError>;
 
-    /// Server-side apply of `obj` with kiln's field manager; the object as the server has it.
-    async fn apply(&self, obj: &Value, params: ApplyParams) -> Result<Value, ClusterError>;
+    /// Server-side apply of `obj` with the set's field manager; the object as the server has it.
+    async fn apply(&self, obj: &Value, params: ApplyParams<'_>) -> Result<Value, ClusterError>;
+
+    /// A JSON merge patch of one object (the ownership migration); the object after it.
+    async fn merge_patch(&self, obj: &Value, patch: &Value) -> Result<Value, ClusterError>;
 
     /// Whether an object of `Kind.group` exists.
     async fn exists(

@@ -149,6 +149,19 @@ async fn write_parent_if_changed<C: ClusterApi>(
     if current.as_ref().is_some_and(|live| parent_says(live, &obj)) {
         return Ok(current);
     }
+    let manager = crate::ownership::field_manager(&r.plan.applyset);
+    // A parent written by kiln's old shared manager: this set's manager takes it over first.
+    let current = match current
+        .as_ref()
+        .and_then(|live| crate::ownership::rename_patch(live, &manager))
+    {
+        Some(patch) => Some(
+            r.cluster
+                .merge_patch(current.as_ref().expect("checked"), &patch)
+                .await?,
+        ),
+        None => current,
+    };
     // Conditional on the parent as this run last saw it: a lost update (another run widened
     // or narrowed it meanwhile) fails instead of overwriting that run's group-kinds.
     if let Some(rv) = current
@@ -160,6 +173,7 @@ async fn write_parent_if_changed<C: ClusterApi>(
     let params = ApplyParams {
         force,
         dry_run: false,
+        manager: &manager,
     };
     match r.cluster.apply(&obj, params).await {
         Ok(v) => Ok(Some(v)),
@@ -261,7 +275,9 @@ pub async fn apply_reporting<C: ClusterApi>(
     let journal = Journal::new(on_write);
     let mut report = ApplyReport::default();
     for ranks in waves(r).values() {
-        report.applied += apply_wave(&r.cluster, ranks, &actions, options, &journal).await?;
+        let manager = crate::ownership::field_manager(&r.plan.applyset);
+        report.applied +=
+            apply_wave(&r.cluster, ranks, &actions, options, &journal, &manager).await?;
     }
     report.deleted += delete_in_order(&r.cluster, deletions, &journal).await?;
     // Narrow the parent to what the set now holds; a partial run (`--rule`) saw only part of
@@ -284,6 +300,7 @@ async fn apply_wave(
     actions: &HashMap<ObjectKey, (Action, bool)>,
     options: &ApplyOptions,
     journal: &Journal<'_>,
+    manager: &str,
 ) -> Result<usize, RealizeError> {
     let mut written = Vec::new();
     for objs in ranks.values() {
@@ -298,8 +315,34 @@ async fn apply_wave(
                 let params = ApplyParams {
                     force: options.force_conflicts || takes_back,
                     dry_run: false,
+                    manager,
                 };
-                cluster.apply(&d.object, params).await?;
+                let applied = match cluster.apply(&d.object, params).await {
+                    // Fields kiln's old shared manager holds: rename it to this set's (the
+                    // first apply after the upgrade), then apply again.
+                    Err(conflict @ ClusterError::Conflict { .. }) => {
+                        let kind = d.object["kind"].as_str().unwrap_or_default();
+                        let api_version = d.object["apiVersion"].as_str().unwrap_or_default();
+                        let live = cluster
+                            .get(api_version, kind, &d.key.namespace, &d.key.name)
+                            .await?;
+                        let rename = live
+                            .and_then(|l| Some((crate::ownership::rename_patch(&l, manager)?, l)));
+                        let Some((patch, live)) = rename else {
+                            return Err(conflict);
+                        };
+                        cluster.merge_patch(&live, &patch).await?;
+                        cluster.apply(&d.object, params).await?
+                    }
+                    other => other?,
+                };
+                // Fields that `kubectl apply` (client-side) or an older kiln left under their
+                // managers move to this set's, so that removing one from the rules removes it.
+                if let Some(patch) = crate::ownership::migration_patch(&applied, manager) {
+                    cluster.merge_patch(&applied, &patch).await?;
+                    // Now the set owns them, fields it does not declare are dropped.
+                    cluster.apply(&d.object, params).await?;
+                }
                 journal.record(action, &d.key, &d.rule);
                 Ok::<(), ClusterError>(())
             })

@@ -3,27 +3,25 @@
 
 use serde_json::Value;
 
-use crate::applyset::FIELD_MANAGER;
+use crate::ownership::{is_ours, our_fields};
 use crate::quantity::quantity;
 
 /// Fields the desired object sets that kiln's field manager no longer owns in `live`, or whose
 /// live value differs from the desired one (a change some API paths make without moving
 /// ownership, such as the scale subresource on older servers). Quantities compare by value
 /// (`1000m` equals `1`).
-pub fn unowned_fields(desired: &Value, live: &Value) -> Vec<String> {
-    let Some(entries) = live
+pub fn unowned_fields(desired: &Value, live: &Value, ours: &str) -> Vec<String> {
+    if live
         .pointer("/metadata/managedFields")
         .and_then(Value::as_array)
-    else {
+        .is_none()
+    {
         return Vec::new();
-    };
-    let Some(fields) = entries
-        .iter()
-        .find(|e| e["manager"] == FIELD_MANAGER && e["operation"] == "Apply")
-        .and_then(|e| e.get("fieldsV1"))
-    else {
+    }
+    let Some(fields) = our_fields(live, ours) else {
         return vec![".".to_owned()];
     };
+    let fields = &fields;
     let mut out = Vec::new();
     if let Value::Object(d) = desired {
         for (k, v) in d {
@@ -132,7 +130,7 @@ fn walk(
 /// (operation `Update`: `kubectl edit`, `patch`, `set image`, a controller): out-of-band
 /// changes, which apply takes back. A manager that *applies* the same field is a co-owner, not
 /// drift, and is not listed. Status is never listed.
-pub fn taken_by_updates(desired: &Value, live: &Value) -> Vec<String> {
+pub fn taken_by_updates(desired: &Value, live: &Value, ours: &str) -> Vec<String> {
     let Some(entries) = live
         .pointer("/metadata/managedFields")
         .and_then(Value::as_array)
@@ -141,7 +139,8 @@ pub fn taken_by_updates(desired: &Value, live: &Value) -> Vec<String> {
     };
     let mut out = Vec::new();
     for e in entries {
-        if e["manager"] == FIELD_MANAGER
+        if is_ours(e, ours)
+            || e["manager"] == ours
             || e["operation"] != "Update"
             || e.get("subresource").and_then(Value::as_str) == Some("status")
         {
@@ -278,7 +277,7 @@ mod tests {
              "fieldsV1": {"f:status": {"f:replicas": {}}}}
         ]}});
         assert_eq!(
-            taken_by_updates(&desired, &live),
+            taken_by_updates(&desired, &live, "kiln/applyset-x-v1"),
             [".spec.replicas", ".spec.template.spec.containers[1].image"]
         );
     }

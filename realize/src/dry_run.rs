@@ -14,7 +14,7 @@ use futures::stream::{self, StreamExt};
 use serde_json::Value;
 
 use crate::api::{ApplyParams, ClusterApi, ClusterError};
-use crate::applyset::{FIELD_MANAGER, PART_OF_LABEL};
+use crate::applyset::PART_OF_LABEL;
 use crate::desired::{DesiredObject, ObjectKey};
 use crate::diff::{server_diff, without_server_fields};
 use crate::error::{Claimed, RealizeError, Rejection};
@@ -33,6 +33,8 @@ pub async fn settle(
     live: &BTreeMap<ObjectKey, Value>,
     (set_id, adopt): (&str, bool),
 ) -> Result<(), RealizeError> {
+    let manager = crate::ownership::field_manager(set_id);
+    let manager = manager.as_str();
     let by_key: BTreeMap<&ObjectKey, &DesiredObject> =
         desired.iter().map(|d| (&d.key, d)).collect();
     let candidates: Vec<(usize, &DesiredObject, Action, bool)> = plan
@@ -49,6 +51,9 @@ pub async fn settle(
                 let params = ApplyParams {
                     force: takes_back,
                     dry_run: true,
+                    manager: live
+                        .get(&d.key)
+                        .map_or(manager, |l| crate::ownership::dry_run_manager(l, manager)),
                 };
                 (i, d, action, cluster.apply(&d.object, params).await)
             })
@@ -82,7 +87,7 @@ pub async fn settle(
                     // `create`, edits) are taken over.
                     change.conflict = match &result {
                         Err(ClusterError::Conflict { message, .. })
-                            if has_other_appliers(&live) =>
+                            if has_other_appliers(&live, manager) =>
                         {
                             Some(message.clone())
                         }
@@ -91,6 +96,7 @@ pub async fn settle(
                     let forced = ApplyParams {
                         force: true,
                         dry_run: true,
+                        manager,
                     };
                     if let Ok(dry) = cluster.apply(&d.object, forced).await {
                         change.diff = Some(server_diff(&live, &dry));
@@ -158,14 +164,17 @@ pub async fn settle(
     Ok(())
 }
 
-/// Whether a field manager other than kiln owns fields of `live` through server-side apply.
-fn has_other_appliers(live: &Value) -> bool {
+/// Whether a tool other than kiln owns fields of `live` through server-side apply (another
+/// kiln set's fields go with the object when it is adopted).
+fn has_other_appliers(live: &Value, ours: &str) -> bool {
     live.pointer("/metadata/managedFields")
         .and_then(Value::as_array)
         .is_some_and(|entries| {
-            entries
-                .iter()
-                .any(|e| e["operation"] == "Apply" && e["manager"] != FIELD_MANAGER)
+            entries.iter().any(|e| {
+                e["operation"] == "Apply"
+                    && !crate::ownership::is_ours(e, ours)
+                    && !crate::ownership::is_other_set(e, ours)
+            })
         })
 }
 

@@ -345,7 +345,7 @@ impl ClusterApi for FakeCluster {
             .cloned())
     }
 
-    async fn apply(&self, obj: &Value, params: ApplyParams) -> Result<Value, ClusterError> {
+    async fn apply(&self, obj: &Value, params: ApplyParams<'_>) -> Result<Value, ClusterError> {
         let key = ObjectKey::of(obj);
         self.request(
             if params.dry_run { "dry-run" } else { "apply" },
@@ -422,6 +422,14 @@ impl ClusterApi for FakeCluster {
         s.writes.push(format!("apply {key}"));
         s.objects.insert(key, stored.clone());
         Ok(stored)
+    }
+
+    /// The fake keeps no managedFields: a merge patch is a write that changes nothing else.
+    async fn merge_patch(&self, obj: &Value, _patch: &Value) -> Result<Value, ClusterError> {
+        let key = ObjectKey::of(obj);
+        self.request("patch", &key.name, true)?;
+        let s = self.state.lock().unwrap();
+        Ok(s.objects.get(&key).cloned().unwrap_or_else(|| obj.clone()))
     }
 
     async fn exists(&self, gk: &str, namespace: &str, name: &str) -> Result<bool, ClusterError> {

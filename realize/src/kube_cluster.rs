@@ -15,7 +15,7 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 
 use crate::api::{ApplyParams, ClusterApi, ClusterError, RequestCounts};
-use crate::applyset::{group_kind, split_group_kind, FIELD_MANAGER};
+use crate::applyset::{group_kind, split_group_kind};
 use crate::desired::Scope as ObjectScope;
 
 /// Request counts, by a counting layer on the client's HTTP stack.
@@ -336,8 +336,8 @@ impl ClusterApi for KubeCluster {
         Ok(got.map(|o| serde_json::to_value(o).expect("objects serialize")))
     }
 
-    /// Server-side apply with field manager `kiln`.
-    async fn apply(&self, obj: &Value, apply: ApplyParams) -> Result<Value, ClusterError> {
+    /// Server-side apply with the set's field manager.
+    async fn apply(&self, obj: &Value, apply: ApplyParams<'_>) -> Result<Value, ClusterError> {
         let api_version = obj["apiVersion"].as_str().unwrap_or_default();
         let kind = obj["kind"].as_str().unwrap_or_default();
         let name = obj
@@ -347,7 +347,7 @@ impl ClusterApi for KubeCluster {
         let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str);
         let (ar, caps) = self.resolve(api_version, kind).await?;
         let api = self.api(&ar, &caps, ns);
-        let mut params = PatchParams::apply(FIELD_MANAGER);
+        let mut params = PatchParams::apply(apply.manager);
         params.force = apply.force;
         params.dry_run = apply.dry_run;
         let what = format!(
@@ -361,6 +361,34 @@ impl ClusterApi for KubeCluster {
                 message: status.message,
             }),
             Err(source) => Err(api_error("apply", what)(source)),
+        }
+    }
+
+    /// A JSON merge patch (its own request, outside any field manager's apply).
+    async fn merge_patch(&self, obj: &Value, patch: &Value) -> Result<Value, ClusterError> {
+        let api_version = obj["apiVersion"].as_str().unwrap_or_default();
+        let kind = obj["kind"].as_str().unwrap_or_default();
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str);
+        let (ar, caps) = self.resolve(api_version, kind).await?;
+        let api = self.api(&ar, &caps, ns);
+        let what = format!(
+            "{kind} `{}{name}`",
+            ns.map(|n| format!("{n}/")).unwrap_or_default()
+        );
+        match api
+            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
+            Ok(o) => Ok(serde_json::to_value(o).expect("objects serialize")),
+            Err(kube::Error::Api(status)) if status.code == 409 => Err(ClusterError::Conflict {
+                what,
+                message: status.message,
+            }),
+            Err(source) => Err(api_error("patch", what)(source)),
         }
     }
 

@@ -151,9 +151,10 @@ pub fn compute(
     live: &BTreeMap<ObjectKey, Value>,
     partial: bool,
 ) -> Plan {
+    let manager = crate::ownership::field_manager(set_id);
     let mut changes: Vec<Change> = desired
         .iter()
-        .map(|d| change_for(d, live.get(&d.key)))
+        .map(|d| change_for(d, live.get(&d.key), &manager))
         .collect();
     if !partial {
         changes.extend(prunes(desired, live));
@@ -170,7 +171,7 @@ pub fn compute(
 }
 
 /// What happens to one desired object, given its live member (if any).
-fn change_for(d: &DesiredObject, live: Option<&Value>) -> Change {
+fn change_for(d: &DesiredObject, live: Option<&Value>, manager: &str) -> Change {
     let mut change = Change {
         action: Action::Unchanged,
         group_kind: d.key.group_kind.clone(),
@@ -212,10 +213,10 @@ fn change_for(d: &DesiredObject, live: Option<&Value>) -> Change {
     if live_hash != Some(d.hash.to_string().as_str()) || !change.secret_values_changed.is_empty() {
         change.action = Action::Update;
         // Out-of-band changes to fields kiln sets are taken back in the same write.
-        change.drifted_fields = ours(taken_by_updates(&d.object, l));
+        change.drifted_fields = ours(taken_by_updates(&d.object, l, manager));
         change.diff = Some(diff(&d.object, l));
     } else {
-        change.drifted_fields = ours(unowned_fields(&d.object, l));
+        change.drifted_fields = ours(unowned_fields(&d.object, l, manager));
         if !change.drifted_fields.is_empty() {
             change.action = Action::Drift;
             change.diff = Some(diff(&d.object, l));
