@@ -172,6 +172,17 @@ pub trait ClusterApi {
     /// A JSON merge patch of one object (the ownership migration); the object after it.
     async fn merge_patch(&self, obj: &Value, patch: &Value) -> Result<Value, ClusterError>;
 
+    /// Follows one object (or its absence, `None`) until `verdict` settles or `timeout`
+    /// passes (`Ok(None)`): a watch where the cluster has them, from the object as it is now.
+    async fn watch_until<T>(
+        &self,
+        group_kind: &str,
+        namespace: &str,
+        name: &str,
+        timeout: std::time::Duration,
+        verdict: &mut dyn FnMut(Option<&Value>) -> Option<T>,
+    ) -> Result<Option<T>, ClusterError>;
+
     /// Whether an object of `Kind.group` exists.
     async fn exists(
         &self,

@@ -432,6 +432,42 @@ impl ClusterApi for FakeCluster {
         Ok(s.objects.get(&key).cloned().unwrap_or_else(|| obj.clone()))
     }
 
+    /// The fake has no watches: it polls, every 50 ms of (tokio's) time.
+    async fn watch_until<T>(
+        &self,
+        group_kind: &str,
+        namespace: &str,
+        name: &str,
+        timeout: std::time::Duration,
+        verdict: &mut dyn FnMut(Option<&Value>) -> Option<T>,
+    ) -> Result<Option<T>, ClusterError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            self.request("get", name, false)?;
+            let current = {
+                let s = self.state.lock().unwrap();
+                let namespace = match Self::scope_of(&s, group_kind) {
+                    Some(Scope::Cluster) => "",
+                    _ => namespace,
+                };
+                s.objects
+                    .get(&ObjectKey {
+                        group_kind: group_kind.into(),
+                        namespace: namespace.into(),
+                        name: name.into(),
+                    })
+                    .cloned()
+            };
+            if let Some(out) = verdict(current.as_ref()) {
+                return Ok(Some(out));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     async fn exists(&self, gk: &str, namespace: &str, name: &str) -> Result<bool, ClusterError> {
         self.request("get", name, false)?;
         let s = self.state.lock().unwrap();

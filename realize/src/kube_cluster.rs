@@ -6,7 +6,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use futures::TryStreamExt as _;
+use kube::api::{
+    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, WatchEvent, WatchParams,
+};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::ApiResource;
 use kube::discovery::{ApiCapabilities, ApiGroup, Scope};
@@ -361,6 +364,80 @@ impl ClusterApi for KubeCluster {
                 message: status.message,
             }),
             Err(source) => Err(api_error("apply", what)(source)),
+        }
+    }
+
+    /// A GET, then a watch of that one object from its resourceVersion (field selector on the
+    /// name); a watch the server ends (its timeout, a 410 for a version too old) starts again
+    /// from a fresh GET.
+    async fn watch_until<T>(
+        &self,
+        group_kind: &str,
+        namespace: &str,
+        name: &str,
+        timeout: std::time::Duration,
+        verdict: &mut dyn FnMut(Option<&Value>) -> Option<T>,
+    ) -> Result<Option<T>, ClusterError> {
+        let (ar, caps) = self.resolve_group_kind(group_kind).await?;
+        let api = self.api(&ar, &caps, Some(namespace));
+        let what = format!("{group_kind} `{name}`");
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let current = api
+                .get_opt(name)
+                .await
+                .map_err(api_error("get", what.clone()))?
+                .map(|o| serde_json::to_value(o).expect("objects serialize"));
+            if let Some(out) = verdict(current.as_ref()) {
+                return Ok(Some(out));
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            let version = current
+                .as_ref()
+                .and_then(|c| c.pointer("/metadata/resourceVersion"))
+                .and_then(Value::as_str)
+                .unwrap_or("0")
+                .to_owned();
+            // The server ends the watch at this timeout (at most ~5 minutes per watch).
+            let params = WatchParams::default()
+                .fields(&format!("metadata.name={name}"))
+                .timeout(left.as_secs().clamp(1, 290) as u32);
+            let stream = api
+                .watch(&params, &version)
+                .await
+                .map_err(api_error("watch", what.clone()))?;
+            let mut stream = std::pin::pin!(stream);
+            let until = tokio::time::timeout(left, async {
+                while let Some(event) = stream
+                    .try_next()
+                    .await
+                    .map_err(api_error("watch", what.clone()))?
+                {
+                    let seen = match event {
+                        WatchEvent::Added(o) | WatchEvent::Modified(o) => {
+                            Some(serde_json::to_value(o).expect("objects serialize"))
+                        }
+                        WatchEvent::Deleted(_) => None,
+                        WatchEvent::Bookmark(_) => continue,
+                        // 410 Gone and the like: start again from a fresh GET.
+                        WatchEvent::Error(_) => return Ok(None),
+                    };
+                    if let Some(out) = verdict(seen.as_ref()) {
+                        return Ok(Some(out));
+                    }
+                }
+                Ok::<_, ClusterError>(None)
+            })
+            .await;
+            match until {
+                Ok(Ok(Some(out))) => return Ok(Some(out)),
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_elapsed) => return Ok(None),
+            }
         }
     }
 

@@ -1,35 +1,15 @@
-//! Waiting on the cluster: health gates after a write, absence after a delete. Both poll with
-//! a backoff from 100 ms to 2 s until their deadline.
+//! Waiting on the cluster: health gates after a write, absence after a delete. Both follow the
+//! object with a watch ([`ClusterApi::watch_until`]: a GET, then a watch from its
+//! resourceVersion), so a change is seen when it happens, not at the next poll.
 
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::time::Instant;
 
 use crate::api::ClusterApi;
 use crate::desired::ObjectKey;
 use crate::error::RealizeError;
 use crate::health;
-
-/// Polls with a doubling delay (100 ms to 2 s) until `done` says something or `timeout`
-/// passes; `None` when it passed.
-async fn poll<T>(
-    timeout: Duration,
-    mut done: impl AsyncFnMut() -> Result<Option<T>, RealizeError>,
-) -> Result<Option<T>, RealizeError> {
-    let deadline = Instant::now() + timeout;
-    let mut delay = Duration::from_millis(100);
-    loop {
-        if let Some(out) = done().await? {
-            return Ok(Some(out));
-        }
-        if Instant::now() >= deadline {
-            return Ok(None);
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(2));
-    }
-}
 
 /// Waits until `obj` passes its health gate ([`health::condition`]); a condition that says it
 /// failed for good ends the wait at once.
@@ -42,33 +22,43 @@ pub async fn ready(
         return Ok(());
     };
     let key = ObjectKey::of(obj);
-    let api_version = obj["apiVersion"].as_str().unwrap_or_default();
-    let kind = obj["kind"].as_str().unwrap_or_default();
-    let passed = poll(timeout, async || {
-        let Some(live) = cluster
-            .get(api_version, kind, &key.namespace, &key.name)
-            .await?
-        else {
-            return Ok(None);
-        };
-        if health::is_ready(&live) {
-            return Ok(Some(()));
+    let mut last_progress = None;
+    let mut verdict = |live: Option<&Value>| -> Option<Result<(), String>> {
+        let live = live?;
+        if health::is_ready(live) {
+            return Some(Ok(()));
         }
-        if let Some(failed) = health::failure(&live) {
-            return Err(RealizeError::GateFailed {
-                object: key.to_string(),
-                condition: failed,
-            });
+        if let Some(failed) = health::failure(live) {
+            return Some(Err(failed));
         }
-        tracing::info!(object = %key, waiting_for = condition, progress = health::progress(&live).as_deref().unwrap_or("-"), "waiting");
-        Ok(None)
-    })
-    .await?;
-    passed.ok_or_else(|| RealizeError::Unhealthy {
-        object: key.to_string(),
-        condition: condition.to_owned(),
-        timeout,
-    })
+        let progress = health::progress(live);
+        if progress != last_progress {
+            tracing::info!(object = %key, waiting_for = condition, progress = progress.as_deref().unwrap_or("-"), "waiting");
+            last_progress = progress;
+        }
+        None
+    };
+    let settled = cluster
+        .watch_until(
+            &key.group_kind,
+            &key.namespace,
+            &key.name,
+            timeout,
+            &mut verdict,
+        )
+        .await?;
+    match settled {
+        Some(Ok(())) => Ok(()),
+        Some(Err(failed)) => Err(RealizeError::GateFailed {
+            object: key.to_string(),
+            condition: failed,
+        }),
+        None => Err(RealizeError::Unhealthy {
+            object: key.to_string(),
+            condition: condition.to_owned(),
+            timeout,
+        }),
+    }
 }
 
 /// Waits until the object `key` no longer exists.
@@ -77,14 +67,17 @@ pub async fn gone(
     key: &ObjectKey,
     timeout: Duration,
 ) -> Result<(), RealizeError> {
-    let passed = poll(timeout, async || {
-        let exists = cluster
-            .exists(&key.group_kind, &key.namespace, &key.name)
-            .await?;
-        Ok((!exists).then_some(()))
-    })
-    .await?;
-    passed.ok_or_else(|| RealizeError::Unhealthy {
+    let mut verdict = |live: Option<&Value>| live.is_none().then_some(());
+    let settled = cluster
+        .watch_until(
+            &key.group_kind,
+            &key.namespace,
+            &key.name,
+            timeout,
+            &mut verdict,
+        )
+        .await?;
+    settled.ok_or_else(|| RealizeError::Unhealthy {
         object: key.to_string(),
         condition: "deleted".to_owned(),
         timeout,
