@@ -64,10 +64,17 @@ pub fn main_with_args() -> u8 {
         (_, 2) => "debug",
         _ => "trace",
     };
+    // kube's client logs every 5xx answer at ERROR; kiln reports the same failure once, as the
+    // server's message with its object and rule, so the client's lines show only with -v.
+    let kube_level = if cli.global.verbose == 0 {
+        "off"
+    } else {
+        level
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("KILN_LOG").unwrap_or_else(|_| {
         // `kiln cache serve` logs one access line per request.
         tracing_subscriber::EnvFilter::new(format!(
-            "{level},kube_client=error,kiln::cache::access=info"
+            "{level},kube_client={kube_level},kiln::cache::access=info"
         ))
     });
     let _ = tracing_subscriber::fmt()

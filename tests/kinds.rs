@@ -254,3 +254,29 @@ fn configmap_reads_env_files_line_by_line_and_names_a_bad_line() {
     );
     assert!(err.contains("not KEY=VALUE"), "{err}");
 }
+
+/// Upstream manifests carry shell `${VAR}`s of their own: by default a manifest's `${...}` is a
+/// kiln reference (an unknown one is refused, naming file and line); with `interpolate = false`
+/// the files are taken as they are.
+#[test]
+fn manifest_sources_can_be_taken_verbatim() {
+    let s = Sandbox::new();
+    s.write(
+        "job.yaml",
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {name: ping}\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n        - name: ping\n          image: busybox\n          command: [sh, -c, 'wget http://${FRONTEND_ADDR}']\n",
+    );
+    let rules = |extra: &str| {
+        format!("[project]\nname = \"p\"\n[rule.job]\nkind = \"manifest\"\nsrcs = [\"job.yaml\"]\n{extra}")
+    };
+    s.write("kiln.toml", &rules(""));
+    let out = s.build_fails(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("job.yaml:11") && err.contains("${FRONTEND_ADDR}"),
+        "{err}"
+    );
+    s.write("kiln.toml", &rules("interpolate = false\n"));
+    s.build_ok(&[]);
+    let job = cat(&s, "job", "objects/_cluster/Job.batch/ping.yaml", &[]);
+    assert!(job.contains("wget http://${FRONTEND_ADDR}"), "{job}");
+}

@@ -385,6 +385,33 @@ fn a_rejected_object_fails_plan_and_apply_before_any_write() {
     );
 }
 
+/// Class 4: a field the server does not declare (a gRPC probe, Kubernetes 1.24+, on the 1.20
+/// test server: its server-side apply answers 500) fails plan with the server's message, the
+/// object and the rule, once: kube's client does not log the same answer again at ERROR.
+#[test]
+fn a_field_the_server_does_not_know_is_reported_once() {
+    let r = Realm::new("unknownfield");
+    r.rules(APP_RULE);
+    r.s.write(
+        "app.yaml",
+        &deployment_yaml("grpc", "registry.invalid/app:1", "").replace(
+            "          resources: {}\n",
+            "          resources: {}\n          readinessProbe: {grpc: {port: 9555}}\n",
+        ),
+    );
+    let out = r.kiln("plan", &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("rule `app`"), "{err}");
+    assert_eq!(
+        err.matches("readinessProbe.grpc: field not declared")
+            .count(),
+        1,
+        "{err}"
+    );
+    assert!(!err.contains("ERROR"), "{err}");
+}
+
 /// Class 5: an object with both an out-of-band change (`kubectl patch` of replicas) and a
 /// desired change (a new image) shows both, and one apply takes the drifted field back and
 /// writes the change, without a conflict.

@@ -84,6 +84,20 @@ impl ClusterError {
         self.status_code() == Some(404) || matches!(self, ClusterError::UnknownKind { .. })
     }
 
+    /// Whether the server refused the object itself (malformed, invalid, a field its schema
+    /// does not declare): the user's to fix. Servers before fieldValidation (< 1.25) answer a
+    /// server-side apply of an undeclared field with a 500 "failed to create typed patch
+    /// object", so that answer counts too.
+    pub fn rejects_the_object(&self) -> bool {
+        match self.status_code() {
+            Some(c) if (400..500).contains(&c) => !self.is_not_served() && c != 409,
+            Some(500) => self
+                .server_message()
+                .starts_with("failed to create typed patch object"),
+            _ => false,
+        }
+    }
+
     /// What the server said, once: its `Status` message, else this error's own text.
     pub fn server_message(&self) -> String {
         match self {

@@ -144,7 +144,7 @@ pub async fn settle(
             // A namespace or a CRD that this run creates first: nothing to validate against
             // yet (as with `kubectl diff`); the apply itself checks it.
             Err(e) if e.is_not_served() => {}
-            Err(e) if e.status_code().is_some_and(|c| (400..500).contains(&c)) => {
+            Err(e) if e.rejects_the_object() => {
                 rejected.push(Rejection {
                     rule: d.rule.clone(),
                     object: d.key.to_string(),

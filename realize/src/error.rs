@@ -141,7 +141,7 @@ impl RealizeError {
             | RealizeError::OtherSet(_)
             | RealizeError::Conflicts(_) => 1,
             // The server rejected the object itself (malformed, invalid): the user's to fix.
-            RealizeError::Cluster(e) if matches!(e.status_code(), Some(400 | 422)) => 1,
+            RealizeError::Cluster(e) if e.rejects_the_object() => 1,
             RealizeError::Kind { source, .. } if source.is_not_served() => 1,
             RealizeError::Cluster(_)
             | RealizeError::Kind { .. }

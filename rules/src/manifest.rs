@@ -9,6 +9,9 @@
 //! objects = [ { apiVersion = "v1", kind = "ServiceAccount", metadata = { name = "api" } } ]
 //! from = ["api-rendered"]            # YAML files of dependencies (for example a `template` rule)
 //! ```
+//!
+//! `interpolate = false` takes the files as they are: upstream install manifests often carry
+//! shell `${VAR}`s in their commands, which are not kiln's to read.
 
 use std::collections::BTreeMap;
 
@@ -27,8 +30,15 @@ struct Attrs {
     objects: Vec<Value>,
     #[serde(default)]
     from: Vec<String>,
+    /// Whether `${...}` in the source files are kiln references (the default) or plain text.
+    #[serde(default = "yes")]
+    interpolate: bool,
     #[serde(flatten)]
     meta: MetadataAttrs,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The `manifest` kind.
@@ -68,10 +78,15 @@ impl Kind for Manifest {
 
     fn source_references(
         &self,
-        _attrs: &Value,
+        attrs: &Value,
         src: &LoadedSource,
     ) -> Result<Vec<Reference>, BuildError> {
         let text = src.text()?;
+        let verbatim = !parse_attrs::<Attrs>(attrs).map_or(true, |a| a.interpolate);
+        if verbatim {
+            check_documents(text, &src.path)?;
+            return Ok(Vec::new());
+        }
         let refs = references(text)
             .map_err(|e| BuildError::source(&src.path, Some(e.offset()), e.to_string()))?;
         // A file without references is final text: its YAML and objects are checked here,
@@ -87,10 +102,13 @@ impl Kind for Manifest {
         let a: Attrs = parse_attrs(cx.attrs)?;
         let mut objects = Vec::new();
         for src in cx.srcs {
-            let text = cx
-                .scope
-                .interpolate_text(src.text()?)
-                .map_err(|e| BuildError::source(&src.path, Some(e.offset()), e.to_string()))?;
+            let text = if a.interpolate {
+                cx.scope
+                    .interpolate_text(src.text()?)
+                    .map_err(|e| BuildError::source(&src.path, Some(e.offset()), e.to_string()))?
+            } else {
+                src.text()?.to_owned()
+            };
             objects.extend(check_documents(&text, &src.path)?);
         }
         // YAML files produced by dependencies (typically `template` rules).
