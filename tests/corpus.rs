@@ -25,10 +25,32 @@ fn copy_dir(from: &Path, to: &Path) {
 
 struct Corpus {
     s: Sandbox,
+    /// One project at a time, from its first apply to its destroy: two applies racing for
+    /// the cluster's discovery after new CRDs would only test the race.
+    _turn: std::sync::MutexGuard<'static, ()>,
+}
+
+/// The test cluster is shared with the other cluster tests: a corpus project leaves nothing
+/// behind (ingress-nginx's admission webhook would refuse every later Ingress), even when its
+/// test fails.
+impl Drop for Corpus {
+    fn drop(&mut self) {
+        let out = self.kiln("destroy", &["--yes", "--wait"]);
+        if !out.status.success() && !std::thread::panicking() {
+            panic!(
+                "kiln destroy failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
 }
 
 impl Corpus {
     fn new(name: &str) -> Self {
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let turn = ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let s = Sandbox::new();
         std::fs::remove_dir_all(s.project()).unwrap();
         copy_dir(
@@ -37,7 +59,7 @@ impl Corpus {
                 .join(name),
             &s.project(),
         );
-        Corpus { s }
+        Corpus { s, _turn: turn }
     }
 
     fn kiln(&self, cmd: &str, extra: &[&str]) -> Output {
@@ -114,12 +136,6 @@ fn not_unchanged(plan: &Value) -> Vec<&Value> {
 /// first apply creates everything; on one where the project was applied before, it repairs
 /// what is left of that run.
 fn converges(name: &str) -> (Corpus, Value, Value) {
-    // One project at a time: two applies racing for the cluster's discovery after new CRDs
-    // would only test the race, and failures read better alone.
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _turn = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let c = Corpus::new(name);
     let before = c.json("plan", &["--adopt"]);
     let first = c.apply();

@@ -383,17 +383,27 @@ impl ClusterApi for KubeCluster {
         let what = format!("{group_kind} `{name}`");
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let current = api
-                .get_opt(name)
-                .await
-                .map_err(api_error("get", what.clone()))?
-                .map(|o| serde_json::to_value(o).expect("objects serialize"));
+            // A resource the server no longer serves (its CRD was deleted with it) holds no
+            // object: absent, and checked again shortly in case it comes back.
+            let current = match api.get_opt(name).await {
+                Ok(o) => Ok(o.map(|o| serde_json::to_value(o).expect("objects serialize"))),
+                Err(e) => Err(api_error("get", what.clone())(e)),
+            };
+            let (current, served) = match current {
+                Ok(c) => (c, true),
+                Err(e) if e.is_not_served() => (None, false),
+                Err(e) => return Err(e),
+            };
             if let Some(out) = verdict(current.as_ref()) {
                 return Ok(Some(out));
             }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
                 return Ok(None);
+            }
+            if !served {
+                tokio::time::sleep(left.min(std::time::Duration::from_millis(500))).await;
+                continue;
             }
             let version = current
                 .as_ref()
