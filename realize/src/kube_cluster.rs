@@ -279,11 +279,21 @@ impl ClusterApi for KubeCluster {
             None => self.resolve_group_kind(gk).await?,
         };
         let api = self.api(&ar, &caps, namespace);
-        let list = api
-            .list(&ListParams::default().labels(selector))
-            .await
-            .map_err(api_error("list", format!("`{gk}`")))?;
-        Ok(typed_values(list.items, &ar))
+        // In pages, so that a kind with very many members never arrives in one response.
+        let mut params = ListParams::default().labels(selector).limit(LIST_PAGE);
+        let mut items = Vec::new();
+        loop {
+            let page = api
+                .list(&params)
+                .await
+                .map_err(api_error("list", format!("`{gk}`")))?;
+            items.extend(page.items);
+            match page.metadata.continue_ {
+                Some(token) if !token.is_empty() => params = params.continue_token(&token),
+                _ => break,
+            }
+        }
+        Ok(typed_values(items, &ar))
     }
 
     /// Members of the set (labeled `selector`) of every listable kind the cluster serves that
@@ -502,6 +512,9 @@ impl ClusterApi for KubeCluster {
 }
 
 /// Wraps a client error as the failure of `action` on `what`.
+/// Objects per LIST page.
+const LIST_PAGE: u32 = 500;
+
 fn api_error(
     action: &'static str,
     what: impl Into<String>,
