@@ -123,6 +123,17 @@ impl ClusterError {
     }
 }
 
+/// What a delete did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    /// The object is being deleted.
+    Deleted,
+    /// It was not there.
+    Gone,
+    /// Another object of that name stands there now (the uid precondition failed): left alone.
+    Replaced,
+}
+
 /// Request counts of one connection (the set's lock excluded).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RequestCounts {
@@ -154,7 +165,8 @@ pub trait ClusterApi {
     async fn scope(&self, api_version: &str, kind: &str) -> Result<Scope, ClusterError>;
 
     /// Every object of `Kind.group` labeled `selector`, across namespaces (or in `namespace`
-    /// only), in `api_version` when given, else in the group's preferred version.
+    /// only), in `api_version` when given, else in the group's preferred version. A consistent
+    /// read, in pages.
     async fn list(
         &self,
         group_kind: &str,
@@ -205,13 +217,16 @@ pub trait ClusterApi {
         name: &str,
     ) -> Result<bool, ClusterError>;
 
-    /// Deletes one object (background propagation); a missing object is fine.
+    /// Deletes one object (background propagation); a missing object is fine. With `uid`, only
+    /// that incarnation of it (a precondition): an object deleted and made again since it was
+    /// read is left alone.
     async fn delete(
         &self,
         group_kind: &str,
         namespace: &str,
         name: &str,
-    ) -> Result<(), ClusterError>;
+        uid: Option<&str>,
+    ) -> Result<Deleted, ClusterError>;
 
     /// Requests made so far.
     fn counts(&self) -> RequestCounts;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde_json::Value;
 
-use crate::api::{ApplyParams, ClusterApi, ClusterError, RequestCounts};
+use crate::api::{ApplyParams, ClusterApi, ClusterError, Deleted, RequestCounts};
 use crate::applyset::{self, parent_state};
 use crate::desired::{kind_rank, DesiredObject, ObjectKey};
 use crate::error::RealizeError;
@@ -381,11 +381,24 @@ async fn delete_in_order(
     journal: &Journal<'_>,
 ) -> Result<usize, RealizeError> {
     changes.sort_by_key(|c| std::cmp::Reverse(kind_rank(&c.group_kind)));
+    let mut deleted = 0;
     for c in &changes {
-        cluster.delete(&c.group_kind, &c.namespace, &c.name).await?;
-        journal.record(Action::Delete, &c.key(), &c.rule);
+        // Only the object the plan read: one deleted and made again since is not the member
+        // that was planned away.
+        match cluster
+            .delete(&c.group_kind, &c.namespace, &c.name, c.live_uid.as_deref())
+            .await?
+        {
+            Deleted::Replaced => {
+                tracing::warn!(object = %c.key(), "replaced since the plan read it; left alone");
+            }
+            Deleted::Deleted | Deleted::Gone => {
+                journal.record(Action::Delete, &c.key(), &c.rule);
+                deleted += 1;
+            }
+        }
     }
-    Ok(changes.len())
+    Ok(deleted)
 }
 
 /// Deletes every member planned by [`plan_teardown`](crate::plan_teardown), then (with `wait`,
@@ -423,7 +436,7 @@ pub async fn destroy<C: ClusterApi>(
     }
     if r.live_parent.is_some() {
         r.cluster
-            .delete("Secret", &r.parent.namespace, &r.parent.name)
+            .delete("Secret", &r.parent.namespace, &r.parent.name, None)
             .await?;
         report.deleted += 1;
     }
@@ -681,6 +694,26 @@ mod tests {
         );
         assert!(at("delete ConfigMap shop/config") < at("delete Namespace shop"));
         assert_eq!(w.last().unwrap(), "apply Secret default/kiln-shop-test");
+    }
+
+    /// Prune deletes the object the plan read, by uid: one deleted and made again meanwhile
+    /// (same name, same set label) is left alone.
+    #[tokio::test(start_paused = true)]
+    async fn a_member_replaced_after_the_plan_is_not_pruned() {
+        let r = plan(FakeCluster::default(), platform(vec![cm("shop", "late")])).await;
+        apply(&r, &options(), |_| true).await.unwrap();
+        let mut first = r.cluster.object("ConfigMap", "shop", "late").unwrap();
+        first["metadata"]["uid"] = json!("uid-1");
+        r.cluster.put(first.clone());
+        let r = plan(r.cluster, platform(vec![])).await;
+        let mut again = first;
+        again["metadata"]["uid"] = json!("uid-2");
+        r.cluster.put(again);
+        r.cluster.clear_writes();
+        let report = apply(&r, &options(), |_| true).await.unwrap();
+        assert_eq!(report.deleted, 0);
+        assert!(r.cluster.object("ConfigMap", "shop", "late").is_some());
+        assert!(!r.cluster.writes().iter().any(|w| w.starts_with("delete")));
     }
 
     #[tokio::test(start_paused = true)]

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use serde_json::{json, Value};
 
-use crate::api::{ApplyParams, ClusterApi, ClusterError, RequestCounts};
+use crate::api::{ApplyParams, ClusterApi, ClusterError, Deleted, RequestCounts};
 use crate::applyset::{group_kind, split_group_kind};
 use crate::desired::{ObjectKey, Scope};
 
@@ -478,7 +478,13 @@ impl ClusterApi for FakeCluster {
         }))
     }
 
-    async fn delete(&self, gk: &str, namespace: &str, name: &str) -> Result<(), ClusterError> {
+    async fn delete(
+        &self,
+        gk: &str,
+        namespace: &str,
+        name: &str,
+        uid: Option<&str>,
+    ) -> Result<Deleted, ClusterError> {
         self.request("delete", name, true)?;
         let mut s = self.state.lock().unwrap();
         let key = ObjectKey {
@@ -486,9 +492,15 @@ impl ClusterApi for FakeCluster {
             namespace: namespace.into(),
             name: name.into(),
         };
+        let Some(live) = s.objects.get(&key) else {
+            return Ok(Deleted::Gone);
+        };
+        if uid.is_some_and(|u| live.pointer("/metadata/uid").and_then(Value::as_str) != Some(u)) {
+            return Ok(Deleted::Replaced);
+        }
         s.writes.push(format!("delete {key}"));
         s.objects.remove(&key);
-        Ok(())
+        Ok(Deleted::Deleted)
     }
 
     fn counts(&self) -> RequestCounts {

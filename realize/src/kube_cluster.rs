@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use futures::TryStreamExt as _;
 use kube::api::{
-    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, WatchEvent, WatchParams,
+    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions, WatchEvent,
+    WatchParams,
 };
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::ApiResource;
@@ -17,7 +18,7 @@ use kube::{Client, Config};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use crate::api::{ApplyParams, ClusterApi, ClusterError, RequestCounts};
+use crate::api::{ApplyParams, ClusterApi, ClusterError, Deleted, RequestCounts};
 use crate::applyset::{group_kind, split_group_kind};
 use crate::desired::Scope as ObjectScope;
 
@@ -279,7 +280,12 @@ impl ClusterApi for KubeCluster {
             None => self.resolve_group_kind(gk).await?,
         };
         let api = self.api(&ar, &caps, namespace);
-        // In pages, so that a kind with very many members never arrives in one response.
+        // A consistent read, in pages, so that a kind with very many members never arrives in
+        // one response. Not from the watch cache with `resourceVersion` NotOlderThan the
+        // parent's: servers before consistent reads from cache (1.31) keep a kind's cache at
+        // the version of its own last event, so such a read waits and then fails with "Too
+        // large resource version" whenever the parent (a Secret) moved last. Servers that have
+        // them serve this consistent LIST from the cache themselves.
         let mut params = ListParams::default().labels(selector).limit(LIST_PAGE);
         let mut items = Vec::new();
         loop {
@@ -500,21 +506,35 @@ impl ClusterApi for KubeCluster {
     }
 
     /// Deletes one object (background propagation); a missing object is fine.
-    async fn delete(&self, gk: &str, namespace: &str, name: &str) -> Result<(), ClusterError> {
+    async fn delete(
+        &self,
+        gk: &str,
+        namespace: &str,
+        name: &str,
+        uid: Option<&str>,
+    ) -> Result<Deleted, ClusterError> {
         let (ar, caps) = self.resolve_group_kind(gk).await?;
         let api = self.api(&ar, &caps, Some(namespace));
-        match api.delete(name, &DeleteParams::background()).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        let params = DeleteParams {
+            preconditions: uid.map(|uid| Preconditions {
+                uid: Some(uid.to_owned()),
+                resource_version: None,
+            }),
+            ..DeleteParams::background()
+        };
+        match api.delete(name, &params).await {
+            Ok(_) => Ok(Deleted::Deleted),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(Deleted::Gone),
+            Err(kube::Error::Api(s)) if s.code == 409 && uid.is_some() => Ok(Deleted::Replaced),
             Err(source) => Err(api_error("delete", format!("{gk} `{name}`"))(source)),
         }
     }
 }
 
-/// Wraps a client error as the failure of `action` on `what`.
 /// Objects per LIST page.
 const LIST_PAGE: u32 = 500;
 
+/// Wraps a client error as the failure of `action` on `what`.
 fn api_error(
     action: &'static str,
     what: impl Into<String>,

@@ -82,6 +82,9 @@ pub struct Change {
     /// The live object's `resourceVersion` when planned (saved plans check it before apply).
     #[serde(skip)]
     pub live_version: Option<String>,
+    /// The live object's `uid` when planned: a prune deletes only that incarnation.
+    #[serde(skip)]
+    pub live_uid: Option<String>,
 }
 
 impl Change {
@@ -188,6 +191,10 @@ fn change_for(d: &DesiredObject, live: Option<&Value>, manager: &str) -> Change 
             .and_then(|l| l.pointer("/metadata/resourceVersion"))
             .and_then(Value::as_str)
             .map(str::to_owned),
+        live_uid: live
+            .and_then(|l| l.pointer("/metadata/uid"))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
     };
     let Some(l) = live else {
         change.action = Action::Create;
@@ -276,6 +283,10 @@ fn prunes(desired: &[DesiredObject], live: &BTreeMap<ObjectKey, Value>) -> Vec<C
             wave: usize::MAX,
             live_version: l
                 .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            live_uid: l
+                .pointer("/metadata/uid")
                 .and_then(Value::as_str)
                 .map(str::to_owned),
         });
