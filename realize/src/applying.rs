@@ -13,6 +13,7 @@ use crate::applyset::{self, parent_state};
 use crate::desired::{kind_rank, DesiredObject, ObjectKey};
 use crate::error::RealizeError;
 use crate::health;
+use crate::members;
 use crate::plan::{Action, Change};
 use crate::planning::Realized;
 use crate::wait;
@@ -131,6 +132,7 @@ fn parent_says(live: &Value, wanted: &Value) -> bool {
         applyset::GROUP_KINDS_ANNOTATION,
         applyset::NAMESPACES_ANNOTATION,
         applyset::TOOLING_ANNOTATION,
+        members::ANNOTATION,
     ]
     .iter()
     .all(|k| ann(live, k) == ann(wanted, k))
@@ -143,9 +145,12 @@ async fn write_parent_if_changed<C: ClusterApi>(
     r: &Realized<C>,
     current: Option<Value>,
     (gks, namespaces): (Vec<String>, Vec<String>),
+    digests: &BTreeMap<String, String>,
     force: bool,
 ) -> Result<Option<Value>, RealizeError> {
     let mut obj = r.parent.object(&gks, &namespaces);
+    obj["metadata"]["annotations"][members::ANNOTATION] =
+        Value::from(members::annotation_value(digests));
     if current.as_ref().is_some_and(|live| parent_says(live, &obj)) {
         return Ok(current);
     }
@@ -259,13 +264,59 @@ pub async fn apply_reporting<C: ClusterApi>(
         .map(|p| parent_state(p).0)
         .unwrap_or_default();
     // Widen the parent first, so an interrupted apply leaves no member the next run cannot find.
+    // Its member digests (see `members`) must hold however far this run gets. For a kind this
+    // complete run only adds to, the desired members (the next plan's GETs find any that are
+    // missing); for one it only prunes, the recorded ones (what is left is a subset of them);
+    // for one it does both, none. A partial run keeps the recorded ones of the kinds it adds
+    // nothing to.
     let widened = if r.plan.partial {
         keeping_the_parent(r, &old_gks)
     } else {
         parent_lists(&r.desired, &old_gks)
     };
-    let current =
-        write_parent_if_changed(r, r.live_parent.clone(), widened, options.force_conflicts).await?;
+    let recorded = r
+        .live_parent
+        .as_ref()
+        .map(members::recorded)
+        .unwrap_or_default();
+    let desired_digests = members::digests(r.desired.iter().map(|d| &d.key));
+    let kinds_of = |wanted: &dyn Fn(Action) -> bool| -> BTreeSet<&str> {
+        r.plan
+            .changes
+            .iter()
+            .filter(|c| wanted(c.action))
+            .map(|c| c.group_kind.as_str())
+            .collect()
+    };
+    let still_true: BTreeMap<String, String> = if r.plan.partial {
+        let joining = kinds_of(&|a| matches!(a, Action::Create | Action::Adopt));
+        recorded
+            .into_iter()
+            .filter(|(gk, _)| !joining.contains(gk.as_str()))
+            .collect()
+    } else {
+        let pruning = kinds_of(&|a| a == Action::Delete);
+        let joining = kinds_of(&|a| matches!(a, Action::Create | Action::Adopt));
+        let mut digests: BTreeMap<String, String> = desired_digests
+            .iter()
+            .filter(|(gk, _)| !pruning.contains(gk.as_str()))
+            .map(|(gk, d)| (gk.clone(), d.clone()))
+            .collect();
+        digests.extend(
+            recorded
+                .into_iter()
+                .filter(|(gk, _)| pruning.contains(gk.as_str()) && !joining.contains(gk.as_str())),
+        );
+        digests
+    };
+    let current = write_parent_if_changed(
+        r,
+        r.live_parent.clone(),
+        widened,
+        &still_true,
+        options.force_conflicts,
+    )
+    .await?;
     let actions: HashMap<ObjectKey, (Action, bool)> = r
         .plan
         .changes
@@ -279,7 +330,8 @@ pub async fn apply_reporting<C: ClusterApi>(
         report.applied +=
             apply_wave(&r.cluster, ranks, &actions, options, &journal, &manager).await?;
     }
-    report.deleted += delete_in_order(&r.cluster, deletions, &journal).await?;
+    let (deleted, replaced) = delete_in_order(&r.cluster, deletions, &journal).await?;
+    report.deleted += deleted;
     // Narrow the parent to what the set now holds; a partial run (`--rule`) saw only part of
     // the set, so it keeps every kind and namespace the parent lists.
     let lists = if r.plan.partial {
@@ -287,7 +339,17 @@ pub async fn apply_reporting<C: ClusterApi>(
     } else {
         parent_lists(&r.desired, &[])
     };
-    write_parent_if_changed(r, current, lists, options.force_conflicts).await?;
+    // A complete run knows every kind's members: the desired ones (less a kind where an object
+    // was replaced under a prune, which stays a member nobody planned).
+    let digests = if r.plan.partial {
+        still_true
+    } else {
+        desired_digests
+            .into_iter()
+            .filter(|(gk, _)| !replaced.contains(gk))
+            .collect()
+    };
+    write_parent_if_changed(r, current, lists, &digests, options.force_conflicts).await?;
     report.written = journal.into_written();
     Ok(report.counted(r.cluster.counts()))
 }
@@ -374,12 +436,14 @@ async fn apply_wave(
     Ok(written.len())
 }
 
-/// Deletes `changes` in reverse kind order: custom resources first, namespaces last.
+/// Deletes `changes` in reverse kind order: custom resources first, namespaces last; returns
+/// how many were deleted and the kinds where an object was replaced since the plan.
 async fn delete_in_order(
     cluster: &impl ClusterApi,
     mut changes: Vec<&Change>,
     journal: &Journal<'_>,
-) -> Result<usize, RealizeError> {
+) -> Result<(usize, BTreeSet<String>), RealizeError> {
+    let mut replaced = BTreeSet::new();
     changes.sort_by_key(|c| std::cmp::Reverse(kind_rank(&c.group_kind)));
     let mut deleted = 0;
     for c in &changes {
@@ -391,6 +455,7 @@ async fn delete_in_order(
         {
             Deleted::Replaced => {
                 tracing::warn!(object = %c.key(), "replaced since the plan read it; left alone");
+                replaced.insert(c.group_kind.clone());
             }
             Deleted::Deleted | Deleted::Gone => {
                 journal.record(Action::Delete, &c.key(), &c.rule);
@@ -398,7 +463,7 @@ async fn delete_in_order(
             }
         }
     }
-    Ok(deleted)
+    Ok((deleted, replaced))
 }
 
 /// Deletes every member planned by [`plan_teardown`](crate::plan_teardown), then (with `wait`,
@@ -413,7 +478,9 @@ pub async fn destroy<C: ClusterApi>(
     let deletions = confirmed_deletions(&r.plan.changes, yes, confirm)?;
     let journal = Journal::new(on_write);
     let mut report = ApplyReport {
-        deleted: delete_in_order(&r.cluster, deletions.clone(), &journal).await?,
+        deleted: delete_in_order(&r.cluster, deletions.clone(), &journal)
+            .await?
+            .0,
         ..ApplyReport::default()
     };
     if let Some(timeout) = wait {
@@ -694,6 +761,28 @@ mod tests {
         );
         assert!(at("delete ConfigMap shop/config") < at("delete Namespace shop"));
         assert_eq!(w.last().unwrap(), "apply Secret default/kiln-shop-test");
+    }
+
+    /// After a complete apply the parent records each kind's members: a plan of the same set
+    /// reads kinds with few objects by GETs (a LIST of them would fail here), and one that drops
+    /// a member LISTs that kind again, so prune still finds every member.
+    #[tokio::test(start_paused = true)]
+    async fn recorded_members_let_small_kinds_be_read_by_get_and_prune_stays_exact() {
+        let r = plan(FakeCluster::default(), platform(vec![cm("shop", "late")])).await;
+        apply(&r, &options(), |_| true).await.unwrap();
+        let live_parent = r
+            .cluster
+            .object("Secret", "default", "kiln-shop-test")
+            .unwrap();
+        assert!(members::recorded(&live_parent).contains_key("ConfigMap"));
+        r.cluster.fail("list", "ConfigMap", 500, 10);
+        let again = plan(r.cluster, platform(vec![cm("shop", "late")])).await;
+        assert!(!again.plan.has_changes(), "{:#?}", again.plan.changes);
+        // Without `late`, the recorded ConfigMaps are not the desired ones: a LIST (which fails
+        // here, as injected), never a plan that misses the member to prune.
+        let options = PlanOptions::default();
+        let dropped = plan_set(again.cluster, platform(vec![]), &options, |_, _| {}).await;
+        assert!(dropped.is_err());
     }
 
     /// Prune deletes the object the plan read, by uid: one deleted and made again meanwhile

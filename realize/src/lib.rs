@@ -22,6 +22,7 @@ pub mod export;
 pub mod health;
 pub mod kube_cluster;
 pub mod lock;
+pub mod members;
 pub mod ownership;
 pub mod plan;
 pub mod planning;

@@ -1,0 +1,89 @@
+//! Digests of a set's members per group-kind, recorded on the parent
+//! (`kiln.dev/member-digests`), so that a plan can read a kind with few desired objects by a GET
+//! per object instead of a LIST, and still know that no other member of it is left to prune.
+//!
+//! The digest of a kind is blake3 over its members' sorted `namespace/name`s. An apply records
+//! a kind's digest only when it knows the kind's membership exactly: its first parent write
+//! keeps only digests this run does not change, and its last one, after a complete run,
+//! records the desired set's. An interrupted or partial run leaves the kinds it touched
+//! unrecorded, and the next plan LISTs them.
+
+use std::collections::BTreeMap;
+
+use kiln_core::Digest;
+use serde_json::Value;
+
+use crate::desired::ObjectKey;
+
+/// Annotation on the parent: `Kind.group=<hex>` per kind, comma-separated, sorted.
+pub const ANNOTATION: &str = "kiln.dev/member-digests";
+
+/// The digest of each kind's members among `keys`.
+pub fn digests<'a>(keys: impl IntoIterator<Item = &'a ObjectKey>) -> BTreeMap<String, String> {
+    let mut by_kind: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for k in keys {
+        by_kind
+            .entry(k.group_kind.as_str())
+            .or_default()
+            .push(format!("{}/{}", k.namespace, k.name));
+    }
+    by_kind
+        .into_iter()
+        .map(|(gk, mut names)| {
+            names.sort();
+            let text: String = names.iter().map(|n| format!("{n}\n")).collect();
+            (
+                gk.to_owned(),
+                Digest::of(text.as_bytes()).to_string()[..32].to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The digests a live parent records.
+pub fn recorded(parent: &Value) -> BTreeMap<String, String> {
+    parent
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(ANNOTATION))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|entry| entry.split_once('='))
+        .map(|(gk, d)| (gk.to_owned(), d.to_owned()))
+        .collect()
+}
+
+/// The annotation's value for `digests`.
+pub fn annotation_value(digests: &BTreeMap<String, String>) -> String {
+    digests
+        .iter()
+        .map(|(gk, d)| format!("{gk}={d}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn key(gk: &str, ns: &str, name: &str) -> ObjectKey {
+        ObjectKey {
+            group_kind: gk.into(),
+            namespace: ns.into(),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn digests_depend_on_the_members_not_their_order_and_read_back() {
+        let a = [key("ConfigMap", "shop", "a"), key("ConfigMap", "shop", "b")];
+        let b = [key("ConfigMap", "shop", "b"), key("ConfigMap", "shop", "a")];
+        assert_eq!(digests(&a), digests(&b));
+        assert_ne!(digests(&a), digests(&a[..1]));
+        let parent =
+            json!({"metadata": {"annotations": {ANNOTATION: annotation_value(&digests(&a))}}});
+        assert_eq!(recorded(&parent), digests(&a));
+        assert!(recorded(&json!({})).is_empty());
+    }
+}
