@@ -8,20 +8,8 @@ mod common;
 use std::path::Path;
 use std::process::Output;
 
-use common::{kubeconfig, Sandbox};
+use common::{copy_dir, kubeconfig, Sandbox};
 use serde_json::Value;
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), dest).unwrap();
-        }
-    }
-}
 
 struct Corpus {
     s: Sandbox,

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{small_platform, with_status, Sandbox};
+use common::{copy_dir, small_platform, with_status, Sandbox};
 use serde_json::Value;
 
 /// `kiln cache serve` on a free port, with its access log collected.
@@ -177,19 +177,6 @@ fn archives_in(store: &Path) -> usize {
             p.to_string_lossy().ends_with(".tar.zst") && p.to_string_lossy().contains("/objects/")
         })
         .count()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    for entry in walkdir::WalkDir::new(from) {
-        let entry = entry.unwrap();
-        let rel = entry.path().strip_prefix(from).unwrap();
-        let dest = to.join(rel);
-        if entry.file_type().is_dir() {
-            std::fs::create_dir_all(&dest).unwrap();
-        } else {
-            std::fs::copy(entry.path(), &dest).unwrap();
-        }
-    }
 }
 
 /// A sandbox whose project is a copy of an example, at its own path.

@@ -96,7 +96,7 @@ fn indent(text: &str, by: usize) -> String {
 fn cases() -> Vec<(String, String, String)> {
     let d = || DEPLOYMENT.to_owned();
     let p = pod_patch;
-    vec![
+    let cases: Vec<(&str, String, String)> = vec![
         ("containers-by-name", d(), p("containers:\n  - name: app\n    image: app:2")),
         ("container-added", d(), p("containers:\n  - name: metrics\n    image: exporter:1")),
         ("container-deleted", d(), p("containers:\n  - name: sidecar\n    $patch: delete")),
@@ -178,18 +178,51 @@ fn cases() -> Vec<(String, String, String)> {
             "apiVersion: example.com/v1\nkind: Pipeline\nmetadata: {name: NAME}\nspec:\n  stages:\n    - {name: build, image: b:1}\n    - {name: test, image: t:1}\n  tags: [a, b]\n".to_owned(),
             "apiVersion: example.com/v1\nkind: Pipeline\nmetadata: {name: NAME}\nspec:\n  stages:\n    - {name: test, image: t:2}\n    - {name: deploy, image: d:1}\n  tags: [c]\n".to_owned(),
         ),
-    ]
-    .into_iter()
-    .map(|(name, base, patch)| {
-        let name = name.to_lowercase();
-        (
-            base.replace("NAME", &name),
-            patch.replace("NAME", &name),
-            name,
-        )
-    })
-    .map(|(base, patch, name)| (name, base, patch))
-    .collect()
+    ];
+    named(cases)
+}
+
+/// Cases with `NAME` replaced by the case's name, lowercase as object names are.
+fn named(cases: Vec<(&str, String, String)>) -> Vec<(String, String, String)> {
+    cases
+        .into_iter()
+        .map(|(name, base, patch)| {
+            let name = name.to_lowercase();
+            let (base, patch) = (base.replace("NAME", &name), patch.replace("NAME", &name));
+            (name, base, patch)
+        })
+        .collect()
+}
+
+/// A project with a base rule and an overlay rule (named after the case) per case, built.
+fn built_overlays(cases: &[(String, String, String)]) -> Sandbox {
+    let s = Sandbox::new();
+    let mut rules = String::from("[project]\nname = \"smp\"\n");
+    for (name, base, patch) in cases {
+        s.write(&format!("bases/{name}.yaml"), base);
+        s.write(&format!("patches/{name}.yaml"), patch);
+        rules.push_str(&format!(
+            "\n[rule.base-{name}]\nkind = \"manifest\"\nsrcs = [\"bases/{name}.yaml\"]\n\n[rule.{name}]\nkind = \"overlay\"\ndeps = [\"base-{name}\"]\nsrcs = [\"patches/{name}.yaml\"]\n"
+        ));
+    }
+    s.write("kiln.toml", &rules);
+    s.build_ok(&[]);
+    s
+}
+
+/// The object the overlay rule of case `name` built from `base`.
+fn overlaid(s: &Sandbox, name: &str, base: &str) -> Value {
+    let obj = parse(base);
+    let kind = obj["kind"].as_str().unwrap();
+    let group = match obj["apiVersion"].as_str().unwrap().rsplit_once('/') {
+        Some((g, _)) => g,
+        None => "core",
+    };
+    parse(&s.cat(
+        name,
+        &format!("objects/_cluster/{kind}.{group}/{name}.yaml"),
+        &[],
+    ))
 }
 
 /// The directives kustomize passes through unread, as Kubernetes' own strategic merge
@@ -207,17 +240,7 @@ fn kubernetes_directive_cases() -> Vec<(String, String, String)> {
         ("setElementOrder", d(), p("$setElementOrder/containers:\n  - name: sidecar\n  - name: app\ncontainers:\n  - name: app\n    image: app:3")),
         ("retainKeys-in-a-container-volume", d(), p("$setElementOrder/volumes: [{name: data}, {name: cache}, {name: raw}]\nvolumes:\n  - name: data\n    $retainKeys: [name, emptyDir]\n    emptyDir: {sizeLimit: 1Gi}")),
     ];
-    cases
-        .into_iter()
-        .map(|(name, base, patch)| {
-            let name = name.to_lowercase();
-            (
-                name.clone(),
-                base.replace("NAME", &name),
-                patch.replace("NAME", &name),
-            )
-        })
-        .collect()
+    named(cases)
 }
 
 /// The object in `yaml` (one document), as JSON, read as kiln reads sources.
@@ -280,30 +303,13 @@ fn overlays_merge_as_kustomize_does() {
     let version = kustomize_version();
     let cases = cases();
     assert!(cases.len() >= 30);
-    let s = Sandbox::new();
+    let s = built_overlays(&cases);
     let scratch = tempfile::tempdir().unwrap();
-    let mut rules = String::from("[project]\nname = \"smp\"\n");
-    for (name, base, patch) in &cases {
-        s.write(&format!("bases/{name}.yaml"), base);
-        s.write(&format!("patches/{name}.yaml"), patch);
-        rules.push_str(&format!(
-            "\n[rule.base-{name}]\nkind = \"manifest\"\nsrcs = [\"bases/{name}.yaml\"]\n\n[rule.{name}]\nkind = \"overlay\"\ndeps = [\"base-{name}\"]\nsrcs = [\"patches/{name}.yaml\"]\n"
-        ));
-    }
-    s.write("kiln.toml", &rules);
-    s.build_ok(&[]);
 
     let mut differ = Vec::new();
     for (name, base, patch) in &cases {
         let expected = kustomize(&scratch.path().join(name), base, patch);
-        let obj = parse(base);
-        let kind = obj["kind"].as_str().unwrap();
-        let group = match obj["apiVersion"].as_str().unwrap().rsplit_once('/') {
-            Some((g, _)) => g.to_owned(),
-            None => "core".to_owned(),
-        };
-        let file = format!("objects/_cluster/{kind}.{group}/{name}.yaml");
-        let actual = parse(&s.cat(name, &file, &[]));
+        let actual = overlaid(&s, name, base);
         if actual != expected {
             differ.push(format!(
                 "{name}:\n  kiln:      {actual}\n  kustomize: {expected}"
@@ -350,18 +356,8 @@ fn kubectl_patch(dir: &Path, base: &str, patch: &Value) -> Value {
 #[test]
 fn directives_kustomize_leaves_unread_merge_as_kubernetes_defines_them() {
     let cases = kubernetes_directive_cases();
-    let s = Sandbox::new();
+    let s = built_overlays(&cases);
     let scratch = tempfile::tempdir().unwrap();
-    let mut rules = String::from("[project]\nname = \"smp\"\n");
-    for (name, base, patch) in &cases {
-        s.write(&format!("bases/{name}.yaml"), base);
-        s.write(&format!("patches/{name}.yaml"), patch);
-        rules.push_str(&format!(
-            "\n[rule.base-{name}]\nkind = \"manifest\"\nsrcs = [\"bases/{name}.yaml\"]\n\n[rule.{name}]\nkind = \"overlay\"\ndeps = [\"base-{name}\"]\nsrcs = [\"patches/{name}.yaml\"]\n"
-        ));
-    }
-    s.write("kiln.toml", &rules);
-    s.build_ok(&[]);
     let mut differ = Vec::new();
     for (name, base, patch) in &cases {
         // kustomize keeps the directive in its output (and so does not apply it); if a later
@@ -376,11 +372,7 @@ fn directives_kustomize_leaves_unread_merge_as_kubernetes_defines_them() {
             base,
             &parse(patch),
         );
-        let actual = parse(&s.cat(
-            name,
-            &format!("objects/_cluster/Deployment.apps/{name}.yaml"),
-            &[],
-        ));
+        let actual = overlaid(&s, name, base);
         if actual != expected {
             differ.push(format!(
                 "{name}:\n  kiln:       {actual}\n  kubernetes: {expected}"

@@ -264,11 +264,7 @@ pub async fn apply_reporting<C: ClusterApi>(
         .map(|p| parent_state(p).0)
         .unwrap_or_default();
     // Widen the parent first, so an interrupted apply leaves no member the next run cannot find.
-    // Its member digests (see `members`) must hold however far this run gets. For a kind this
-    // complete run only adds to, the desired members (the next plan's GETs find any that are
-    // missing); for one it only prunes, the recorded ones (what is left is a subset of them);
-    // for one it does both, none. A partial run keeps the recorded ones of the kinds it adds
-    // nothing to.
+    // Its member digests must hold however far this run gets (`members::Changing`).
     let widened = if r.plan.partial {
         keeping_the_parent(r, &old_gks)
     } else {
@@ -280,7 +276,7 @@ pub async fn apply_reporting<C: ClusterApi>(
         .map(members::recorded)
         .unwrap_or_default();
     let desired_digests = members::digests(r.desired.iter().map(|d| &d.key));
-    let kinds_of = |wanted: &dyn Fn(Action) -> bool| -> BTreeSet<&str> {
+    let kinds = |wanted: fn(Action) -> bool| -> BTreeSet<&str> {
         r.plan
             .changes
             .iter()
@@ -288,27 +284,12 @@ pub async fn apply_reporting<C: ClusterApi>(
             .map(|c| c.group_kind.as_str())
             .collect()
     };
-    let still_true: BTreeMap<String, String> = if r.plan.partial {
-        let joining = kinds_of(&|a| matches!(a, Action::Create | Action::Adopt));
-        recorded
-            .into_iter()
-            .filter(|(gk, _)| !joining.contains(gk.as_str()))
-            .collect()
-    } else {
-        let pruning = kinds_of(&|a| a == Action::Delete);
-        let joining = kinds_of(&|a| matches!(a, Action::Create | Action::Adopt));
-        let mut digests: BTreeMap<String, String> = desired_digests
-            .iter()
-            .filter(|(gk, _)| !pruning.contains(gk.as_str()))
-            .map(|(gk, d)| (gk.clone(), d.clone()))
-            .collect();
-        digests.extend(
-            recorded
-                .into_iter()
-                .filter(|(gk, _)| pruning.contains(gk.as_str()) && !joining.contains(gk.as_str())),
-        );
-        digests
+    let changing = members::Changing {
+        joining: kinds(|a| matches!(a, Action::Create | Action::Adopt)),
+        pruning: kinds(|a| a == Action::Delete),
+        partial: r.plan.partial,
     };
+    let still_true = changing.digests_kept(recorded, &desired_digests);
     let current = write_parent_if_changed(
         r,
         r.live_parent.clone(),

@@ -8,7 +8,7 @@
 //! records the desired set's. An interrupted or partial run leaves the kinds it touched
 //! unrecorded, and the next plan LISTs them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use kiln_core::Digest;
 use serde_json::Value;
@@ -62,6 +62,44 @@ pub fn annotation_value(digests: &BTreeMap<String, String>) -> String {
         .join(",")
 }
 
+/// The kinds an apply adds members to and prunes members of.
+pub struct Changing<'a> {
+    /// Kinds with a create or an adoption.
+    pub joining: BTreeSet<&'a str>,
+    /// Kinds with a delete.
+    pub pruning: BTreeSet<&'a str>,
+    /// A run over some rules only (`--rule`).
+    pub partial: bool,
+}
+
+impl Changing<'_> {
+    /// The digests that hold however far the apply gets, for its first parent write. A complete
+    /// run: the desired members of each kind it only adds to (the next plan's GETs find any
+    /// still missing), the recorded ones of each kind it only prunes (what is left is a subset),
+    /// none where it does both. A partial run: the recorded ones of the kinds it adds nothing to.
+    pub fn digests_kept(
+        &self,
+        recorded: BTreeMap<String, String>,
+        desired: &BTreeMap<String, String>,
+    ) -> BTreeMap<String, String> {
+        if self.partial {
+            return recorded
+                .into_iter()
+                .filter(|(gk, _)| !self.joining.contains(gk.as_str()))
+                .collect();
+        }
+        let mut kept: BTreeMap<String, String> = desired
+            .iter()
+            .filter(|(gk, _)| !self.pruning.contains(gk.as_str()))
+            .map(|(gk, d)| (gk.clone(), d.clone()))
+            .collect();
+        kept.extend(recorded.into_iter().filter(|(gk, _)| {
+            self.pruning.contains(gk.as_str()) && !self.joining.contains(gk.as_str())
+        }));
+        kept
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +123,35 @@ mod tests {
             json!({"metadata": {"annotations": {ANNOTATION: annotation_value(&digests(&a))}}});
         assert_eq!(recorded(&parent), digests(&a));
         assert!(recorded(&json!({})).is_empty());
+    }
+
+    #[test]
+    fn an_apply_keeps_only_digests_that_hold_at_every_step() {
+        let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let recorded = map(&[("A", "a0"), ("B", "b0"), ("C", "c0")]);
+        let desired = map(&[("A", "a1"), ("B", "b1"), ("C", "c1")]);
+        let full = Changing {
+            joining: ["A", "C"].into(),
+            pruning: ["B", "C"].into(),
+            partial: false,
+        };
+        // A only grows: desired; B only shrinks: recorded; C does both: none.
+        assert_eq!(
+            full.digests_kept(recorded.clone(), &desired),
+            map(&[("A", "a1"), ("B", "b0")])
+        );
+        let partial = Changing {
+            partial: true,
+            ..full
+        };
+        assert_eq!(
+            partial.digests_kept(recorded, &desired),
+            map(&[("B", "b0")])
+        );
     }
 }

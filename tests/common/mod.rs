@@ -216,6 +216,19 @@ fn walkdir(p: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Copies the directory tree `from` to `to` (an example or corpus project into a sandbox).
+pub fn copy_dir(from: &Path, to: &Path) {
+    for entry in walkdir::WalkDir::new(from) {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.path().strip_prefix(from).unwrap());
+        if entry.file_type().is_dir() {
+            std::fs::create_dir_all(&dest).unwrap();
+        } else {
+            std::fs::copy(entry.path(), &dest).unwrap();
+        }
+    }
+}
+
 /// The test cluster's kubeconfig: the cluster scripts/test started (`KILN_TEST_KUBECONFIG`),
 /// else one this test binary starts once and that stops when it exits. Never skipped: no
 /// cluster is a failure.
