@@ -73,6 +73,8 @@ pub struct Project {
     pub root: PathBuf,
     /// Every TOML file read, for diagnostics.
     pub files: Vec<SourceFile>,
+    /// The directories `include` globs listed (for a build's fingerprint).
+    pub listed_dirs: Vec<crate::sources::ListedDir>,
     /// `[vars]`: defaults for every environment.
     pub defaults: BTreeMap<String, Value>,
     /// `[env.NAME]` tables.

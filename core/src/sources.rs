@@ -87,6 +87,19 @@ pub struct Confinement {
     root: PathBuf,
     real: PathBuf,
     dirs_inside: Mutex<HashMap<PathBuf, bool>>,
+    listed: Mutex<Vec<ListedDir>>,
+}
+
+/// A directory a glob or directory source listed, with its metadata (symlinks followed): an
+/// entry added or removed changes the directory's mtime, so a build's fingerprint can tell
+/// that the glob may now match other files. The metadata is read just after the listing, so a
+/// fingerprint treats a directory modified since its build began as changed.
+#[derive(Debug, Clone)]
+pub struct ListedDir {
+    /// Relative to the project root (`""` for the root itself).
+    pub path: String,
+    /// Its metadata when it was listed.
+    pub metadata: std::fs::Metadata,
 }
 
 impl Confinement {
@@ -100,7 +113,16 @@ impl Confinement {
             root: root.to_path_buf(),
             real,
             dirs_inside: Mutex::default(),
+            listed: Mutex::default(),
         })
+    }
+
+    /// Every directory listed so far by globs and directory sources, each once.
+    pub fn take_listed(&self) -> Vec<ListedDir> {
+        let mut listed = std::mem::take(&mut *self.listed.lock().expect("lock"));
+        listed.sort_by(|a, b| a.path.cmp(&b.path));
+        listed.dedup_by(|a, b| a.path == b.path);
+        listed
     }
 
     /// The project directory as given.
@@ -184,6 +206,7 @@ impl Confinement {
         wanted: impl Fn(&str) -> bool,
     ) -> Result<Vec<String>, SourceError> {
         let mut out = Vec::new();
+        let mut listed = Vec::new();
         let walk = walkdir::WalkDir::new(dir)
             .follow_links(true)
             .sort_by_file_name()
@@ -210,6 +233,14 @@ impl Confinement {
                 continue;
             };
             let rel = rel.to_string_lossy().into_owned();
+            if entry.file_type().is_dir() {
+                if let Ok(metadata) = std::fs::metadata(entry.path()) {
+                    listed.push(ListedDir {
+                        path: rel.clone(),
+                        metadata,
+                    });
+                }
+            }
             let is_file = entry.file_type().is_file();
             if is_file && !wanted(&rel) {
                 continue;
@@ -222,6 +253,7 @@ impl Confinement {
                 out.push(rel);
             }
         }
+        self.listed.lock().expect("lock").extend(listed);
         Ok(out)
     }
 }

@@ -9,6 +9,7 @@ pub mod audit;
 mod conflicts;
 mod error;
 mod execute;
+mod fingerprint;
 mod prepare;
 mod report;
 mod source_cache;
@@ -44,6 +45,8 @@ pub struct BuildOptions {
     substituters: Vec<Arc<dyn Substituter>>,
     audit: Option<execute::Audit>,
     rules: Vec<String>,
+    /// Set by [`build`]: record what the build read, for the next one's fast path.
+    fingerprint: Option<fingerprint::Invocation>,
 }
 
 impl std::fmt::Debug for BuildOptions {
@@ -227,11 +230,30 @@ pub fn build(
     on_progress: &(dyn Fn(usize, &str) + Sync),
 ) -> Result<BuildReport, EngineError> {
     let start = Instant::now();
+    let started = std::time::SystemTime::now();
+    let mut options = options.clone();
+    // The fast path: the last build with these arguments read exactly what is there now.
+    if options.rules.is_empty() && options.audit.is_none() && options.distrusted.is_empty() {
+        let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        let invocation = fingerprint::Invocation::new(
+            &dir,
+            options.env.as_deref(),
+            &options.vars,
+            options.unsandboxed,
+            started,
+        );
+        if let Some(report) = fingerprint::check(store_dir, &invocation, start) {
+            tracing::debug!(elapsed = ?start.elapsed(), "the fingerprint holds: nothing changed");
+            on_progress(report.rules.len(), "");
+            return Ok(report);
+        }
+        options.fingerprint = Some(invocation);
+    }
     let mut loaded = load(dir, options.env.as_deref())?;
     loaded.selected.override_vars(&options.vars)?;
     loaded.restrict(&options.rules)?;
     tracing::debug!(elapsed = ?start.elapsed(), rss_kib = rss_kib(), "loaded the project");
-    build_loaded(&loaded, store_dir, options, on_progress, start)
+    build_loaded(&loaded, store_dir, &options, on_progress, start)
 }
 
 /// [`build`] for a project already loaded (`kiln plan`/`apply` keep it for realizing). The
@@ -264,8 +286,10 @@ pub fn build_loaded(
                 previous_root,
                 source_cache,
                 key,
+                reads,
             } = ran;
-            let mut summary = Outcomes::summarize(project, graph, outcomes, previous_root);
+            let mut summary =
+                Outcomes::summarize(project, graph, outcomes, previous_root.map(|(r, _)| r));
             summary.check_conflicts(project, graph, store, (key, &selected.instance_name()))?;
             tracing::debug!(elapsed = ?start.elapsed(), "checked for objects from two rules");
             // The stat cache only saves work: failing to write it is not worth failing the build.
@@ -285,14 +309,24 @@ pub fn build_loaded(
                 std::mem::take(&mut summary.rules),
                 std::mem::take(&mut summary.diagnostics),
             );
-            Ok(persist(
+            let (report, root_checksum) = persist(
                 report,
                 summary,
                 sync_error,
                 store,
                 loaded,
                 (key, previous_root),
-            ))
+            );
+            if let (Some(invocation), Some(reads), Some(checksum)) =
+                (&options.fingerprint, reads, root_checksum)
+            {
+                if report.success() && !loaded.partial {
+                    let root_rel = LocalStore::root_rel_path(key, &selected.instance_name());
+                    fingerprint::record(store, invocation, reads, (&root_rel, checksum), &report);
+                    tracing::debug!(elapsed = ?start.elapsed(), "recorded the build's fingerprint");
+                }
+            }
+            Ok(report)
         },
     )?
 }
@@ -302,9 +336,11 @@ struct Ran<'r> {
     outcomes: Vec<Outcome<execute::Built, execute::Failure>>,
     current: Vec<Option<execute::Current>>,
     store: &'r Arc<LocalStore>,
-    previous_root: Option<&'r Root>,
+    previous_root: Option<&'r (Root, Digest)>,
     source_cache: source_cache::SourceCache,
     key: &'r str,
+    /// What the build read, when it records a fingerprint.
+    reads: Option<fingerprint::Reads>,
 }
 
 /// What [`execute_loaded`] does with the executor.
@@ -339,9 +375,12 @@ fn execute_loaded<R>(
     // Validate while the previous root is read and parsed.
     let (prepared, previous_root) = rayon::join(
         || prepare::prepare(project, graph, selected, &kinds, &cache),
-        || LocalStore::peek_root(store_dir, &key, &selected.instance_name()),
+        || LocalStore::peek_root_checksummed(store_dir, &key, &selected.instance_name()),
     );
-    let prepared = prepared?;
+    let prepare::Prepared {
+        rules: prepared,
+        listed_dirs,
+    } = prepared?;
     tracing::debug!(elapsed = ?start.elapsed(), rss_kib = rss_kib(), "validated every rule");
 
     // Only now, with the whole project valid, is the store touched.
@@ -352,7 +391,7 @@ fn execute_loaded<R>(
     };
     let previous = previous_root
         .as_ref()
-        .map(|r| {
+        .map(|(r, _)| {
             r.rules
                 .values()
                 .map(|e| (e.derivation, &e.output))
@@ -388,6 +427,10 @@ fn execute_loaded<R>(
         Job::Derive(old) => (Vec::new(), executor.current_derivations(old)),
     };
     tracing::debug!(elapsed = ?start.elapsed(), rss_kib = rss_kib(), "executed");
+    let reads = options
+        .fingerprint
+        .as_ref()
+        .map(|_| fingerprint::Reads::gather(project, executor.prepared.values(), &listed_dirs));
     drop(executor);
     Ok(then(Ran {
         outcomes,
@@ -396,6 +439,7 @@ fn execute_loaded<R>(
         previous_root: previous_root.as_ref(),
         source_cache: cache,
         key: &key,
+        reads,
     }))
 }
 
@@ -556,15 +600,21 @@ fn current_sides(
 }
 
 /// Writes the GC root when it changed and the build succeeded. Store failures (the sync's,
-/// the root's) still leave a full report (and valid --json), with exit 2.
+/// the root's) still leave a full report (and valid --json), with exit 2. Also gives the
+/// checksum of the root the build leaves, when it left one.
 fn persist(
     mut report: BuildReport,
     summary: Outcomes,
     mut store_error: Option<kiln_store::StoreError>,
     store: &LocalStore,
     loaded: &Loaded,
-    (key, previous_root): (&str, Option<&Root>),
-) -> BuildReport {
+    (key, previous_root): (&str, Option<&(Root, Digest)>),
+) -> (BuildReport, Option<Digest>) {
+    let mut checksum = None;
+    if store_error.is_none() && report.success() && summary.same_root {
+        checksum = previous_root.map(|(_, c)| *c);
+    }
+    let previous_root = previous_root.map(|(r, _)| r);
     if store_error.is_none() && report.success() && !summary.same_root {
         let mut root = summary.into_root(
             &loaded.project,
@@ -579,8 +629,9 @@ fn persist(
                     .or_insert_with(|| entry.clone());
             }
         }
-        if let Err(e) = store.write_root(key, &root) {
-            store_error = Some(e);
+        match store.write_root(key, &root) {
+            Ok(c) => checksum = Some(c),
+            Err(e) => store_error = Some(e),
         }
     }
     if let Some(e) = store_error {
@@ -588,8 +639,9 @@ fn persist(
         report
             .diagnostics
             .push(miette::Report::new(EngineError::Store(e)));
+        checksum = None;
     }
-    report
+    (report, checksum)
 }
 
 /// Runs the executor; then, while objects were found missing or corrupt (and quarantined),

@@ -30,6 +30,16 @@ pub struct PreparedRule<'p> {
     pub attrs: Cow<'p, Value>,
     /// Values the kind reads from source text (`var.X`, `kiln.X`).
     pub source_vars: BTreeMap<String, Value>,
+    /// The stat data of each source in `srcs` (same order), taken before it was hashed.
+    pub stats: Vec<Stat>,
+}
+
+/// Every rule of a graph, validated, and what validation read from the file system.
+pub struct Prepared<'p> {
+    /// The rules by index.
+    pub rules: BTreeMap<RuleIdx, PreparedRule<'p>>,
+    /// The directories that source globs and directory sources listed.
+    pub listed_dirs: Vec<kiln_core::sources::ListedDir>,
 }
 
 /// The selected environment: its name and variables.
@@ -161,7 +171,7 @@ pub fn prepare<'p>(
     selected: &Selected,
     kinds: &'p dyn KindRegistry,
     cache: &SourceCache,
-) -> Result<BTreeMap<RuleIdx, PreparedRule<'p>>, EngineError> {
+) -> Result<Prepared<'p>, EngineError> {
     let mut indices: Vec<RuleIdx> = graph.order().iter().map(|n| graph.rule_index(*n)).collect();
     indices.sort_unstable();
     let confinement = Confinement::new(&project.root).map_err(EngineError::ProjectDir)?;
@@ -181,7 +191,10 @@ pub fn prepare<'p>(
     }
     // Every invalid rule in one run, not one per run.
     match errors.len() {
-        0 => Ok(out),
+        0 => Ok(Prepared {
+            rules: out,
+            listed_dirs: confinement.take_listed(),
+        }),
         1 => Err(EngineError::Invalid(Box::new(errors.remove(0)))),
         _ => Err(EngineError::InvalidRules(errors)),
     }
@@ -215,6 +228,7 @@ fn prepare_rule<'p>(
     check_from_is_in_deps(project, rule, &attrs)?;
     let paths = source_paths(project, rule, confinement)?;
     let mut srcs = Vec::with_capacity(paths.len());
+    let mut stats = Vec::with_capacity(paths.len());
     let mut source_vars = BTreeMap::new();
     let kind_key = format!("{}@{}", kind.name(), kind.version());
     let first_src = || {
@@ -264,6 +278,7 @@ fn prepare_rule<'p>(
             }
         }
         srcs.push(entry);
+        stats.push(stat);
     }
     Ok(PreparedRule {
         rule,
@@ -271,6 +286,7 @@ fn prepare_rule<'p>(
         srcs,
         attrs,
         source_vars,
+        stats,
     })
 }
 

@@ -38,6 +38,12 @@ impl Stat {
         Ok(Self::from_metadata(&std::fs::metadata(path)?))
     }
 
+    /// Whether the file's mtime or ctime is at or after `ns` (nanoseconds since the epoch):
+    /// then a later edit may have kept the same stat data, and only its content can tell.
+    pub fn changed_since(&self, ns: i128) -> bool {
+        self.mtime_ns >= ns || self.ctime_ns >= ns
+    }
+
     /// The stat data of `m`.
     pub fn from_metadata(m: &std::fs::Metadata) -> Self {
         Self {

@@ -27,7 +27,7 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -96,6 +96,22 @@ pub fn resolve_tools(attrs: &mut Value, path_var: &str) -> Result<(), AttrError>
     }
     attrs["tools"] = Value::Object(resolved);
     Ok(())
+}
+
+/// Where the tools of resolved exec attributes come from on this host: each tool as found on
+/// `path_var` (symlinks not resolved, so a retargeted link reads as changed) with the digest
+/// the derivation holds. A build's fingerprint records them; other kinds have none.
+pub fn tool_origins(attrs: &Value, path_var: &str) -> Vec<(PathBuf, Option<Digest>)> {
+    let Some(Value::Object(tools)) = attrs.get("tools") else {
+        return Vec::new();
+    };
+    tools
+        .iter()
+        .filter_map(|(name, digest)| {
+            let path = sandbox::find_on_path(name, path_var)?;
+            Some((path, digest.as_str().and_then(|d| d.parse().ok())))
+        })
+        .collect()
 }
 
 fn default_timeout() -> u64 {

@@ -103,13 +103,17 @@ pub struct Tool {
 
 /// Finds `name` in `path_var` (a `PATH`), symlinks resolved.
 pub fn find_tool(name: &str, path_var: &str) -> Option<PathBuf> {
+    find_on_path(name, path_var).and_then(|p| std::fs::canonicalize(p).ok())
+}
+
+/// The first `DIR/name` that is a file, for DIR in `path_var`, symlinks not resolved.
+pub fn find_on_path(name: &str, path_var: &str) -> Option<PathBuf> {
     if name.contains('/') {
         return None;
     }
     std::env::split_paths(path_var)
         .map(|dir| dir.join(name))
         .find(|p| p.is_file())
-        .and_then(|p| std::fs::canonicalize(p).ok())
 }
 
 /// What the sandbox shows.

@@ -121,7 +121,7 @@ impl LocalStore {
                 report.objects_deleted += 1;
             }
         }
-        for sub in ["trees", "locks", "tmp", "quarantine"] {
+        for sub in ["trees", "locks", "tmp", "quarantine", "fingerprints"] {
             let dir = self.dir(sub);
             let entries = fs::read_dir(&dir).map_err(StoreError::io("list", &dir))?;
             for e in entries.flatten() {

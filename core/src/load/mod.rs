@@ -246,7 +246,7 @@ pub fn load_project(dir: &Path) -> Result<Project> {
             .with_hint("add:\n[project]\nname = \"my-platform\"")
     })?;
 
-    let include_ids = read_includes(&mut loader, main_id, &includes)?;
+    let (include_ids, listed_dirs) = read_includes(&mut loader, main_id, &includes)?;
     // Included files parse in parallel; rules are then merged in file order.
     let parsed: Vec<Result<Vec<Rule>>> = include_ids
         .par_iter()
@@ -262,18 +262,20 @@ pub fn load_project(dir: &Path) -> Result<Project> {
         name,
         root,
         files: loader.files,
+        listed_dirs,
         defaults,
         envs,
         rules: rules.into_values().collect(),
     })
 }
 
-/// Reads the files that `[project] include` globs match (confined to the project).
+/// Reads the files that `[project] include` globs match (confined to the project); also gives
+/// the directories the globs listed.
 fn read_includes(
     loader: &mut Loader,
     main_id: FileId,
     includes: &[Located<String>],
-) -> Result<Vec<FileId>> {
+) -> Result<(Vec<FileId>, Vec<crate::sources::ListedDir>)> {
     let root = loader.root.clone();
     let mut include_ids = Vec::new();
     let confinement = if includes.is_empty() {
@@ -295,7 +297,8 @@ fn read_includes(
             }
         }
     }
-    Ok(include_ids)
+    let listed = confinement.map(|c| c.take_listed()).unwrap_or_default();
+    Ok((include_ids, listed))
 }
 
 /// `envs` must name environments the project defines: a misspelling would silently drop the

@@ -15,6 +15,8 @@
 //!   locks/<abc>.lock              build locks, striped by the first 3 hex digits of the
 //!                                 derivation hash (4096 reusable files, not one per build)
 //!   quarantine/                   entries `verify` found corrupt
+//!   fingerprints/<hex>.fp         per build invocation: what its last successful build read
+//!                                 and produced (the no-op fast path; gc clears them)
 //!   tmp/                          temp files, renamed into place
 //! ```
 //!
@@ -89,6 +91,7 @@ impl LocalStore {
             "quarantine",
             "tmp",
             "sources",
+            "fingerprints",
         ] {
             let d = root.join(sub);
             fs::create_dir_all(&d).map_err(StoreError::io("create directory", &d))?;

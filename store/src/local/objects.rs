@@ -2,7 +2,7 @@
 //! quarantined when corrupt, unpacked into read-only views.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use kiln_core::{Digest, Tree};
 
@@ -13,7 +13,12 @@ use crate::error::{Result, StoreError};
 impl LocalStore {
     /// Path of the archive of output `out`.
     pub fn object_path(&self, out: &Digest) -> PathBuf {
-        shard(&self.dir("objects"), out, ".tar.zst")
+        Self::object_path_in(&self.root, out)
+    }
+
+    /// Path of the archive of output `out` in the store at `store_root`, without opening it.
+    pub fn object_path_in(store_root: &Path, out: &Digest) -> PathBuf {
+        shard(&store_root.join("objects"), out, ".tar.zst")
     }
 
     /// Whether the archive of `out` exists.

@@ -77,13 +77,20 @@ impl LocalStore {
     /// or fails its checksum is not trusted: `None` (the build then asks the action cache,
     /// which checks every object, and writes a fresh root).
     pub fn peek_root(store_root: &Path, project_key: &str, env: &str) -> Option<Root> {
-        let path = store_root
-            .join("roots")
-            .join(project_key)
-            .join(format!("{env}.json"));
+        Self::peek_root_checksummed(store_root, project_key, env).map(|(root, _)| root)
+    }
+
+    /// [`LocalStore::peek_root`], with the checksum the root file ends with (blake3 of its
+    /// body: what identifies this root's content).
+    pub fn peek_root_checksummed(
+        store_root: &Path,
+        project_key: &str,
+        env: &str,
+    ) -> Option<(Root, Digest)> {
+        let path = store_root.join(Self::root_rel_path(project_key, env));
         let bytes = fs::read(&path).ok()?;
         match parse_root(&bytes) {
-            Ok(root) => Some(root),
+            Ok(root) => Some((root, root_checksum(&bytes)?)),
             Err(reason) => {
                 tracing::warn!(root = %path.display(), %reason, "ignoring a GC root");
                 None
@@ -91,17 +98,32 @@ impl LocalStore {
         }
     }
 
+    /// The checksum at the end of a root file, read without reading the rest (not verified
+    /// against the body: a fingerprint compares it with the one its build wrote or read).
+    pub fn root_file_checksum(path: &Path) -> Option<Digest> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = fs::File::open(path).ok()?;
+        let tail = root_tail_len();
+        file.seek(SeekFrom::End(-i64::try_from(tail).ok()?)).ok()?;
+        let mut bytes = Vec::with_capacity(tail);
+        file.take(tail as u64).read_to_end(&mut bytes).ok()?;
+        root_checksum(&bytes)
+    }
+
     /// Replaces the GC root of a project and environment. The root it replaces is kept as
     /// `<env>.previous` (for `kiln why` and `kiln diff --since`): not a GC root for objects,
     /// but gc keeps its derivation records and sources.
-    pub fn write_root(&self, project_key: &str, root: &Root) -> Result<()> {
+    /// Gives the checksum the new root file ends with.
+    pub fn write_root(&self, project_key: &str, root: &Root) -> Result<Digest> {
         let path = self.root_path(project_key, &root.env);
         if path.is_file() {
             let previous = self.previous_root_path(project_key, &root.env);
             fs::rename(&path, &previous)
                 .map_err(StoreError::io("keep the previous root as", &previous))?;
         }
-        write_atomic(&self.root, &path, &encode_root(root))
+        let bytes = encode_root(root);
+        write_atomic(&self.root, &path, &bytes)?;
+        Ok(root_checksum(&bytes).expect("an encoded root ends with its checksum"))
     }
 
     fn previous_root_path(&self, project_key: &str, env: &str) -> PathBuf {
@@ -167,6 +189,27 @@ impl LocalStore {
         )
     }
 
+    /// Where the fingerprint of a build invocation lives (see the engine's `fingerprint`): what
+    /// the last successful build with these arguments read, and what it produced. Only a cache:
+    /// gc deletes them all.
+    pub fn fingerprint_path(store_root: &Path, key: &Digest) -> PathBuf {
+        store_root
+            .join("fingerprints")
+            .join(format!("{}.fp", key.hex()))
+    }
+
+    /// Replaces the fingerprint of a build invocation.
+    pub fn write_fingerprint(&self, key: &Digest, bytes: &[u8]) -> Result<()> {
+        write_atomic(&self.root, &Self::fingerprint_path(&self.root, key), bytes)
+    }
+
+    /// The path of a root, relative to the store (for a fingerprint to check it unchanged).
+    pub fn root_rel_path(project_key: &str, env: &str) -> PathBuf {
+        Path::new("roots")
+            .join(project_key)
+            .join(format!("{env}.json"))
+    }
+
     /// Every GC root, with its path.
     pub fn roots(&self) -> Result<Vec<(PathBuf, Root)>> {
         let mut out = Vec::new();
@@ -204,18 +247,32 @@ pub(crate) fn encode_root(root: &Root) -> Vec<u8> {
     json
 }
 
+/// The length of the `,"checksum":"blake3:<64 hex>"}` that ends a root file.
+fn root_tail_len() -> usize {
+    ROOT_CHECKSUM_KEY.len() + "blake3:".len() + 64 + 2
+}
+
+/// The checksum that ends `bytes` (a whole root file, or its tail).
+fn root_checksum(bytes: &[u8]) -> Option<Digest> {
+    let tail = root_tail_len();
+    if bytes.len() < tail || !bytes[bytes.len() - tail..].starts_with(ROOT_CHECKSUM_KEY) {
+        return None;
+    }
+    let rest = &bytes[bytes.len() - tail..];
+    std::str::from_utf8(&rest[ROOT_CHECKSUM_KEY.len()..rest.len() - 2])
+        .ok()?
+        .parse()
+        .ok()
+}
+
 /// Parses a root written by [`encode_root`], checking its checksum.
 pub(crate) fn parse_root(bytes: &[u8]) -> std::result::Result<Root, String> {
-    // `,"checksum":"blake3:<64 hex>"}` ends the file.
-    let tail = ROOT_CHECKSUM_KEY.len() + "blake3:".len() + 64 + 2;
+    let tail = root_tail_len();
     if bytes.len() < tail || !bytes[bytes.len() - tail..].starts_with(ROOT_CHECKSUM_KEY) {
         return Err("the root has no checksum".to_owned());
     }
-    let (body, rest) = bytes.split_at(bytes.len() - tail);
-    let recorded = std::str::from_utf8(&rest[ROOT_CHECKSUM_KEY.len()..rest.len() - 2])
-        .ok()
-        .and_then(|s| s.parse::<Digest>().ok())
-        .ok_or("the root's checksum is unreadable")?;
+    let body = &bytes[..bytes.len() - tail];
+    let recorded = root_checksum(bytes).ok_or("the root's checksum is unreadable")?;
     if Digest::of(body) != recorded {
         return Err("the root does not match its checksum".to_owned());
     }
