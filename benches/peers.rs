@@ -13,7 +13,8 @@
 
 #![allow(clippy::print_stdout)] // a bench prints its table
 
-mod support;
+#[path = "support/cluster.rs"]
+mod cluster;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -68,7 +69,7 @@ impl Shape {
 
     fn dag(self, n: usize) -> Vec<Node> {
         let plain = |i: usize, deps: Vec<usize>| Node {
-            kind: if i % 3 == 0 {
+            kind: if i.is_multiple_of(3) {
                 NodeKind::ConfigMap
             } else {
                 NodeKind::Manifest
@@ -109,7 +110,7 @@ impl Shape {
                 }];
                 for i in 1..=leaves {
                     nodes.push(Node {
-                        kind: if i % 3 == 0 {
+                        kind: if i.is_multiple_of(3) {
                             NodeKind::ConfigMap
                         } else {
                             NodeKind::Manifest
@@ -119,7 +120,8 @@ impl Shape {
                 }
                 let per = leaves.div_ceil(bundles);
                 for b in 0..bundles {
-                    let deps: Vec<usize> = (1 + b * per..(1 + (b + 1) * per).min(leaves + 1)).collect();
+                    let deps: Vec<usize> =
+                        (1 + b * per..(1 + (b + 1) * per).min(leaves + 1)).collect();
                     nodes.push(Node {
                         kind: NodeKind::Bundle,
                         deps,
@@ -184,11 +186,8 @@ fn write_kiln(dir: &Path, nodes: &[Node], files: bool) {
                     text,
                     "kind = \"configmap\"\nname = \"c{i}\"\nnamespace = \"bench\"\nsrcs = [\"src/r{i}.env\"]"
                 );
-                std::fs::write(
-                    dir.join(format!("src/r{i}.env")),
-                    object_yaml(i, node.kind),
-                )
-                .unwrap();
+                std::fs::write(dir.join(format!("src/r{i}.env")), object_yaml(i, node.kind))
+                    .unwrap();
             }
             (NodeKind::Manifest, true) => {
                 let _ = writeln!(text, "kind = \"manifest\"\nsrcs = [\"src/r{i}.yaml\"]");
@@ -222,7 +221,11 @@ fn write_nix(dir: &Path, nodes: &[Node], files: bool) {
         let text = match (node.kind, files) {
             (NodeKind::Bundle, _) => "\"\"".to_owned(),
             (k, true) => {
-                let ext = if k == NodeKind::ConfigMap { "env" } else { "yaml" };
+                let ext = if k == NodeKind::ConfigMap {
+                    "env"
+                } else {
+                    "yaml"
+                };
                 std::fs::write(dir.join(format!("src/r{i}.{ext}")), object_yaml(i, k)).unwrap();
                 format!("(builtins.readFile ../src/r{i}.{ext})")
             }
@@ -240,7 +243,10 @@ fn write_nix(dir: &Path, nodes: &[Node], files: bool) {
             }
             t.push_str("}\n");
             std::fs::write(dir.join(format!("rules/b{b}.nix")), t).unwrap();
-            let _ = writeln!(imports, "    (import ./rules/b{b}.nix {{ inherit mk rules; }})");
+            let _ = writeln!(
+                imports,
+                "    (import ./rules/b{b}.nix {{ inherit mk rules; }})"
+            );
         }
         std::fs::write(
             dir.join("default.nix"),
@@ -260,7 +266,7 @@ fn write_nix(dir: &Path, nodes: &[Node], files: bool) {
 }
 
 /// Wall time and peak RSS (KiB) of one process, which must exit with one of `ok`.
-fn run(mut cmd: Command, ok: &[i32]) -> (f64, u64) {
+fn run(cmd: Command, ok: &[i32]) -> (f64, u64) {
     let rss_file = tempfile::NamedTempFile::new().unwrap();
     let program = cmd.get_program().to_owned();
     let mut timed = Command::new("/usr/bin/time");
@@ -279,7 +285,9 @@ fn run(mut cmd: Command, ok: &[i32]) -> (f64, u64) {
         timed.current_dir(d);
     }
     let start = Instant::now();
-    let out = timed.output().expect("run /usr/bin/time (apt-get install time)");
+    let out = timed
+        .output()
+        .expect("run /usr/bin/time (apt-get install time)");
     let secs = start.elapsed().as_secs_f64();
     assert!(
         out.status.code().is_some_and(|c| ok.contains(&c)),
@@ -372,7 +380,11 @@ fn du(p: &Path) -> u64 {
 }
 
 fn files(p: &Path) -> u64 {
-    walkdir::WalkDir::new(p).into_iter().flatten().filter(|e| e.file_type().is_file()).count() as u64
+    walkdir::WalkDir::new(p)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .count() as u64
 }
 
 /// One row of the build table.
@@ -448,7 +460,8 @@ fn write_kustomize(dir: &Path, n: usize) {
         let _ = writeln!(resources, "  - app{i}.yaml");
     }
     std::fs::write(base.join("kustomization.yaml"), resources).unwrap();
-    let patch = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: app0\nspec:\n  replicas: 5\n";
+    let patch =
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: app0\nspec:\n  replicas: 5\n";
     std::fs::write(overlay.join("patch.yaml"), patch).unwrap();
     std::fs::write(dir.join("kiln/overlay/patch.yaml"), patch).unwrap();
     std::fs::write(
@@ -482,7 +495,9 @@ fn bench_kustomize(scratch: &Path, n: usize, rounds: usize) -> Vec<PairRow> {
     run(kiln(&warm, &["build", "-q"], &kdir), &[0]);
     for r in 0..rounds {
         let mut c = Command::new("kubectl");
-        c.arg("kustomize").arg(&overlay).stdout(std::process::Stdio::null());
+        c.arg("kustomize")
+            .arg(&overlay)
+            .stdout(std::process::Stdio::null());
         k.push(run(c, &[0]).0);
         let store = dir.join(format!("store-{r}"));
         cold.push(run(kiln(&store, &["build", "-q"], &kdir), &[0]).0);
@@ -508,10 +523,13 @@ fn bench_kustomize(scratch: &Path, n: usize, rounds: usize) -> Vec<PairRow> {
 
 /// 1,001 objects applied and diffed by kubectl and by kiln, each in its own namespace.
 fn bench_realize(scratch: &Path, rounds: usize) -> Vec<PairRow> {
-    let kc = support::cluster::kubeconfig(scratch);
+    let kc = cluster::kubeconfig(scratch);
     let stamp = std::process::id();
     let dir = scratch.join("realize");
-    let (kns, lns) = (format!("peers-kubectl-{stamp}"), format!("peers-kiln-{stamp}"));
+    let (kns, lns) = (
+        format!("peers-kubectl-{stamp}"),
+        format!("peers-kiln-{stamp}"),
+    );
     let objects = |ns: &str| {
         let mut t = format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n");
         for i in 0..1000 {
@@ -535,7 +553,11 @@ fn bench_realize(scratch: &Path, rounds: usize) -> Vec<PairRow> {
     let ldir = dir.join("kiln");
     let kubectl = |args: &[&str]| {
         let mut c = Command::new("kubectl");
-        c.arg("--kubeconfig").arg(&kc).args(args).arg("-f").arg(&file);
+        c.arg("--kubeconfig")
+            .arg(&kc)
+            .args(args)
+            .arg("-f")
+            .arg(&file);
         c.stdout(std::process::Stdio::null());
         c
     };
@@ -575,7 +597,14 @@ fn tool_version(cmd: &str, args: &[&str]) -> String {
     Command::new(cmd)
         .args(args)
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").trim().to_owned())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_owned()
+        })
         .unwrap_or_else(|_| "not installed".into())
 }
 
@@ -599,7 +628,11 @@ fn machine() -> String {
         .unwrap_or_default()
         .lines()
         .find(|l| l.starts_with("PRETTY_NAME="))
-        .map(|l| l.trim_start_matches("PRETTY_NAME=").trim_matches('"').to_owned())
+        .map(|l| {
+            l.trim_start_matches("PRETTY_NAME=")
+                .trim_matches('"')
+                .to_owned()
+        })
         .unwrap_or_default();
     format!(
         "{} cores ({cpu}), {mem} GiB RAM, {os}",
@@ -697,10 +730,16 @@ fn main() {
         "- kiln {} (release build). Times are wall clock, min / **median** / max of {rounds} rounds that alternate the tools; RSS is the peak of the process (GNU time).\n",
         env!("CARGO_PKG_VERSION")
     );
-    let _ = writeln!(md, "## Build: kiln against Nix `nix-instantiate` on the same DAG\n");
+    let _ = writeln!(
+        md,
+        "## Build: kiln against Nix `nix-instantiate` on the same DAG\n"
+    );
     let _ = writeln!(md, "Cold: an empty store (one run each). No-op: everything in the store, nothing changed (kiln: `kiln build`; Nix: `nix-instantiate` again, writing nothing new).\n");
     let _ = writeln!(md, "| shape | rules | kiln no-op | Nix no-op | ratio | kiln no-op RSS | per rule | Nix RSS | kiln cold | rules/s | Nix cold | ratio | kiln cold RSS |");
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        md,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for r in &rows {
         let _ = writeln!(
             md,
@@ -721,7 +760,10 @@ fn main() {
         );
     }
     let _ = writeln!(md, "\n### Store footprint after the cold build\n");
-    let _ = writeln!(md, "| shape | rules | kiln store | bytes/rule | files | Nix store | bytes/rule | files |");
+    let _ = writeln!(
+        md,
+        "| shape | rules | kiln store | bytes/rule | files | Nix store | bytes/rule | files |"
+    );
     let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         let _ = writeln!(
@@ -738,7 +780,10 @@ fn main() {
         );
     }
     let _ = writeln!(md, "\n### How the cost grows\n");
-    let _ = writeln!(md, "| shape | kiln cold | kiln no-op | kiln no-op RSS | Nix cold | Nix no-op |");
+    let _ = writeln!(
+        md,
+        "| shape | kiln cold | kiln no-op | kiln no-op RSS | Nix cold | Nix no-op |"
+    );
     let _ = writeln!(md, "|---|---|---|---|---|---|");
     for shape in Shape::ALL {
         let of: Vec<&BuildRow> = rows.iter().filter(|r| r.shape == shape.name()).collect();

@@ -12,15 +12,14 @@
 //!   changes its mtime), symlinks followed;
 //! - for `exec` rules with `tools`: `PATH`, each `PATH` directory (or its absence) and each
 //!   tool as found there, so a new tool earlier on `PATH` or a changed binary counts;
-//! - the GC root (its stat data and checksum) and the store's `quarantine/` (an object taken
-//!   out of the store since then changes it), and every rule's output archive still being
-//!   there (one stat each: an archive deleted by hand sends the build down the full path,
-//!   which heals the store).
+//! - the GC root (its stat data and checksum), and every rule's output archive still being
+//!   there: the shard directories holding them (an archive quarantined, collected or deleted
+//!   by hand changes its directory), and one stat per archive of a changed shard.
 //!
 //! Stat data can stay the same across an edit made within the file system's timestamp
 //! granularity. Like git's racily clean entries, anything whose mtime or ctime is later than
 //! [`RACY_WINDOW`] before the recorded build *began* is not trusted by its stat data alone: a
-//! file is compared by content, a directory listing or `quarantine/` sends the build down the
+//! file is compared by content, a directory listing sends the build down the
 //! full path. Every other mismatch does too, so the fast path can only be taken when the full
 //! build would compute the same derivations.
 
@@ -40,7 +39,7 @@ use crate::report::{BuildReport, RuleReport, Status};
 use crate::source_cache::{Stat, RACY_WINDOW};
 
 /// Bump when what a fingerprint records changes.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 /// One build invocation, as far as its outputs can depend on it.
 #[derive(Debug, Clone)]
@@ -170,6 +169,9 @@ struct Fingerprint<'a> {
     project: Cow<'a, str>,
     #[serde(borrow)]
     env: Cow<'a, str>,
+    /// The object shard directories holding the rules' local outputs, by first byte (sorted).
+    #[serde(borrow)]
+    shards: Vec<(u8, Mark<'a>)>,
     #[serde(borrow)]
     rules: Vec<RuleLine<'a>>,
 }
@@ -181,7 +183,7 @@ fn this_exe() -> Option<Stat> {
 /// The report of a build whose fingerprint holds, or `None` (then build as usual).
 pub fn check(store_dir: &Path, invocation: &Invocation, start: Instant) -> Option<BuildReport> {
     let bytes = std::fs::read(LocalStore::fingerprint_path(store_dir, &invocation.key)).ok()?;
-    let fp: Fingerprint<'_> = postcard::from_bytes(&bytes).ok()?;
+    let mut fp: Fingerprint<'_> = postcard::from_bytes(&bytes).ok()?;
     let racy_from = fp.started_ns - RACY_WINDOW.as_nanos() as i128;
     let holds = fp.format == FORMAT
         && fp.kiln == env!("CARGO_PKG_VERSION")
@@ -197,11 +199,12 @@ pub fn check(store_dir: &Path, invocation: &Invocation, start: Instant) -> Optio
             .in_project
             .par_iter()
             .all(|m| m.holds(&invocation.dir, racy_from))
-        && objects_exist(store_dir, &fp.rules);
+        && objects_exist(store_dir, &fp, racy_from);
     if !holds {
         tracing::debug!("the build's inputs may have changed: no fast path");
         return None;
     }
+    refresh(store_dir, invocation, &mut fp, racy_from);
     let rules = fp
         .rules
         .iter()
@@ -226,14 +229,80 @@ pub fn check(store_dir: &Path, invocation: &Invocation, start: Instant) -> Optio
     ))
 }
 
-/// Whether every output the rules name is still in the store (not deleted by hand since).
-fn objects_exist(store_dir: &Path, rules: &[RuleLine<'_>]) -> bool {
-    let mut outputs: Vec<[u8; 32]> = rules.iter().filter(|r| r.local).map(|r| r.output).collect();
+/// A fingerprint that held only thanks to content checks (marks changed within its racy
+/// window, such as everything a cold build wrote) is written again, stamped with this check's
+/// start: every mark was just verified, after that start, so the next check can trust the same
+/// stat data alone once they are out of the new window. Without this, each no-op after a cold
+/// build would hash the project's files again.
+fn refresh(store_dir: &Path, invocation: &Invocation, fp: &mut Fingerprint<'_>, racy_from: i128) {
+    let racy = |m: &Mark<'_>| m.stat.is_some_and(|s| s.changed_since(racy_from));
+    let new_racy_from = invocation.started_ns - RACY_WINDOW.as_nanos() as i128;
+    let settled = |m: &Mark<'_>| m.stat.is_none_or(|s| !s.changed_since(new_racy_from));
+    let marks = || {
+        fp.in_store
+            .iter()
+            .chain(&fp.in_project)
+            .chain(fp.shards.iter().map(|(_, m)| m))
+    };
+    // Only worth a write when something racy then is settled now.
+    if !marks().any(|m| racy(m) && settled(m)) {
+        return;
+    }
+    fp.started_ns = invocation.started_ns;
+    let result = postcard::to_stdvec(&*fp)
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| {
+            LocalStore::write_fingerprint(store_dir, &invocation.key, &bytes)
+                .map_err(|e| kiln_core::error_chain::error_chain(&e))
+        });
+    if let Err(error) = result {
+        tracing::debug!(%error, "could not refresh the build's fingerprint");
+    }
+}
+
+/// Whether every output archive the rules name that was in the store still is (not deleted by
+/// hand since). A shard directory whose stat data holds had no entry added or removed, so its
+/// archives are all there: only the archives of changed (or racy) shards are stat'ed one by one.
+fn objects_exist(store_dir: &Path, fp: &Fingerprint<'_>, racy_from: i128) -> bool {
+    let changed: Vec<u8> = fp
+        .shards
+        .iter()
+        .filter(|(_, m)| !m.holds(store_dir, racy_from))
+        .map(|(s, _)| *s)
+        .collect();
+    if changed.is_empty() {
+        return true;
+    }
+    let mut outputs: Vec<[u8; 32]> = fp
+        .rules
+        .iter()
+        .filter(|r| r.local && changed.binary_search(&r.output[0]).is_ok())
+        .map(|r| r.output)
+        .collect();
     outputs.par_sort_unstable();
     outputs.dedup();
     outputs
         .par_iter()
         .all(|o| LocalStore::object_path_in(store_dir, &Digest::from_bytes(*o)).is_file())
+}
+
+/// The shard directories (by first byte) that hold the local outputs of `rules`, as marks.
+fn shard_marks(store_dir: &Path, rules: &[RuleLine<'_>]) -> Vec<(u8, Mark<'static>)> {
+    let mut shards: Vec<u8> = rules
+        .iter()
+        .filter(|r| r.local)
+        .map(|r| r.output[0])
+        .collect();
+    shards.sort_unstable();
+    shards.dedup();
+    shards
+        .into_iter()
+        .map(|s| {
+            let dir = LocalStore::object_path_in(store_dir, &Digest::from_bytes([s; 32]));
+            let dir = dir.parent().unwrap_or(store_dir);
+            (s, Mark::of(dir, store_dir, Identity::Listing))
+        })
+        .collect()
 }
 
 /// What a build read from the file system, gathered while its prepared rules are at hand.
@@ -322,14 +391,12 @@ pub fn record(
 ) {
     let store_dir = store.root();
     let root_path = store_dir.join(root_rel);
-    let in_store = vec![
-        Mark::of(
-            &root_path,
-            store_dir,
-            Identity::RootChecksum(*root_checksum.as_bytes()),
-        ),
-        Mark::of(&store_dir.join("quarantine"), store_dir, Identity::Listing),
-    ];
+    // An object quarantined or deleted since leaves its shard directory: see `objects_exist`.
+    let in_store = vec![Mark::of(
+        &root_path,
+        store_dir,
+        Identity::RootChecksum(*root_checksum.as_bytes()),
+    )];
     // Another build of the same invocation replaced the root meanwhile: its root is not this
     // build's result.
     if reads.unusable
@@ -367,13 +434,13 @@ pub fn record(
         in_project: reads.marks,
         project: Cow::Borrowed(&report.project),
         env: Cow::Borrowed(&report.env),
+        shards: shard_marks(store_dir, &rules),
         rules,
     };
     let result = postcard::to_stdvec(&fp)
         .map_err(|e| e.to_string())
         .and_then(|bytes| {
-            store
-                .write_fingerprint(&invocation.key, &bytes)
+            LocalStore::write_fingerprint(store_dir, &invocation.key, &bytes)
                 .map_err(|e| kiln_core::error_chain::error_chain(&e))
         });
     if let Err(error) = result {

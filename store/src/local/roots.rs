@@ -199,8 +199,8 @@ impl LocalStore {
     }
 
     /// Replaces the fingerprint of a build invocation.
-    pub fn write_fingerprint(&self, key: &Digest, bytes: &[u8]) -> Result<()> {
-        write_atomic(&self.root, &Self::fingerprint_path(&self.root, key), bytes)
+    pub fn write_fingerprint(store_root: &Path, key: &Digest, bytes: &[u8]) -> Result<()> {
+        write_atomic(store_root, &Self::fingerprint_path(store_root, key), bytes)
     }
 
     /// The path of a root, relative to the store (for a fingerprint to check it unchanged).
