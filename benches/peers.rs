@@ -634,8 +634,10 @@ fn machine() -> String {
                 .to_owned()
         })
         .unwrap_or_default();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load = load.split_whitespace().next().unwrap_or("?").to_owned();
     format!(
-        "{} cores ({cpu}), {mem} GiB RAM, {os}",
+        "{} cores ({cpu}), {mem} GiB RAM, {os}; load average {load} when the run began (above 0.5: the figures carry other work's noise)",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     )
 }
