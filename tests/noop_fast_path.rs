@@ -14,8 +14,14 @@ const PAST_RACY_WINDOW: Duration = Duration::from_millis(2300);
 /// `kiln build --json` with the engine's debug log; the report and whether the fast path
 /// answered.
 fn build_traced(s: &Sandbox, extra: &[&str]) -> (Value, bool) {
+    build_traced_on(s, extra, &std::env::var("PATH").unwrap_or_default())
+}
+
+/// [`build_traced`] with `PATH` set to `path`.
+fn build_traced_on(s: &Sandbox, extra: &[&str], path: &str) -> (Value, bool) {
     let out = s
         .kiln()
+        .env("PATH", path)
         .env("KILN_LOG", "kiln_engine=debug")
         .arg("build")
         .arg(s.project())
@@ -251,21 +257,7 @@ fn a_changed_tool_or_path_is_seen() {
     );
     let host_path = std::env::var("PATH").unwrap_or_default();
     let path = format!("{}:{}:{host_path}", earlier.display(), bin.display());
-    let build = |path: &str| {
-        let out = s
-            .kiln()
-            .env("PATH", path)
-            .env("KILN_LOG", "kiln_engine=debug")
-            .arg("build")
-            .arg(s.project())
-            .arg("--json")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "{stderr}");
-        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-        (report, stderr.contains("the fingerprint holds"))
-    };
+    let build = |path: &str| build_traced_on(&s, &[], path);
     let greeting = |path: &str| {
         let out = s
             .kiln()

@@ -249,14 +249,19 @@ fn refresh(store_dir: &Path, invocation: &Invocation, fp: &mut Fingerprint<'_>, 
         return;
     }
     fp.started_ns = invocation.started_ns;
-    let result = postcard::to_stdvec(&*fp)
+    save(store_dir, invocation, fp);
+}
+
+/// Writes `fp` as the invocation's fingerprint. It only saves time later: a failure is logged.
+fn save(store_dir: &Path, invocation: &Invocation, fp: &Fingerprint<'_>) {
+    let result = postcard::to_stdvec(fp)
         .map_err(|e| e.to_string())
         .and_then(|bytes| {
             LocalStore::write_fingerprint(store_dir, &invocation.key, &bytes)
                 .map_err(|e| kiln_core::error_chain::error_chain(&e))
         });
     if let Err(error) = result {
-        tracing::debug!(%error, "could not refresh the build's fingerprint");
+        tracing::debug!(%error, "could not write the build's fingerprint");
     }
 }
 
@@ -437,15 +442,7 @@ pub fn record(
         shards: shard_marks(store_dir, &rules),
         rules,
     };
-    let result = postcard::to_stdvec(&fp)
-        .map_err(|e| e.to_string())
-        .and_then(|bytes| {
-            LocalStore::write_fingerprint(store_dir, &invocation.key, &bytes)
-                .map_err(|e| kiln_core::error_chain::error_chain(&e))
-        });
-    if let Err(error) = result {
-        tracing::debug!(%error, "could not record the build's fingerprint");
-    }
+    save(store_dir, invocation, &fp);
 }
 
 #[cfg(test)]
