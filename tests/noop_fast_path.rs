@@ -193,7 +193,7 @@ fn a_root_removed_or_rewritten_sends_the_build_down_the_full_path() {
     let before = settled_build(&s, &["--env", "staging"]);
     let roots: Vec<_> = common::store_files(&s.store())
         .into_iter()
-        .filter(|p| p.ends_with("staging.json"))
+        .filter(|p| p.ends_with("staging.root"))
         .collect();
     assert_eq!(roots.len(), 1, "{roots:?}");
     let root = &roots[0];

@@ -71,7 +71,7 @@ fn writes_outside_out_fail_and_the_store_stays_untouched() {
         rule_fails(&s);
     }
     let format = std::fs::read_to_string(s.store().join("FORMAT")).unwrap();
-    assert_eq!(format.trim(), "kiln-store-v1");
+    assert_eq!(format.trim(), "kiln-store-v2");
     assert!(!s.store().join("roots/evil.json").exists());
     let after = common::store_files(&s.store());
     assert!(

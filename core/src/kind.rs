@@ -151,6 +151,16 @@ pub trait DepOutputs: Sync {
 
 /// Everything a kind sees when it builds one rule. Nothing else: no clock, no absolute project
 /// path, no host environment, so a build is a function of its derivation.
+/// What a build produced.
+#[derive(Debug)]
+pub enum Output {
+    /// A tree in memory.
+    Tree(Tree),
+    /// A directory on disk, inside the build's scratch directory: the store reads it in one
+    /// streaming pass, so an artifact larger than memory never has to fit in it.
+    Dir(std::path::PathBuf),
+}
+
 pub struct BuildContext<'a> {
     /// The rule being built (for messages only; it is not part of the derivation).
     pub rule: &'a RuleName,
@@ -189,6 +199,13 @@ pub trait Kind: Send + Sync {
     fn needs_scratch(&self) -> bool {
         false
     }
+    /// Whether a build runs a program (and so may take long). Such builds take their
+    /// derivation's lock across processes, so that concurrent builds run them once; an
+    /// in-process kind builds in microseconds, which is cheaper than the lock, and writing its
+    /// output twice is harmless (the store is content-addressed).
+    fn runs_programs(&self) -> bool {
+        false
+    }
     /// Inputs the kind takes from the host (for `exec`: the binaries of its `tools`), made
     /// part of the derivation: `Some(attrs)` replaces the checked attributes with a version
     /// that names them by content. Called once per build, after [`Kind::check`].
@@ -197,6 +214,12 @@ pub trait Kind: Send + Sync {
     }
     /// Builds the artifact.
     fn build(&self, cx: &BuildContext<'_>) -> Result<Tree, BuildError>;
+    /// Builds the artifact, as a tree in memory or as a directory the store streams in (a
+    /// kind whose output is already on disk, such as `exec`'s `$out`, never holds it in
+    /// memory). The default is [`Kind::build`]'s tree.
+    fn build_output(&self, cx: &BuildContext<'_>) -> Result<Output, BuildError> {
+        self.build(cx).map(Output::Tree)
+    }
 }
 
 /// The set of kinds a project may use.

@@ -68,6 +68,16 @@ pub enum TreeError {
     /// A device, FIFO or socket in a directory being read as a tree.
     #[error("`{0}` is not a regular file, directory or symlink")]
     UnsupportedFileType(String),
+    /// A directory holds more bytes than an artifact may.
+    #[error(
+        "the artifact holds {size} bytes, more than the limit of {limit} (KILN_MAX_ARTIFACT_BYTES)"
+    )]
+    TooLarge {
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// Reading a directory from disk failed.
     #[error("failed to read `{path}`")]
     Read {
@@ -168,7 +178,7 @@ impl Tree {
     /// The values this artifact exports to dependents, from [`EXPORTS_PATH`].
     pub fn exports(&self) -> BTreeMap<String, String> {
         self.file(EXPORTS_PATH)
-            .and_then(|b| serde_json::from_slice(b).ok())
+            .map(parse_exports)
             .unwrap_or_default()
     }
 
@@ -286,6 +296,14 @@ impl Tree {
         Digest::of(&self.canonical_encoding())
     }
 
+    /// Every path, with files' content left empty: what [`Tree::validate`] needs to check a
+    /// directory's shape without holding its content (see the store's streaming ingest).
+    pub fn insert_placeholder(&mut self, path: RelPath) {
+        static EMPTY: std::sync::OnceLock<Arc<[u8]>> = std::sync::OnceLock::new();
+        let empty = EMPTY.get_or_init(|| Arc::from(&[][..])).clone();
+        self.insert_file(path, empty, false);
+    }
+
     /// Reads a directory from disk. Rejects devices, FIFOs and sockets.
     pub fn from_dir(root: &Path) -> Result<Self, TreeError> {
         use std::os::unix::fs::PermissionsExt;
@@ -364,6 +382,67 @@ impl FromIterator<(RelPath, Entry)> for Tree {
     }
 }
 
+/// The exports an artifact's [`EXPORTS_PATH`] file holds (none when it is not a string map).
+pub fn parse_exports(bytes: &[u8]) -> BTreeMap<String, String> {
+    serde_json::from_slice(bytes).unwrap_or_default()
+}
+
+/// The output hash of a tree given entry by entry, in path order, without holding its
+/// content: the same digest as [`Tree::output_hash`] of the tree those entries make. It keeps
+/// the encoding of the entries' paths and digests (the count comes first in the encoding, and a
+/// stream does not know it up front), never their content.
+#[derive(Debug, Default)]
+pub struct CanonicalHasher {
+    entries: Vec<u8>,
+    count: u64,
+}
+
+impl CanonicalHasher {
+    /// A hasher with no entries yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn path(&mut self, path: &RelPath) {
+        self.count += 1;
+        put_bytes(&mut self.entries, path.as_str().as_bytes());
+    }
+
+    /// A regular file of `size` bytes whose content hashes to `content`.
+    pub fn file(&mut self, path: &RelPath, executable: bool, size: u64, content: &Digest) {
+        self.path(path);
+        self.entries.extend_from_slice(&[1, u8::from(executable)]);
+        self.entries.extend_from_slice(&size.to_le_bytes());
+        self.entries.extend_from_slice(content.as_bytes());
+    }
+
+    /// A symlink.
+    pub fn symlink(&mut self, path: &RelPath, target: &str) {
+        self.path(path);
+        self.entries.push(2);
+        put_bytes(&mut self.entries, target.as_bytes());
+    }
+
+    /// The number of entries so far.
+    pub fn len(&self) -> u64 {
+        self.count
+    }
+
+    /// Whether no entry came yet.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The output hash.
+    pub fn finish(self) -> Digest {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(TREE_ENCODING);
+        hasher.update(&self.count.to_le_bytes());
+        hasher.update(&self.entries);
+        hasher.finalize().into()
+    }
+}
+
 fn hash_content(content: &[u8]) -> Digest {
     if content.len() >= 1 << 20 {
         let mut h = blake3::Hasher::new();
@@ -403,6 +482,31 @@ pub fn symlink_stays_inside(link: &RelPath, target: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_canonical_hasher_agrees_with_the_tree() {
+        let mut t = Tree::new();
+        t.insert_file(RelPath::new("a.txt").unwrap(), b"a".to_vec(), false);
+        t.insert_file(RelPath::new("a/b").unwrap(), vec![7u8; 3 << 20], true);
+        t.insert_symlink(RelPath::new("l").unwrap(), "a.txt");
+        let mut h = CanonicalHasher::new();
+        for (path, entry) in t.iter() {
+            match entry {
+                Entry::File {
+                    content,
+                    executable,
+                } => h.file(
+                    path,
+                    *executable,
+                    content.len() as u64,
+                    &Digest::of(content),
+                ),
+                Entry::Symlink { target } => h.symlink(path, target),
+            }
+        }
+        assert_eq!(h.finish(), t.output_hash());
+        assert_eq!(CanonicalHasher::new().finish(), Tree::new().output_hash());
+    }
 
     #[test]
     fn symlink_chains_are_resolved_whole() {

@@ -139,7 +139,19 @@ pub fn check(
                 changed |= index.rules.remove(rule.name.as_str()).is_some();
                 continue;
             }
-            None => objects_of(out.output, &store.load(&out.output)?),
+            // Streamed: an artifact is never held in memory to find its objects.
+            None => ArtifactObjects {
+                output: *out.output.as_bytes(),
+                objects: store
+                    .hash_object(&out.output, |p| p.as_str().starts_with("objects/"))?
+                    .into_iter()
+                    .map(|(p, d)| {
+                        let mut k = [0; 16];
+                        k.copy_from_slice(&d.as_bytes()[..16]);
+                        (key(p.as_str().as_bytes()), k)
+                    })
+                    .collect(),
+            },
         };
         index.rules.insert(rule.name.to_string(), objects);
         changed = true;

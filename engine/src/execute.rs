@@ -10,7 +10,7 @@ use kiln_core::error_chain::error_chain;
 use kiln_core::graph::RuleGraph;
 use kiln_core::interpolate::has_references;
 use kiln_core::interpolate::Scope;
-use kiln_core::kind::{BuildContext, BuildError, DepOutputs, LoadedSource};
+use kiln_core::kind::{BuildContext, BuildError, DepOutputs, LoadedSource, Output};
 use kiln_core::project::{Project, RuleIdx};
 use kiln_core::scheduler::{execute, Outcome, Schedule};
 use kiln_core::sources::read_source;
@@ -97,6 +97,28 @@ pub struct Audit {
 enum FreshError {
     Rule(BuildError),
     Infrastructure(BuildError),
+}
+
+/// What a fresh build produced: a tree in memory, or a directory in the build's scratch
+/// directory (kept alive with it) that the store streams in.
+enum Fresh {
+    Tree(Tree),
+    Dir {
+        dir: std::path::PathBuf,
+        _scratch: Option<tempfile::TempDir>,
+    },
+}
+
+impl Fresh {
+    /// The tree, reading a directory into memory (audits compare trees).
+    fn into_tree(self) -> Result<Tree, FreshError> {
+        match self {
+            Self::Tree(t) => Ok(t),
+            Self::Dir { dir, .. } => Tree::from_dir(&dir).map_err(|e| {
+                FreshError::Rule(BuildError::caused("the output is not a valid artifact", e))
+            }),
+        }
+    }
 }
 
 impl Built {
@@ -265,16 +287,43 @@ impl Executor<'_> {
         if let Some(record) = self.pulled(&drv) {
             return Ok(built(record, Status::Pulled));
         }
-        // Build once across processes: whoever holds the lock builds, the others find it cached.
-        let _lock = self.store.lock_derivation(&drv).map_err(store_fail)?;
-        if let Some(record) = self.usable_output(p, &drv).map_err(store_fail)? {
-            return Ok(built(record, Status::Cached));
-        }
-        let (tree, srcs) = self
+        // A rule that runs a program is built once across processes: whoever holds the lock
+        // builds, the others find it cached. In-process kinds are cheaper to build than to lock.
+        let _lock = if p.kind.runs_programs() {
+            let lock = self.store.lock_derivation(&drv).map_err(store_fail)?;
+            if let Some(record) = self.usable_output(p, &drv).map_err(store_fail)? {
+                return Ok(built(record, Status::Cached));
+            }
+            Some(lock)
+        } else {
+            None
+        };
+        let (fresh, srcs) = self
             .build_fresh(p, attrs, &scope, deps)
             .map_err(|e| self.fresh_failure(p, start, drv, e))?;
-        let record = self
-            .store_output(&drv, &bytes, &tree, started_at)
+        let (record, tree) = match fresh {
+            Fresh::Tree(tree) => {
+                let record = self.cache.objects.put(&tree).map(|output| OutputRecord {
+                    output,
+                    exports: tree.exports(),
+                    entries: tree.len() as u64,
+                    size: tree.content_size(),
+                });
+                (record, Some(tree))
+            }
+            Fresh::Dir { dir, .. } => (self.cache.objects.put_dir(&dir), None),
+        };
+        let record = record.map_err(|e| match e {
+            // A `$out` that is no artifact is the rule's failure, not the store's.
+            StoreError::InvalidOutput { .. } => self.failure(
+                p,
+                start,
+                Some(drv),
+                &BuildError::caused("the command's `$out` is not a valid artifact", e),
+            ),
+            e => store_fail(e),
+        })?;
+        self.record_output(&drv, &bytes, &record, started_at)
             .map_err(store_fail)?;
         // The sources' content, for `kiln why`; an explanation aid, never worth a failure.
         for (entry, src) in p.srcs.iter().zip(&srcs) {
@@ -283,7 +332,9 @@ impl Executor<'_> {
             }
         }
         let b = built(record, Status::Built);
-        let _ = b.tree.set(Arc::new(tree));
+        if let Some(tree) = tree {
+            let _ = b.tree.set(Arc::new(tree));
+        }
         Ok(b)
     }
 
@@ -294,7 +345,7 @@ impl Executor<'_> {
         attrs: &serde_json::Value,
         scope: &Scope<'_>,
         deps: &[(NodeIndex, &Built)],
-    ) -> Result<(Tree, Vec<LoadedSource>), FreshError> {
+    ) -> Result<(Fresh, Vec<LoadedSource>), FreshError> {
         let srcs = self.load_sources(p).map_err(FreshError::Rule)?;
         let dep_access = Deps {
             names: p.rule.deps.iter().map(|d| d.value.clone()).collect(),
@@ -320,11 +371,20 @@ impl Executor<'_> {
             scope,
             scratch: scratch.as_ref().map(tempfile::TempDir::path),
         };
-        let tree = p.kind.build(&cx).map_err(FreshError::Rule)?;
-        tree.validate().map_err(|e| {
-            FreshError::Rule(BuildError::caused("the output is not a valid tree", e))
-        })?;
-        Ok((tree, srcs))
+        let fresh = match p.kind.build_output(&cx).map_err(FreshError::Rule)? {
+            Output::Tree(tree) => {
+                tree.validate().map_err(|e| {
+                    FreshError::Rule(BuildError::caused("the output is not a valid tree", e))
+                })?;
+                Fresh::Tree(tree)
+            }
+            // Checked as it is streamed into the store.
+            Output::Dir(dir) => Fresh::Dir {
+                dir,
+                _scratch: scratch,
+            },
+        };
+        Ok((fresh, srcs))
     }
 
     fn fresh_failure(
@@ -381,8 +441,9 @@ impl Executor<'_> {
                 return Ok(done(record, None));
             }
         }
-        let (tree, _) = self
+        let tree = self
             .build_fresh(p, attrs, scope, deps)
+            .and_then(|(fresh, _)| fresh.into_tree())
             .map_err(|e| self.fresh_failure(p, start, drv, e))?;
         let rebuilt = tree.output_hash();
         let fresh_record = || OutputRecord {
@@ -710,22 +771,15 @@ impl Executor<'_> {
             .map(Some)
     }
 
-    /// Stores a built tree and records `drv` -> its output in the action cache, with who and
-    /// what built it (`started`: when this rule's build began).
-    fn store_output(
+    /// Records `drv` -> its stored output in the action cache, with who and what built it
+    /// (`started`: when this rule's build began).
+    fn record_output(
         &self,
         drv: &Digest,
         derivation: &[u8],
-        tree: &Tree,
+        record: &OutputRecord,
         started: std::time::SystemTime,
-    ) -> Result<OutputRecord, StoreError> {
-        let output = self.cache.objects.put(tree)?;
-        let record = OutputRecord {
-            output,
-            exports: tree.exports(),
-            entries: tree.len() as u64,
-            size: tree.content_size(),
-        };
+    ) -> Result<(), StoreError> {
         let finished = std::time::SystemTime::now();
         let built = kiln_store::BuildInfo {
             kiln: env!("CARGO_PKG_VERSION").to_owned(),
@@ -739,8 +793,7 @@ impl Executor<'_> {
                 * 1000.0,
         };
         self.store
-            .write_action_built(drv, derivation, &record, Some(&built))?;
-        Ok(record)
+            .write_action_built(drv, derivation, record, Some(&built))
     }
 
     fn describe(&self, p: &PreparedRule<'_>, e: &BuildError) -> (miette::Report, String) {

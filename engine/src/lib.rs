@@ -298,8 +298,13 @@ pub fn build_loaded(
                     tracing::warn!(error = %kiln_core::error_chain::error_chain(&e), "could not save the source stat cache");
                 }
             }
-            // Durability: one `syncfs` when something was built.
-            let sync_error = summary.any_built.then(|| store.sync().err()).flatten();
+            // Durability: one `syncfs` when something was built; else only the pending
+            // entries (pulled outputs' action entries) are written.
+            let sync_error = if summary.any_built {
+                store.sync().err()
+            } else {
+                store.flush().err()
+            };
             tracing::debug!(elapsed = ?start.elapsed(), rss_kib = rss_kib(), "synced");
             let report = BuildReport::new(
                 project.name.clone(),

@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kiln_core::kind::{parse_attrs, AttrError, BuildContext, BuildError, Kind};
+use kiln_core::kind::{parse_attrs, AttrError, BuildContext, BuildError, Kind, Output};
 use kiln_core::Digest;
 
 use crate::sandbox::{self, Spec, Tool};
@@ -139,6 +139,10 @@ impl Kind for Exec {
         true
     }
 
+    fn runs_programs(&self) -> bool {
+        true
+    }
+
     fn check(&self, attrs: &Value) -> Result<(), AttrError> {
         let a: Attrs = parse_attrs(attrs)?;
         if a.command.is_empty() || a.command[0].is_empty() {
@@ -167,6 +171,15 @@ impl Kind for Exec {
     }
 
     fn build(&self, cx: &BuildContext<'_>) -> Result<Tree, BuildError> {
+        match self.build_output(cx)? {
+            Output::Tree(t) => Ok(t),
+            Output::Dir(out) => Tree::from_dir(&out)
+                .map_err(|e| BuildError::caused("the command's `$out` is not a valid artifact", e)),
+        }
+    }
+
+    /// Runs the command; its `$out` is the output, streamed into the store by the caller.
+    fn build_output(&self, cx: &BuildContext<'_>) -> Result<Output, BuildError> {
         let a: Attrs = parse_attrs(cx.attrs)?;
         let root = cx
             .scratch
@@ -202,8 +215,7 @@ impl Kind for Exec {
                 }
             )));
         }
-        Tree::from_dir(&out)
-            .map_err(|e| BuildError::caused("the command's `$out` is not a valid artifact", e))
+        Ok(Output::Dir(out))
     }
 }
 

@@ -103,28 +103,43 @@ pub fn run(cmd: &StoreCommand, printer: &Printer, store_dir: &Path) -> Result<u8
         }
         StoreCommand::Cat { rule, file } => {
             let (store, out) = resolve(rule, store_dir)?;
-            let tree = store.load(&out)?;
-            match file {
-                Some(f) => {
-                    let bytes = tree.file(f).ok_or_else(|| Failure {
-                        code: 1,
-                        report: miette::miette!("artifact of `{}` has no file `{f}`", rule.rule),
-                    })?;
-                    printer.bytes(bytes);
+            // Streamed: one file at a time, after the artifact is checked against its hash.
+            let mut found = false;
+            store.visit_object(&out, |entry| {
+                let kiln_store::archive::Visited::File { path, content, .. } = entry else {
+                    return Ok(());
+                };
+                let wanted = match file {
+                    Some(f) => path.as_str() == f.as_str(),
+                    None => !path.as_str().starts_with(".kiln/"),
+                };
+                if !wanted {
+                    return Ok(());
                 }
-                None => {
-                    for (path, _) in tree
-                        .iter()
-                        .filter(|(p, _)| !p.as_str().starts_with(".kiln/"))
-                    {
-                        let bytes = tree.file(path.as_str()).unwrap_or_default();
-                        printer.bytes(format!("# ==> {path} <==\n").as_bytes());
-                        printer.bytes(bytes);
-                        if !bytes.ends_with(b"\n") {
-                            printer.bytes(b"\n");
-                        }
+                found = true;
+                if file.is_none() {
+                    printer.bytes(format!("# ==> {path} <==\n").as_bytes());
+                }
+                let mut last = b'\n';
+                let mut buf = vec![0u8; 256 << 10];
+                loop {
+                    let n = content.read(&mut buf)?;
+                    if n == 0 {
+                        break;
                     }
+                    printer.bytes(&buf[..n]);
+                    last = buf[n - 1];
                 }
+                if file.is_none() && last != b'\n' {
+                    printer.bytes(b"\n");
+                }
+                Ok(())
+            })?;
+            if let (Some(f), false) = (file, found) {
+                return Err(Failure {
+                    code: 1,
+                    report: miette::miette!("artifact of `{}` has no file `{f}`", rule.rule),
+                });
             }
             Ok(0)
         }

@@ -12,7 +12,7 @@
 use std::io::{Read, Write};
 
 use kiln_core::tree::{Entry, Tree};
-use kiln_core::RelPath;
+use kiln_core::{Digest, RelPath};
 
 /// zstd compression level.
 pub const ZSTD_LEVEL: i32 = 3;
@@ -152,14 +152,45 @@ fn write_tar<W: Write>(tree: &Tree, out: W) -> std::io::Result<W> {
     builder.into_inner()
 }
 
-/// Unpacks and validates archive bytes into a tree. The caller checks the tree's hash.
-pub fn unpack(bytes: &[u8], limits: UnpackLimits) -> Result<Tree, ArchiveError> {
-    let decoder = zstd::Decoder::new(bytes).map_err(ArchiveError::Read)?;
+/// One entry of an archive read as a stream (see [`visit`]).
+pub enum Visited<'a> {
+    /// A regular file: `content` yields exactly `size` bytes (a short entry is an error when
+    /// the visitor returns). Whatever the visitor leaves unread is skipped.
+    File {
+        /// Its path.
+        path: RelPath,
+        /// Whether it is executable.
+        executable: bool,
+        /// Its size.
+        size: u64,
+        /// Its content.
+        content: &'a mut dyn Read,
+    },
+    /// A symlink.
+    Symlink {
+        /// Its path.
+        path: RelPath,
+        /// Its target.
+        target: String,
+    },
+}
+
+/// Reads archive bytes from `reader` as a stream and hands every entry to `f`, holding no
+/// content itself: what stays in memory is what `f` keeps, plus each entry's path. Every entry
+/// is checked as it comes (unsafe paths, duplicates, special types, limits); the shape of the
+/// whole (escaping symlinks, a file and a directory at one path) is checked at the end, so a
+/// visitor that writes to disk must treat its work as tentative until `visit` returns `Ok`.
+pub fn visit<R: Read>(
+    reader: R,
+    limits: UnpackLimits,
+    mut f: impl FnMut(Visited<'_>) -> std::io::Result<()>,
+) -> Result<(), ArchiveError> {
+    let decoder = zstd::Decoder::new(reader).map_err(ArchiveError::Read)?;
     // Cap the raw tar stream too, so a decompression bomb stops early: headers and padding add
     // at most 1.5 KiB per entry beyond file content.
     let cap = limits.max_total_bytes + limits.max_entries.saturating_mul(1536) + 10240;
     let mut archive = tar::Archive::new(decoder.take(cap));
-    let mut tree = Tree::new();
+    let mut shape = Tree::new();
     let mut total: u64 = 0;
     let mut count: u64 = 0;
     for entry in archive.entries().map_err(ArchiveError::Read)? {
@@ -178,7 +209,7 @@ pub fn unpack(bytes: &[u8], limits: UnpackLimits) -> Result<Tree, ArchiveError> 
             path: raw_path.clone(),
             source,
         })?;
-        if tree.get(path.as_str()).is_some() {
+        if shape.get(path.as_str()).is_some() {
             return Err(ArchiveError::Duplicate(raw_path));
         }
         match kind {
@@ -191,25 +222,37 @@ pub fn unpack(bytes: &[u8], limits: UnpackLimits) -> Result<Tree, ArchiveError> 
                         limits.max_total_bytes
                     )));
                 }
-                let mut content = Vec::with_capacity(size.min(MAX_PREALLOCATION) as usize);
-                entry
-                    .read_to_end(&mut content)
-                    .map_err(ArchiveError::Read)?;
-                if content.len() as u64 != size {
+                let mode = entry.header().mode().map_err(ArchiveError::Read)?;
+                shape.insert_placeholder(path.clone());
+                let mut counted = Counted {
+                    inner: &mut entry,
+                    read: 0,
+                };
+                f(Visited::File {
+                    path,
+                    executable: mode & 0o111 != 0,
+                    size,
+                    content: &mut counted,
+                })
+                .map_err(ArchiveError::Read)?;
+                // Whatever the visitor left is read here, so a short entry is always caught.
+                let read = counted.read;
+                let rest =
+                    std::io::copy(&mut entry, &mut std::io::sink()).map_err(ArchiveError::Read)?;
+                if read + rest != size {
                     return Err(ArchiveError::Read(std::io::Error::new(
                         std::io::ErrorKind::UnexpectedEof,
                         "truncated entry",
                     )));
                 }
-                let mode = entry.header().mode().map_err(ArchiveError::Read)?;
-                tree.insert_file(path, content, mode & 0o111 != 0);
             }
             tar::EntryType::Symlink => {
                 let target = entry
                     .link_name_bytes()
                     .map(|b| String::from_utf8_lossy(&b).into_owned())
                     .unwrap_or_default();
-                tree.insert_symlink(path, target);
+                shape.insert_symlink(path.clone(), target.clone());
+                f(Visited::Symlink { path, target }).map_err(ArchiveError::Read)?;
             }
             tar::EntryType::Directory => {}
             other => {
@@ -220,8 +263,97 @@ pub fn unpack(bytes: &[u8], limits: UnpackLimits) -> Result<Tree, ArchiveError> 
             }
         }
     }
-    tree.validate().map_err(ArchiveError::Tree)?;
+    shape.validate().map_err(ArchiveError::Tree)
+}
+
+/// A reader that counts what it reads.
+struct Counted<'a, R> {
+    inner: &'a mut R,
+    read: u64,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+/// Unpacks and validates archive bytes into a tree. The caller checks the tree's hash.
+pub fn unpack(bytes: &[u8], limits: UnpackLimits) -> Result<Tree, ArchiveError> {
+    let mut tree = Tree::new();
+    visit(bytes, limits, |entry| {
+        match entry {
+            Visited::File {
+                path,
+                executable,
+                size,
+                content,
+            } => {
+                let mut buf = Vec::with_capacity(size.min(MAX_PREALLOCATION) as usize);
+                content.read_to_end(&mut buf)?;
+                tree.insert_file(path, buf, executable);
+            }
+            Visited::Symlink { path, target } => tree.insert_symlink(path, target),
+        }
+        Ok(())
+    })?;
     Ok(tree)
+}
+
+/// What [`hash_stream`] found: the output hash of the archive's tree, and its files' content
+/// digests by path (only for paths `keep` selects).
+#[derive(Debug)]
+pub struct Hashed {
+    /// The tree's output hash.
+    pub output: Digest,
+    /// Digests of the selected files.
+    pub digests: Vec<(RelPath, Digest)>,
+}
+
+/// The output hash of an archive read as a stream, and the content digests of the files `keep`
+/// selects: memory holds a read buffer and the entries' paths, never a file. Entries are
+/// hashed in the order they come, which is the tree's order in every archive kiln packs; an
+/// archive in another order hashes to something else, and is refused as corrupt by the caller.
+pub fn hash_stream<R: Read>(
+    reader: R,
+    limits: UnpackLimits,
+    keep: impl Fn(&RelPath) -> bool,
+) -> Result<Hashed, ArchiveError> {
+    let mut canonical = kiln_core::tree::CanonicalHasher::new();
+    let mut digests = Vec::new();
+    let mut buf = vec![0u8; 256 << 10];
+    visit(reader, limits, |entry| {
+        match entry {
+            Visited::File {
+                path,
+                executable,
+                size,
+                content,
+            } => {
+                let mut hasher = blake3::Hasher::new();
+                loop {
+                    let n = content.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    hasher.update(&buf[..n]);
+                }
+                let digest: Digest = hasher.finalize().into();
+                canonical.file(&path, executable, size, &digest);
+                if keep(&path) {
+                    digests.push((path, digest));
+                }
+            }
+            Visited::Symlink { path, target } => canonical.symlink(&path, &target),
+        }
+        Ok(())
+    })?;
+    Ok(Hashed {
+        output: canonical.finish(),
+        digests,
+    })
 }
 
 #[cfg(test)]

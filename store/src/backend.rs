@@ -28,6 +28,20 @@ pub trait ObjectStore: Send + Sync {
     fn get(&self, out: &Digest) -> Result<Option<Tree>>;
     /// Stores `tree` under its output hash, which it returns. Storing twice is harmless.
     fn put(&self, tree: &Tree) -> Result<Digest>;
+    /// Stores the directory `dir` as an artifact; gives its record. The local store streams it
+    /// (see [`LocalStore::put_dir`]); the default reads it into memory first.
+    fn put_dir(&self, dir: &std::path::Path) -> Result<OutputRecord> {
+        let tree = Tree::from_dir(dir).map_err(|source| StoreError::InvalidOutput {
+            dir: dir.to_owned(),
+            source,
+        })?;
+        Ok(OutputRecord {
+            output: self.put(&tree)?,
+            exports: tree.exports(),
+            entries: tree.len() as u64,
+            size: tree.content_size(),
+        })
+    }
 }
 
 /// Derivation hash -> output record and the canonical derivation it was built from.
@@ -87,6 +101,10 @@ impl ObjectStore for LocalStore {
 
     fn put(&self, tree: &Tree) -> Result<Digest> {
         self.put_object(tree)
+    }
+
+    fn put_dir(&self, dir: &std::path::Path) -> Result<OutputRecord> {
+        LocalStore::put_dir(self, dir)
     }
 }
 
@@ -196,6 +214,10 @@ impl ObjectStore for PullThrough {
 
     fn put(&self, tree: &Tree) -> Result<Digest> {
         self.local.put_object(tree)
+    }
+
+    fn put_dir(&self, dir: &std::path::Path) -> Result<OutputRecord> {
+        self.local.put_dir(dir)
     }
 }
 

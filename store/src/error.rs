@@ -38,6 +38,16 @@ pub enum StoreError {
     /// A backend address no backend serves.
     #[error("no store backend serves `{0}` (known: `file:///path`, `memory://`)")]
     UnsupportedAddress(String),
+    /// A directory given to the store is not a valid artifact (a device, an escaping symlink,
+    /// a file and a directory at one path, more than the artifact limit).
+    #[error("`{dir}` is not a valid artifact")]
+    InvalidOutput {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: kiln_core::tree::TreeError,
+    },
     /// No such object.
     #[error("object `{0}` is not in the store")]
     Missing(Digest),

@@ -5,6 +5,7 @@ use std::fs;
 use std::path::Path;
 
 use crate::error::{Result, StoreError};
+use crate::local::packs::Kind;
 use crate::local::{LocalStore, OutputRecord};
 
 /// What `gc` did.
@@ -86,32 +87,39 @@ impl LocalStore {
             .iter()
             .flat_map(|r| r.rules.values().map(|e| e.derivation))
             .collect();
+        // The packs: action entries kept as above, kept sources when a kept entry records
+        // them; everything else is dropped by writing the kept entries as one pack.
+        let (packs, entries) = self.pack_entries()?;
         let mut live_sources = HashSet::new();
-        for path in files_in(&self.dir("actions")).collect::<Vec<_>>() {
-            let drv = crate::local::digest_of_file_name(&path);
-            let bytes = fs::read(&path).ok();
-            let keep = drv.is_some_and(|d| recorded_drvs.contains(&d))
-                || (drv.is_some_and(|d| live_drvs.contains(&d))
-                    && bytes
-                        .as_deref()
-                        .and_then(|b| serde_json::from_slice::<OutputRecord>(b).ok())
-                        .is_some_and(|r| live_outputs.contains(&r.output)));
-            if keep {
-                live_sources.extend(bytes.as_deref().map(source_digests).unwrap_or_default());
-            } else {
-                remove(&path, &mut report.bytes_freed)?;
-                report.records_deleted += 1;
+        let mut kept = Vec::new();
+        let mut sources = Vec::new();
+        for ((kind, digest), bytes) in entries {
+            match kind {
+                Kind::Source => sources.push(((kind, digest), bytes)),
+                Kind::Action => {
+                    let keep = recorded_drvs.contains(&digest)
+                        || (live_drvs.contains(&digest)
+                            && serde_json::from_slice::<OutputRecord>(&bytes)
+                                .is_ok_and(|r| live_outputs.contains(&r.output)));
+                    if keep {
+                        live_sources.extend(source_digests(&bytes));
+                        kept.push(((kind, digest), bytes));
+                    } else {
+                        report.bytes_freed += bytes.len() as u64;
+                        report.records_deleted += 1;
+                    }
+                }
             }
         }
-        for path in files_in(&self.dir("sources")).collect::<Vec<_>>() {
-            let keep = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| kiln_core::Digest::from_hex(n).ok())
-                .is_some_and(|d| live_sources.contains(&d));
-            if !keep {
-                remove(&path, &mut report.bytes_freed)?;
+        for (key, bytes) in sources {
+            if live_sources.contains(&key.1) {
+                kept.push((key, bytes));
+            } else {
+                report.bytes_freed += bytes.len() as u64;
             }
+        }
+        if packs.len() > 1 || report.records_deleted > 0 || kept.is_empty() != packs.is_empty() {
+            self.replace_packs(&packs, kept)?;
         }
         for path in files_in(&self.dir("objects")).collect::<Vec<_>>() {
             if crate::local::digest_of_file_name(&path).is_some_and(|d| live_outputs.contains(&d)) {
@@ -121,7 +129,7 @@ impl LocalStore {
                 report.objects_deleted += 1;
             }
         }
-        for sub in ["trees", "locks", "tmp", "quarantine", "fingerprints"] {
+        for sub in ["trees", "tmp", "quarantine", "fingerprints"] {
             let dir = self.dir(sub);
             let entries = fs::read_dir(&dir).map_err(StoreError::io("list", &dir))?;
             for e in entries.flatten() {

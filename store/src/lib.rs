@@ -11,6 +11,7 @@ pub mod archive;
 pub mod backend;
 pub mod error;
 pub mod gc;
+pub mod ingest;
 pub mod local;
 pub mod verify;
 

@@ -8,6 +8,7 @@ use kiln_core::Digest;
 use rayon::prelude::*;
 
 use crate::error::Result;
+use crate::local::packs::{Key, Kind};
 use crate::local::{LocalStore, OutputRecord};
 
 /// One corrupt entry found by `verify`.
@@ -53,7 +54,7 @@ impl LocalStore {
             .filter_map(|path| {
                 let reason = match crate::local::digest_of_file_name(path) {
                     None => "file name is not a digest".to_owned(),
-                    Some(d) => match self.load(&d) {
+                    Some(d) => match self.hash_object(&d, |_| false) {
                         Ok(_) => return None,
                         Err(e) => error_chain(&e),
                     },
@@ -88,29 +89,7 @@ impl LocalStore {
         }
         report.corrupt.extend(bad);
 
-        let actions = walk(&self.dir("actions"));
-        report.actions = actions.len();
-        for path in actions {
-            let bytes = fs::read(&path).unwrap_or_default();
-            let record = serde_json::from_slice::<OutputRecord>(&bytes).ok();
-            let derivation = crate::local::derivation_of_action(&bytes);
-            let reason = match (crate::local::digest_of_file_name(&path), record, derivation) {
-                (None, _, _) => Some("file name is not a digest"),
-                (_, None, _) => Some("unreadable action cache entry"),
-                (_, _, None) => Some("action cache entry has no derivation record"),
-                (Some(d), Some(_), Some(drv)) if Digest::of(&drv) != d => {
-                    Some("derivation record does not hash to its name")
-                }
-                _ => None,
-            };
-            if let Some(reason) = reason {
-                let _ = fs::remove_file(&path);
-                report.corrupt.push(CorruptEntry {
-                    path: rel(&path),
-                    reason: reason.to_owned(),
-                });
-            }
-        }
+        self.verify_packs(&mut report)?;
         report.corrupt.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(report)
     }
@@ -129,7 +108,7 @@ impl LocalStore {
                 .to_string()
         };
         for path in walk(&self.dir("roots")) {
-            if path.extension().is_none_or(|e| e != "json") {
+            if path.extension().is_none_or(|e| e != crate::local::ROOT_EXT) {
                 continue;
             }
             report.roots += 1;
@@ -157,8 +136,7 @@ impl LocalStore {
                         entry.output.output
                     ))
                 } else {
-                    fs::read(self.action_path(&entry.derivation))
-                        .ok()
+                    self.action_bytes(&entry.derivation)
                         .and_then(|b| serde_json::from_slice::<OutputRecord>(&b).ok())
                         .filter(|action| action.output != entry.output.output)
                         .map(|action| {
@@ -232,14 +210,89 @@ impl LocalStore {
                 self.write_root(&key, &root)?;
             }
         }
-        for path in walk(&self.dir("actions")) {
-            let names_gone = fs::read(&path)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<OutputRecord>(&b).ok())
-                .is_some_and(|r| outputs.contains(&r.output.hex()));
-            if names_gone {
-                let _ = fs::remove_file(&path);
+        let (packs, entries) = self.pack_entries()?;
+        let before = entries.len();
+        let kept: Vec<_> = entries
+            .into_iter()
+            .filter(|((kind, _), bytes)| {
+                *kind != Kind::Action
+                    || !serde_json::from_slice::<OutputRecord>(bytes)
+                        .is_ok_and(|r| outputs.contains(&r.output.hex()))
+            })
+            .collect();
+        if kept.len() != before {
+            self.replace_packs(&packs, kept)?;
+        }
+        Ok(())
+    }
+
+    /// Checks every pack: its index and entries against their checksums, and every entry (an
+    /// action entry parses and its derivation hashes to its name; a source hashes to its name).
+    /// A pack whose index is unreadable is quarantined; bad entries are dropped by rewriting
+    /// the packs without them.
+    fn verify_packs(&self, report: &mut VerifyReport) -> Result<()> {
+        let mut paths = Vec::new();
+        let mut good: std::collections::HashMap<Key, Vec<u8>> = Default::default();
+        let mut rewrite = false;
+        for pack in self.packs().all_packs() {
+            let pack = match pack {
+                Ok(p) => p,
+                Err((path, reason)) => {
+                    let name = path.file_name().unwrap_or_default().to_string_lossy();
+                    let aside = self.dir("quarantine").join(format!("pack-{name}"));
+                    fs::rename(&path, &aside)
+                        .map_err(crate::error::StoreError::io("quarantine", &path))?;
+                    report.corrupt.push(CorruptEntry {
+                        path: format!("actions/{name}"),
+                        reason,
+                    });
+                    continue;
+                }
+            };
+            let name = pack.path.file_name().unwrap_or_default().to_string_lossy();
+            if let Err(reason) = pack.check_entries() {
+                report.corrupt.push(CorruptEntry {
+                    path: format!("actions/{name}"),
+                    reason,
+                });
+                rewrite = true;
             }
+            for &((kind, digest), offset, len) in &pack.entries {
+                let bytes = pack.read(offset, len).unwrap_or_default();
+                let reason = match kind {
+                    Kind::Action => {
+                        report.actions += 1;
+                        let record = serde_json::from_slice::<OutputRecord>(&bytes).ok();
+                        let derivation = crate::local::derivation_of_action(&bytes);
+                        match (record, derivation) {
+                            (None, _) => Some("unreadable action cache entry"),
+                            (_, None) => Some("action cache entry has no derivation record"),
+                            (Some(_), Some(drv)) if Digest::of(&drv) != digest => {
+                                Some("derivation record does not hash to its name")
+                            }
+                            _ => None,
+                        }
+                    }
+                    Kind::Source => (Digest::of(&bytes) != digest)
+                        .then_some("kept source does not hash to its name"),
+                };
+                match reason {
+                    Some(reason) => {
+                        rewrite = true;
+                        report.corrupt.push(CorruptEntry {
+                            path: format!("actions/{name}: {}", digest.hex()),
+                            reason: reason.to_owned(),
+                        });
+                    }
+                    None => {
+                        good.insert((kind, digest), bytes);
+                    }
+                }
+            }
+            paths.push(pack.path.clone());
+        }
+        if rewrite {
+            self.replace_packs(&paths, good.into_iter().collect())?;
         }
         Ok(())
     }
@@ -308,7 +361,7 @@ mod tests {
                 .collect(),
         };
         s.write_root("p-key", &root).unwrap();
-        s.root().join("roots/p-key/prod.json")
+        s.root().join("roots/p-key/prod.root")
     }
 
     fn put(s: &LocalStore, content: &str) -> (Digest, OutputRecord) {
@@ -389,10 +442,10 @@ mod tests {
         let (drv_a, rec_a) = put(&s, "a");
         let path = root_with(&s, &[("a", drv_a, rec_a)]);
         assert!(s.read_root("p-key", "prod").is_some());
-        let text = fs::read_to_string(&path)
-            .unwrap()
-            .replace("manifest", "configmap");
-        fs::write(&path, text).unwrap();
+        let mut bytes = fs::read(&path).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 1;
+        fs::write(&path, bytes).unwrap();
         assert!(
             s.read_root("p-key", "prod").is_none(),
             "an edited root is not trusted"

@@ -1,14 +1,13 @@
 //! The action cache: derivation hash -> output record, with the canonical derivation kept
-//! beside it; and the per-derivation build locks.
+//! beside it (in packs, see [`super::packs`]); and the per-derivation build locks.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::path::PathBuf;
 
 use kiln_core::{Digest, Tree};
 use serde::{Deserialize, Serialize};
 
-use super::{shard, write_atomic, LocalStore};
+use super::packs::{Kind, StripeGuard};
+use super::LocalStore;
 use crate::error::{Result, StoreError};
 
 /// What the action cache records for a derivation.
@@ -40,30 +39,23 @@ pub struct BuildInfo {
     pub duration_ms: f64,
 }
 
-/// An exclusive lock on one derivation, held while it is built.
+/// An exclusive lock on one derivation (against other processes), held while it is built.
 #[derive(Debug)]
 pub struct DerivationLock {
-    _file: File,
+    _guard: StripeGuard,
 }
 
 impl LocalStore {
-    pub(crate) fn action_path(&self, drv: &Digest) -> PathBuf {
-        shard(&self.dir("actions"), drv, ".json")
-    }
-
     /// Takes the build lock of derivation `drv`, waiting while another process holds it.
+    ///
+    /// Striped by the derivation's first byte, on the object shard directories: two
+    /// derivations sharing a stripe in two processes build one after the other, which is still
+    /// correct, and no lock file is ever created. Its entry, once written, keeps the stripe
+    /// until it is in a pack, so another process that waited finds it there.
     pub fn lock_derivation(&self, drv: &Digest) -> Result<DerivationLock> {
-        // Striped: two derivations sharing a stripe (1 in 4096) build one after the other, which
-        // is still correct, and no build creates a new inode for its lock.
-        let path = self.dir("locks").join(format!("{}.lock", &drv.hex()[..3]));
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(StoreError::io("open", &path))?;
-        file.lock().map_err(StoreError::io("lock", &path))?;
-        Ok(DerivationLock { _file: file })
+        Ok(DerivationLock {
+            _guard: self.packs.lock_stripe(&self.dir("objects"), drv)?,
+        })
     }
 
     /// The action cache entry of `drv` when its object exists too (what a build can use):
@@ -118,24 +110,32 @@ impl LocalStore {
         json.extend_from_slice(b",\"derivation\":");
         json.extend_from_slice(derivation);
         json.push(b'}');
-        write_atomic(&self.root, &self.action_path(drv), &json)
+        let cost = built.map_or(0.0, |b| b.duration_ms.max(0.0));
+        self.packs.put_costed(
+            (Kind::Action, *drv),
+            json,
+            std::time::Duration::try_from_secs_f64(cost / 1000.0).unwrap_or_default(),
+        )
     }
 
     /// Who and what built `drv`'s output, when this store built it.
     pub fn build_info(&self, drv: &Digest) -> Option<BuildInfo> {
-        let bytes = fs::read(self.action_path(drv)).ok()?;
+        let bytes = self.packs.get((Kind::Action, *drv)).ok()??;
         let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
         serde_json::from_value(v.get("built")?.clone()).ok()
     }
 
+    /// The path an action entry is reported under (it lives in a pack).
+    pub(crate) fn action_name(drv: &Digest) -> std::path::PathBuf {
+        std::path::PathBuf::from(format!("actions/{}", drv.hex()))
+    }
+
     /// The action entry of `drv`: its record and canonical derivation, `Ok(None)` on a miss.
     pub fn action(&self, drv: &Digest) -> Result<Option<(OutputRecord, Vec<u8>)>> {
-        let path = self.action_path(drv);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(StoreError::io("read", &path)(e)),
+        let Some(bytes) = self.packs.get((Kind::Action, *drv))? else {
+            return Ok(None);
         };
+        let path = Self::action_name(drv);
         let record: OutputRecord =
             serde_json::from_slice(&bytes).map_err(|source| StoreError::Record {
                 path: path.clone(),
@@ -156,12 +156,26 @@ impl LocalStore {
 
     /// The canonical derivation record of `drv`.
     pub fn derivation(&self, drv: &Digest) -> Result<Vec<u8>> {
-        let p = self.action_path(drv);
-        let bytes = fs::read(&p).map_err(StoreError::io("read", &p))?;
+        let p = Self::action_name(drv);
+        let bytes = self
+            .packs
+            .get((Kind::Action, *drv))?
+            .ok_or_else(|| StoreError::Corrupt {
+                path: p.clone(),
+                reason: "no action entry".to_owned(),
+            })?;
         derivation_of_action(&bytes).ok_or_else(|| StoreError::Corrupt {
             path: p,
             reason: "action entry has no derivation record".to_owned(),
         })
+    }
+
+    /// Stores raw bytes as `drv`'s action entry (tests of what readers do with broken ones).
+    #[cfg(test)]
+    pub(crate) fn put_raw_action(&self, drv: &Digest, bytes: &[u8]) {
+        self.packs
+            .put((Kind::Action, *drv), bytes.to_vec())
+            .unwrap();
     }
 }
 

@@ -2,26 +2,27 @@
 //!
 //! ```text
 //! $KILN_STORE/
-//!   FORMAT                        "kiln-store-v1"
+//!   FORMAT                        "kiln-store-v2" (a v1 store is upgraded when opened)
 //!   store.lock                    shared by builds, exclusive for gc
-//!   objects/ab/<hex>.tar.zst      artifacts, keyed by output hash
-//!   actions/ab/<hex>.json         action cache: derivation hash -> OutputRecord, plus the
-//!                                 canonical derivation record itself (for `kiln why`) and,
-//!                                 for outputs built here, who built them (`built`)
-//!   roots/<project-key>/<env>.json GC roots: the last successful build of a project and env
+//!   objects/ab/<hex>.tar.zst      artifacts, keyed by output hash; the 256 shard directories
+//!                                 are also the build locks' stripes (flock, no lock files)
+//!   actions/<hex>.pack            packs of small entries (see `packs`): the action cache
+//!                                 (derivation hash -> OutputRecord, plus the canonical
+//!                                 derivation record itself for `kiln why` and, for outputs
+//!                                 built here, who built them) and the text sources of built
+//!                                 rules (`kiln why`)
+//!   roots/<project-key>/<env>.root GC roots: the last successful build of a project and env
+//!                                 (binary, checksummed; `kiln store ls --json` shows them)
 //!   roots/<project-key>/<env>.previous  the root it replaced (`kiln why`, `kiln diff`)
-//!   sources/<hex>                 text sources of built rules, by content digest (`kiln why`)
 //!   trees/<hex>/                  unpacked, read-only views for `kiln store path`
-//!   locks/<abc>.lock              build locks, striped by the first 3 hex digits of the
-//!                                 derivation hash (4096 reusable files, not one per build)
 //!   quarantine/                   entries `verify` found corrupt
 //!   fingerprints/<hex>.fp         per build invocation: what its last successful build read
 //!                                 and produced (the no-op fast path; gc clears them)
 //!   tmp/                          temp files, renamed into place
 //! ```
 //!
-//! Every entry is written to `tmp/` and renamed into place, so a crash never leaves a partial
-//! entry visible. Durability against power loss is batched: one `syncfs` per build
+//! Every file is written to `tmp/` and renamed into place, so a crash never leaves a partial
+//! file visible. Durability against power loss is batched: one `syncfs` per build
 //! ([`LocalStore::sync`]), not one fsync per entry. An entry lost or torn by a power cut reads
 //! as corrupt, which is a cache miss, and is rebuilt.
 
@@ -35,21 +36,27 @@ use crate::error::{Result, StoreError};
 
 mod actions;
 mod objects;
+pub(crate) mod packs;
 mod roots;
+mod upgrade;
 
 pub(crate) use actions::derivation_of_action;
 pub use actions::{BuildInfo, DerivationLock, OutputRecord};
-pub(crate) use roots::{encode_root, parse_root};
+pub(crate) use roots::{encode_root, parse_root, ROOT_EXT};
 pub use roots::{Root, RootEntry};
 
 /// The store format this kiln reads and writes.
-pub const STORE_FORMAT: &str = "kiln-store-v1";
+pub const STORE_FORMAT: &str = "kiln-store-v2";
+/// The format before packs and binary roots; opening one upgrades it.
+const STORE_FORMAT_V1: &str = "kiln-store-v1";
 
 /// The local content-addressed store. Holding one keeps a shared lock on the store, so `gc`
 /// waits until no build is using it.
 #[derive(Debug)]
 pub struct LocalStore {
     root: PathBuf,
+    /// Dropped before the lock: writing what is pending needs the store.
+    packs: packs::Packs,
     _lock: File,
 }
 
@@ -87,18 +94,18 @@ impl LocalStore {
             "actions",
             "roots",
             "trees",
-            "locks",
             "quarantine",
             "tmp",
-            "sources",
             "fingerprints",
         ] {
             let d = root.join(sub);
             fs::create_dir_all(&d).map_err(StoreError::io("create directory", &d))?;
         }
         let format = root.join("FORMAT");
+        let mut upgrade = false;
         match fs::read_to_string(&format) {
             Ok(found) if found.trim() == STORE_FORMAT => {}
+            Ok(found) if found.trim() == STORE_FORMAT_V1 => upgrade = true,
             Ok(found) => {
                 return Err(StoreError::Version {
                     path: root.to_owned(),
@@ -107,13 +114,11 @@ impl LocalStore {
                 })
             }
             Err(_) => {
-                // A new store: make the 256 shards of each sharded directory once, so that
-                // writes never need a mkdir.
-                for sub in ["objects", "actions"] {
-                    for b in 0..=255u8 {
-                        let d = root.join(sub).join(format!("{b:02x}"));
-                        fs::create_dir_all(&d).map_err(StoreError::io("create directory", &d))?;
-                    }
+                // A new store: make the 256 object shards once, so that writes never need a
+                // mkdir (and the build locks' stripes exist).
+                for b in 0..=255u8 {
+                    let d = root.join("objects").join(format!("{b:02x}"));
+                    fs::create_dir_all(&d).map_err(StoreError::io("create directory", &d))?;
                 }
                 write_atomic(root, &format, format!("{STORE_FORMAT}\n").as_bytes())?
             }
@@ -129,19 +134,32 @@ impl LocalStore {
             // A read-only store (a read-only mount, a shared cache directory) still serves
             // reads: `store ls`, `store cat`, a no-op build, `plan`. flock works on a read-only
             // descriptor; any write then fails as the store error it is.
-            Err(e) if is_read_only(&e) && !exclusive => {
+            Err(e) if is_read_only(&e) && !exclusive && !upgrade => {
                 File::open(&lock_path).map_err(StoreError::io("open", &lock_path))?
             }
             Err(e) => return Err(StoreError::io("open", &lock_path)(e)),
         };
-        if exclusive {
+        if exclusive || upgrade {
             lock.lock()
         } else {
             lock.lock_shared()
         }
         .map_err(StoreError::io("lock", &lock_path))?;
+        if upgrade {
+            // Another process may have upgraded it while this one waited.
+            let found = fs::read_to_string(&format).unwrap_or_default();
+            if found.trim() == STORE_FORMAT_V1 {
+                upgrade::from_v1(root)?;
+                write_atomic(root, &format, format!("{STORE_FORMAT}\n").as_bytes())?;
+            }
+            if !exclusive {
+                lock.lock_shared()
+                    .map_err(StoreError::io("lock", &lock_path))?;
+            }
+        }
         Ok(Self {
             root: root.to_owned(),
+            packs: packs::Packs::new(root),
             _lock: lock,
         })
     }
@@ -155,8 +173,48 @@ impl LocalStore {
         self.root.join(sub)
     }
 
-    /// Makes everything written so far durable: one `syncfs` of the store's file system.
+    pub(crate) fn packs(&self) -> &packs::Packs {
+        &self.packs
+    }
+
+    /// An action entry's raw bytes, if there is one.
+    pub(crate) fn action_bytes(&self, drv: &Digest) -> Option<Vec<u8>> {
+        self.packs.get((packs::Kind::Action, *drv)).ok().flatten()
+    }
+
+    /// The paths of every pack and every entry in them (latest wins on duplicates), read
+    /// fresh, after writing what is pending. Packs that cannot be read are left out.
+    pub(crate) fn pack_entries(&self) -> Result<(Vec<PathBuf>, packs::Entries)> {
+        self.packs.flush()?;
+        let mut paths = Vec::new();
+        let mut entries = std::collections::HashMap::new();
+        for pack in self.packs.all_packs().into_iter().flatten() {
+            for &(key, offset, len) in &pack.entries {
+                let bytes = pack
+                    .read(offset, len)
+                    .map_err(StoreError::io("read", &pack.path))?;
+                entries.insert(key, bytes);
+            }
+            paths.push(pack.path.clone());
+        }
+        Ok((paths, entries.into_iter().collect()))
+    }
+
+    /// Replaces the packs `old` by one holding `entries`.
+    pub(crate) fn replace_packs(&self, old: &[PathBuf], entries: packs::Entries) -> Result<()> {
+        self.packs.replace(old, entries)
+    }
+
+    /// Writes the pending small entries (action cache, sources) as a pack. They are also
+    /// written every few hundred milliseconds, and when the store is dropped.
+    pub fn flush(&self) -> Result<()> {
+        self.packs.flush()
+    }
+
+    /// Makes everything written so far durable: the pending entries, then one `syncfs` of the
+    /// store's file system.
     pub fn sync(&self) -> Result<()> {
+        self.flush()?;
         let dir = File::open(&self.root).map_err(StoreError::io("open", &self.root))?;
         rustix::fs::syncfs(&dir).map_err(|e| StoreError::io("sync", &self.root)(e.into()))
     }
@@ -175,7 +233,7 @@ fn is_read_only(e: &std::io::Error) -> bool {
 
 /// This thread's temp directory under the store's `tmp/`. Threads (and processes) do not share
 /// one: every create and rename locks the directory, and one shared `tmp/` serializes builders.
-fn thread_tmp_dir(store_root: &Path) -> Result<PathBuf> {
+pub(crate) fn thread_tmp_dir(store_root: &Path) -> Result<PathBuf> {
     use std::cell::RefCell;
     use std::sync::atomic::{AtomicUsize, Ordering};
     static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -185,7 +243,9 @@ fn thread_tmp_dir(store_root: &Path) -> Result<PathBuf> {
     DIR.with(|d| {
         let mut d = d.borrow_mut();
         if let Some((root, dir)) = d.as_ref() {
-            if root == store_root && dir.is_dir() {
+            // Not checked with a stat: a directory removed meanwhile (gc of a crashed build's
+            // `tmp/`) fails the temp file's creation, which makes a new one.
+            if root == store_root {
                 return Ok(dir.clone());
             }
         }
@@ -205,8 +265,14 @@ fn thread_tmp_dir(store_root: &Path) -> Result<PathBuf> {
 /// crash never leaves a partial `dest`. No fsync here: durability is one `syncfs` per build.
 pub(crate) fn write_atomic(store_root: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
     let tmp_dir = thread_tmp_dir(store_root)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(&tmp_dir)
-        .map_err(StoreError::io("create temp file in", &tmp_dir))?;
+    let mut tmp = match tempfile::NamedTempFile::new_in(&tmp_dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::create_dir_all(&tmp_dir).map_err(StoreError::io("create directory", &tmp_dir))?;
+            tempfile::NamedTempFile::new_in(&tmp_dir)
+        }
+        other => other,
+    }
+    .map_err(StoreError::io("create temp file in", &tmp_dir))?;
     tmp.write_all(bytes)
         .map_err(StoreError::io("write", tmp.path().to_owned()))?;
     match tmp.persist(dest) {
@@ -281,7 +347,7 @@ mod tests {
         let s = LocalStore::open(d.path()).unwrap();
         let drv = Digest::of(b"{}");
         s.put(&drv, b"{}", &tree("x")).unwrap();
-        fs::write(s.action_path(&drv), b"{not json").unwrap();
+        s.put_raw_action(&drv, b"{not json");
         assert!(matches!(
             s.usable_output(&drv),
             Err(StoreError::Record { .. })
@@ -289,7 +355,10 @@ mod tests {
         // An entry copied under another derivation's name is caught by its derivation record.
         let other = Digest::of(b"[]");
         s.put(&drv, b"{}", &tree("x")).unwrap();
-        fs::copy(s.action_path(&drv), s.action_path(&other)).unwrap();
+        let (record, derivation) = s.action(&drv).unwrap().unwrap();
+        s.write_action(&drv, &derivation, &record).unwrap();
+        let copied = s.packs.get((packs::Kind::Action, drv)).unwrap().unwrap();
+        s.put_raw_action(&other, &copied);
         assert!(matches!(
             s.usable_output(&other),
             Err(StoreError::Corrupt { .. })

@@ -2,10 +2,12 @@
 //! quarantined when corrupt, unpacked into read-only views.
 
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use kiln_core::{Digest, Tree};
 
+use super::packs::Kind;
 use super::{shard, write_atomic, LocalStore};
 use crate::archive::{self, UnpackLimits};
 use crate::error::{Result, StoreError};
@@ -63,23 +65,22 @@ impl LocalStore {
         Ok(tree)
     }
 
-    fn source_path(&self, digest: &Digest) -> PathBuf {
-        self.dir("sources").join(digest.hex())
-    }
-
     /// Keeps a source file's content under its digest (the one derivations record), so that
     /// `kiln why` can show what changed in it. Text files up to 256 KiB only; kept once.
     pub fn put_source(&self, digest: &Digest, content: &[u8]) -> Result<()> {
-        let path = self.source_path(digest);
-        if content.len() > 256 << 10 || std::str::from_utf8(content).is_err() || path.is_file() {
+        let key = (Kind::Source, *digest);
+        if content.len() > 256 << 10
+            || std::str::from_utf8(content).is_err()
+            || self.packs.contains(key)
+        {
             return Ok(());
         }
-        write_atomic(&self.root, &path, content)
+        self.packs.put(key, content.to_vec())
     }
 
     /// A kept source file's content, checked against its digest.
     pub fn source(&self, digest: &Digest) -> Option<Vec<u8>> {
-        let bytes = fs::read(self.source_path(digest)).ok()?;
+        let bytes = self.packs.get((Kind::Source, *digest)).ok()??;
         (Digest::of(&bytes) == *digest).then_some(bytes)
     }
 
@@ -96,32 +97,123 @@ impl LocalStore {
         }
     }
 
-    /// An unpacked, read-only directory holding artifact `out`, created on first use.
+    fn open_object(&self, out: &Digest) -> Result<std::io::BufReader<fs::File>> {
+        let path = self.object_path(out);
+        match fs::File::open(&path) {
+            Ok(f) => Ok(std::io::BufReader::with_capacity(256 << 10, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::Missing(*out)),
+            Err(e) => Err(StoreError::io("read", &path)(e)),
+        }
+    }
+
+    fn check_hash(&self, out: &Digest, actual: Digest) -> Result<()> {
+        if actual == *out {
+            return Ok(());
+        }
+        Err(StoreError::Corrupt {
+            path: self.object_path(out),
+            reason: format!("content hashes to {actual}"),
+        })
+    }
+
+    /// Checks artifact `out` against its hash by streaming it (no file is held in memory), and
+    /// gives the content digests of the files `keep` selects.
+    pub fn hash_object(
+        &self,
+        out: &Digest,
+        keep: impl Fn(&kiln_core::RelPath) -> bool,
+    ) -> Result<Vec<(kiln_core::RelPath, Digest)>> {
+        let hashed = archive::hash_stream(self.open_object(out)?, UnpackLimits::default(), keep)
+            .map_err(|source| StoreError::Archive {
+                object: *out,
+                source,
+            })?;
+        self.check_hash(out, hashed.output)?;
+        Ok(hashed.digests)
+    }
+
+    /// Hands every entry of artifact `out` to `f`, streaming, after checking the artifact
+    /// against its hash in a first streaming pass: `f` only ever sees checked content, and
+    /// memory holds what `f` keeps.
+    pub fn visit_object(
+        &self,
+        out: &Digest,
+        f: impl FnMut(archive::Visited<'_>) -> std::io::Result<()>,
+    ) -> Result<()> {
+        self.hash_object(out, |_| false)?;
+        archive::visit(self.open_object(out)?, UnpackLimits::default(), f).map_err(|source| {
+            StoreError::Archive {
+                object: *out,
+                source,
+            }
+        })
+    }
+
+    /// An unpacked, read-only directory holding artifact `out`, created on first use. The
+    /// archive is streamed to disk (no file is held in memory) and hashed on the way; symlinks
+    /// are made last, once the archive's shape is checked, so no file is ever written through
+    /// one.
     pub fn materialize(&self, out: &Digest) -> Result<PathBuf> {
+        use std::os::unix::fs::PermissionsExt;
         let dest = self.dir("trees").join(out.hex());
         if dest.is_dir() {
             return Ok(dest);
         }
-        let tree = self.load(out)?;
         let tmp = tempfile::Builder::new()
             .prefix("tree-")
             .tempdir_in(self.dir("tmp"))
             .map_err(StoreError::io("create temp dir in", self.dir("tmp")))?;
-        tree.write_to(tmp.path()).map_err(|e| StoreError::Io {
-            action: "write tree to",
-            path: tmp.path().to_owned(),
-            source: std::io::Error::other(e),
-        })?;
-        // Read-only files: a view of a content-addressed artifact is not a scratch copy
-        // (`verify` rehashes the views and rebuilds any that were changed anyway).
-        for (path, entry) in tree.iter() {
-            if let kiln_core::tree::Entry::File { executable, .. } = entry {
-                use std::os::unix::fs::PermissionsExt;
-                let file = tmp.path().join(path.as_str());
-                let mode = if *executable { 0o555 } else { 0o444 };
-                fs::set_permissions(&file, fs::Permissions::from_mode(mode))
-                    .map_err(StoreError::io("make read-only", &file))?;
+        let root = tmp.path().to_owned();
+        let mut canonical = kiln_core::tree::CanonicalHasher::new();
+        let mut links = Vec::new();
+        let mut buf = vec![0u8; 256 << 10];
+        archive::visit(self.open_object(out)?, UnpackLimits::default(), |entry| {
+            match entry {
+                archive::Visited::File {
+                    path,
+                    executable,
+                    size,
+                    content,
+                } => {
+                    let file_path = root.join(path.as_str());
+                    if let Some(parent) = file_path.parent() {
+                        fs::create_dir_all(parent)?;
+                    }
+                    let mut file = fs::File::create(&file_path)?;
+                    let mut hasher = blake3::Hasher::new();
+                    loop {
+                        let n = content.read(&mut buf)?;
+                        if n == 0 {
+                            break;
+                        }
+                        hasher.update(&buf[..n]);
+                        file.write_all(&buf[..n])?;
+                    }
+                    canonical.file(&path, executable, size, &hasher.finalize().into());
+                    // Read-only: a view of a content-addressed artifact is not a scratch copy
+                    // (`verify` rehashes the views and rebuilds any that were changed anyway).
+                    let mode = if executable { 0o555 } else { 0o444 };
+                    fs::set_permissions(&file_path, fs::Permissions::from_mode(mode))?;
+                }
+                archive::Visited::Symlink { path, target } => {
+                    canonical.symlink(&path, &target);
+                    links.push((path, target));
+                }
             }
+            Ok(())
+        })
+        .map_err(|source| StoreError::Archive {
+            object: *out,
+            source,
+        })?;
+        self.check_hash(out, canonical.finish())?;
+        for (path, target) in links {
+            let link = root.join(path.as_str());
+            if let Some(parent) = link.parent() {
+                fs::create_dir_all(parent).map_err(StoreError::io("create directory", parent))?;
+            }
+            std::os::unix::fs::symlink(&target, &link)
+                .map_err(StoreError::io("create symlink", &link))?;
         }
         let tmp = tmp.keep();
         match fs::rename(&tmp, &dest) {

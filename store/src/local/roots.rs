@@ -60,7 +60,7 @@ impl LocalStore {
     fn root_path(&self, project_key: &str, env: &str) -> PathBuf {
         self.dir("roots")
             .join(project_key)
-            .join(format!("{env}.json"))
+            .join(format!("{env}.{ROOT_EXT}"))
     }
 
     /// The GC root of a project and environment.
@@ -207,7 +207,7 @@ impl LocalStore {
     pub fn root_rel_path(project_key: &str, env: &str) -> PathBuf {
         Path::new("roots")
             .join(project_key)
-            .join(format!("{env}.json"))
+            .join(format!("{env}.{ROOT_EXT}"))
     }
 
     /// Every GC root, with its path.
@@ -219,7 +219,7 @@ impl LocalStore {
             .sort_by_file_name()
         {
             let item = item.map_err(|e| StoreError::io("list", self.dir("roots"))(e.into()))?;
-            if item.path().extension().is_none_or(|e| e != "json") {
+            if item.path().extension().is_none_or(|e| e != ROOT_EXT) {
                 continue;
             }
             let bytes = fs::read(item.path()).map_err(StoreError::io("read", item.path()))?;
@@ -233,23 +233,74 @@ impl LocalStore {
     }
 }
 
-const ROOT_CHECKSUM_KEY: &[u8] = b",\"checksum\":\"";
+/// The extension of a root file.
+pub(crate) const ROOT_EXT: &str = "root";
 
-/// A root's bytes: its JSON, then a `checksum` member holding blake3 of everything before it,
-/// so a torn, truncated or hand-edited root is detected when read.
-pub(crate) fn encode_root(root: &Root) -> Vec<u8> {
-    let mut json = serde_json::to_vec(root).expect("root serializes");
-    json.pop(); // the closing brace
-    let checksum = Digest::of(&json);
-    json.extend_from_slice(ROOT_CHECKSUM_KEY);
-    json.extend_from_slice(checksum.to_string().as_bytes());
-    json.extend_from_slice(b"\"}");
-    json
+const ROOT_MAGIC: &[u8] = b"KILNROOT1\n";
+const ROOT_CHECKSUM_KEY: &[u8] = b"KSUM";
+
+/// A root as written: compact (digests as bytes, no field names), so a root of 100k rules is a
+/// few MB, not 25.
+#[derive(Serialize, Deserialize)]
+struct WireRoot {
+    format_version: u32,
+    project: String,
+    project_dir: PathBuf,
+    env: String,
+    rules: Vec<WireEntry>,
 }
 
-/// The length of the `,"checksum":"blake3:<64 hex>"}` that ends a root file.
+#[derive(Serialize, Deserialize)]
+struct WireEntry {
+    name: String,
+    kind: String,
+    derivation: [u8; 32],
+    output: [u8; 32],
+    exports: Vec<(String, String)>,
+    entries: u64,
+    size: u64,
+}
+
+/// A root's bytes: a magic line, the root in postcard compressed with zstd, then `KSUM` and
+/// blake3 of everything before it, so a torn, truncated or hand-edited root is detected when
+/// read.
+pub(crate) fn encode_root(root: &Root) -> Vec<u8> {
+    let wire = WireRoot {
+        format_version: root.format_version,
+        project: root.project.clone(),
+        project_dir: root.project_dir.clone(),
+        env: root.env.clone(),
+        rules: root
+            .rules
+            .iter()
+            .map(|(name, e)| WireEntry {
+                name: name.to_string(),
+                kind: e.kind.clone(),
+                derivation: *e.derivation.as_bytes(),
+                output: *e.output.output.as_bytes(),
+                exports: e
+                    .output
+                    .exports
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                entries: e.output.entries,
+                size: e.output.size,
+            })
+            .collect(),
+    };
+    let body = postcard::to_stdvec(&wire).expect("a root serializes");
+    let mut out = ROOT_MAGIC.to_vec();
+    zstd::stream::copy_encode(&body[..], &mut out, 1).expect("compressing to memory");
+    let checksum = Digest::of(&out);
+    out.extend_from_slice(ROOT_CHECKSUM_KEY);
+    out.extend_from_slice(checksum.as_bytes());
+    out
+}
+
+/// The length of the `KSUM<32 bytes>` that ends a root file.
 fn root_tail_len() -> usize {
-    ROOT_CHECKSUM_KEY.len() + "blake3:".len() + 64 + 2
+    ROOT_CHECKSUM_KEY.len() + 32
 }
 
 /// The checksum that ends `bytes` (a whole root file, or its tail).
@@ -258,21 +309,66 @@ fn root_checksum(bytes: &[u8]) -> Option<Digest> {
     if bytes.len() < tail || !bytes[bytes.len() - tail..].starts_with(ROOT_CHECKSUM_KEY) {
         return None;
     }
-    let rest = &bytes[bytes.len() - tail..];
-    std::str::from_utf8(&rest[ROOT_CHECKSUM_KEY.len()..rest.len() - 2])
-        .ok()?
-        .parse()
-        .ok()
+    Digest::try_from(&bytes[bytes.len() - 32..]).ok()
 }
 
-/// Parses a root written by [`encode_root`], checking its checksum.
+/// Parses a root written by [`encode_root`], checking its checksum. A root in the JSON form
+/// of store format 1 is read too (`kiln why --since` an old file, and the upgrade).
 pub(crate) fn parse_root(bytes: &[u8]) -> std::result::Result<Root, String> {
+    if bytes.first() == Some(&b'{') {
+        return parse_root_v1(bytes);
+    }
     let tail = root_tail_len();
-    if bytes.len() < tail || !bytes[bytes.len() - tail..].starts_with(ROOT_CHECKSUM_KEY) {
+    if bytes.len() < ROOT_MAGIC.len() + tail || !bytes.starts_with(ROOT_MAGIC) {
+        return Err("not a root".to_owned());
+    }
+    let recorded = root_checksum(bytes).ok_or("the root has no checksum")?;
+    let body = &bytes[..bytes.len() - tail];
+    if Digest::of(body) != recorded {
+        return Err("the root does not match its checksum".to_owned());
+    }
+    let raw = zstd::stream::decode_all(&body[ROOT_MAGIC.len()..])
+        .map_err(|e| format!("unreadable root: {e}"))?;
+    let wire: WireRoot = postcard::from_bytes(&raw).map_err(|e| format!("unreadable root: {e}"))?;
+    let mut rules = BTreeMap::new();
+    for e in wire.rules {
+        let name = RuleName::new(e.name).map_err(|err| format!("unreadable root: {err}"))?;
+        rules.insert(
+            name,
+            RootEntry {
+                kind: e.kind,
+                derivation: Digest::try_from(&e.derivation[..]).map_err(|e| e.to_string())?,
+                output: OutputRecord {
+                    output: Digest::try_from(&e.output[..]).map_err(|e| e.to_string())?,
+                    exports: e.exports.into_iter().collect(),
+                    entries: e.entries,
+                    size: e.size,
+                },
+            },
+        );
+    }
+    Ok(Root {
+        format_version: wire.format_version,
+        project: wire.project,
+        project_dir: wire.project_dir,
+        env: wire.env,
+        rules,
+    })
+}
+
+/// Parses a root in store format 1's JSON, ending in a `checksum` member over what precedes it.
+fn parse_root_v1(bytes: &[u8]) -> std::result::Result<Root, String> {
+    const KEY: &[u8] = b",\"checksum\":\"";
+    let tail = KEY.len() + "blake3:".len() + 64 + 2;
+    if bytes.len() < tail || !bytes[bytes.len() - tail..].starts_with(KEY) {
         return Err("the root has no checksum".to_owned());
     }
     let body = &bytes[..bytes.len() - tail];
-    let recorded = root_checksum(bytes).ok_or("the root's checksum is unreadable")?;
+    let rest = &bytes[bytes.len() - tail..];
+    let recorded: Digest = std::str::from_utf8(&rest[KEY.len()..rest.len() - 2])
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or("the root's checksum is unreadable")?;
     if Digest::of(body) != recorded {
         return Err("the root does not match its checksum".to_owned());
     }
