@@ -147,10 +147,15 @@ pub trait DepOutputs: Sync {
     fn names(&self) -> Vec<RuleName>;
     /// The artifact of dependency `rule`, loaded on demand.
     fn tree(&self, rule: &RuleName) -> Result<Arc<Tree>, BuildError>;
+    /// Writes the artifact of dependency `rule` under `dir` (which exists). An implementation
+    /// backed by a store streams it, never holding it in memory.
+    fn write_to(&self, rule: &RuleName, dir: &Path) -> Result<(), BuildError> {
+        self.tree(rule)?
+            .write_to(dir)
+            .map_err(|e| BuildError::caused(format!("failed to stage dependency `{rule}`"), e))
+    }
 }
 
-/// Everything a kind sees when it builds one rule. Nothing else: no clock, no absolute project
-/// path, no host environment, so a build is a function of its derivation.
 /// What a build produced.
 #[derive(Debug)]
 pub enum Output {
@@ -161,6 +166,16 @@ pub enum Output {
     Dir(std::path::PathBuf),
 }
 
+/// Source files on disk, for kinds that copy them instead of holding them in memory (see
+/// [`Kind::streams_sources`]).
+pub trait SourceFiles: Sync {
+    /// Copies source `path` to `dest` (a new file), checking its content against the digest
+    /// the derivation holds as it goes: a source changed since it was hashed is an error.
+    fn copy_to(&self, path: &RelPath, dest: &Path) -> Result<(), BuildError>;
+}
+
+/// Everything a kind sees when it builds one rule. Nothing else: no clock, no absolute project
+/// path, no host environment, so a build is a function of its derivation.
 pub struct BuildContext<'a> {
     /// The rule being built (for messages only; it is not part of the derivation).
     pub rule: &'a RuleName,
@@ -170,6 +185,9 @@ pub struct BuildContext<'a> {
     pub srcs: &'a [LoadedSource],
     /// The dependencies' outputs.
     pub deps: &'a dyn DepOutputs,
+    /// The source files on disk (their content is not in `srcs` when the kind
+    /// [`streams_sources`](Kind::streams_sources)).
+    pub source_files: &'a dyn SourceFiles,
     /// For interpolating source file text.
     pub scope: &'a Scope<'a>,
     /// An empty private directory, for kinds whose [`Kind::needs_scratch`] is true.
@@ -204,6 +222,13 @@ pub trait Kind: Send + Sync {
     /// in-process kind builds in microseconds, which is cheaper than the lock, and writing its
     /// output twice is harmless (the store is content-addressed).
     fn runs_programs(&self) -> bool {
+        false
+    }
+    /// Whether the build copies its sources from disk ([`BuildContext::source_files`]) rather
+    /// than reading them from memory: then `srcs` carry no content, and no source is ever held
+    /// whole in memory (their digests are computed streaming too). Such a kind has no source
+    /// references.
+    fn streams_sources(&self) -> bool {
         false
     }
     /// Inputs the kind takes from the host (for `exec`: the binaries of its `tools`), made

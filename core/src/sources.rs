@@ -351,6 +351,34 @@ pub fn read_source(root: &Path, path: &RelPath) -> Result<(SourceEntry, Vec<u8>)
     ))
 }
 
+/// A source's entry (digest and executable bit) hashed from disk in chunks, for kinds that
+/// never hold their sources in memory.
+pub fn hash_source(root: &Path, path: &RelPath) -> Result<SourceEntry, SourceError> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let full = root.join(path.as_str());
+    let err = |source| SourceError::Read {
+        path: path.to_string(),
+        source,
+    };
+    let mut file = std::fs::File::open(&full).map_err(err)?;
+    let meta = file.metadata().map_err(err)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(err)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(SourceEntry {
+        path: path.clone(),
+        executable: meta.permissions().mode() & 0o111 != 0,
+        digest: hasher.finalize().into(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

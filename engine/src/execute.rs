@@ -221,6 +221,73 @@ impl DepOutputs for Deps<'_> {
             ),
         })
     }
+
+    /// Streams the dependency's archive to `dir` when it is in the local store and not in
+    /// memory already; otherwise writes the tree (pulled from a cache when needed).
+    fn write_to(&self, rule: &RuleName, dir: &std::path::Path) -> Result<(), BuildError> {
+        let b = self.built.get(rule).ok_or_else(|| BuildError::Dependency {
+            rule: rule.clone(),
+            message: "is not a dependency of this rule".to_owned(),
+        })?;
+        let out = b.record.output;
+        if b.tree.get().is_some() || !self.store.has_object(&out) {
+            let tree = self.tree(rule)?;
+            return tree.write_to(dir).map_err(|e| {
+                BuildError::caused(format!("failed to stage dependency `{rule}`"), e)
+            });
+        }
+        match self.store.unpack_into(&out, dir, false) {
+            Ok(()) => Ok(()),
+            Err(failure) => {
+                if failure.is_missing_or_corrupt() {
+                    let _ = self.store.quarantine(&out);
+                    self.broken.lock().expect("broken set lock").insert(out);
+                }
+                Err(BuildError::Dependency {
+                    rule: rule.clone(),
+                    message: format!(
+                        "{}; it is moved aside and rebuilt in this run",
+                        error_chain(&failure)
+                    ),
+                })
+            }
+        }
+    }
+}
+
+/// The rule's source files in the project, with the digests its derivation holds.
+struct ProjectSources<'a> {
+    root: &'a std::path::Path,
+    digests: HashMap<&'a kiln_core::RelPath, Digest>,
+}
+
+impl kiln_core::kind::SourceFiles for ProjectSources<'_> {
+    fn copy_to(&self, path: &kiln_core::RelPath, dest: &std::path::Path) -> Result<(), BuildError> {
+        use std::io::{Read, Write};
+        let expected = self
+            .digests
+            .get(path)
+            .ok_or_else(|| BuildError::failed(format!("`{path}` is not a source of this rule")))?;
+        let fail = |e: std::io::Error| BuildError::caused(format!("failed to stage `{path}`"), e);
+        let mut from = std::fs::File::open(self.root.join(path.as_str())).map_err(fail)?;
+        let mut to = std::fs::File::create(dest).map_err(fail)?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = from.read(&mut buf).map_err(fail)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            to.write_all(&buf[..n]).map_err(fail)?;
+        }
+        if Digest::from(hasher.finalize()) != *expected {
+            return Err(BuildError::failed(format!(
+                "source `{path}` changed during the build; run it again"
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Executor<'_> {
@@ -326,7 +393,13 @@ impl Executor<'_> {
         self.record_output(&drv, &bytes, &record, started_at)
             .map_err(store_fail)?;
         // The sources' content, for `kiln why`; an explanation aid, never worth a failure.
-        for (entry, src) in p.srcs.iter().zip(&srcs) {
+        // (A kind that streams its sources never held them.)
+        let kept = if p.kind.streams_sources() {
+            0
+        } else {
+            p.srcs.len()
+        };
+        for (entry, src) in p.srcs.iter().zip(&srcs).take(kept) {
             if let Err(e) = self.store.put_source(&entry.digest, &src.content) {
                 tracing::debug!(error = %error_chain(&e), "could not keep a source for `kiln why`");
             }
@@ -363,11 +436,16 @@ impl Executor<'_> {
                 e,
             ))
         })?;
+        let source_files = ProjectSources {
+            root: &self.project.root,
+            digests: p.srcs.iter().map(|e| (&e.path, e.digest)).collect(),
+        };
         let cx = BuildContext {
             rule: &p.rule.name,
             attrs,
             srcs: &srcs,
             deps: &dep_access,
+            source_files: &source_files,
             scope,
             scratch: scratch.as_ref().map(tempfile::TempDir::path),
         };
@@ -742,6 +820,17 @@ impl Executor<'_> {
     /// The rule's sources, read again and checked against the digests its derivation holds.
     fn load_sources(&self, p: &PreparedRule<'_>) -> Result<Vec<LoadedSource>, BuildError> {
         let mut srcs = Vec::with_capacity(p.srcs.len());
+        if p.kind.streams_sources() {
+            // Copied from disk by the kind, checked against these digests as it goes.
+            for entry in &p.srcs {
+                srcs.push(LoadedSource {
+                    path: entry.path.clone(),
+                    content: Arc::from(&[][..]),
+                    executable: entry.executable,
+                });
+            }
+            return Ok(srcs);
+        }
         for entry in &p.srcs {
             let (now, content) = read_source(&self.project.root, &entry.path)
                 .map_err(|e| BuildError::caused("failed to read a source", e))?;

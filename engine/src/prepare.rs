@@ -10,7 +10,7 @@ use kiln_core::graph::RuleGraph;
 use kiln_core::interpolate::{has_references, Reference, Scope};
 use kiln_core::kind::{BuildError, Kind, KindRegistry, LoadedSource};
 use kiln_core::project::{Project, Rule, RuleIdx};
-use kiln_core::sources::{expand, read_source, Confinement, SourceEntry};
+use kiln_core::sources::{expand, hash_source, read_source, Confinement, SourceEntry};
 use kiln_core::{EnvName, RelPath};
 use rayon::prelude::*;
 use serde_json::Value;
@@ -247,6 +247,12 @@ fn prepare_rule<'p>(
                 entry,
                 refs: Some(refs),
             }) => (entry, refs),
+            _ if kind.streams_sources() => {
+                let entry = hash_source(&project.root, &path)
+                    .map_err(|e| diag(&first_src(), e.to_string()))?;
+                cache.record(&path, stat, &entry.digest, &kind_key, &[]);
+                (entry, Vec::new())
+            }
             _ => {
                 let (entry, content) = read_source(&project.root, &path)
                     .map_err(|e| diag(&first_src(), e.to_string()))?;

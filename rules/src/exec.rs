@@ -26,6 +26,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -143,6 +144,10 @@ impl Kind for Exec {
         true
     }
 
+    fn streams_sources(&self) -> bool {
+        true
+    }
+
     fn check(&self, attrs: &Value) -> Result<(), AttrError> {
         let a: Attrs = parse_attrs(attrs)?;
         if a.command.is_empty() || a.command[0].is_empty() {
@@ -236,20 +241,21 @@ fn stage(cx: &BuildContext<'_>, root: &Path) -> Result<std::path::PathBuf, Build
     for d in [&inputs, &out, &home, &tmp] {
         std::fs::create_dir_all(d).map_err(io("create the scratch directory"))?;
     }
-    let mut in_tree = Tree::new();
+    // Copied from disk, checked against their digests on the way: never held in memory.
     for s in cx.srcs {
-        in_tree.insert_file(s.path.clone(), s.content.clone(), s.executable);
+        let dest = inputs.join(s.path.as_str());
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(io("create the scratch directory"))?;
+        }
+        cx.source_files.copy_to(&s.path, &dest)?;
+        let mode = if s.executable { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode))
+            .map_err(io("stage a source"))?;
     }
-    in_tree
-        .write_to(&inputs)
-        .map_err(|e| BuildError::caused("failed to stage sources", e))?;
     for dep in cx.deps.names() {
         let dir = root.join("deps").join(dep.as_str());
         std::fs::create_dir_all(&dir).map_err(io("create the scratch directory"))?;
-        cx.deps
-            .tree(&dep)?
-            .write_to(&dir)
-            .map_err(|e| BuildError::caused(format!("failed to stage dependency `{dep}`"), e))?;
+        cx.deps.write_to(&dep, &dir)?;
     }
     Ok(out)
 }

@@ -149,12 +149,8 @@ impl LocalStore {
         })
     }
 
-    /// An unpacked, read-only directory holding artifact `out`, created on first use. The
-    /// archive is streamed to disk (no file is held in memory) and hashed on the way; symlinks
-    /// are made last, once the archive's shape is checked, so no file is ever written through
-    /// one.
+    /// An unpacked, read-only directory holding artifact `out`, created on first use.
     pub fn materialize(&self, out: &Digest) -> Result<PathBuf> {
-        use std::os::unix::fs::PermissionsExt;
         let dest = self.dir("trees").join(out.hex());
         if dest.is_dir() {
             return Ok(dest);
@@ -163,7 +159,27 @@ impl LocalStore {
             .prefix("tree-")
             .tempdir_in(self.dir("tmp"))
             .map_err(StoreError::io("create temp dir in", self.dir("tmp")))?;
-        let root = tmp.path().to_owned();
+        // Read-only: a view of a content-addressed artifact is not a scratch copy (`verify`
+        // rehashes the views and rebuilds any that were changed anyway).
+        self.unpack_into(out, tmp.path(), true)?;
+        let tmp = tmp.keep();
+        match fs::rename(&tmp, &dest) {
+            Ok(()) => Ok(dest),
+            Err(_) if dest.is_dir() => {
+                let _ = fs::remove_dir_all(&tmp);
+                Ok(dest)
+            }
+            Err(e) => Err(StoreError::io("rename", &dest)(e)),
+        }
+    }
+
+    /// Writes artifact `out` under `root` (an empty directory), streaming: no file is held in
+    /// memory, each is hashed on the way, and the whole is checked against `out` at the end
+    /// (on a mismatch the caller discards `root`). Symlinks are made last, once the archive's
+    /// shape is checked, so no file is ever written through one. Files are made read-only when
+    /// `read_only` (0444/0555), else 0644/0755.
+    pub fn unpack_into(&self, out: &Digest, root: &Path, read_only: bool) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
         let mut canonical = kiln_core::tree::CanonicalHasher::new();
         let mut links = Vec::new();
         let mut buf = vec![0u8; 256 << 10];
@@ -190,9 +206,12 @@ impl LocalStore {
                         file.write_all(&buf[..n])?;
                     }
                     canonical.file(&path, executable, size, &hasher.finalize().into());
-                    // Read-only: a view of a content-addressed artifact is not a scratch copy
-                    // (`verify` rehashes the views and rebuilds any that were changed anyway).
-                    let mode = if executable { 0o555 } else { 0o444 };
+                    let mode = match (read_only, executable) {
+                        (true, true) => 0o555,
+                        (true, false) => 0o444,
+                        (false, true) => 0o755,
+                        (false, false) => 0o644,
+                    };
                     fs::set_permissions(&file_path, fs::Permissions::from_mode(mode))?;
                 }
                 archive::Visited::Symlink { path, target } => {
@@ -215,14 +234,6 @@ impl LocalStore {
             std::os::unix::fs::symlink(&target, &link)
                 .map_err(StoreError::io("create symlink", &link))?;
         }
-        let tmp = tmp.keep();
-        match fs::rename(&tmp, &dest) {
-            Ok(()) => Ok(dest),
-            Err(_) if dest.is_dir() => {
-                let _ = fs::remove_dir_all(&tmp);
-                Ok(dest)
-            }
-            Err(e) => Err(StoreError::io("rename", &dest)(e)),
-        }
+        Ok(())
     }
 }
