@@ -94,9 +94,12 @@ cp -r "$data" "$work/cm/data"
 
 # time a command; prints "seconds peak_kib"
 measure() {
-  local out
-  out=$({ /usr/bin/time -f "%e %M" "$@" >/dev/null 2>/dev/null; } 2>&1 | tail -1)
-  echo "$out"
+  if ! /usr/bin/time -o "$work/time.out" -f "%e %M" "$@" >"$work/run.log" 2>&1; then
+    echo "failed: $*" >&2
+    cat "$work/run.log" >&2
+    exit 1
+  fi
+  tail -1 "$work/time.out"
 }
 
 declare -A wall rss
@@ -137,7 +140,7 @@ big_bytes=$(( copies * bytes ))
 big_store=$(du -sb "$work/store-big/objects" | cut -f1)
 
 stats() { # min median max of the numbers given
-  printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {printf "%s %s %s", a[1], a[int((NR+1)/2)], a[NR]}'
+  printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {printf "%s %s %s\n", a[1], a[int((NR+1)/2)], a[NR]}'
 }
 
 echo "## Ingest of big artifacts ($(date -u +%F), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
@@ -153,7 +156,7 @@ for k in b3sum tarzstd exec configmap; do
   read -r _ _ mx < <(stats ${rss[$k]})
   case $k in
     b3sum) name="b3sum (yardstick)" ;;
-    tarzstd) name="tar | zstd -3 -T2 (yardstick)" ;;
+    tarzstd) name="tar \\| zstd -3 -T2 (yardstick)" ;;
     exec) name="kiln: one exec rule copying its sources" ;;
     configmap) name="kiln: $files configmap rules" ;;
   esac

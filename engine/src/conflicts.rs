@@ -31,7 +31,7 @@ fn key(bytes: &[u8]) -> Key {
 /// The objects of one artifact: (path key, content key). The path itself is recovered from the
 /// artifact only to report a conflict.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct ArtifactObjects {
+pub(crate) struct ArtifactObjects {
     output: [u8; 32],
     objects: Vec<(Key, Key)>,
 }
@@ -42,7 +42,7 @@ struct ObjectIndex {
     rules: BTreeMap<String, ArtifactObjects>,
 }
 
-fn objects_of(output: Digest, tree: &Tree) -> ArtifactObjects {
+pub(crate) fn objects_of(output: Digest, tree: &Tree) -> ArtifactObjects {
     ArtifactObjects {
         output: *output.as_bytes(),
         objects: tree
@@ -100,6 +100,8 @@ pub struct RuleOutput<'a> {
     pub output: Digest,
     /// The tree, when at hand.
     pub tree: Option<&'a Arc<Tree>>,
+    /// Its objects, when the tree was built here but not kept (too large to keep).
+    pub objects: Option<&'a ArtifactObjects>,
 }
 
 /// Checks every pair of realized rules for one object with two contents, updating the index.
@@ -131,16 +133,17 @@ pub fn check(
         {
             continue;
         }
-        let objects = match out.tree {
-            Some(t) => objects_of(out.output, t),
+        let objects = match (out.tree, out.objects) {
+            (Some(t), _) => objects_of(out.output, t),
+            (None, Some(o)) => o.clone(),
             // Pulled from a remote cache and not downloaded ("build without the bytes"): left
             // out here; realize checks every object it reads for two rules' contents anyway.
-            None if !store.has_object(&out.output) => {
+            (None, None) if !store.has_object(&out.output) => {
                 changed |= index.rules.remove(rule.name.as_str()).is_some();
                 continue;
             }
             // Streamed: an artifact is never held in memory to find its objects.
-            None => ArtifactObjects {
+            (None, None) => ArtifactObjects {
                 output: *out.output.as_bytes(),
                 objects: store
                     .hash_object(&out.output, |p| p.as_str().starts_with("objects/"))?

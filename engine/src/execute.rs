@@ -33,6 +33,8 @@ pub struct Built {
     pub duration_ms: f64,
     /// The tree, when it was built in this run or already loaded.
     tree: OnceLock<Arc<Tree>>,
+    /// The objects of a tree built in this run and not kept (for the conflicts check).
+    objects: Option<Box<crate::conflicts::ArtifactObjects>>,
     /// What `kiln audit` found, in an audit.
     pub audit: Option<Box<Verdict>>,
 }
@@ -99,6 +101,9 @@ enum FreshError {
     Infrastructure(BuildError),
 }
 
+/// Trees built in this run are kept in memory for their dependents up to this size.
+const KEEP_TREES_UP_TO: u64 = 256 << 10;
+
 /// What a fresh build produced: a tree in memory, or a directory in the build's scratch
 /// directory (kept alive with it) that the store streams in.
 enum Fresh {
@@ -125,6 +130,11 @@ impl Built {
     /// The tree, when it was built in this run (or loaded by a dependent).
     pub fn tree(&self) -> Option<&Arc<Tree>> {
         self.tree.get()
+    }
+
+    /// The objects of a tree built in this run and not kept in memory.
+    pub(crate) fn objects(&self) -> Option<&crate::conflicts::ArtifactObjects> {
+        self.objects.as_deref()
     }
 }
 
@@ -333,6 +343,7 @@ impl Executor<'_> {
             status,
             duration_ms: start.elapsed().as_secs_f64() * 1000.0,
             tree: OnceLock::new(),
+            objects: None,
             audit: None,
         };
         // The previous GC root needs no check that its objects exist: gc keeps everything a
@@ -404,9 +415,21 @@ impl Executor<'_> {
                 tracing::debug!(error = %error_chain(&e), "could not keep a source for `kiln why`");
             }
         }
-        let b = built(record, Status::Built);
-        if let Some(tree) = tree {
-            let _ = b.tree.set(Arc::new(tree));
+        let mut b = built(record, Status::Built);
+        // Kept for dependents and the conflicts check while small. Of a large artifact only
+        // its objects' digests are kept; dependents read it back from the store, so a build of
+        // many large rules does not hold them all until it ends.
+        match tree {
+            Some(tree) if tree.content_size() <= KEEP_TREES_UP_TO => {
+                let _ = b.tree.set(Arc::new(tree));
+            }
+            Some(tree) => {
+                b.objects = Some(Box::new(crate::conflicts::objects_of(
+                    b.record.output,
+                    &tree,
+                )));
+            }
+            None => {}
         }
         Ok(b)
     }
@@ -512,6 +535,7 @@ impl Executor<'_> {
             status: Status::Cached,
             duration_ms: start.elapsed().as_secs_f64() * 1000.0,
             tree: OnceLock::new(),
+            objects: None,
             audit: verdict.map(Box::new),
         };
         if !selected {

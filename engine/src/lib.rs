@@ -805,6 +805,7 @@ impl Outcomes {
                     rule: graph.rule_index(petgraph::graph::NodeIndex::new(i)),
                     output: b.record.output,
                     tree: b.tree(),
+                    objects: b.objects(),
                 }),
                 _ => None,
             })

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use kiln_core::canonical::sort_keys;
+use kiln_core::canonical::Sorted;
 use kiln_core::kind::BuildError;
 use kiln_core::{RelPath, Tree};
 use serde::Deserialize;
@@ -100,7 +100,7 @@ pub fn add_metadata_map(obj: &mut Value, field: &str, values: &BTreeMap<String, 
 
 /// Serializes an object to canonical YAML (keys sorted).
 pub fn to_yaml(obj: &Value) -> String {
-    serde_saphyr::to_string(&sort_keys(obj.clone())).expect("JSON values serialize to YAML")
+    serde_saphyr::to_string(&Sorted(obj)).expect("JSON values serialize to YAML")
 }
 
 /// Flow collections (`[`, `{`) nested deeper than this are refused before parsing: the YAML
