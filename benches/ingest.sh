@@ -5,6 +5,7 @@
 #   tar | zstd -3   archiving and compressing them with two threads
 #   kiln exec       one `exec` rule copying the files to $out (sources staged, command run,
 #                   $out streamed into the store)
+#   kiln link       one `exec` rule hard-linking them into $out (kiln's ingest alone)
 #   kiln configmap  one `configmap` rule per file
 # and then one `exec` rule writing a large artifact from outside the project (--unsandboxed,
 # no sources), for the peak RSS of a multi-GB artifact.
@@ -42,24 +43,21 @@ trap 'rm -rf "$work"' EXIT
 data=$work/data
 mkdir -p "$data"
 
-# YAML-like files that compress about as well as rendered manifests do (not runs of one byte).
+# YAML-like files, each different, in the style of benches/build.rs's store ingest (so the two
+# benches' figures compare): a list of items whose names count up.
 python3 - "$data" "$files" "$file_bytes" <<'EOF'
-import os, random, sys
+import os, sys
 out, n, size_each = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-rng = random.Random(17)
-words = ["app", "api", "worker", "redis", "postgres", "istio", "metrics", "cache", "queue",
-         "ingress", "backup", "canary", "primary", "replica", "staging", "production"]
-for i in range(n):
-    lines, size = [], 0
+for f in range(n):
+    parts, size, i = [], 0, 0
     while size < size_each:
-        line = "  {}-{}: {}-{:08x}\n".format(rng.choice(words), rng.randrange(1000),
-                                          rng.choice(words), rng.getrandbits(32))
-        lines.append(line)
+        line = ("- name: item-%d-%d\n  image: registry.example/app:%d\n  replicas: %d\n"
+                "  labels: {tier: web, team: t%d}\n" % (f, i, i % 97, i % 7, i % 13))
+        parts.append(line)
         size += len(line)
-    text = ("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm%d\ndata:\n" % i
-            + "".join(lines))[:size_each]
-    with open(os.path.join(out, "f%04d.yaml" % i), "w") as f:
-        f.write(text)
+        i += 1
+    with open(os.path.join(out, "f%04d.yaml" % f), "w") as fh:
+        fh.write("".join(parts)[:size_each])
 EOF
 bytes=$(du -sb "$data" | cut -f1)
 
@@ -79,6 +77,20 @@ EOF
 # Symlinked sources must resolve inside the project: copy instead.
 rm "$work/exec/data"
 cp -r "$data" "$work/exec/data"
+
+# The ingest-only project: the command hard-links the files into $out (--unsandboxed, from
+# outside the project), so what is measured is kiln's own part: $out hashed, archived,
+# compressed and stored, without the page-cache writes of staging and copying 1 GB twice.
+mkdir -p "$work/link"
+cat >"$work/link/kiln.toml" <<EOF
+[project]
+name = "ingest-link"
+
+[rule.link]
+kind = "exec"
+realize = false
+command = ["sh", "-c", "cp -al $data/. \$out/"]
+EOF
 
 # The configmap project: one rule per file.
 mkdir -p "$work/cm"
@@ -115,6 +127,9 @@ for r in $(seq 1 "$rounds"); do
   rm -rf "$work/store-exec"
   read -r t m < <(measure env KILN_STORE="$work/store-exec" KILN_NO_PROGRESS=1 "$kiln" build "$work/exec" --quiet)
   record exec "$t" "$m"
+  rm -rf "$work/store-link"
+  read -r t m < <(measure env KILN_STORE="$work/store-link" KILN_NO_PROGRESS=1 "$kiln" build "$work/link" --unsandboxed --quiet)
+  record link "$t" "$m"
   rm -rf "$work/store-cm"
   read -r t m < <(measure env KILN_STORE="$work/store-cm" KILN_NO_PROGRESS=1 "$kiln" build "$work/cm" --quiet)
   record configmap "$t" "$m"
@@ -149,7 +164,7 @@ echo "$files files of $file_bytes bytes ($bytes bytes in all), $rounds rounds, t
 echo
 echo "| path | min s | median s | max s | GB/s (median) | peak RSS (max) |"
 echo "|---|---:|---:|---:|---:|---:|"
-for k in b3sum tarzstd exec configmap; do
+for k in b3sum tarzstd exec link configmap; do
   # shellcheck disable=SC2086
   read -r lo med hi < <(stats ${wall[$k]})
   # shellcheck disable=SC2086
@@ -158,6 +173,7 @@ for k in b3sum tarzstd exec configmap; do
     b3sum) name="b3sum (yardstick)" ;;
     tarzstd) name="tar \\| zstd -3 -T2 (yardstick)" ;;
     exec) name="kiln: one exec rule copying its sources" ;;
+    link) name="kiln: one exec rule hard-linking them into \$out (ingest alone)" ;;
     configmap) name="kiln: $files configmap rules" ;;
   esac
   gbs=$(awk -v b="$bytes" -v t="$med" 'BEGIN {printf "%.2f", b / t / 1e9}')
