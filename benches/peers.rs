@@ -668,12 +668,26 @@ fn main() {
     let mut sizes = Vec::new();
     let mut rounds = 5;
     let mut realize = true;
+    let mut shapes: Vec<Shape> = Shape::ALL.to_vec();
     let mut out = Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
     let mut it = raw.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--rounds" => rounds = it.next().and_then(|n| n.parse().ok()).expect("--rounds N"),
             "--no-realize" => realize = false,
+            "--shapes" => {
+                let wanted = it.next().expect("--shapes one-file,many-files,…");
+                shapes = Shape::ALL
+                    .into_iter()
+                    .filter(|s| {
+                        let slug = s.name().replace(' ', "-");
+                        wanted
+                            .split(',')
+                            .any(|w| !w.is_empty() && slug.starts_with(w))
+                    })
+                    .collect();
+                assert!(!shapes.is_empty(), "no shape named in `{wanted}`");
+            }
             "--out" => out = PathBuf::from(it.next().expect("--out FILE")),
             "--bench" => {}
             n => {
@@ -690,7 +704,7 @@ fn main() {
     let started = Instant::now();
     let mut rows = Vec::new();
     for &n in &sizes {
-        for shape in Shape::ALL {
+        for &shape in &shapes {
             let row = bench_build(scratch.path(), shape, n, rounds);
             println!(
                 "{:>16} {:>8}: kiln cold {} no-op {} ({}); nix cold {} no-op {} ({})",

@@ -26,6 +26,30 @@ pub enum DigestError {
 }
 
 impl Digest {
+    /// Hashes what `reader` yields, in chunks, writing each chunk to `sink` too (a copy that
+    /// hashes on the way, or `std::io::sink()` to only hash): memory holds one chunk, whatever
+    /// the size. Gives the digest and the number of bytes.
+    pub fn of_reader(
+        reader: &mut dyn std::io::Read,
+        sink: &mut dyn std::io::Write,
+    ) -> std::io::Result<(Self, u64)> {
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; 256 << 10];
+        let mut len = 0u64;
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            hasher.update(&buf[..n]);
+            sink.write_all(&buf[..n])?;
+            len += n as u64;
+        }
+        Ok((hasher.finalize().into(), len))
+    }
+
     /// Hashes `bytes` with blake3.
     pub fn of(bytes: &[u8]) -> Self {
         Self(*blake3::hash(bytes).as_bytes())

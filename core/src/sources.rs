@@ -354,7 +354,6 @@ pub fn read_source(root: &Path, path: &RelPath) -> Result<(SourceEntry, Vec<u8>)
 /// A source's entry (digest and executable bit) hashed from disk in chunks, for kinds that
 /// never hold their sources in memory.
 pub fn hash_source(root: &Path, path: &RelPath) -> Result<SourceEntry, SourceError> {
-    use std::io::Read;
     use std::os::unix::fs::PermissionsExt;
     let full = root.join(path.as_str());
     let err = |source| SourceError::Read {
@@ -363,19 +362,11 @@ pub fn hash_source(root: &Path, path: &RelPath) -> Result<SourceEntry, SourceErr
     };
     let mut file = std::fs::File::open(&full).map_err(err)?;
     let meta = file.metadata().map_err(err)?;
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(err)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
+    let (digest, _) = Digest::of_reader(&mut file, &mut std::io::sink()).map_err(err)?;
     Ok(SourceEntry {
         path: path.clone(),
         executable: meta.permissions().mode() & 0o111 != 0,
-        digest: hasher.finalize().into(),
+        digest,
     })
 }
 

@@ -219,17 +219,7 @@ impl DepOutputs for Deps<'_> {
             Ok(None) => StoreError::Missing(out),
             Err(e) => e,
         };
-        if failure.is_missing_or_corrupt() {
-            let _ = self.store.quarantine(&out);
-            self.broken.lock().expect("broken set lock").insert(out);
-        }
-        Err(BuildError::Dependency {
-            rule: rule.clone(),
-            message: format!(
-                "{}; it is moved aside and rebuilt in this run",
-                error_chain(&failure)
-            ),
-        })
+        Err(self.unreadable(rule, out, &failure))
     }
 
     /// Streams the dependency's archive to `dir` when it is in the local store and not in
@@ -246,21 +236,26 @@ impl DepOutputs for Deps<'_> {
                 BuildError::caused(format!("failed to stage dependency `{rule}`"), e)
             });
         }
-        match self.store.unpack_into(&out, dir, false) {
-            Ok(()) => Ok(()),
-            Err(failure) => {
-                if failure.is_missing_or_corrupt() {
-                    let _ = self.store.quarantine(&out);
-                    self.broken.lock().expect("broken set lock").insert(out);
-                }
-                Err(BuildError::Dependency {
-                    rule: rule.clone(),
-                    message: format!(
-                        "{}; it is moved aside and rebuilt in this run",
-                        error_chain(&failure)
-                    ),
-                })
-            }
+        self.store
+            .unpack_into(&out, dir, false)
+            .map_err(|failure| self.unreadable(rule, out, &failure))
+    }
+}
+
+impl Deps<'_> {
+    /// A dependency's artifact that could not be read: a missing or corrupt one is moved aside
+    /// and recorded, so this run rebuilds it.
+    fn unreadable(&self, rule: &RuleName, out: Digest, failure: &StoreError) -> BuildError {
+        if failure.is_missing_or_corrupt() {
+            let _ = self.store.quarantine(&out);
+            self.broken.lock().expect("broken set lock").insert(out);
+        }
+        BuildError::Dependency {
+            rule: rule.clone(),
+            message: format!(
+                "{}; it is moved aside and rebuilt in this run",
+                error_chain(failure)
+            ),
         }
     }
 }
@@ -273,7 +268,6 @@ struct ProjectSources<'a> {
 
 impl kiln_core::kind::SourceFiles for ProjectSources<'_> {
     fn copy_to(&self, path: &kiln_core::RelPath, dest: &std::path::Path) -> Result<(), BuildError> {
-        use std::io::{Read, Write};
         let expected = self
             .digests
             .get(path)
@@ -281,17 +275,8 @@ impl kiln_core::kind::SourceFiles for ProjectSources<'_> {
         let fail = |e: std::io::Error| BuildError::caused(format!("failed to stage `{path}`"), e);
         let mut from = std::fs::File::open(self.root.join(path.as_str())).map_err(fail)?;
         let mut to = std::fs::File::create(dest).map_err(fail)?;
-        let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = from.read(&mut buf).map_err(fail)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            to.write_all(&buf[..n]).map_err(fail)?;
-        }
-        if Digest::from(hasher.finalize()) != *expected {
+        let (digest, _) = Digest::of_reader(&mut from, &mut to).map_err(fail)?;
+        if digest != *expected {
             return Err(BuildError::failed(format!(
                 "source `{path}` changed during the build; run it again"
             )));

@@ -326,7 +326,6 @@ pub fn hash_stream<R: Read>(
 ) -> Result<Hashed, ArchiveError> {
     let mut canonical = kiln_core::tree::CanonicalHasher::new();
     let mut digests = Vec::new();
-    let mut buf = vec![0u8; 256 << 10];
     visit(reader, limits, |entry| {
         match entry {
             Visited::File {
@@ -335,15 +334,7 @@ pub fn hash_stream<R: Read>(
                 size,
                 content,
             } => {
-                let mut hasher = blake3::Hasher::new();
-                loop {
-                    let n = content.read(&mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    hasher.update(&buf[..n]);
-                }
-                let digest: Digest = hasher.finalize().into();
+                let (digest, _) = Digest::of_reader(content, &mut std::io::sink())?;
                 canonical.file(&path, executable, size, &digest);
                 if keep(&path) {
                     digests.push((path, digest));

@@ -2,7 +2,6 @@
 //! quarantined when corrupt, unpacked into read-only views.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use kiln_core::{Digest, Tree};
@@ -182,7 +181,6 @@ impl LocalStore {
         use std::os::unix::fs::PermissionsExt;
         let mut canonical = kiln_core::tree::CanonicalHasher::new();
         let mut links = Vec::new();
-        let mut buf = vec![0u8; 256 << 10];
         archive::visit(self.open_object(out)?, UnpackLimits::default(), |entry| {
             match entry {
                 archive::Visited::File {
@@ -196,16 +194,8 @@ impl LocalStore {
                         fs::create_dir_all(parent)?;
                     }
                     let mut file = fs::File::create(&file_path)?;
-                    let mut hasher = blake3::Hasher::new();
-                    loop {
-                        let n = content.read(&mut buf)?;
-                        if n == 0 {
-                            break;
-                        }
-                        hasher.update(&buf[..n]);
-                        file.write_all(&buf[..n])?;
-                    }
-                    canonical.file(&path, executable, size, &hasher.finalize().into());
+                    let (digest, _) = Digest::of_reader(content, &mut file)?;
+                    canonical.file(&path, executable, size, &digest);
                     let mode = match (read_only, executable) {
                         (true, true) => 0o555,
                         (true, false) => 0o444,
