@@ -401,6 +401,11 @@ struct BuildRow {
     nix_store: (u64, u64),
 }
 
+/// Writes out everything dirty (`sync`), so the next measured run pays only for its own data.
+fn sync_all() {
+    let _ = Command::new("sync").status();
+}
+
 fn bench_build(scratch: &Path, shape: Shape, n: usize, rounds: usize) -> BuildRow {
     let dir = scratch.join(format!("{}-{n}", shape.name().replace(['/', ' '], "-")));
     let nodes = shape.dag(n);
@@ -410,8 +415,12 @@ fn bench_build(scratch: &Path, shape: Shape, n: usize, rounds: usize) -> BuildRo
     drop(nodes);
     let (kstore, nstore) = (dir.join("kiln-store"), dir.join("nix-store"));
     let build = ["build", "-q"];
-    // Cold, alternating: kiln first, then Nix.
+    // Cold, alternating: kiln first, then Nix. Each starts with nothing dirty in the page
+    // cache: kiln ends a build with one `syncfs`, which would otherwise also write out what
+    // earlier runs (and the other tool) left dirty.
+    sync_all();
     let kiln_cold = run(kiln(&kstore, &build, &kdir), &[0]);
+    sync_all();
     let nix_cold = run(nix(&nstore, &ndir), &[0]);
     // The first no-op records the fingerprint's stat data; the racy window passes meanwhile.
     std::thread::sleep(std::time::Duration::from_millis(2100));
@@ -506,6 +515,7 @@ fn bench_kustomize(scratch: &Path, n: usize, rounds: usize) -> Vec<PairRow> {
             .stdout(std::process::Stdio::null());
         k.push(run(c, &[0]).0);
         let store = dir.join(format!("store-{r}"));
+        sync_all();
         cold.push(run(kiln(&store, &["build", "-q"], &kdir), &[0]).0);
         noop.push(run(kiln(&warm, &["build", "-q"], &kdir), &[0]).0);
     }

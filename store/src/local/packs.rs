@@ -50,6 +50,9 @@ const FLUSH_BYTES: usize = 8 << 20;
 /// a millisecond, so work that took longer than this is not left to a `kill -9` to lose.
 const FLUSH_COST: Duration = Duration::from_millis(20);
 
+/// The packs an index keeps open before it is read again from the directory.
+const MAX_OPEN_PACKS: usize = 64;
+
 /// What a pack entry is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum Kind {
@@ -613,6 +616,14 @@ impl Shared {
                 Ok(p) => index.add(p),
                 Err(_) => index.listed = None,
             }
+            // Every pack read stays open (a merge must not pull entries from under a reader),
+            // so a long build that writes many packs would run out of file descriptors: past
+            // a bound, the index is read again from the directory, which merging keeps small.
+            if index.packs.len() > MAX_OPEN_PACKS {
+                let mut fresh = Index::default();
+                fresh.refresh(&self.dir);
+                *index = fresh;
+            }
         }
         drop(st);
         let mut held = lock(&self.stripes);
@@ -773,6 +784,29 @@ mod tests {
             assert_eq!(other.get(key(n)).unwrap(), Some(vec![n; 10]));
         }
         assert_eq!(other.get(key(99)).unwrap(), None);
+    }
+
+    #[test]
+    fn a_long_build_does_not_keep_every_pack_it_wrote_open() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("actions")).unwrap();
+        fs::create_dir_all(d.path().join("tmp")).unwrap();
+        let packs = Packs::new(d.path());
+        assert_eq!(packs.get(key(0)).unwrap(), None); // loads the index
+        for n in 0..=255u8 {
+            packs.put(key(n), vec![n; 100]).unwrap();
+            packs.flush().unwrap();
+        }
+        let open = lock(&packs.shared.state)
+            .index
+            .as_ref()
+            .unwrap()
+            .packs
+            .len();
+        assert!(open <= MAX_OPEN_PACKS, "{open} packs open");
+        for n in 0..=255u8 {
+            assert_eq!(packs.get(key(n)).unwrap(), Some(vec![n; 100]));
+        }
     }
 
     #[test]
