@@ -50,6 +50,31 @@ fn a_source_edit_names_the_file_and_the_hunk() {
     assert!(text.contains("+          image: shop/worker:2"), "{text}");
 }
 
+/// An `exec` rule never holds its sources in memory (they are streamed into the sandbox); the
+/// small ones are still kept for `kiln why`.
+#[test]
+fn a_source_edit_of_an_exec_rule_names_the_hunk() {
+    let s = Sandbox::new();
+    s.write(
+        "kiln.toml",
+        "[project]\nname = \"x\"\n[rule.gen]\nkind = \"exec\"\nsrcs = [\"in.txt\"]\ncommand = [\"sh\", \"-c\", \"cp in/in.txt $out/out.txt\"]\n",
+    );
+    s.write("in.txt", "one\ntwo\n");
+    s.build(&[]);
+    s.write("in.txt", "one\nthree\n");
+    s.build(&[]);
+    let out = s
+        .kiln()
+        .args(["why", "gen"])
+        .arg(s.project())
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("source in.txt modified"), "{text}");
+    assert!(text.contains("-two"), "{text}");
+    assert!(text.contains("+three"), "{text}");
+}
+
 #[test]
 fn a_variable_change_names_the_variable() {
     let s = Sandbox::new();

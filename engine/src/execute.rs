@@ -389,14 +389,17 @@ impl Executor<'_> {
         self.record_output(&drv, &bytes, &record, started_at)
             .map_err(store_fail)?;
         // The sources' content, for `kiln why`; an explanation aid, never worth a failure.
-        // (A kind that streams its sources never held them.)
-        let kept = if p.kind.streams_sources() {
-            0
-        } else {
-            p.srcs.len()
-        };
-        for (entry, src) in p.srcs.iter().zip(&srcs).take(kept) {
-            if let Err(e) = self.store.put_source(&entry.digest, &src.content) {
+        // A kind that streams its sources never held them: the small ones are read again.
+        for (entry, src) in p.srcs.iter().zip(&srcs) {
+            let content: Cow<'_, [u8]> = if p.kind.streams_sources() {
+                match self.small_source(&entry.path, &entry.digest) {
+                    Some(bytes) => Cow::Owned(bytes),
+                    None => continue,
+                }
+            } else {
+                Cow::Borrowed(&src.content)
+            };
+            if let Err(e) = self.store.put_source(&entry.digest, &content) {
                 tracing::debug!(error = %error_chain(&e), "could not keep a source for `kiln why`");
             }
         }
@@ -856,6 +859,17 @@ impl Executor<'_> {
             });
         }
         Ok(srcs)
+    }
+
+    /// A source file of at most 256 KiB (what the store keeps for `kiln why`), read again from
+    /// the project, when it still has the digest the derivation recorded.
+    fn small_source(&self, path: &kiln_core::RelPath, digest: &Digest) -> Option<Vec<u8>> {
+        let full = self.project.root.join(path.as_str());
+        if std::fs::metadata(&full).ok()?.len() > 256 << 10 {
+            return None;
+        }
+        let bytes = std::fs::read(&full).ok()?;
+        (Digest::of(&bytes) == *digest).then_some(bytes)
     }
 
     /// A scratch directory under the store's `tmp/`, for kinds that need one.
