@@ -257,8 +257,8 @@ impl LocalStore {
                 });
                 rewrite = true;
             }
-            for &((kind, digest), offset, len) in &pack.entries {
-                let bytes = pack.read(offset, len).unwrap_or_default();
+            for ((kind, digest), bytes) in pack.read_all() {
+                let bytes = bytes.unwrap_or_default();
                 let reason = match kind {
                     Kind::Action => {
                         report.actions += 1;

@@ -189,10 +189,8 @@ impl LocalStore {
         let mut paths = Vec::new();
         let mut entries = std::collections::HashMap::new();
         for pack in self.packs.all_packs().into_iter().flatten() {
-            for &(key, offset, len) in &pack.entries {
-                let bytes = pack
-                    .read(offset, len)
-                    .map_err(StoreError::io("read", &pack.path))?;
+            for (key, bytes) in pack.read_all() {
+                let bytes = bytes.map_err(StoreError::io("read", &pack.path))?;
                 entries.insert(key, bytes);
             }
             paths.push(pack.path.clone());
