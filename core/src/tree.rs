@@ -267,28 +267,22 @@ impl Tree {
                 Entry::Symlink { .. } => None,
             })
             .collect();
-        let mut out = Vec::with_capacity(TREE_ENCODING.len() + 8 + self.entries.len() * 96);
-        out.extend_from_slice(TREE_ENCODING);
-        out.extend_from_slice(&(self.entries.len() as u64).to_le_bytes());
+        let mut canonical = CanonicalHasher::new();
         for ((path, entry), hash) in self.entries.iter().zip(content_hashes) {
-            put_bytes(&mut out, path.as_str().as_bytes());
             match entry {
                 Entry::File {
                     content,
                     executable,
-                } => {
-                    out.push(1);
-                    out.push(u8::from(*executable));
-                    out.extend_from_slice(&(content.len() as u64).to_le_bytes());
-                    out.extend_from_slice(hash.expect("file has a hash").as_bytes());
-                }
-                Entry::Symlink { target } => {
-                    out.push(2);
-                    put_bytes(&mut out, target.as_bytes());
-                }
+                } => canonical.file(
+                    path,
+                    *executable,
+                    content.len() as u64,
+                    &hash.expect("file has a hash"),
+                ),
+                Entry::Symlink { target } => canonical.symlink(path, target),
             }
         }
-        out
+        canonical.encoding()
     }
 
     /// The output hash: blake3 over [`Tree::canonical_encoding`].
@@ -306,36 +300,19 @@ impl Tree {
 
     /// Reads a directory from disk. Rejects devices, FIFOs and sockets.
     pub fn from_dir(root: &Path) -> Result<Self, TreeError> {
-        use std::os::unix::fs::PermissionsExt;
         let mut tree = Tree::new();
-        for item in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
-            let item = item.map_err(|e| TreeError::Read {
-                path: root.display().to_string(),
-                source: e.into(),
-            })?;
-            let rel = item
-                .path()
-                .strip_prefix(root)
-                .expect("walkdir stays under root")
-                .to_string_lossy()
-                .into_owned();
-            let ft = item.file_type();
-            let read_err = |source| TreeError::Read {
-                path: item.path().display().to_string(),
-                source,
-            };
-            if ft.is_dir() {
-                continue;
-            } else if ft.is_symlink() {
-                let target = std::fs::read_link(item.path()).map_err(read_err)?;
-                tree.insert_symlink(RelPath::new(rel)?, target.to_string_lossy().into_owned());
-            } else if ft.is_file() {
-                let meta = item.metadata().map_err(|e| read_err(e.into()))?;
-                let content = std::fs::read(item.path()).map_err(read_err)?;
-                let exec = meta.permissions().mode() & 0o111 != 0;
-                tree.insert_file(RelPath::new(rel)?, content, exec);
-            } else {
-                return Err(TreeError::UnsupportedFileType(rel));
+        for (rel, item) in list_dir(root)? {
+            match item {
+                DirItem::File {
+                    path, executable, ..
+                } => {
+                    let content = std::fs::read(&path).map_err(|source| TreeError::Read {
+                        path: path.display().to_string(),
+                        source,
+                    })?;
+                    tree.insert_file(rel, content, executable);
+                }
+                DirItem::Symlink(target) => tree.insert_symlink(rel, target),
             }
         }
         tree.validate()?;
@@ -382,19 +359,83 @@ impl FromIterator<(RelPath, Entry)> for Tree {
     }
 }
 
+/// One entry of a directory read as a tree, before any content is read.
+#[derive(Debug)]
+pub enum DirItem {
+    /// A regular file.
+    File {
+        /// Where it is.
+        path: std::path::PathBuf,
+        /// Its size.
+        size: u64,
+        /// Whether any execute bit is set.
+        executable: bool,
+    },
+    /// A symlink, with its target as written.
+    Symlink(String),
+}
+
+/// The files and symlinks under `root`, sorted by path (the tree's order), reading metadata
+/// only. Devices, FIFOs and sockets are refused; directories are implied by the paths.
+pub fn list_dir(root: &Path) -> Result<Vec<(RelPath, DirItem)>, TreeError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut items = Vec::new();
+    for item in walkdir::WalkDir::new(root).min_depth(1) {
+        let item = item.map_err(|e| TreeError::Read {
+            path: root.display().to_string(),
+            source: e.into(),
+        })?;
+        let read_err = |source| TreeError::Read {
+            path: item.path().display().to_string(),
+            source,
+        };
+        let ft = item.file_type();
+        if ft.is_dir() {
+            continue;
+        }
+        let rel = item
+            .path()
+            .strip_prefix(root)
+            .expect("walkdir stays under its root")
+            .to_string_lossy()
+            .into_owned();
+        if ft.is_symlink() {
+            let target = std::fs::read_link(item.path()).map_err(read_err)?;
+            items.push((
+                RelPath::new(rel)?,
+                DirItem::Symlink(target.to_string_lossy().into_owned()),
+            ));
+        } else if ft.is_file() {
+            let meta = item.metadata().map_err(|e| read_err(e.into()))?;
+            items.push((
+                RelPath::new(rel)?,
+                DirItem::File {
+                    path: item.path().to_owned(),
+                    size: meta.len(),
+                    executable: meta.permissions().mode() & 0o111 != 0,
+                },
+            ));
+        } else {
+            return Err(TreeError::UnsupportedFileType(rel));
+        }
+    }
+    items.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(items)
+}
+
 /// The exports an artifact's [`EXPORTS_PATH`] file holds (none when it is not a string map).
 pub fn parse_exports(bytes: &[u8]) -> BTreeMap<String, String> {
     serde_json::from_slice(bytes).unwrap_or_default()
 }
 
-/// The output hash of a tree given entry by entry, in path order, without holding its
-/// content: the same digest as [`Tree::output_hash`] of the tree those entries make. It keeps
-/// the encoding of the entries' paths and digests (the count comes first in the encoding, and a
-/// stream does not know it up front), never their content.
+/// The canonical encoding of a tree given entry by entry, in any order, without its content:
+/// files by size and content digest. [`Tree::canonical_encoding`] is built with it, so a tree
+/// streamed from disk or from an archive hashes exactly as the same tree in memory. It keeps
+/// each entry's path and encoding (the count comes first in the encoding, and a stream does not
+/// know it up front), never content, and sorts them by path when it finishes.
 #[derive(Debug, Default)]
 pub struct CanonicalHasher {
-    entries: Vec<u8>,
-    count: u64,
+    entries: Vec<(RelPath, Vec<u8>)>,
 }
 
 impl CanonicalHasher {
@@ -403,43 +444,43 @@ impl CanonicalHasher {
         Self::default()
     }
 
-    fn path(&mut self, path: &RelPath) {
-        self.count += 1;
-        put_bytes(&mut self.entries, path.as_str().as_bytes());
-    }
-
     /// A regular file of `size` bytes whose content hashes to `content`.
     pub fn file(&mut self, path: &RelPath, executable: bool, size: u64, content: &Digest) {
-        self.path(path);
-        self.entries.extend_from_slice(&[1, u8::from(executable)]);
-        self.entries.extend_from_slice(&size.to_le_bytes());
-        self.entries.extend_from_slice(content.as_bytes());
+        let mut e = Vec::with_capacity(2 + 8 + 32);
+        e.extend_from_slice(&[1, u8::from(executable)]);
+        e.extend_from_slice(&size.to_le_bytes());
+        e.extend_from_slice(content.as_bytes());
+        self.entries.push((path.clone(), e));
     }
 
     /// A symlink.
     pub fn symlink(&mut self, path: &RelPath, target: &str) {
-        self.path(path);
-        self.entries.push(2);
-        put_bytes(&mut self.entries, target.as_bytes());
+        let mut e = vec![2];
+        put_bytes(&mut e, target.as_bytes());
+        self.entries.push((path.clone(), e));
     }
 
-    /// The number of entries so far.
-    pub fn len(&self) -> u64 {
-        self.count
+    /// The canonical encoding of the entries given (described in the module docs).
+    pub fn encoding(mut self) -> Vec<u8> {
+        self.entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let size: usize = self
+            .entries
+            .iter()
+            .map(|(p, e)| 8 + p.as_str().len() + e.len())
+            .sum();
+        let mut out = Vec::with_capacity(TREE_ENCODING.len() + 8 + size);
+        out.extend_from_slice(TREE_ENCODING);
+        out.extend_from_slice(&(self.entries.len() as u64).to_le_bytes());
+        for (path, e) in &self.entries {
+            put_bytes(&mut out, path.as_str().as_bytes());
+            out.extend_from_slice(e);
+        }
+        out
     }
 
-    /// Whether no entry came yet.
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    /// The output hash.
+    /// The output hash: blake3 of [`CanonicalHasher::encoding`].
     pub fn finish(self) -> Digest {
-        let mut hasher = blake3::Hasher::new();
-        hasher.update(TREE_ENCODING);
-        hasher.update(&self.count.to_le_bytes());
-        hasher.update(&self.entries);
-        hasher.finalize().into()
+        Digest::of(&self.encoding())
     }
 }
 
@@ -506,6 +547,23 @@ mod tests {
         }
         assert_eq!(h.finish(), t.output_hash());
         assert_eq!(CanonicalHasher::new().finish(), Tree::new().output_hash());
+        // Entries in another order (an archive not made by kiln) hash the same.
+        let mut reversed = CanonicalHasher::new();
+        for (path, entry) in t.iter().collect::<Vec<_>>().into_iter().rev() {
+            match entry {
+                Entry::File {
+                    content,
+                    executable,
+                } => reversed.file(
+                    path,
+                    *executable,
+                    content.len() as u64,
+                    &Digest::of(content),
+                ),
+                Entry::Symlink { target } => reversed.symlink(path, target),
+            }
+        }
+        assert_eq!(reversed.finish(), t.output_hash());
     }
 
     #[test]

@@ -112,47 +112,92 @@ pub fn pack(tree: &Tree) -> std::io::Result<Vec<u8>> {
 }
 
 fn pack_streaming(tree: &Tree) -> std::io::Result<Vec<u8>> {
-    let mut encoder = zstd::Encoder::new(
-        Vec::with_capacity(tree.content_size() as usize / 4 + 1024),
-        ZSTD_LEVEL,
-    )?;
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-    if workers > 1 {
-        encoder.multithread(workers)?;
-    }
-    let encoder = write_tar(tree, encoder)?;
+    let buf = Vec::with_capacity(tree.content_size() as usize / 4 + 1024);
+    let encoder = write_tar(tree, encoder(buf, true)?)?;
     let mut out = encoder.finish()?;
     out.flush()?;
     Ok(out)
 }
 
-fn write_tar<W: Write>(tree: &Tree, out: W) -> std::io::Result<W> {
-    let mut builder = tar::Builder::new(out);
-    builder.mode(tar::HeaderMode::Deterministic);
-    for (path, entry) in tree.iter() {
+/// A zstd stream encoder at [`ZSTD_LEVEL`], with a worker per core when `multithread` (for
+/// large artifacts).
+pub(crate) fn encoder<W: Write>(
+    out: W,
+    multithread: bool,
+) -> std::io::Result<zstd::Encoder<'static, W>> {
+    let mut encoder = zstd::Encoder::new(out, ZSTD_LEVEL)?;
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    if multithread && workers > 1 {
+        encoder.multithread(workers)?;
+    }
+    Ok(encoder)
+}
+
+/// A tar stream with the archive's deterministic headers (see the module docs).
+pub(crate) struct TarWriter<W: Write> {
+    builder: tar::Builder<W>,
+}
+
+impl<W: Write> TarWriter<W> {
+    pub(crate) fn new(out: W) -> Self {
+        let mut builder = tar::Builder::new(out);
+        builder.mode(tar::HeaderMode::Deterministic);
+        Self { builder }
+    }
+
+    fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
         let mut header = tar::Header::new_gnu();
         header.set_mtime(0);
         header.set_uid(0);
         header.set_gid(0);
+        header.set_entry_type(kind);
+        header.set_mode(mode);
+        header.set_size(size);
+        header
+    }
+
+    /// A regular file of `size` bytes, read from `content` (which must yield exactly that).
+    pub(crate) fn file(
+        &mut self,
+        path: &str,
+        executable: bool,
+        size: u64,
+        content: impl Read,
+    ) -> std::io::Result<()> {
+        let mode = if executable { 0o755 } else { 0o644 };
+        let mut header = Self::header(tar::EntryType::Regular, mode, size);
+        self.builder.append_data(&mut header, path, content)
+    }
+
+    /// A symlink.
+    pub(crate) fn symlink(&mut self, path: &str, target: &str) -> std::io::Result<()> {
+        let mut header = Self::header(tar::EntryType::Symlink, 0o777, 0);
+        self.builder.append_link(&mut header, path, target)
+    }
+
+    /// The stream the archive was written to.
+    pub(crate) fn finish(self) -> std::io::Result<W> {
+        self.builder.into_inner()
+    }
+}
+
+fn write_tar<W: Write>(tree: &Tree, out: W) -> std::io::Result<W> {
+    let mut tar = TarWriter::new(out);
+    for (path, entry) in tree.iter() {
         match entry {
             Entry::File {
                 content,
                 executable,
-            } => {
-                header.set_entry_type(tar::EntryType::Regular);
-                header.set_mode(if *executable { 0o755 } else { 0o644 });
-                header.set_size(content.len() as u64);
-                builder.append_data(&mut header, path.as_str(), &content[..])?;
-            }
-            Entry::Symlink { target } => {
-                header.set_entry_type(tar::EntryType::Symlink);
-                header.set_mode(0o777);
-                header.set_size(0);
-                builder.append_link(&mut header, path.as_str(), target)?;
-            }
+            } => tar.file(
+                path.as_str(),
+                *executable,
+                content.len() as u64,
+                &content[..],
+            )?,
+            Entry::Symlink { target } => tar.symlink(path.as_str(), target)?,
         }
     }
-    builder.into_inner()
+    tar.finish()
 }
 
 /// One entry of an archive read as a stream (see [`visit`]).
@@ -316,9 +361,8 @@ pub struct Hashed {
 }
 
 /// The output hash of an archive read as a stream, and the content digests of the files `keep`
-/// selects: memory holds a read buffer and the entries' paths, never a file. Entries are
-/// hashed in the order they come, which is the tree's order in every archive kiln packs; an
-/// archive in another order hashes to something else, and is refused as corrupt by the caller.
+/// selects: memory holds a read buffer and the entries' paths, never a file. The order of the
+/// entries does not matter (the canonical encoding sorts them), as for [`unpack`].
 pub fn hash_stream<R: Read>(
     reader: R,
     limits: UnpackLimits,

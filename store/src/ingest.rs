@@ -7,95 +7,51 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use kiln_core::tree::{parse_exports, CanonicalHasher, TreeError, EXPORTS_PATH};
+use kiln_core::tree::{list_dir, parse_exports, CanonicalHasher, DirItem, TreeError, EXPORTS_PATH};
 use kiln_core::{Digest, RelPath, Tree};
 
-use crate::archive::{UnpackLimits, ZSTD_LEVEL};
+use crate::archive::{encoder, TarWriter, UnpackLimits};
 use crate::error::{Result, StoreError};
-use crate::local::{thread_tmp_dir, LocalStore, OutputRecord};
+use crate::local::{persist, temp_file, LocalStore, OutputRecord};
 
 /// Artifacts at least this large are compressed by zstd's worker threads.
 const MULTITHREAD_FROM: u64 = 8 << 20;
 /// Exports files larger than this are not read (they are not a string map a rule wrote).
 const MAX_EXPORTS: u64 = 1 << 20;
 
-/// One entry of a directory, before its content is read.
-enum Item {
-    File {
-        path: PathBuf,
-        size: u64,
-        executable: bool,
-    },
-    Symlink(String),
-}
-
-/// The entries of `dir` in canonical order, checked like a tree (no devices, no escaping
-/// symlinks) and against the artifact size limit, without reading any content.
-fn list(dir: &Path, limits: UnpackLimits) -> std::result::Result<Vec<(RelPath, Item)>, TreeError> {
-    use std::os::unix::fs::PermissionsExt;
-    let mut items = Vec::new();
+/// The entries of `dir` in canonical order (see [`list_dir`]), checked like a tree (no
+/// escaping symlinks, no file and directory at one path) and against the artifact limits,
+/// without reading any content. Gives them with their content size (as
+/// [`Tree::content_size`] counts it).
+fn list(
+    dir: &Path,
+    limits: UnpackLimits,
+) -> std::result::Result<(Vec<(RelPath, DirItem)>, u64), TreeError> {
+    let items = list_dir(dir)?;
     let mut shape = Tree::new();
     let mut total: u64 = 0;
-    for item in walkdir::WalkDir::new(dir).min_depth(1) {
-        let item = item.map_err(|e| TreeError::Read {
-            path: dir.display().to_string(),
-            source: e.into(),
-        })?;
-        let rel = item
-            .path()
-            .strip_prefix(dir)
-            .expect("walkdir stays under its root")
-            .to_string_lossy()
-            .into_owned();
-        let read_err = |source| TreeError::Read {
-            path: item.path().display().to_string(),
-            source,
-        };
-        let ft = item.file_type();
-        if ft.is_dir() {
-            continue;
-        }
-        let rel = RelPath::new(rel)?;
-        if ft.is_symlink() {
-            let target = std::fs::read_link(item.path())
-                .map_err(read_err)?
-                .to_string_lossy()
-                .into_owned();
-            shape.insert_symlink(rel.clone(), target.clone());
-            items.push((rel, Item::Symlink(target)));
-        } else if ft.is_file() {
-            let meta = item.metadata().map_err(|e| read_err(e.into()))?;
-            total = total.saturating_add(meta.len());
-            if total > limits.max_total_bytes {
-                return Err(TreeError::TooLarge {
-                    size: total,
-                    limit: limits.max_total_bytes,
-                });
+    for (rel, item) in &items {
+        match item {
+            DirItem::File { size, .. } => {
+                total = total.saturating_add(*size);
+                shape.insert_placeholder(rel.clone());
             }
-            shape.insert_placeholder(rel.clone());
-            items.push((
-                rel,
-                Item::File {
-                    path: item.path().to_owned(),
-                    size: meta.len(),
-                    executable: meta.permissions().mode() & 0o111 != 0,
-                },
-            ));
-        } else {
-            return Err(TreeError::UnsupportedFileType(rel.as_str().to_owned()));
+            DirItem::Symlink(target) => {
+                total = total.saturating_add(target.len() as u64);
+                shape.insert_symlink(rel.clone(), target.clone());
+            }
         }
     }
-    if items.len() as u64 > limits.max_entries {
+    if total > limits.max_total_bytes || items.len() as u64 > limits.max_entries {
         return Err(TreeError::TooLarge {
             size: total,
             limit: limits.max_total_bytes,
         });
     }
     shape.validate()?;
-    items.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(items)
+    Ok((items, total))
 }
 
 /// A reader that hashes what it reads, and counts it.
@@ -122,54 +78,29 @@ impl LocalStore {
             dir: dir.to_owned(),
             source,
         };
-        let items = list(dir, UnpackLimits::default()).map_err(invalid)?;
-        let size: u64 = items
-            .iter()
-            .map(|(_, i)| match i {
-                Item::File { size, .. } => *size,
-                Item::Symlink(target) => target.len() as u64,
-            })
-            .sum();
-        let tmp_dir = thread_tmp_dir(self.root())?;
-        let tmp = tempfile::NamedTempFile::new_in(&tmp_dir)
-            .map_err(StoreError::io("create temp file in", &tmp_dir))?;
+        let (items, size) = list(dir, UnpackLimits::default()).map_err(invalid)?;
+        let tmp = temp_file(self.root())?;
         let tmp_path = tmp.path().to_owned();
         let io = |e| StoreError::io("write", &tmp_path)(e);
         let writer = BufWriter::with_capacity(1 << 20, tmp.as_file());
-        let mut encoder = zstd::Encoder::new(writer, ZSTD_LEVEL).map_err(io)?;
-        if size >= MULTITHREAD_FROM {
-            let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-            if workers > 1 {
-                encoder.multithread(workers).map_err(io)?;
-            }
-        }
-        let mut builder = tar::Builder::new(encoder);
-        builder.mode(tar::HeaderMode::Deterministic);
+        let mut tar = TarWriter::new(encoder(writer, size >= MULTITHREAD_FROM).map_err(io)?);
         let mut canonical = CanonicalHasher::new();
         let mut exports = BTreeMap::new();
         for (rel, item) in &items {
-            let mut header = tar::Header::new_gnu();
-            header.set_mtime(0);
-            header.set_uid(0);
-            header.set_gid(0);
             match item {
-                Item::File {
+                DirItem::File {
                     path,
                     size,
                     executable,
                 } => {
                     let read_err = |e| StoreError::io("read", path)(e);
                     let file = File::open(path).map_err(read_err)?;
-                    header.set_entry_type(tar::EntryType::Regular);
-                    header.set_mode(if *executable { 0o755 } else { 0o644 });
-                    header.set_size(*size);
                     let mut reader = Hashing {
                         inner: std::io::BufReader::with_capacity(256 << 10, file.take(*size)),
                         hasher: blake3::Hasher::new(),
                         read: 0,
                     };
-                    builder
-                        .append_data(&mut header, rel.as_str(), &mut reader)
+                    tar.file(rel.as_str(), *executable, *size, &mut reader)
                         .map_err(io)?;
                     if reader.read != *size {
                         return Err(StoreError::io("read", path)(std::io::Error::other(
@@ -185,26 +116,19 @@ impl LocalStore {
                         }
                     }
                 }
-                Item::Symlink(target) => {
-                    header.set_entry_type(tar::EntryType::Symlink);
-                    header.set_mode(0o777);
-                    header.set_size(0);
-                    builder
-                        .append_link(&mut header, rel.as_str(), target)
-                        .map_err(io)?;
+                DirItem::Symlink(target) => {
+                    tar.symlink(rel.as_str(), target).map_err(io)?;
                     canonical.symlink(rel, target);
                 }
             }
         }
-        let encoder = builder.into_inner().map_err(io)?;
-        let mut writer = encoder.finish().map_err(io)?;
+        let mut writer = tar.finish().map_err(io)?.finish().map_err(io)?;
         writer.flush().map_err(io)?;
         drop(writer);
         let output = canonical.finish();
         let dest = self.object_path(&output);
         if !dest.is_file() {
-            tmp.persist(&dest)
-                .map_err(|e| StoreError::io("rename into", &dest)(e.error))?;
+            persist(tmp, &dest)?;
         }
         Ok(OutputRecord {
             output,

@@ -231,7 +231,7 @@ fn is_read_only(e: &std::io::Error) -> bool {
 
 /// This thread's temp directory under the store's `tmp/`. Threads (and processes) do not share
 /// one: every create and rename locks the directory, and one shared `tmp/` serializes builders.
-pub(crate) fn thread_tmp_dir(store_root: &Path) -> Result<PathBuf> {
+fn thread_tmp_dir(store_root: &Path) -> Result<PathBuf> {
     use std::cell::RefCell;
     use std::sync::atomic::{AtomicUsize, Ordering};
     static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -241,8 +241,8 @@ pub(crate) fn thread_tmp_dir(store_root: &Path) -> Result<PathBuf> {
     DIR.with(|d| {
         let mut d = d.borrow_mut();
         if let Some((root, dir)) = d.as_ref() {
-            // Not checked with a stat: a directory removed meanwhile (gc of a crashed build's
-            // `tmp/`) fails the temp file's creation, which makes a new one.
+            // Not checked with a stat: a directory removed meanwhile fails the temp file's
+            // creation, and `temp_file` makes it again.
             if root == store_root {
                 return Ok(dir.clone());
             }
@@ -262,17 +262,28 @@ pub(crate) fn thread_tmp_dir(store_root: &Path) -> Result<PathBuf> {
 /// Writes `bytes` to `dest` through a temp file in the store's `tmp/`, then renames it, so a
 /// crash never leaves a partial `dest`. No fsync here: durability is one `syncfs` per build.
 pub(crate) fn write_atomic(store_root: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = temp_file(store_root)?;
+    tmp.write_all(bytes)
+        .map_err(StoreError::io("write", tmp.path().to_owned()))?;
+    persist(tmp, dest)
+}
+
+/// A new temp file in this thread's directory under the store's `tmp/` (made again if it was
+/// removed meanwhile, by gc of a crashed build's `tmp/`).
+pub(crate) fn temp_file(store_root: &Path) -> Result<tempfile::NamedTempFile> {
     let tmp_dir = thread_tmp_dir(store_root)?;
-    let mut tmp = match tempfile::NamedTempFile::new_in(&tmp_dir) {
+    match tempfile::NamedTempFile::new_in(&tmp_dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             fs::create_dir_all(&tmp_dir).map_err(StoreError::io("create directory", &tmp_dir))?;
             tempfile::NamedTempFile::new_in(&tmp_dir)
         }
         other => other,
     }
-    .map_err(StoreError::io("create temp file in", &tmp_dir))?;
-    tmp.write_all(bytes)
-        .map_err(StoreError::io("write", tmp.path().to_owned()))?;
+    .map_err(StoreError::io("create temp file in", &tmp_dir))
+}
+
+/// Renames a complete temp file to `dest`.
+pub(crate) fn persist(tmp: tempfile::NamedTempFile, dest: &Path) -> Result<()> {
     match tmp.persist(dest) {
         Ok(_) => Ok(()),
         Err(e) if e.error.kind() == std::io::ErrorKind::NotFound => {

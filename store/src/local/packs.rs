@@ -93,6 +93,17 @@ pub(crate) struct Slot {
     size: u32,
 }
 
+impl Slot {
+    /// The entry's bytes in its decompressed block.
+    fn cut(self, block: &[u8]) -> std::io::Result<Vec<u8>> {
+        let start = self.within as usize;
+        block
+            .get(start..start + self.size as usize)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| std::io::Error::other("a pack entry lies outside its block"))
+    }
+}
+
 /// Where an entry lives.
 #[derive(Clone, Copy, Debug)]
 struct Loc {
@@ -170,15 +181,15 @@ impl Pack {
 
     /// Reads one entry's bytes: its block, decompressed, cut to the entry.
     pub(crate) fn read(&self, slot: Slot) -> std::io::Result<Vec<u8>> {
-        let mut block = vec![0u8; slot.len as usize];
-        self.file.read_exact_at(&mut block, slot.offset)?;
-        let end = slot.within as usize + slot.size as usize;
-        // The frame declares its size; a block claiming more than an entry's block can hold
-        // is refused before anything is allocated for it.
-        let raw = zstd::bulk::decompress(&block, end.max(BLOCK) + (1 << 20))?;
-        raw.get(slot.within as usize..end)
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| std::io::Error::other("a pack entry lies outside its block"))
+        slot.cut(&self.block(slot)?)
+    }
+
+    /// The decompressed block holding `slot`. The frame declares its size; a block claiming
+    /// more than a block of entries can hold is refused before anything is allocated for it.
+    fn block(&self, slot: Slot) -> std::io::Result<Vec<u8>> {
+        let mut compressed = vec![0u8; slot.len as usize];
+        self.file.read_exact_at(&mut compressed, slot.offset)?;
+        zstd::bulk::decompress(&compressed, BLOCK.max(slot.size as usize) + (1 << 20))
     }
 
     /// Every entry with its bytes, each block decompressed once (merges, `gc`, `verify`). An
@@ -188,19 +199,10 @@ impl Pack {
         let mut block: Option<(u64, std::io::Result<Vec<u8>>)> = None;
         for &(key, slot) in &self.entries {
             if block.as_ref().is_none_or(|(at, _)| *at != slot.offset) {
-                let raw = (|| {
-                    let mut compressed = vec![0u8; slot.len as usize];
-                    self.file.read_exact_at(&mut compressed, slot.offset)?;
-                    zstd::bulk::decompress(&compressed, BLOCK.max(slot.size as usize) + (1 << 20))
-                })();
-                block = Some((slot.offset, raw));
+                block = Some((slot.offset, self.block(slot)));
             }
-            let (_, raw) = block.as_ref().expect("set above");
-            let bytes = match raw {
-                Ok(raw) => raw
-                    .get(slot.within as usize..slot.within as usize + slot.size as usize)
-                    .map(<[u8]>::to_vec)
-                    .ok_or_else(|| std::io::Error::other("a pack entry lies outside its block")),
+            let bytes = match &block.as_ref().expect("set above").1 {
+                Ok(raw) => slot.cut(raw),
                 Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
             };
             out.push((key, bytes));
@@ -319,6 +321,18 @@ struct Index {
 }
 
 impl Index {
+    /// The index, read from `dir` on first use.
+    fn loaded<'a>(index: &'a mut Option<Index>, dir: &Path) -> &'a mut Index {
+        index.get_or_insert_with(|| Index::read(dir))
+    }
+
+    /// An index of every pack now in `dir`.
+    fn read(dir: &Path) -> Index {
+        let mut index = Index::default();
+        index.refresh(dir);
+        index
+    }
+
     fn add(&mut self, mut pack: Pack) {
         let n = u32::try_from(self.packs.len()).expect("fewer than 4 billion packs");
         for (key, slot) in std::mem::take(&mut pack.entries) {
@@ -461,11 +475,7 @@ impl Packs {
             }
             let stale = std::mem::take(&mut st.stale);
             let dir = &self.shared.dir;
-            let index = st.index.get_or_insert_with(|| {
-                let mut i = Index::default();
-                i.refresh(dir);
-                i
-            });
+            let index = Index::loaded(&mut st.index, dir);
             if !index.map.contains_key(&key) && (stale || index.may_be_stale(dir)) {
                 index.refresh(dir);
             }
@@ -485,13 +495,9 @@ impl Packs {
         if st.pending.entries.contains_key(&key) {
             return true;
         }
-        let dir = &self.shared.dir;
-        let index = st.index.get_or_insert_with(|| {
-            let mut i = Index::default();
-            i.refresh(dir);
-            i
-        });
-        index.map.contains_key(&key)
+        Index::loaded(&mut st.index, &self.shared.dir)
+            .map
+            .contains_key(&key)
     }
 
     /// Adds an entry; it is written with the next pack. An action entry keeps its derivation's
@@ -689,9 +695,7 @@ impl Shared {
             // so a long build that writes many packs would run out of file descriptors: past
             // a bound, the index is read again from the directory, which merging keeps small.
             if index.packs.len() > MAX_OPEN_PACKS {
-                let mut fresh = Index::default();
-                fresh.refresh(&self.dir);
-                *index = fresh;
+                *index = Index::read(&self.dir);
             }
         }
         drop(st);
@@ -794,6 +798,14 @@ mod tests {
         (Kind::Action, Digest::of(&[n]))
     }
 
+    /// A directory with what packs need of a store: `actions/` and `tmp/`.
+    fn store_dir() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("actions")).unwrap();
+        fs::create_dir_all(d.path().join("tmp")).unwrap();
+        d
+    }
+
     #[test]
     fn a_pack_round_trips_and_refuses_a_changed_index() {
         let d = tempfile::tempdir().unwrap();
@@ -839,9 +851,7 @@ mod tests {
 
     #[test]
     fn pending_entries_are_visible_and_written_on_flush_and_merged_by_class() {
-        let d = tempfile::tempdir().unwrap();
-        fs::create_dir_all(d.path().join("actions")).unwrap();
-        fs::create_dir_all(d.path().join("tmp")).unwrap();
+        let d = store_dir();
         let packs = Packs::new(d.path());
         for n in 0..64u8 {
             packs.put(key(n), vec![n; 10]).unwrap();
@@ -861,9 +871,7 @@ mod tests {
 
     #[test]
     fn a_long_build_does_not_keep_every_pack_it_wrote_open() {
-        let d = tempfile::tempdir().unwrap();
-        fs::create_dir_all(d.path().join("actions")).unwrap();
-        fs::create_dir_all(d.path().join("tmp")).unwrap();
+        let d = store_dir();
         let packs = Packs::new(d.path());
         assert_eq!(packs.get(key(0)).unwrap(), None); // loads the index
         for n in 0..=255u8 {
@@ -884,9 +892,7 @@ mod tests {
 
     #[test]
     fn a_pack_written_by_another_process_is_found() {
-        let d = tempfile::tempdir().unwrap();
-        fs::create_dir_all(d.path().join("actions")).unwrap();
-        fs::create_dir_all(d.path().join("tmp")).unwrap();
+        let d = store_dir();
         let reader = Packs::new(d.path());
         assert_eq!(reader.get(key(1)).unwrap(), None);
         let writer = Packs::new(d.path());
