@@ -34,9 +34,12 @@ struct Counters {
 /// A connection to one cluster.
 pub struct KubeCluster {
     client: Client,
+    /// The configuration, for the lock's client.
+    config: Config,
     /// The same connection without the counting layer: the set's lock (a Lease read, created,
-    /// renewed and deleted) is not part of a plan's or an apply's request counts.
-    lock_client: Client,
+    /// renewed and deleted) is not part of a plan's or an apply's request counts. Made when
+    /// first asked for: a plan never takes the lock.
+    lock_client: std::sync::OnceLock<Option<Client>>,
     counters: Arc<Counters>,
     /// group/version -> the group's resources, fetched once even when asked for concurrently.
     groups: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<ApiGroup>>>>>,
@@ -113,14 +116,14 @@ impl KubeCluster {
                 }
                 req
             });
-        let lock_client = Client::try_from(config.clone()).map_err(|e| boxed(Box::new(e)))?;
-        let client = kube::client::ClientBuilder::try_from(config)
+        let client = crate::connection::client_builder(config.clone())
             .map_err(|e| boxed(Box::new(e)))?
             .with_layer(&layer)
             .build();
         Ok(Self {
             client,
-            lock_client,
+            config,
+            lock_client: std::sync::OnceLock::new(),
             counters,
             groups: Mutex::default(),
             preferred: Mutex::default(),
@@ -262,7 +265,19 @@ impl ClusterApi for KubeCluster {
     }
 
     fn lease_client(&self) -> Option<Client> {
-        Some(self.lock_client.clone())
+        self.lock_client
+            .get_or_init(|| {
+                match crate::connection::client_builder(self.config.clone()) {
+                    Ok(builder) => Some(builder.build()),
+                    // The same configuration made the counted client; should it fail now, the
+                    // apply says that it cannot hold the set's lock.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot make a client for the set's lock");
+                        None
+                    }
+                }
+            })
+            .clone()
     }
 
     /// Every object of a group-kind labeled `selector`, across namespaces: one LIST, in

@@ -13,6 +13,7 @@
 pub mod api;
 pub mod applying;
 pub mod applyset;
+pub mod connection;
 pub mod desired;
 pub mod diff;
 pub mod drift;
