@@ -143,6 +143,28 @@ pub struct RequestCounts {
     pub writes: usize,
 }
 
+/// Where a LIST is served from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadFrom {
+    /// Storage (etcd): a consistent read, in pages, that costs what the namespace (or the
+    /// cluster) holds of the kind, whatever the selector matches.
+    Storage,
+    /// The API server's watch cache (`resourceVersion=0`): filtered in memory, cheap however
+    /// crowded the namespace, and possibly behind; [`Listed::resource_version`] says how far it
+    /// got.
+    Cache,
+}
+
+/// What a LIST returned.
+#[derive(Debug, Default)]
+pub struct Listed {
+    /// The objects, with their `apiVersion` and `kind`.
+    pub items: Vec<Value>,
+    /// The resourceVersion it was served at, when the server said (and it is a number, as it
+    /// is with etcd: the revision).
+    pub resource_version: Option<u64>,
+}
+
 /// How to apply one object.
 #[derive(Debug, Clone, Copy)]
 pub struct ApplyParams<'a> {
@@ -165,15 +187,16 @@ pub trait ClusterApi {
     async fn scope(&self, api_version: &str, kind: &str) -> Result<Scope, ClusterError>;
 
     /// Every object of `Kind.group` labeled `selector`, across namespaces (or in `namespace`
-    /// only), in `api_version` when given, else in the group's preferred version. A consistent
-    /// read, in pages.
+    /// only), in `api_version` when given, else in the group's preferred version: a consistent
+    /// read in pages, or what the API server's watch cache holds (`from`).
     async fn list(
         &self,
         group_kind: &str,
         api_version: Option<&str>,
         selector: &str,
         namespace: Option<&str>,
-    ) -> Result<Vec<Value>, ClusterError>;
+        from: ReadFrom,
+    ) -> Result<Listed, ClusterError>;
 
     /// Objects labeled `selector` of every listable served kind not in `known`. Kinds this user
     /// may not list (403, 404, 405) hold no members it could act on.

@@ -133,10 +133,18 @@ fn parent_says(live: &Value, wanted: &Value) -> bool {
         applyset::NAMESPACES_ANNOTATION,
         applyset::TOOLING_ANNOTATION,
         members::ANNOTATION,
+        members::VERSIONS_ANNOTATION,
     ]
     .iter()
     .all(|k| ann(live, k) == ann(wanted, k))
         && live.pointer(&id) == wanted.pointer(&id)
+}
+
+/// What the parent records of the set's members: their digests and versions by kind
+/// (`members.rs`).
+struct MemberRecords<'a> {
+    digests: &'a BTreeMap<String, String>,
+    versions: &'a BTreeMap<String, u64>,
 }
 
 /// Applies the parent listing `gks` and `namespaces` unless `current` already says so; returns
@@ -145,12 +153,16 @@ async fn write_parent_if_changed<C: ClusterApi>(
     r: &Realized<C>,
     current: Option<Value>,
     (gks, namespaces): (Vec<String>, Vec<String>),
-    digests: &BTreeMap<String, String>,
+    records: MemberRecords<'_>,
     force: bool,
 ) -> Result<Option<Value>, RealizeError> {
     let mut obj = r.parent.object(&gks, &namespaces);
     obj["metadata"]["annotations"][members::ANNOTATION] =
-        Value::from(members::annotation_value(digests));
+        Value::from(members::annotation_value(records.digests));
+    if !records.versions.is_empty() {
+        obj["metadata"]["annotations"][members::VERSIONS_ANNOTATION] =
+            Value::from(members::annotation_value(records.versions));
+    }
     if current.as_ref().is_some_and(|live| parent_says(live, &obj)) {
         return Ok(current);
     }
@@ -290,11 +302,20 @@ pub async fn apply_reporting<C: ClusterApi>(
         partial: r.plan.partial,
     };
     let still_true = changing.digests_kept(recorded, &desired_digests);
+    let versions_kept = changing.versions_kept(
+        r.live_parent
+            .as_ref()
+            .map(members::recorded_versions)
+            .unwrap_or_default(),
+    );
     let current = write_parent_if_changed(
         r,
         r.live_parent.clone(),
         widened,
-        &still_true,
+        MemberRecords {
+            digests: &still_true,
+            versions: &versions_kept,
+        },
         options.force_conflicts,
     )
     .await?;
@@ -306,10 +327,19 @@ pub async fn apply_reporting<C: ClusterApi>(
         .collect();
     let journal = Journal::new(on_write);
     let mut report = ApplyReport::default();
+    let mut written_versions = BTreeMap::new();
     for ranks in waves(r).values() {
         let manager = crate::ownership::field_manager(&r.plan.applyset);
-        report.applied +=
-            apply_wave(&r.cluster, ranks, &actions, options, &journal, &manager).await?;
+        report.applied += apply_wave(
+            &r.cluster,
+            ranks,
+            &actions,
+            options,
+            &journal,
+            &manager,
+            &mut written_versions,
+        )
+        .await?;
     }
     let (deleted, replaced) = delete_in_order(&r.cluster, deletions, &journal).await?;
     report.deleted += deleted;
@@ -330,13 +360,19 @@ pub async fn apply_reporting<C: ClusterApi>(
             .filter(|(gk, _)| !replaced.contains(gk))
             .collect()
     };
-    write_parent_if_changed(r, current, lists, &digests, options.force_conflicts).await?;
+    let versions = changing.versions_after(versions_kept, &written_versions);
+    let records = MemberRecords {
+        digests: &digests,
+        versions: &versions,
+    };
+    write_parent_if_changed(r, current, lists, records, options.force_conflicts).await?;
     report.written = journal.into_written();
     Ok(report.counted(r.cluster.counts()))
 }
 
 /// Writes one wave, kind rank by kind rank (CRDs Established before what follows them), then
-/// waits for its health gates; returns how many objects were written.
+/// waits for its health gates; returns how many objects were written. `versions` gets the
+/// newest resourceVersion written per kind (`None` once a write's answer had no numeric one).
 async fn apply_wave(
     cluster: &impl ClusterApi,
     ranks: &BTreeMap<u8, Vec<&DesiredObject>>,
@@ -344,10 +380,11 @@ async fn apply_wave(
     options: &ApplyOptions,
     journal: &Journal<'_>,
     manager: &str,
+    versions: &mut BTreeMap<String, Option<u64>>,
 ) -> Result<usize, RealizeError> {
     let mut written = Vec::new();
     for objs in ranks.values() {
-        stream::iter(objs.iter())
+        let answers: Vec<(&str, Option<u64>)> = stream::iter(objs.iter())
             .map(|d| async move {
                 let (action, takes_back) = actions
                     .get(&d.key)
@@ -360,7 +397,7 @@ async fn apply_wave(
                     dry_run: false,
                     manager,
                 };
-                let applied = match cluster.apply(&d.object, params).await {
+                let mut applied = match cluster.apply(&d.object, params).await {
                     // Fields kiln's old shared manager holds: rename it to this set's (the
                     // first apply after the upgrade), then apply again.
                     Err(conflict @ ClusterError::Conflict { .. }) => {
@@ -384,14 +421,23 @@ async fn apply_wave(
                 if let Some(patch) = crate::ownership::migration_patch(&applied, manager) {
                     cluster.merge_patch(&applied, &patch).await?;
                     // Now the set owns them, fields it does not declare are dropped.
-                    cluster.apply(&d.object, params).await?;
+                    applied = cluster.apply(&d.object, params).await?;
                 }
                 journal.record(action, &d.key, &d.rule);
-                Ok::<(), ClusterError>(())
+                let version = crate::kube_cluster::numeric(
+                    applied
+                        .pointer("/metadata/resourceVersion")
+                        .and_then(Value::as_str),
+                );
+                Ok::<_, ClusterError>((d.key.group_kind.as_str(), version))
             })
             .buffer_unordered(options.parallel.max(1))
-            .try_collect::<Vec<()>>()
+            .try_collect()
             .await?;
+        for (gk, version) in answers {
+            let newest = versions.entry(gk.to_owned()).or_insert(version);
+            *newest = newest.zip(version).map(|(a, b)| a.max(b));
+        }
         // A CRD created in this run must be Established before its custom resources.
         for d in objs
             .iter()
@@ -599,8 +645,29 @@ mod tests {
         assert!(at("apply ConfigMap shop/config") < at("apply Deployment.apps shop/web"));
         assert!(at("apply Deployment.apps shop/web") < at("apply Widget.example.io shop/w"));
         assert!(at("apply Widget.example.io shop/w") < at("apply ConfigMap shop/late"));
-        // The parent lists every kind once, written once: nothing to narrow.
-        assert_eq!(w.iter().filter(|w| w.contains("Secret")).count(), 1);
+        // The parent lists every kind once, written before the members and once after them,
+        // with the versions written (nothing to narrow).
+        assert_eq!(w.iter().filter(|w| w.contains("Secret")).count(), 2);
+        assert!(w
+            .last()
+            .unwrap()
+            .starts_with("apply Secret default/kiln-shop-test"));
+        let parent = r
+            .cluster
+            .object("Secret", "default", "kiln-shop-test")
+            .unwrap();
+        assert_eq!(
+            members::recorded_versions(&parent)
+                .keys()
+                .collect::<Vec<_>>(),
+            [
+                "ConfigMap",
+                "CustomResourceDefinition.apiextensions.k8s.io",
+                "Deployment.apps",
+                "Namespace",
+                "Widget.example.io"
+            ]
+        );
 
         let again = plan(r.cluster, platform(vec![cm("shop", "late")])).await;
         assert!(!again.plan.has_changes(), "{:#?}", again.plan.changes);
@@ -764,6 +831,40 @@ mod tests {
         let options = PlanOptions::default();
         let dropped = plan_set(again.cluster, platform(vec![]), &options, |_, _| {}).await;
         assert!(dropped.is_err());
+    }
+
+    /// A kind with more members than GETs are worth is read from the watch cache once the
+    /// cache has seen the set's last write of it. A cache behind that write is not used, so a
+    /// member the write made is still found, and pruned when it leaves the set.
+    #[tokio::test(start_paused = true)]
+    async fn the_watch_cache_serves_a_list_only_once_it_has_seen_the_sets_last_write() {
+        let many =
+            |n: usize| -> Vec<Value> { (0..n).map(|i| cm("shop", &format!("c{i}"))).collect() };
+        let r = plan(FakeCluster::default(), platform(many(10))).await;
+        apply(&r, &options(), |_| true).await.unwrap();
+        let (storage, cache) = r.cluster.lists();
+        let again = plan(r.cluster, platform(many(10))).await;
+        assert!(!again.plan.has_changes(), "{:#?}", again.plan.changes);
+        // The 11 ConfigMaps from the cache (per namespace of the set), the rest by GET.
+        let (storage_now, cache_now) = again.cluster.lists();
+        assert_eq!(storage_now, storage);
+        assert!(cache_now > cache);
+
+        // The cache stops; an apply makes `c10`; the next plan no longer wants it.
+        again.cluster.freeze_cache();
+        let grown = plan(again.cluster, platform(many(11))).await;
+        apply(&grown, &options(), |_| true).await.unwrap();
+        let (storage, _) = grown.cluster.lists();
+        let shrunk = plan(grown.cluster, platform(many(10))).await;
+        let deletes: Vec<String> = shrunk
+            .plan
+            .changes
+            .iter()
+            .filter(|c| c.action == Action::Delete)
+            .map(|c| c.key().to_string())
+            .collect();
+        assert_eq!(deletes, ["ConfigMap shop/c10"]);
+        assert!(shrunk.cluster.lists().0 > storage, "read from storage");
     }
 
     /// Prune deletes the object the plan read, by uid: one deleted and made again meanwhile

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use serde_json::{json, Value};
 
-use crate::api::{ApplyParams, ClusterApi, ClusterError, Deleted, RequestCounts};
+use crate::api::{ApplyParams, ClusterApi, ClusterError, Deleted, Listed, ReadFrom, RequestCounts};
 use crate::applyset::{group_kind, split_group_kind};
 use crate::desired::{ObjectKey, Scope};
 
@@ -50,6 +50,10 @@ struct State {
     counts: RequestCounts,
     resource_version: u64,
     namespaced_user: bool,
+    /// The watch cache when it lags: the objects and resourceVersion it stopped at.
+    frozen_cache: Option<(BTreeMap<ObjectKey, Value>, u64)>,
+    /// LISTs served so far: (from storage, from the cache).
+    lists: (usize, usize),
 }
 
 /// The fake cluster.
@@ -157,6 +161,17 @@ impl FakeCluster {
                 name: name.into(),
             })
             .cloned()
+    }
+
+    /// The watch cache stops where the objects are now.
+    pub fn freeze_cache(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.frozen_cache = Some((s.objects.clone(), s.resource_version));
+    }
+
+    /// LISTs served so far: (from storage, from the watch cache).
+    pub fn lists(&self) -> (usize, usize) {
+        self.state.lock().unwrap().lists
     }
 
     /// Stores an object as another client would create it.
@@ -276,7 +291,8 @@ impl ClusterApi for FakeCluster {
         _api_version: Option<&str>,
         selector: &str,
         namespace: Option<&str>,
-    ) -> Result<Vec<Value>, ClusterError> {
+        from: ReadFrom,
+    ) -> Result<Listed, ClusterError> {
         let s = self.state.lock().unwrap();
         let cluster_wide = namespace.is_none() || Self::scope_of(&s, gk) == Some(Scope::Cluster);
         let forbidden = cluster_wide && s.namespaced_user;
@@ -289,7 +305,7 @@ impl ClusterApi for FakeCluster {
             });
         }
         self.request("list", gk, false)?;
-        let s = self.state.lock().unwrap();
+        let mut s = self.state.lock().unwrap();
         if Self::scope_of(&s, gk).is_none() {
             return Err(ClusterError::Api {
                 action: "list",
@@ -297,15 +313,26 @@ impl ClusterApi for FakeCluster {
                 source: Box::new(api_error(404, "not served".into())),
             });
         }
-        Ok(s.objects
-            .iter()
-            .filter(|(k, o)| {
-                k.group_kind == gk
-                    && matches_selector(o, selector)
-                    && namespace.is_none_or(|ns| k.namespace == ns)
-            })
-            .map(|(_, o)| o.clone())
-            .collect())
+        match from {
+            ReadFrom::Storage => s.lists.0 += 1,
+            ReadFrom::Cache => s.lists.1 += 1,
+        }
+        let (objects, resource_version) = match (&s.frozen_cache, from) {
+            (Some((objects, rv)), ReadFrom::Cache) => (objects, *rv),
+            _ => (&s.objects, s.resource_version),
+        };
+        Ok(Listed {
+            items: objects
+                .iter()
+                .filter(|(k, o)| {
+                    k.group_kind == gk
+                        && matches_selector(o, selector)
+                        && namespace.is_none_or(|ns| k.namespace == ns)
+                })
+                .map(|(_, o)| o.clone())
+                .collect(),
+            resource_version: Some(resource_version),
+        })
     }
 
     async fn list_other_kinds(

@@ -18,7 +18,7 @@ use kube::{Client, Config};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use crate::api::{ApplyParams, ClusterApi, ClusterError, Deleted, RequestCounts};
+use crate::api::{ApplyParams, ClusterApi, ClusterError, Deleted, Listed, ReadFrom, RequestCounts};
 use crate::applyset::{group_kind, split_group_kind};
 use crate::desired::Scope as ObjectScope;
 
@@ -280,7 +280,7 @@ impl ClusterApi for KubeCluster {
             .clone()
     }
 
-    /// Every object of a group-kind labeled `selector`, across namespaces: one LIST, in
+    /// Every object of a group-kind labeled `selector`, across namespaces (or in one), in
     /// `api_version` when given (the version kiln applies in, so fields compare like for like),
     /// else the group's preferred version.
     async fn list(
@@ -289,21 +289,31 @@ impl ClusterApi for KubeCluster {
         api_version: Option<&str>,
         selector: &str,
         namespace: Option<&str>,
-    ) -> Result<Vec<Value>, ClusterError> {
+        from: ReadFrom,
+    ) -> Result<Listed, ClusterError> {
         let (ar, caps) = match api_version {
             Some(v) => self.resolve(v, split_group_kind(gk).0).await?,
             None => self.resolve_group_kind(gk).await?,
         };
         let api = self.api(&ar, &caps, namespace);
+        let base = ListParams::default().labels(selector);
+        if from == ReadFrom::Cache {
+            // `resourceVersion=0`: any version the cache holds, in one response (the cache does
+            // not page), filtered by label in memory. The caller checks how far it got.
+            let list = api
+                .list(&base.match_any())
+                .await
+                .map_err(api_error("list", format!("`{gk}`")))?;
+            return Ok(Listed {
+                resource_version: numeric(list.metadata.resource_version.as_deref()),
+                items: typed_values(list.items, &ar),
+            });
+        }
         // A consistent read, in pages, so that a kind with very many members never arrives in
-        // one response. Not from the watch cache with `resourceVersion` NotOlderThan the
-        // parent's: servers before consistent reads from cache (1.31) keep a kind's cache at
-        // the version of its own last event, so such a read waits and then fails with "Too
-        // large resource version" whenever the parent (a Secret) moved last. Servers that have
-        // them serve this consistent LIST from the cache themselves.
-        let mut params = ListParams::default().labels(selector).limit(LIST_PAGE);
+        // one response.
+        let mut params = base.limit(LIST_PAGE);
         let mut items = Vec::new();
-        loop {
+        let resource_version = loop {
             let page = api
                 .list(&params)
                 .await
@@ -311,10 +321,13 @@ impl ClusterApi for KubeCluster {
             items.extend(page.items);
             match page.metadata.continue_ {
                 Some(token) if !token.is_empty() => params = params.continue_token(&token),
-                _ => break,
+                _ => break numeric(page.metadata.resource_version.as_deref()),
             }
-        }
-        Ok(typed_values(items, &ar))
+        };
+        Ok(Listed {
+            items: typed_values(items, &ar),
+            resource_version,
+        })
     }
 
     /// Members of the set (labeled `selector`) of every listable kind the cluster serves that
@@ -548,6 +561,11 @@ impl ClusterApi for KubeCluster {
 
 /// Objects per LIST page.
 const LIST_PAGE: u32 = 500;
+
+/// A resourceVersion as a number (etcd's revision); `None` for another storage's opaque one.
+pub fn numeric(resource_version: Option<&str>) -> Option<u64> {
+    resource_version?.parse().ok()
+}
 
 /// Wraps a client error as the failure of `action` on `what`.
 fn api_error(

@@ -40,22 +40,43 @@ pub fn digests<'a>(keys: impl IntoIterator<Item = &'a ObjectKey>) -> BTreeMap<St
         .collect()
 }
 
+/// Annotation on the parent: `Kind.group=<resourceVersion>` per kind, comma-separated, sorted:
+/// the newest resourceVersion written by the last apply of this set that added members to the
+/// kind (a create or an adoption), recorded only while no member of the kind has been pruned
+/// since (a delete's answer carries no version). A watch cache that answers at this version or
+/// later holds every member kiln made, so a plan may read the kind from it (`planning.rs`).
+/// Updates of members leave it as it is: they change no membership, and they cost no parent
+/// write.
+pub const VERSIONS_ANNOTATION: &str = "kiln.dev/member-versions";
+
 /// The digests a live parent records.
 pub fn recorded(parent: &Value) -> BTreeMap<String, String> {
-    parent
-        .pointer("/metadata/annotations")
-        .and_then(|a| a.get(ANNOTATION))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .split(',')
-        .filter_map(|entry| entry.split_once('='))
+    annotation_map(parent, ANNOTATION)
         .map(|(gk, d)| (gk.to_owned(), d.to_owned()))
         .collect()
 }
 
-/// The annotation's value for `digests`.
-pub fn annotation_value(digests: &BTreeMap<String, String>) -> String {
-    digests
+/// The resourceVersions a live parent records ([`VERSIONS_ANNOTATION`]).
+pub fn recorded_versions(parent: &Value) -> BTreeMap<String, u64> {
+    annotation_map(parent, VERSIONS_ANNOTATION)
+        .filter_map(|(gk, v)| Some((gk.to_owned(), v.parse().ok()?)))
+        .collect()
+}
+
+/// `Kind.group=value` pairs of one annotation of the parent.
+fn annotation_map<'a>(parent: &'a Value, name: &str) -> impl Iterator<Item = (&'a str, &'a str)> {
+    parent
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(name))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|entry| entry.split_once('='))
+}
+
+/// The annotation's value for `values` by kind.
+pub fn annotation_value<T: std::fmt::Display>(values: &BTreeMap<String, T>) -> String {
+    values
         .iter()
         .map(|(gk, d)| format!("{gk}={d}"))
         .collect::<Vec<_>>()
@@ -73,6 +94,40 @@ pub struct Changing<'a> {
 }
 
 impl Changing<'_> {
+    /// The versions that hold however far the apply gets, for its first parent write (which
+    /// adding members makes anyway): those of the kinds it adds no member to. A run stopped
+    /// after a create would otherwise leave a version older than it, and the next plan could
+    /// read the kind from a cache without the new member, and miss it when it is to be pruned.
+    pub fn versions_kept(&self, recorded: BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+        recorded
+            .into_iter()
+            .filter(|(gk, _)| !self.joining.contains(gk.as_str()))
+            .collect()
+    }
+
+    /// The versions after a run that got to its end, for its last parent write: the kept ones
+    /// less the kinds it pruned, and for each kind it added members to and pruned none of, the
+    /// newest version it wrote (`written`; absent when a write's answer had no numeric one).
+    pub fn versions_after(
+        &self,
+        kept: BTreeMap<String, u64>,
+        written: &BTreeMap<String, Option<u64>>,
+    ) -> BTreeMap<String, u64> {
+        let mut versions: BTreeMap<String, u64> = kept
+            .into_iter()
+            .filter(|(gk, _)| !self.pruning.contains(gk.as_str()))
+            .collect();
+        versions.extend(
+            written
+                .iter()
+                .filter(|(gk, _)| {
+                    self.joining.contains(gk.as_str()) && !self.pruning.contains(gk.as_str())
+                })
+                .filter_map(|(gk, v)| Some((gk.clone(), (*v)?))),
+        );
+        versions
+    }
+
     /// The digests that hold however far the apply gets, for its first parent write. A complete
     /// run: the desired members of each kind it only adds to (the next plan's GETs find any
     /// still missing), the recorded ones of each kind it only prunes (what is left is a subset),
@@ -153,5 +208,41 @@ mod tests {
             partial.digests_kept(recorded, &desired),
             map(&[("B", "b0")])
         );
+    }
+
+    #[test]
+    fn versions_follow_the_members_added_and_go_with_a_prune() {
+        let changing = Changing {
+            joining: ["A", "B", "C"].into(),
+            pruning: ["C", "D"].into(),
+            partial: false,
+        };
+        let recorded: BTreeMap<String, u64> = [("A", 5), ("B", 6), ("C", 7), ("D", 8), ("E", 9)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        // While the run goes: not the kinds it adds members to.
+        let kept = changing.versions_kept(recorded);
+        assert_eq!(kept.keys().collect::<Vec<_>>(), ["D", "E"]);
+        // After it: the newest write of each kind it added to and pruned nothing of (B's
+        // answers had no numeric version, C was pruned too), no pruned kind (D), and the
+        // kinds it only updated (F) as they were.
+        let written: BTreeMap<String, Option<u64>> = [
+            ("A", Some(20)),
+            ("B", None),
+            ("C", Some(22)),
+            ("F", Some(23)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let after = changing.versions_after(kept, &written);
+        assert_eq!(
+            after.into_iter().collect::<Vec<_>>(),
+            [("A".to_owned(), 20), ("E".to_owned(), 9)]
+        );
+        let parent =
+            json!({"metadata": {"annotations": {VERSIONS_ANNOTATION: "A=20,E=9,F=opaque"}}});
+        assert_eq!(recorded_versions(&parent).len(), 2);
     }
 }

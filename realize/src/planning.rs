@@ -10,7 +10,7 @@ use kiln_core::project::Project;
 use kiln_core::Tree;
 use serde_json::Value;
 
-use crate::api::{ClusterApi, ClusterError};
+use crate::api::{ClusterApi, ClusterError, Listed, ReadFrom};
 use crate::applyset::{self, parent_namespaces, parent_state, Parent};
 use crate::desired::{self, DesiredObject, Lineage, ObjectKey, RawObject, Scope};
 use crate::dry_run;
@@ -387,7 +387,13 @@ async fn read_and_plan(
             && recorded.contains_key(*gk)
             && recorded.get(*gk) == desired_digests.get(*gk)
     });
-    let (few_ref, set_id_ref) = (&few, &set_id);
+    // Kinds whose members this set's applies wrote last (not pruned): a watch cache that has
+    // seen the newest of those writes can serve their LIST.
+    let floors = live_parent
+        .as_ref()
+        .map(crate::members::recorded_versions)
+        .unwrap_or_default();
+    let (few_ref, set_id_ref, floors_ref) = (&few, &set_id, &floors);
     let lists: Vec<Vec<Value>> = stream::iter(gks)
         .map(|gk| {
             let per_namespace =
@@ -401,6 +407,7 @@ async fn read_and_plan(
                     selector: selector_ref,
                     namespaces: namespaces_ref,
                     per_namespace,
+                    floor: floors_ref.get(gk.as_str()).copied(),
                 };
                 match list_members(cluster, &gk, &read).await {
                     // A kind whose CRD this run creates has no members yet.
@@ -479,6 +486,7 @@ async fn read_for_teardown(
                 selector: &selector,
                 namespaces: &namespaces,
                 per_namespace: false,
+                floor: None,
             };
             match list_members(cluster, &gk, &read).await {
                 Ok(items) => live.extend(items.into_iter().map(|o| (ObjectKey::of(&o), o))),
@@ -548,29 +556,71 @@ struct Read<'a> {
     namespaces: &'a BTreeSet<String>,
     /// Namespaced kind and few namespaces: LIST each namespace.
     per_namespace: bool,
+    /// The newest resourceVersion this set's applies wrote to the kind, when the parent
+    /// records it (`members::VERSIONS_ANNOTATION`): the watch cache may serve the LIST once
+    /// it has got that far.
+    floor: Option<u64>,
 }
 
-/// The set's members of one group-kind: per namespace of the set when `read.per_namespace`,
-/// else one cluster-wide LIST; when that is forbidden (a user whose Roles cover only some
-/// namespaces), per namespace after all.
+/// The set's members of one group-kind.
+///
+/// With a recorded `floor`, first from the API server's watch cache: in a namespace crowded
+/// with other objects, a LIST from storage reads every object of the kind there (30,000
+/// ConfigMaps: 100–400 ms on the test server), the cache filters in memory (5–12 ms). Its
+/// answer is used only when it was served at the floor or later, that is, once the cache has
+/// seen every write kiln made to the set's members of the kind; a cache behind it is not used,
+/// and the kind is read from storage. So the cache is never older than this set's own last
+/// apply. It may lag writes by others, by the moments the watch takes to deliver them: drift
+/// made in those moments shows at the next plan; an object deleted by someone else in them
+/// shows as still there (an apply then updates it, which server-side apply makes a create),
+/// and a prune of it finds it gone. Kinds pruned since the set's last write of them carry no
+/// floor (a delete's answer has no version to wait for) and are read from storage.
+///
+/// Without one, from storage: per namespace of the set when `read.per_namespace`, else one
+/// cluster-wide LIST; when that is forbidden (a user whose Roles cover only some namespaces),
+/// per namespace after all.
 async fn list_members(
     cluster: &impl ClusterApi,
     gk: &str,
     read: &Read<'_>,
 ) -> Result<Vec<Value>, ClusterError> {
-    let per_namespace = || async {
-        let lists: Vec<Vec<Value>> = stream::iter(read.namespaces)
-            .map(|ns| cluster.list(gk, read.api_version, read.selector, Some(ns)))
+    if let Some(floor) = read.floor {
+        let lists = list_from(cluster, gk, read, ReadFrom::Cache).await?;
+        if lists
+            .iter()
+            .all(|l| l.resource_version.is_some_and(|rv| rv >= floor))
+        {
+            return Ok(lists.into_iter().flat_map(|l| l.items).collect());
+        }
+        tracing::debug!(
+            group_kind = gk,
+            floor,
+            "the watch cache has not seen this set's last write of the kind; reading from storage"
+        );
+    }
+    let lists = list_from(cluster, gk, read, ReadFrom::Storage).await?;
+    Ok(lists.into_iter().flat_map(|l| l.items).collect())
+}
+
+/// One LIST per namespace of the set, or one cluster-wide (per namespace after all when that
+/// is forbidden), served `from` storage or the cache.
+async fn list_from(
+    cluster: &impl ClusterApi,
+    gk: &str,
+    read: &Read<'_>,
+    from: ReadFrom,
+) -> Result<Vec<Listed>, ClusterError> {
+    let per_namespace = || {
+        stream::iter(read.namespaces)
+            .map(|ns| cluster.list(gk, read.api_version, read.selector, Some(ns), from))
             .buffer_unordered(8)
             .try_collect()
-            .await?;
-        Ok(lists.into_iter().flatten().collect())
     };
     if read.per_namespace {
         return per_namespace().await;
     }
     match cluster
-        .list(gk, read.api_version, read.selector, None)
+        .list(gk, read.api_version, read.selector, None, from)
         .await
     {
         Err(e) if e.status_code() == Some(403) && !read.namespaces.is_empty() => {
@@ -580,7 +630,7 @@ async fn list_members(
             );
             per_namespace().await
         }
-        other => other,
+        other => other.map(|l| vec![l]),
     }
 }
 
