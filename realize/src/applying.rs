@@ -444,6 +444,7 @@ async fn apply_wave(
             .filter(|d| d.key.group_kind.starts_with("CustomResourceDefinition."))
         {
             wait::ready(cluster, &d.object, options.timeout).await?;
+            wait::served(cluster, &d.object, options.timeout).await?;
         }
         written.extend(objs.iter().copied());
     }
@@ -756,9 +757,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_failing_list_fails_the_plan_before_any_write() {
-        let fake = FakeCluster::default();
-        fake.fail("list", "ConfigMap", 500, 1);
-        let err = plan_set(fake, platform(vec![]), &PlanOptions::default(), |_, _| {})
+        let r = plan(FakeCluster::default(), platform(vec![])).await;
+        apply(&r, &options(), |_| true).await.unwrap();
+        r.cluster.clear_writes();
+        // A new ConfigMap: the recorded members are not the desired ones, so a LIST.
+        r.cluster.fail("list", "ConfigMap", 500, 1);
+        let wanted = platform(vec![cm("shop", "late")]);
+        let err = plan_set(r.cluster, wanted, &PlanOptions::default(), |_, _| {})
             .await
             .err()
             .expect("the plan fails");
@@ -831,6 +836,18 @@ mod tests {
         let options = PlanOptions::default();
         let dropped = plan_set(again.cluster, platform(vec![]), &options, |_, _| {}).await;
         assert!(dropped.is_err());
+    }
+
+    /// A set with no parent has no members: its first plan reads kinds with few objects by
+    /// GETs (a LIST of them would fail here), and its apply writes the parent first.
+    #[tokio::test(start_paused = true)]
+    async fn a_first_plan_reads_small_kinds_by_get() {
+        let fake = FakeCluster::default();
+        fake.fail("list", "ConfigMap", 500, 10);
+        let r = plan(fake, platform(vec![cm("shop", "late")])).await;
+        assert!(r.plan.changes.iter().all(|c| c.action == Action::Create));
+        apply(&r, &options(), |_| true).await.unwrap();
+        assert!(r.cluster.writes()[0].starts_with("apply Secret default/kiln-shop-test"));
     }
 
     /// A kind with more members than GETs are worth is read from the watch cache once the

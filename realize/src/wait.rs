@@ -83,3 +83,48 @@ pub async fn gone(
         timeout,
     })
 }
+
+/// Waits until the API server's discovery serves the kind of a CustomResourceDefinition in each
+/// version the CRD serves. `Established` can come a moment before the group-version's discovery
+/// document lists it (the test server, busy, answered 404 for it right after), and applying a
+/// custom resource needs discovery.
+pub async fn served(
+    cluster: &impl ClusterApi,
+    crd: &Value,
+    timeout: Duration,
+) -> Result<(), RealizeError> {
+    let group = crd.pointer("/spec/group").and_then(Value::as_str);
+    let kind = crd.pointer("/spec/names/kind").and_then(Value::as_str);
+    let (Some(group), Some(kind)) = (group, kind) else {
+        return Ok(());
+    };
+    let versions: Vec<&str> = crd
+        .pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|v| v["served"].as_bool() == Some(true))
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    let deadline = tokio::time::Instant::now() + timeout;
+    for version in versions {
+        let api_version = format!("{group}/{version}");
+        loop {
+            match cluster.scope(&api_version, kind).await {
+                Ok(_) => break,
+                Err(e) if e.is_not_served() && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) if e.is_not_served() => {
+                    return Err(RealizeError::Unhealthy {
+                        object: ObjectKey::of(crd).to_string(),
+                        condition: format!("`{kind}` in `{api_version}` served by discovery"),
+                        timeout,
+                    })
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
+}
