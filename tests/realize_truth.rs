@@ -696,6 +696,108 @@ fn per_namespace_reads_keep_prune_exact() {
     r.assert_converged();
 }
 
+/// Issue 16: kinds with more objects than GETs are worth are read from the API server's watch
+/// cache once it holds the set's last members (namespaced kinds per namespace, cluster-scoped
+/// ones cluster-wide), and prune stays exact: a namespace's members leaving the rules, one more
+/// in another namespace, and a cluster-scoped member are all deleted, and nothing else.
+#[test]
+fn watch_cache_reads_keep_prune_exact() {
+    let r = Realm::new("cached");
+    let (a, b) = (format!("{}-a", r.ns), format!("{}-b", r.ns));
+    let rules = |in_a: usize, in_b: usize, roles: usize| {
+        let mut objects = vec![
+            format!(
+                "{{ apiVersion = \"v1\", kind = \"Namespace\", metadata = {{ name = \"{a}\" }} }}"
+            ),
+            format!(
+                "{{ apiVersion = \"v1\", kind = \"Namespace\", metadata = {{ name = \"{b}\" }} }}"
+            ),
+        ];
+        for i in 0..roles {
+            objects.push(format!("{{ apiVersion = \"rbac.authorization.k8s.io/v1\", kind = \"ClusterRole\", metadata = {{ name = \"{}-role-{i}\" }} }}", r.ns));
+        }
+        let cm = |ns: &str, i: usize| {
+            format!("{{ apiVersion = \"v1\", kind = \"ConfigMap\", metadata = {{ name = \"c{i}\", namespace = \"{ns}\" }} }}")
+        };
+        let configmaps: Vec<String> = (0..in_a)
+            .map(|i| cm(&a, i))
+            .chain((0..in_b).map(|i| cm(&b, i)))
+            .collect();
+        r.rules(&format!(
+            "\n[rule.spaces]\nkind = \"manifest\"\nobjects = [ {} ]\n\n[rule.config]\nkind = \"manifest\"\ndeps = [\"spaces\"]\nobjects = [ {} ]\n",
+            objects.join(", "),
+            configmaps.join(", ")
+        ));
+    };
+    rules(6, 6, 10);
+    r.apply(&[]);
+    let cached = |out: &std::process::Output| -> Vec<String> {
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter(|l| l.contains("read from the watch cache"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let debug = [("KILN_LOG", "kiln_realize=debug")];
+    let again = r.kiln_env("plan", &["--detailed-exitcode"], &debug);
+    assert_eq!(again.status.code(), Some(0), "no changes");
+    let lines = cached(&again);
+    assert!(lines.iter().any(|l| l.contains("ConfigMap")), "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("ClusterRole")), "{lines:?}");
+
+    // Namespace `a` keeps no ConfigMap, `b` loses one, one ClusterRole goes.
+    rules(0, 5, 9);
+    let out = r.kiln_env("plan", &["--json"], &debug);
+    assert!(
+        cached(&out).iter().any(|l| l.contains("ConfigMap")),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut deleted: Vec<String> = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["action"] == "delete")
+        .map(|c| match c["namespace"].as_str().unwrap_or_default() {
+            "" => format!(
+                "{} {}",
+                c["group_kind"].as_str().unwrap(),
+                c["name"].as_str().unwrap()
+            ),
+            ns => format!(
+                "{} {ns}/{}",
+                c["group_kind"].as_str().unwrap(),
+                c["name"].as_str().unwrap()
+            ),
+        })
+        .collect();
+    deleted.sort();
+    let mut expected: Vec<String> = (0..6)
+        .map(|i| format!("ConfigMap {a}/c{i}"))
+        .chain([
+            format!("ConfigMap {b}/c5"),
+            format!("ClusterRole.rbac.authorization.k8s.io {}-role-9", r.ns),
+        ])
+        .collect();
+    expected.sort();
+    assert_eq!(deleted, expected, "{plan:#}");
+    let applied = r.apply(&[]);
+    assert_eq!(writes_and_deletes(&applied).1, 8, "{applied:#}");
+    assert_eq!(
+        kubectl_ok(&["get", "cm", "-n", &a, "-o", "name"])
+            .lines()
+            .filter(|l| l.contains("configmap/c"))
+            .count(),
+        0
+    );
+    // After a prune the kind is read from storage until kiln adds members again.
+    let after = r.kiln_env("plan", &["--detailed-exitcode"], &debug);
+    assert_eq!(after.status.code(), Some(0));
+    assert!(!cached(&after).iter().any(|l| l.contains("ConfigMap")));
+    r.assert_converged();
+}
+
 /// A Deployment (and, with `hpa`, an HPA that scales it) in the realm's namespace.
 fn scaled(name: &str, hpa: bool, annotated: bool) -> Realm {
     let r = Realm::new(name);

@@ -594,6 +594,7 @@ async fn list_members(
             .iter()
             .all(|l| l.resource_version.is_some_and(|rv| rv >= floor))
         {
+            tracing::debug!(group_kind = gk, floor, "read from the watch cache");
             return Ok(lists.into_iter().flat_map(|l| l.items).collect());
         }
         tracing::debug!(
