@@ -838,13 +838,15 @@ mod tests {
         assert!(dropped.is_err());
     }
 
-    /// A set with no parent has no members: its first plan reads kinds with few objects by
-    /// GETs (a LIST of them would fail here), and its apply writes the parent first.
+    /// A set with no parent has no members: its first plan reads none (a LIST would fail
+    /// here), and its apply writes the parent first.
     #[tokio::test(start_paused = true)]
-    async fn a_first_plan_reads_small_kinds_by_get() {
+    async fn a_first_plan_reads_no_members() {
         let fake = FakeCluster::default();
-        fake.fail("list", "ConfigMap", 500, 10);
+        fake.fail("list", "", 500, 10);
+        fake.fail("get", "late", 500, 10);
         let r = plan(fake, platform(vec![cm("shop", "late")])).await;
+        assert_eq!(r.cluster.lists(), (0, 0));
         assert!(r.plan.changes.iter().all(|c| c.action == Action::Create));
         apply(&r, &options(), |_| true).await.unwrap();
         assert!(r.cluster.writes()[0].starts_with("apply Secret default/kiln-shop-test"));

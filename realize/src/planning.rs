@@ -382,14 +382,17 @@ async fn read_and_plan(
     for d in desired.iter() {
         few.entry(d.key.group_kind.as_str()).or_default().push(d);
     }
-    // A set without a parent has no members yet: its first apply writes the parent before any
-    // member. (Objects labeled for it without one are orphans, for `--find-orphans`.)
-    let first = live_parent.is_none();
     few.retain(|gk, objs| {
         objs.len() <= GET_MAX
-            && (first
-                || recorded.contains_key(*gk) && recorded.get(*gk) == desired_digests.get(*gk))
+            && recorded.contains_key(*gk)
+            && recorded.get(*gk) == desired_digests.get(*gk)
     });
+    // A set without a parent has no members: its first apply writes the parent before any
+    // member, so there is nothing of it to read. An object that exists already shows in the
+    // dry run of its create, and is adopted or refused there. `--find-orphans` reads anyway.
+    if live_parent.is_none() && !options.find_orphans {
+        gks.clear();
+    }
     // Kinds whose members this set's applies wrote last (not pruned): a watch cache that has
     // seen the newest of those writes can serve their LIST.
     let floors = live_parent
@@ -512,7 +515,7 @@ async fn read_for_teardown(
 }
 
 /// A kind with at most this many desired objects, whose members the parent records as exactly
-/// those (or of a set with no parent yet), is read with a GET per object rather than a LIST: in a namespace that also holds
+/// those, is read with a GET per object rather than a LIST: in a namespace that also holds
 /// 30,000 unrelated ConfigMaps, a label-selected LIST took 177–381 ms on the test server and
 /// five GETs 5–9 ms in all; in an empty one a LIST costs about one GET.
 pub const GET_MAX: usize = 8;
