@@ -28,10 +28,11 @@ use std::sync::Arc;
 use rayon::prelude::*;
 use serde_json::Value;
 
+mod chunks;
 mod rules;
 mod values;
 
-use rules::{add_rules, insert_rule, parse_rule_file};
+use rules::{add_rules, insert_rule, parse_rule_file, parse_rule_tables};
 use values::{expect_str, expect_str_list, expect_table, parse_toml, vars_table};
 
 use crate::diagnostic::{Diagnostic, FileId, Location, SourceFile};
@@ -134,7 +135,13 @@ struct MainFile {
 /// Parses `kiln.toml`: `[project]`, `[vars]`, `[env.NAME]` and its `[rule.NAME]` tables.
 fn parse_main_file(loader: &Loader, main_id: FileId) -> Result<MainFile> {
     let text = loader.files[main_id].text.clone();
-    let doc = parse_toml(loader, main_id, &text)?;
+    // Rule tables one at a time where the file allows it (chunks.rs), the rest as one document.
+    let split = chunks::split(&text);
+    let doc = parse_toml(
+        loader,
+        main_id,
+        split.as_ref().map_or(&text[..], |s| &s.rest),
+    )?;
     let loader = &loader;
     let mut name = None;
     let mut includes: Vec<Located<String>> = Vec::new();
@@ -209,6 +216,12 @@ fn parse_main_file(loader: &Loader, main_id: FileId) -> Result<MainFile> {
                         "kiln.toml takes [project], [vars], [env.NAME] and [rule.NAME] tables",
                     ))
             }
+        }
+    }
+    drop(doc);
+    if let Some(split) = &split {
+        for rule in parse_rule_tables(loader, main_id, &text, &split.rules) {
+            insert_rule(loader, &mut rules, rule?)?;
         }
     }
     Ok(MainFile {
@@ -396,6 +409,40 @@ mod tests {
         let loc = p.attr_location(a, "labels.app");
         let (line, col) = p.file(loc.file).line_col(loc.span.start);
         assert_eq!((line, col), (11, 18));
+    }
+
+    #[test]
+    fn rule_tables_parsed_one_at_a_time_load_as_the_whole_file_does() {
+        let rules = concat!(
+            "[rule.a]\nkind = \"manifest\"  # c\nsrcs = [\n  \"a.yaml\",\n]\n",
+            "labels = { app = \"a\", note = \"[rule.x]\" }\nmeta.deep.key = 1\n\n",
+            "[env.prod]\nreplicas = 3\n",
+            "[ rule . b ]\nkind = \"bundle\"\ndeps = [\"a\"]\ntext = '''\n[rule.c]\n'''\n",
+        );
+        let split_form = format!("[project]\nname = \"p\"\n{rules}");
+        // A quoted rule name makes the loader parse the file whole (chunks.rs).
+        let whole_form = format!("{split_form}[rule.\"z\"]\nkind = \"bundle\"\n");
+        assert!(chunks::split(&split_form).is_some());
+        assert!(chunks::split(&whole_form).is_none());
+        let (_a, split) = project(&[("kiln.toml", &split_form)]);
+        let (_b, whole) = project(&[("kiln.toml", &whole_form)]);
+        let (split, whole) = (split.unwrap(), whole.unwrap());
+        assert_eq!(split.rules.len(), 2);
+        for name in ["a", "b"] {
+            let (s, w) = (split.rule(name).unwrap(), whole.rule(name).unwrap());
+            // Attributes, sources, dependencies and every location, byte for byte.
+            assert_eq!(format!("{s:?}"), format!("{w:?}"));
+        }
+        assert_eq!(format!("{:?}", split.envs), format!("{:?}", whole.envs));
+        // An error inside a rule table points into the file.
+        let bad = split_form.replace("deps = [\"a\"]", "deps = 3");
+        let d = diag(project(&[("kiln.toml", &bad)]).1);
+        assert_eq!(
+            (d.line, d.rule.as_deref()),
+            (15, Some("b")),
+            "{}",
+            d.message
+        );
     }
 
     #[test]

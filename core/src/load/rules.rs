@@ -1,12 +1,18 @@
 //! `[rule.NAME]` tables: parsed into [`Rule`]s, located, merged across files.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
+
+use rayon::prelude::*;
 
 use serde_json::Value;
 use toml::de::DeValue;
 use toml::Spanned;
 
-use super::values::{expect_str, expect_str_list, expect_table, parse_toml, to_json, type_error};
+use super::chunks;
+use super::values::{
+    expect_str, expect_str_list, expect_table, parse_toml, parse_toml_at, to_json, type_error,
+};
 use super::{Loader, Result, WithHint};
 use crate::diagnostic::{FileId, Location};
 use crate::name::{EnvName, RuleName};
@@ -14,7 +20,8 @@ use crate::project::{Located, Rule};
 
 pub(super) fn parse_rule_file(loader: &Loader, id: FileId) -> Result<Vec<Rule>> {
     let text = loader.files[id].text.clone();
-    let doc = parse_toml(loader, id, &text)?;
+    let split = chunks::split(&text);
+    let doc = parse_toml(loader, id, split.as_ref().map_or(&text[..], |s| &s.rest))?;
     let mut out = Vec::new();
     for (key, value) in doc.get_ref() {
         if key.get_ref().as_ref() != "rule" {
@@ -32,7 +39,33 @@ pub(super) fn parse_rule_file(loader: &Loader, id: FileId) -> Result<Vec<Rule>> 
             out.push(parse_rule(loader, id, rk, rv)?);
         }
     }
+    if let Some(split) = &split {
+        for rule in parse_rule_tables(loader, id, &text, &split.rules) {
+            out.push(rule?);
+        }
+    }
     Ok(out)
+}
+
+/// The `[rule.NAME]` tables at `ranges` of a file ([`chunks::split`]), each parsed on its own
+/// (in parallel) and dropped once it is a [`Rule`]; in file order.
+pub(super) fn parse_rule_tables(
+    loader: &Loader,
+    file: FileId,
+    text: &str,
+    ranges: &[Range<usize>],
+) -> Vec<Result<Rule>> {
+    ranges
+        .par_iter()
+        .map(|range| {
+            let doc = parse_toml_at(loader, file, &text[range.clone()], range.start)?;
+            let doc = chunks::shifted(doc.into_inner(), range.start);
+            let (_, rules) = doc.iter().next().expect("a [rule.NAME] table");
+            let t = expect_table(loader, file, rules, None, "[rule]")?;
+            let (rk, rv) = t.iter().next().expect("a [rule.NAME] table");
+            parse_rule(loader, file, rk, rv)
+        })
+        .collect()
 }
 
 pub(super) fn add_rules(

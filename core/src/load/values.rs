@@ -15,11 +15,21 @@ pub(super) fn parse_toml<'t>(
     file: FileId,
     text: &'t str,
 ) -> Result<Spanned<DeTable<'t>>> {
+    parse_toml_at(loader, file, text, 0)
+}
+
+/// [`parse_toml`] of a part of the file that starts at `offset` (errors point into the file).
+pub(super) fn parse_toml_at<'t>(
+    loader: &Loader,
+    file: FileId,
+    text: &'t str,
+    offset: usize,
+) -> Result<Spanned<DeTable<'t>>> {
     DeTable::parse(text).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
         loader.diag(
             file,
-            span,
+            span.start + offset..span.end + offset,
             None,
             format!("invalid TOML: {}", e.message().trim_end()),
         )
