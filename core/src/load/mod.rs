@@ -69,6 +69,9 @@ type Result<T, E = LoadError> = std::result::Result<T, E>;
 struct Loader {
     root: PathBuf,
     files: Vec<SourceFile>,
+    /// Parse rule tables one at a time where a file allows it (`chunks`); off only in tests
+    /// that compare with the whole-file parse.
+    split_rule_tables: bool,
 }
 
 impl Loader {
@@ -136,7 +139,10 @@ struct MainFile {
 fn parse_main_file(loader: &Loader, main_id: FileId) -> Result<MainFile> {
     let text = loader.files[main_id].text.clone();
     // Rule tables one at a time where the file allows it (chunks.rs), the rest as one document.
-    let split = chunks::split(&text);
+    let split = loader
+        .split_rule_tables
+        .then(|| chunks::split(&text))
+        .flatten();
     let doc = parse_toml(
         loader,
         main_id,
@@ -235,6 +241,10 @@ fn parse_main_file(loader: &Loader, main_id: FileId) -> Result<MainFile> {
 
 /// Loads the project in `dir`.
 pub fn load_project(dir: &Path) -> Result<Project> {
+    load_project_with(dir, true)
+}
+
+fn load_project_with(dir: &Path, split_rule_tables: bool) -> Result<Project> {
     let root = dir.to_path_buf();
     let main = root.join(PROJECT_FILE);
     if !main.is_file() {
@@ -243,6 +253,7 @@ pub fn load_project(dir: &Path) -> Result<Project> {
     let mut loader = Loader {
         root: root.clone(),
         files: Vec::new(),
+        split_rule_tables,
     };
     let main_id = loader.read(&main)?;
     let MainFile {
@@ -443,6 +454,35 @@ mod tests {
             "{}",
             d.message
         );
+    }
+
+    /// Every project in the repository (the example platforms and the corpus of public
+    /// manifests) loads the same with rule tables parsed one at a time as parsed whole.
+    #[test]
+    fn the_repositorys_projects_load_the_same_split_and_whole() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let (mut checked, mut taken) = (0, 0);
+        for parent in ["examples", "tests/corpus"] {
+            for entry in std::fs::read_dir(root.join(parent)).unwrap() {
+                let dir = entry.unwrap().path();
+                if !dir.join(PROJECT_FILE).is_file() {
+                    continue;
+                }
+                let split = load_project_with(&dir, true).unwrap();
+                let whole = load_project_with(&dir, false).unwrap();
+                assert_eq!(split.rules.len(), whole.rules.len(), "{}", dir.display());
+                for (s, w) in split.rules.iter().zip(&whole.rules) {
+                    assert_eq!(format!("{s:?}"), format!("{w:?}"), "{}", dir.display());
+                }
+                assert_eq!(format!("{:?}", split.envs), format!("{:?}", whole.envs));
+                assert_eq!(split.defaults, whole.defaults);
+                checked += 1;
+                // The split is taken in the main file or in an included one.
+                taken += usize::from(split.files.iter().any(|f| chunks::split(&f.text).is_some()));
+            }
+        }
+        assert!(checked >= 8, "{checked} projects");
+        assert!(taken >= 8, "the split was taken in {taken} of {checked}");
     }
 
     #[test]

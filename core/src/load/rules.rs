@@ -20,7 +20,10 @@ use crate::project::{Located, Rule};
 
 pub(super) fn parse_rule_file(loader: &Loader, id: FileId) -> Result<Vec<Rule>> {
     let text = loader.files[id].text.clone();
-    let split = chunks::split(&text);
+    let split = loader
+        .split_rule_tables
+        .then(|| chunks::split(&text))
+        .flatten();
     let doc = parse_toml(loader, id, split.as_ref().map_or(&text[..], |s| &s.rest))?;
     let mut out = Vec::new();
     for (key, value) in doc.get_ref() {
