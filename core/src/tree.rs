@@ -530,40 +530,31 @@ mod tests {
         t.insert_file(RelPath::new("a.txt").unwrap(), b"a".to_vec(), false);
         t.insert_file(RelPath::new("a/b").unwrap(), vec![7u8; 3 << 20], true);
         t.insert_symlink(RelPath::new("l").unwrap(), "a.txt");
-        let mut h = CanonicalHasher::new();
-        for (path, entry) in t.iter() {
-            match entry {
-                Entry::File {
-                    content,
-                    executable,
-                } => h.file(
-                    path,
-                    *executable,
-                    content.len() as u64,
-                    &Digest::of(content),
-                ),
-                Entry::Symlink { target } => h.symlink(path, target),
+        let hashed = |entries: Vec<(&RelPath, &Entry)>| {
+            let mut h = CanonicalHasher::new();
+            for (path, entry) in entries {
+                match entry {
+                    Entry::File {
+                        content,
+                        executable,
+                    } => h.file(
+                        path,
+                        *executable,
+                        content.len() as u64,
+                        &Digest::of(content),
+                    ),
+                    Entry::Symlink { target } => h.symlink(path, target),
+                }
             }
-        }
-        assert_eq!(h.finish(), t.output_hash());
+            h.finish()
+        };
+        assert_eq!(hashed(t.iter().collect()), t.output_hash());
         assert_eq!(CanonicalHasher::new().finish(), Tree::new().output_hash());
         // Entries in another order (an archive not made by kiln) hash the same.
-        let mut reversed = CanonicalHasher::new();
-        for (path, entry) in t.iter().collect::<Vec<_>>().into_iter().rev() {
-            match entry {
-                Entry::File {
-                    content,
-                    executable,
-                } => reversed.file(
-                    path,
-                    *executable,
-                    content.len() as u64,
-                    &Digest::of(content),
-                ),
-                Entry::Symlink { target } => reversed.symlink(path, target),
-            }
-        }
-        assert_eq!(reversed.finish(), t.output_hash());
+        assert_eq!(
+            hashed(t.iter().collect::<Vec<_>>().into_iter().rev().collect()),
+            t.output_hash()
+        );
     }
 
     #[test]

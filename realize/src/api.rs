@@ -155,6 +155,11 @@ pub enum ReadFrom {
     Cache,
 }
 
+/// A resourceVersion as a number (etcd's revision); `None` for another storage's opaque one.
+pub fn numeric(resource_version: Option<&str>) -> Option<u64> {
+    resource_version?.parse().ok()
+}
+
 /// What a LIST returned.
 #[derive(Debug, Default)]
 pub struct Listed {

@@ -424,7 +424,7 @@ async fn apply_wave(
                     applied = cluster.apply(&d.object, params).await?;
                 }
                 journal.record(action, &d.key, &d.rule);
-                let version = crate::kube_cluster::numeric(
+                let version = crate::api::numeric(
                     applied
                         .pointer("/metadata/resourceVersion")
                         .and_then(Value::as_str),

@@ -18,7 +18,9 @@ use kube::{Client, Config};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use crate::api::{ApplyParams, ClusterApi, ClusterError, Deleted, Listed, ReadFrom, RequestCounts};
+use crate::api::{
+    numeric, ApplyParams, ClusterApi, ClusterError, Deleted, Listed, ReadFrom, RequestCounts,
+};
 use crate::applyset::{group_kind, split_group_kind};
 use crate::desired::Scope as ObjectScope;
 
@@ -561,11 +563,6 @@ impl ClusterApi for KubeCluster {
 
 /// Objects per LIST page.
 const LIST_PAGE: u32 = 500;
-
-/// A resourceVersion as a number (etcd's revision); `None` for another storage's opaque one.
-pub fn numeric(resource_version: Option<&str>) -> Option<u64> {
-    resource_version?.parse().ok()
-}
 
 /// Wraps a client error as the failure of `action` on `what`.
 fn api_error(
