@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::attrs::Attrs;
 use crate::canonical;
 use crate::digest::Digest;
 use crate::name::RuleName;
@@ -57,8 +58,8 @@ pub struct DerivationRef<'a> {
     pub kind: &'a str,
     /// The kind's implementation version.
     pub kind_version: u32,
-    /// Resolved attributes.
-    pub attrs: &'a Value,
+    /// Resolved attributes, as canonical JSON.
+    pub attrs: &'a Attrs,
     /// Source files, MUST be sorted by path.
     pub srcs: &'a [SourceEntry],
     /// Values read from source text.
@@ -73,7 +74,7 @@ impl DerivationRef<'_> {
         debug_assert!(self.srcs.windows(2).all(|w| w[0].path < w[1].path));
         let mut out = Vec::with_capacity(512);
         out.extend_from_slice(b"{\"attrs\":");
-        canonical::write(self.attrs, &mut out);
+        out.extend_from_slice(self.attrs.canonical().as_bytes());
         out.extend_from_slice(b",\"deps\":{");
         for (i, (name, digest)) in self.deps.iter().enumerate() {
             if i > 0 {
@@ -119,21 +120,17 @@ impl DerivationRef<'_> {
 }
 
 impl Derivation {
-    /// The borrowed view.
-    pub fn as_ref(&self) -> DerivationRef<'_> {
+    /// The canonical bytes that are hashed and stored.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
         DerivationRef {
             kind: &self.kind,
             kind_version: self.kind_version,
-            attrs: &self.attrs,
+            attrs: &Attrs::from_value(&self.attrs),
             srcs: &self.srcs,
             vars: &self.vars,
             deps: &self.deps,
         }
-    }
-
-    /// The canonical bytes that are hashed and stored.
-    pub fn canonical_bytes(&self) -> Vec<u8> {
-        self.as_ref().canonical_bytes()
+        .canonical_bytes()
     }
 
     /// The derivation hash.

@@ -7,6 +7,7 @@
 //! over the DAG in parallel ([`scheduler`]). It is synchronous (rayon) and knows nothing of the
 //! store layout, the rule kinds' implementations, tokio or Kubernetes clients.
 
+pub mod attrs;
 pub mod canonical;
 pub mod derivation;
 pub mod diagnostic;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
+use crate::attrs::Attrs;
 use crate::diagnostic::{Diagnostic, FileId, Location, SourceFile};
 use crate::name::{EnvName, RuleName};
 
@@ -35,8 +36,8 @@ pub struct Rule {
     pub name: RuleName,
     /// The kind (`manifest`, `configmap`, ...).
     pub kind: Located<String>,
-    /// Kind-specific attributes: always a JSON object.
-    pub attrs: Value,
+    /// Kind-specific attributes (a JSON object), in compact form.
+    pub attrs: Attrs,
     /// Source patterns, relative to the project root.
     pub srcs: Vec<Located<String>>,
     /// Dependencies.

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
+use kiln_core::attrs::Attrs;
 use kiln_core::derivation::DerivationRef;
 use kiln_core::error_chain::error_chain;
 use kiln_core::graph::RuleGraph;
@@ -187,7 +188,7 @@ pub struct Executor<'a> {
 
 /// A rule's attributes with `${dep...}` resolved, and its derivation.
 struct Derived<'p> {
-    attrs: Cow<'p, serde_json::Value>,
+    attrs: Cow<'p, Attrs>,
     bytes: Vec<u8>,
     drv: Digest,
 }
@@ -426,10 +427,11 @@ impl Executor<'_> {
     fn build_fresh(
         &self,
         p: &PreparedRule<'_>,
-        attrs: &serde_json::Value,
+        attrs: &Attrs,
         scope: &Scope<'_>,
         deps: &[(NodeIndex, &Built)],
     ) -> Result<(Fresh, Vec<LoadedSource>), FreshError> {
+        let attrs = &attrs.to_value();
         let srcs = self.load_sources(p).map_err(FreshError::Rule)?;
         let dep_access = Deps {
             names: p.rule.deps.iter().map(|d| d.value.clone()).collect(),
@@ -499,7 +501,7 @@ impl Executor<'_> {
         &self,
         audit: &Audit,
         p: &PreparedRule<'_>,
-        derived: (Digest, &serde_json::Value),
+        derived: (Digest, &Attrs),
         scope: &Scope<'_>,
         deps: &[(NodeIndex, &Built)],
         start: Instant,
@@ -607,14 +609,17 @@ impl Executor<'_> {
         scope: &Scope<'_>,
         records: &BTreeMap<RuleName, &OutputRecord>,
     ) -> Result<Derived<'p>, BuildError> {
-        // Only `${dep...}` can be left after preparation; most rules have none.
-        let attrs = if has_references(&p.attrs) {
-            let resolved = scope.interpolate_value(&p.attrs).map_err(|(path, e)| {
-                BuildError::Attribute(kiln_core::kind::AttrError::new(path, e.to_string()))
-            })?;
-            Cow::Owned(resolved)
-        } else {
-            Cow::Borrowed(&*p.attrs)
+        // Only `${dep...}` can be left after preparation; most rules have none, and their
+        // attributes enter the derivation as the text they are kept in.
+        let value = p.attrs.may_have_references().then(|| p.attrs.to_value());
+        let attrs = match value {
+            Some(value) if has_references(&value) => {
+                let resolved = scope.interpolate_value(&value).map_err(|(path, e)| {
+                    BuildError::Attribute(kiln_core::kind::AttrError::new(path, e.to_string()))
+                })?;
+                Cow::Owned(Attrs::from_value(&resolved))
+            }
+            _ => Cow::Borrowed(&*p.attrs),
         };
         let dep_outputs: BTreeMap<RuleName, Digest> =
             records.iter().map(|(n, r)| (n.clone(), r.output)).collect();

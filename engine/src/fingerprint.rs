@@ -342,7 +342,7 @@ impl Reads {
             if p.kind.name() == "exec" {
                 let path =
                     path_var.get_or_insert_with(|| std::env::var("PATH").unwrap_or_default());
-                for (tool, digest) in kiln_rules::exec::tool_origins(&p.attrs, path) {
+                for (tool, digest) in kiln_rules::exec::tool_origins(&p.attrs.to_value(), path) {
                     match digest {
                         Some(d) => {
                             marks.push(Mark::of(&tool, root, Identity::Content(*d.as_bytes())))

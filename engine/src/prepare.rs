@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use kiln_core::attrs::Attrs;
 use kiln_core::diagnostic::{Diagnostic, SourceFile};
 use kiln_core::graph::RuleGraph;
 use kiln_core::interpolate::{has_references, Reference, Scope};
@@ -26,8 +27,9 @@ pub struct PreparedRule<'p> {
     pub kind: &'p dyn Kind,
     /// Its sources, sorted by path.
     pub srcs: Vec<SourceEntry>,
-    /// Attributes with variables resolved; `${dep...}` still unresolved.
-    pub attrs: Cow<'p, Value>,
+    /// Attributes with variables resolved; `${dep...}` still unresolved. Borrowed from the rule
+    /// unless resolving changed them.
+    pub attrs: Cow<'p, Attrs>,
     /// Values the kind reads from source text (`var.X`, `kiln.X`).
     pub source_vars: BTreeMap<String, Value>,
     /// The stat data of each source in `srcs` (same order), taken before it was hashed.
@@ -224,8 +226,8 @@ fn prepare_rule<'p>(
     })?;
 
     let scope = unresolved_scope(project, selected, rule);
-    let attrs = checked_attrs(project, rule, kind, &scope)?;
-    check_from_is_in_deps(project, rule, &attrs)?;
+    let (attrs, value) = checked_attrs(project, rule, kind, &scope)?;
+    check_from_is_in_deps(project, rule, &value)?;
     let paths = source_paths(project, rule, confinement)?;
     let mut srcs = Vec::with_capacity(paths.len());
     let mut stats = Vec::with_capacity(paths.len());
@@ -262,7 +264,7 @@ fn prepare_rule<'p>(
                     executable: entry.executable,
                 };
                 let refs = kind
-                    .source_references(&attrs, &loaded)
+                    .source_references(&value, &loaded)
                     .map_err(|e| source_diagnostic(project, rule, &loaded, &e))?;
                 cache.record(&path, stat, &entry.digest, &kind_key, &refs);
                 (entry, refs)
@@ -297,35 +299,41 @@ fn prepare_rule<'p>(
 }
 
 /// The rule's attributes with `${var..}` resolved, checked by its kind, and with host inputs
-/// (such as `exec` tools) resolved into them.
+/// (such as `exec` tools) resolved into them: compact (borrowed from the rule when nothing
+/// changed them), and as a value for the checks that follow.
 fn checked_attrs<'p>(
     project: &Project,
     rule: &'p Rule,
     kind: &dyn Kind,
     scope: &Scope<'_>,
-) -> Result<Cow<'p, Value>, Box<Diagnostic>> {
+) -> Result<(Cow<'p, Attrs>, Value), Box<Diagnostic>> {
     let diag = |loc: &kiln_core::diagnostic::Location, msg: String| {
         Box::new(project.diagnostic(loc, Some(&rule.name), msg))
     };
-    let attrs = if has_references(&rule.attrs) {
-        Cow::Owned(
-            scope
-                .interpolate_value(&rule.attrs)
-                .map_err(|(path, e)| diag(&project.attr_location(rule, &path), e.to_string()))?,
-        )
+    let value = rule.attrs.to_value();
+    let (value, changed) = if rule.attrs.may_have_references() && has_references(&value) {
+        let resolved = scope
+            .interpolate_value(&value)
+            .map_err(|(path, e)| diag(&project.attr_location(rule, &path), e.to_string()))?;
+        (resolved, true)
+    } else {
+        (value, false)
+    };
+    kind.check(&value)
+        .map_err(|e| diag(&project.attr_location(rule, &e.path), attr_message(&e)))?;
+    let (value, changed) = match kind
+        .host_inputs(&value)
+        .map_err(|e| diag(&project.attr_location(rule, &e.path), attr_message(&e)))?
+    {
+        Some(resolved) => (resolved, true),
+        None => (value, changed),
+    };
+    let attrs = if changed {
+        Cow::Owned(Attrs::from_value(&value))
     } else {
         Cow::Borrowed(&rule.attrs)
     };
-    kind.check(&attrs)
-        .map_err(|e| diag(&project.attr_location(rule, &e.path), attr_message(&e)))?;
-    let attrs = match kind
-        .host_inputs(&attrs)
-        .map_err(|e| diag(&project.attr_location(rule, &e.path), attr_message(&e)))?
-    {
-        Some(resolved) => Cow::Owned(resolved),
-        None => attrs,
-    };
-    Ok(attrs)
+    Ok((attrs, value))
 }
 
 /// `from` takes files of dependencies: each must be declared in `deps`, caught here rather

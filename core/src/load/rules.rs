@@ -14,6 +14,7 @@ use super::values::{
     expect_str, expect_str_list, expect_table, parse_toml, parse_toml_at, to_json, type_error,
 };
 use super::{Loader, Result, WithHint};
+use crate::attrs::Attrs;
 use crate::diagnostic::{FileId, Location};
 use crate::name::{EnvName, RuleName};
 use crate::project::{Located, Rule};
@@ -183,7 +184,7 @@ pub(super) fn parse_rule(
     Ok(Rule {
         name,
         kind,
-        attrs: Value::Object(attrs),
+        attrs: Attrs::from_value(&Value::Object(attrs)),
         srcs,
         deps,
         envs,
