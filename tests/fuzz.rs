@@ -170,8 +170,7 @@ proptest! {
     fn interpolation_never_panics(text in interpolation_text()) {
         let vars: std::collections::BTreeMap<String, Value> =
             [("ns".to_owned(), Value::from("x"))].into();
-        let exports: std::collections::BTreeMap<String, String> =
-            [("name".to_owned(), "n".to_owned())].into();
+        let exports = kiln_core::exports::Exports::from([("name".to_owned(), "n".to_owned())]);
         let scope = Scope {
             env: "prod",
             project: "p",

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use crate::exports::Exports;
 use crate::name::RuleName;
 
 /// One `${...}` reference.
@@ -226,7 +227,7 @@ pub struct Scope<'a> {
     pub vars: Option<&'a BTreeMap<String, Value>>,
     /// The rule's declared dependencies, with their exports once built. A dependency that is
     /// declared but not built yet has `None`: its references are left as written.
-    pub deps: BTreeMap<&'a str, Option<&'a BTreeMap<String, String>>>,
+    pub deps: BTreeMap<&'a str, Option<&'a Exports>>,
 }
 
 enum Resolved<'v> {
@@ -263,7 +264,7 @@ impl Scope<'_> {
                 Some(None) => Ok(Resolved::Unresolved),
                 Some(Some(exports)) => exports
                     .get(key)
-                    .map(|v| Resolved::Value(Cow::Owned(Value::from(v.as_str()))))
+                    .map(|v| Resolved::Value(Cow::Owned(Value::from(v))))
                     .ok_or_else(|| InterpolateError::MissingExport {
                         offset,
                         rule: rule.clone(),
@@ -271,7 +272,7 @@ impl Scope<'_> {
                         available: if exports.is_empty() {
                             "nothing".to_owned()
                         } else {
-                            exports.keys().cloned().collect::<Vec<_>>().join(", ")
+                            exports.keys().collect::<Vec<_>>().join(", ")
                         },
                     }),
             },
@@ -435,8 +436,7 @@ mod tests {
 
     #[test]
     fn dependency_exports() {
-        let mut ex = BTreeMap::new();
-        ex.insert("name".to_owned(), "cfg-abc".to_owned());
+        let ex = Exports::from([("name".to_owned(), "cfg-abc".to_owned())]);
         let mut scope = Scope::default();
         scope.deps.insert("cfg", Some(&ex));
         scope.deps.insert("later", None);

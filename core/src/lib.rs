@@ -13,6 +13,7 @@ pub mod derivation;
 pub mod diagnostic;
 pub mod digest;
 pub mod error_chain;
+pub mod exports;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
 pub mod graph;

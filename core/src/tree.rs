@@ -22,6 +22,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::digest::Digest;
+use crate::exports::Exports;
 use crate::relpath::{RelPath, RelPathError};
 
 /// Magic and version of the canonical tree encoding.
@@ -176,9 +177,9 @@ impl Tree {
     }
 
     /// The values this artifact exports to dependents, from [`EXPORTS_PATH`].
-    pub fn exports(&self) -> BTreeMap<String, String> {
+    pub fn exports(&self) -> Exports {
         self.file(EXPORTS_PATH)
-            .map(parse_exports)
+            .map(|bytes| Exports::from(parse_exports(bytes)))
             .unwrap_or_default()
     }
 
@@ -644,7 +645,7 @@ mod tests {
         let mut ex = BTreeMap::new();
         ex.insert("name".to_owned(), "api-config-5f2a".to_owned());
         t.set_exports(&ex);
-        assert_eq!(t.exports(), ex);
+        assert_eq!(t.exports(), Exports::from(ex));
     }
 
     #[test]

@@ -132,7 +132,7 @@ impl LocalStore {
         }
         Ok(OutputRecord {
             output,
-            exports,
+            exports: exports.into(),
             entries: items.len() as u64,
             size,
         })

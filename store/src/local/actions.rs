@@ -1,8 +1,7 @@
 //! The action cache: derivation hash -> output record, with the canonical derivation kept
 //! beside it (in packs, see [`super::packs`]); and the per-derivation build locks.
 
-use std::collections::BTreeMap;
-
+use kiln_core::exports::Exports;
 use kiln_core::{Digest, Tree};
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +16,7 @@ pub struct OutputRecord {
     pub output: Digest,
     /// Values the artifact exports to dependents (a copy of its `.kiln/exports.json`).
     #[serde(default)]
-    pub exports: BTreeMap<String, String>,
+    pub exports: Exports,
     /// Number of entries in the tree.
     pub entries: u64,
     /// Total size of the files, in bytes.

@@ -282,7 +282,7 @@ pub(crate) fn encode_root(root: &Root) -> Vec<u8> {
                     .output
                     .exports
                     .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
                     .collect(),
                 entries: e.output.entries,
                 size: e.output.size,
