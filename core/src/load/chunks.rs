@@ -6,6 +6,8 @@
 //! [`Rule`](crate::project::Rule) and dropped before the next one, in parallel. Everything else
 //! in the file (`[project]`, `[vars]`, `[env.NAME]`, keys before the first table) is parsed as
 //! one document: the file with its rule tables blanked out, so every span stays the file's own.
+//! Their line breaks go too: a blanked table is one run of spaces, one token for the parser (as
+//! lines of spaces, a 100,000-rule file's rest took 150 MB of parser events).
 //!
 //! The split is only taken where it cannot change the meaning: when every header is a standard
 //! table, and every header that mentions `rule` is exactly `[rule.NAME]` with a bare `NAME`.
@@ -24,7 +26,8 @@ use toml_parser::Source;
 pub(super) struct Split {
     /// Each `[rule.NAME]` table: from its `[` to the next top-level header (or the end).
     pub rules: Vec<Range<usize>>,
-    /// The file with those tables replaced by spaces (line breaks kept).
+    /// The file with those tables replaced by spaces, line breaks included (a header that
+    /// follows one is still valid TOML: whitespace may precede a header).
     pub rest: String,
 }
 
@@ -90,11 +93,7 @@ pub(super) fn split(text: &str) -> Option<Split> {
     }
     let mut rest = text.as_bytes().to_vec();
     for r in &rules {
-        for b in &mut rest[r.clone()] {
-            if *b != b'\n' {
-                *b = b' ';
-            }
-        }
+        rest[r.clone()].fill(b' ');
     }
     let rest = String::from_utf8(rest).expect("only ASCII spaces replace bytes");
     Some(Split { rules, rest })
@@ -166,7 +165,22 @@ mod tests {
         let s = split(text).unwrap();
         assert_eq!(s.rest.len(), text.len());
         assert!(s.rest.contains("[env.prod]") && !s.rest.contains("rule"));
-        assert_eq!(s.rest.lines().count(), text.lines().count());
+        for r in &s.rules {
+            assert!(s.rest[r.clone()].bytes().all(|b| b == b' '), "{r:?}");
+        }
+        assert_eq!(
+            s.rest.split_whitespace().collect::<Vec<_>>(),
+            [
+                "[project]",
+                "name",
+                "=",
+                "\"p\"",
+                "[env.prod]",
+                "v",
+                "=",
+                "1"
+            ]
+        );
     }
 
     #[test]
