@@ -53,6 +53,18 @@ impl serde::Serialize for Sorted<'_> {
     }
 }
 
+/// blake3 of `v`'s canonical JSON ([`to_canonical_json`]), serialized straight into the hasher
+/// through a 64 KiB buffer: the text is never held whole (a 1 MiB ConfigMap body is hashed for
+/// its name suffix without a copy).
+pub fn digest(v: &Value) -> crate::Digest {
+    let mut w = std::io::BufWriter::with_capacity(64 * 1024, blake3::Hasher::new());
+    serde_json::to_writer(&mut w, &Sorted(v)).expect("a JSON value serializes");
+    let hasher = w
+        .into_inner()
+        .unwrap_or_else(|_| unreachable!("writing into a hasher cannot fail"));
+    crate::Digest::from(hasher.finalize())
+}
+
 /// Appends `s` as a JSON string to `out`.
 pub fn write_str(s: &str, out: &mut Vec<u8>) {
     serde_json::to_writer(&mut *out, s).expect("string serializes");
@@ -100,6 +112,17 @@ pub fn write(v: &Value, out: &mut Vec<u8>) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn digest_is_blake3_of_the_canonical_text() {
+        let big = "x\"é\n".repeat(40_000);
+        for v in [
+            json!({}),
+            json!({"b": 1, "a": {"z": [true, null, "x", 2.5, -7], "y": big}, "": {"k": [[]]}}),
+        ] {
+            assert_eq!(digest(&v), crate::Digest::of(&to_canonical_json(&v)));
+        }
+    }
 
     #[test]
     fn keys_sorted_and_compact() {

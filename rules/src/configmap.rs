@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use kiln_core::kind::{parse_attrs, AttrError, BuildContext, BuildError, Kind};
-use kiln_core::{Digest, Tree};
+use kiln_core::Tree;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -231,11 +231,15 @@ impl Kind for ConfigMap {
         if a.immutable {
             body.insert("immutable".into(), Value::Bool(true));
         }
+        let body = Value::Object(body);
         let name = if a.hash_suffix {
-            let content = kiln_core::canonical::to_canonical_json(&Value::Object(body.clone()));
-            format!("{}-{}", a.name, &Digest::of(&content).hex()[..10])
+            let digest = kiln_core::canonical::digest(&body);
+            format!("{}-{}", a.name, &digest.hex()[..10])
         } else {
             a.name.clone()
+        };
+        let Value::Object(body) = body else {
+            unreachable!("built as an object")
         };
         let mut obj = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}});
         obj.as_object_mut().expect("object").extend(body);
