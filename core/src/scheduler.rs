@@ -87,8 +87,13 @@ where
         work: &work,
     };
     pool.scope(|s| {
+        // Roots are the nodes without dependencies, not those whose count reads zero: rules
+        // spawned here finish while the loop goes on, and the dependents they release (count
+        // at zero) must not be spawned a second time by this loop. A double run decremented
+        // their dependents twice, which then ran before their other dependencies and were
+        // skipped (seen on a 100,000-rule fan-out once building its graph got fast).
         for &node in graph.order() {
-            if pending[node.index()].load(Ordering::Relaxed) == 0 {
+            if graph.dependencies(node).next().is_none() {
                 let cx = &cx;
                 s.spawn(move |s| cx.run(s, node));
             }
@@ -200,6 +205,40 @@ mod tests {
             let log = log.into_inner().unwrap();
             let pos = |s: &str| log.iter().position(|x| x == s).unwrap();
             assert!(pos("a") < pos("b") && pos("b") < pos("d") && pos("c") < pos("d"));
+        }
+    }
+
+    #[test]
+    fn every_rule_runs_once_while_the_roots_are_still_being_started() {
+        // A root that finishes at once releases thousands of dependents while the starting
+        // loop still walks them: none may start twice, none may run before its dependencies.
+        let d = tempfile::tempdir().unwrap();
+        let mut toml = String::from("[project]\nname='p'\n[rule.a]\nkind='k'\n");
+        let leaves: Vec<String> = (0..3000).map(|i| format!("l{i:04}")).collect();
+        for l in &leaves {
+            toml.push_str(&format!("[rule.{l}]\nkind='k'\ndeps=['a']\n"));
+        }
+        toml.push_str(&format!(
+            "[rule.z]\nkind='k'\ndeps=[{}]\n",
+            leaves
+                .iter()
+                .map(|l| format!("'{l}'"))
+                .collect::<Vec<_>>()
+                .join(",")
+        ));
+        std::fs::write(d.path().join("kiln.toml"), toml).unwrap();
+        let p = load_project(d.path()).unwrap();
+        let g = RuleGraph::build(&p, None).unwrap();
+        for _ in 0..5 {
+            let runs: Vec<AtomicUsize> = (0..g.len()).map(|_| AtomicUsize::new(0)).collect();
+            let out = execute(&g, Schedule::default().jobs(2), |n, deps| {
+                runs[n.index()].fetch_add(1, Ordering::SeqCst);
+                Ok::<usize, ()>(deps.len())
+            });
+            assert!(runs.iter().all(|r| r.load(Ordering::SeqCst) == 1));
+            assert!(out.iter().all(|o| o.done().is_some()));
+            let z = g.order()[g.len() - 1];
+            assert_eq!(out[z.index()].done(), Some(&3000));
         }
     }
 
