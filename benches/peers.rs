@@ -501,6 +501,9 @@ fn bench_build(scratch: &Path, shape: Shape, n: usize, rounds: usize, keep: bool
     }
     // One rule edited per round (the configmap nearest the middle, so its dependents rebuild
     // too), alternating the tools: kiln's fingerprint misses, so this is its full path.
+    // The footprint of the cold build, before the edits add to either store.
+    let kiln_store = (du(&kstore), files(&kstore));
+    let nix_store = (du(&nstore.join("nix")), files(&nstore.join("nix")));
     let edited = nodes_kind(&nodes, NodeKind::ConfigMap, n / 2);
     let mut value = format!("value-{edited}");
     let (mut ke, mut ne, mut ker) = (Vec::new(), Vec::new(), 0);
@@ -526,8 +529,8 @@ fn bench_build(scratch: &Path, shape: Shape, n: usize, rounds: usize, keep: bool
         kiln_edit: Stats::of(ke),
         nix_edit: Stats::of(ne),
         kiln_edit_rss: ker,
-        kiln_store: (du(&kstore), files(&kstore)),
-        nix_store: (du(&nstore.join("nix")), files(&nstore.join("nix"))),
+        kiln_store,
+        nix_store,
     };
     // Kept until the run ends (the scratch directory goes then): deleting 10k+ files just
     // before the next shape's cold build makes ext4 slow to allocate inodes for a minute or
