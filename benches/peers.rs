@@ -9,7 +9,8 @@
 //!
 //! Arguments (after `--`): sizes (default `1000 10000 100000`), `--rounds N` (default 5),
 //! `--no-realize`, `--out FILE` (default `BENCHMARKS.md` at the top of the workspace), `--keep DIR`
-//! (generate the projects and stores under DIR and keep them, to profile one afterwards).
+//! (generate the projects and stores under DIR, a new or empty directory, and keep them, to
+//! profile one afterwards).
 //! Each process's peak RSS comes from GNU `time`.
 
 #![allow(clippy::print_stdout)] // a bench prints its table
