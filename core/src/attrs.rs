@@ -27,11 +27,6 @@ impl Attrs {
         )
     }
 
-    /// No attributes: `{}`.
-    pub fn empty() -> Self {
-        Self("{}".into())
-    }
-
     /// The canonical JSON text.
     pub fn canonical(&self) -> &str {
         &self.0
@@ -46,12 +41,6 @@ impl Attrs {
     /// true means one may be there ([`crate::interpolate::has_references`] on the value says).
     pub fn may_have_references(&self) -> bool {
         self.0.contains("${")
-    }
-}
-
-impl Default for Attrs {
-    fn default() -> Self {
-        Self::empty()
     }
 }
 
