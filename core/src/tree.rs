@@ -103,7 +103,23 @@ pub enum TreeError {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Tree {
     entries: BTreeMap<RelPath, Entry>,
+    digests: ContentDigests,
 }
+
+/// The blake3 digests of a tree's entries' content (`None` for a symlink), in path order:
+/// computed once, for the output hash, and read again by whoever needs a file's digest (the
+/// engine's conflicts index), so a large file is not hashed twice. Any change to the entries
+/// forgets them. A cache, not content: two trees compare equal whatever it holds.
+#[derive(Clone, Debug, Default)]
+struct ContentDigests(std::sync::OnceLock<Arc<[Option<Digest>]>>);
+
+impl PartialEq for ContentDigests {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for ContentDigests {}
 
 impl Tree {
     /// An empty tree.
@@ -113,6 +129,7 @@ impl Tree {
 
     /// Adds or replaces a regular file.
     pub fn insert_file(&mut self, path: RelPath, content: impl Into<Arc<[u8]>>, executable: bool) {
+        self.digests.0.take();
         self.entries.insert(
             path,
             Entry::File {
@@ -124,6 +141,7 @@ impl Tree {
 
     /// Adds or replaces a symlink. [`Tree::validate`] checks that it stays inside the tree.
     pub fn insert_symlink(&mut self, path: RelPath, target: impl Into<String>) {
+        self.digests.0.take();
         self.entries.insert(
             path,
             Entry::Symlink {
@@ -134,6 +152,7 @@ impl Tree {
 
     /// Adds an entry.
     pub fn insert(&mut self, path: RelPath, entry: Entry) {
+        self.digests.0.take();
         self.entries.insert(path, entry);
     }
 
@@ -186,6 +205,7 @@ impl Tree {
     /// Writes `exports` to [`EXPORTS_PATH`] in canonical (sorted) JSON.
     pub fn set_exports(&mut self, exports: &BTreeMap<String, String>) {
         if exports.is_empty() {
+            self.digests.0.take();
             self.entries
                 .remove(&RelPath::new(EXPORTS_PATH).expect("valid"));
             return;
@@ -260,16 +280,8 @@ impl Tree {
 
     /// The canonical encoding described in the module docs.
     pub fn canonical_encoding(&self) -> Vec<u8> {
-        let content_hashes: Vec<Option<Digest>> = self
-            .entries
-            .par_iter()
-            .map(|(_, e)| match e {
-                Entry::File { content, .. } => Some(hash_content(content)),
-                Entry::Symlink { .. } => None,
-            })
-            .collect();
         let mut canonical = CanonicalHasher::new();
-        for ((path, entry), hash) in self.entries.iter().zip(content_hashes) {
+        for ((path, entry), hash) in self.entries.iter().zip(self.content_digests()) {
             match entry {
                 Entry::File {
                     content,
@@ -278,12 +290,26 @@ impl Tree {
                     path,
                     *executable,
                     content.len() as u64,
-                    &hash.expect("file has a hash"),
+                    hash.as_ref().expect("file has a hash"),
                 ),
                 Entry::Symlink { target } => canonical.symlink(path, target),
             }
         }
         canonical.encoding()
+    }
+
+    /// blake3 of each entry's content (`None` for a symlink), in the order of [`Tree::iter`]:
+    /// hashed in parallel on first use, then kept until the tree changes.
+    pub fn content_digests(&self) -> &[Option<Digest>] {
+        self.digests.0.get_or_init(|| {
+            self.entries
+                .par_iter()
+                .map(|(_, e)| match e {
+                    Entry::File { content, .. } => Some(hash_content(content)),
+                    Entry::Symlink { .. } => None,
+                })
+                .collect()
+        })
     }
 
     /// The output hash: blake3 over [`Tree::canonical_encoding`].
@@ -356,6 +382,7 @@ impl FromIterator<(RelPath, Entry)> for Tree {
     fn from_iter<I: IntoIterator<Item = (RelPath, Entry)>>(iter: I) -> Self {
         Self {
             entries: iter.into_iter().collect(),
+            digests: ContentDigests::default(),
         }
     }
 }
@@ -617,6 +644,27 @@ mod tests {
         let mut t = sample();
         t.insert_file(p("latest"), b"objects/a.yaml".to_vec(), false);
         assert_ne!(t.output_hash(), base, "entry type");
+    }
+
+    #[test]
+    fn kept_content_digests_are_forgotten_when_the_tree_changes() {
+        let mut t = sample();
+        let before = t.output_hash();
+        assert_eq!(t.content_digests().len(), t.len());
+        t.insert_file(p("objects/a.yaml"), b"kind: B\n".to_vec(), false);
+        let mut fresh = sample();
+        fresh.insert_file(p("objects/a.yaml"), b"kind: B\n".to_vec(), false);
+        assert_ne!(t.output_hash(), before);
+        assert_eq!(t.output_hash(), fresh.output_hash());
+        assert_eq!(t.content_digests()[0], fresh.content_digests()[0]);
+        t.set_exports(&BTreeMap::new());
+        t.insert_symlink(p("latest"), "bin/run");
+        fresh.insert_symlink(p("latest"), "bin/run");
+        assert_eq!(t.output_hash(), fresh.output_hash());
+        assert_eq!(
+            t, fresh,
+            "the digests kept are no part of a tree's equality"
+        );
     }
 
     #[test]

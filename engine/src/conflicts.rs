@@ -23,8 +23,12 @@ use super::EngineError;
 type Key = [u8; 16];
 
 fn key(bytes: &[u8]) -> Key {
+    truncated(&Digest::of(bytes))
+}
+
+fn truncated(digest: &Digest) -> Key {
     let mut k = [0; 16];
-    k.copy_from_slice(&Digest::of(bytes).as_bytes()[..16]);
+    k.copy_from_slice(&digest.as_bytes()[..16]);
     k
 }
 
@@ -45,14 +49,14 @@ struct ObjectIndex {
 pub(crate) fn objects_of(output: Digest, tree: &Tree) -> ArtifactObjects {
     ArtifactObjects {
         output: *output.as_bytes(),
+        // The content keys are cut from the digests the output hash computed (or computes
+        // now), so a large object is not hashed twice.
         objects: tree
             .iter()
-            .filter(|(p, _)| p.as_str().starts_with("objects/"))
-            .filter_map(|(p, e)| match e {
-                kiln_core::tree::Entry::File { content, .. } => {
-                    Some((key(p.as_str().as_bytes()), key(content)))
-                }
-                kiln_core::tree::Entry::Symlink { .. } => None,
+            .zip(tree.content_digests())
+            .filter(|((p, _), _)| p.as_str().starts_with("objects/"))
+            .filter_map(|((p, _), digest)| {
+                Some((key(p.as_str().as_bytes()), truncated(digest.as_ref()?)))
             })
             .collect(),
     }
@@ -148,11 +152,7 @@ pub fn check(
                 objects: store
                     .hash_object(&out.output, |p| p.as_str().starts_with("objects/"))?
                     .into_iter()
-                    .map(|(p, d)| {
-                        let mut k = [0; 16];
-                        k.copy_from_slice(&d.as_bytes()[..16]);
-                        (key(p.as_str().as_bytes()), k)
-                    })
+                    .map(|(p, d)| (key(p.as_str().as_bytes()), truncated(&d)))
                     .collect(),
             },
         };

@@ -27,6 +27,7 @@ pub mod sandbox;
 pub mod secret;
 pub mod strategic;
 pub mod template;
+mod yaml;
 
 use kiln_core::kind::{Kind, KindRegistry};
 

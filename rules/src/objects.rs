@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 
-use kiln_core::canonical::Sorted;
 use kiln_core::kind::BuildError;
 use kiln_core::{RelPath, Tree};
 use serde::Deserialize;
@@ -98,10 +97,7 @@ pub fn add_metadata_map(obj: &mut Value, field: &str, values: &BTreeMap<String, 
     }
 }
 
-/// Serializes an object to canonical YAML (keys sorted).
-pub fn to_yaml(obj: &Value) -> String {
-    serde_saphyr::to_string(&Sorted(obj)).expect("JSON values serialize to YAML")
-}
+pub use crate::yaml::to_yaml;
 
 /// Flow collections (`[`, `{`) nested deeper than this are refused before parsing: the YAML
 /// parser's time grows with the square of the depth (100,000 levels took 35 s).
