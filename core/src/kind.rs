@@ -128,7 +128,7 @@ pub struct LoadedSource {
     /// Path relative to the project root.
     pub path: RelPath,
     /// Its bytes.
-    pub content: Arc<[u8]>,
+    pub content: crate::Bytes,
     /// Whether any execute bit is set.
     pub executable: bool,
 }

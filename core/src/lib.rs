@@ -30,6 +30,8 @@ pub mod sources;
 pub mod span;
 pub mod tree;
 
+/// File contents: shared, and taken from a `Vec` without a copy.
+pub use bytes::Bytes;
 pub use digest::Digest;
 pub use name::{EnvName, RuleName};
 pub use relpath::RelPath;

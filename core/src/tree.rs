@@ -24,6 +24,7 @@ use rayon::prelude::*;
 use crate::digest::Digest;
 use crate::exports::Exports;
 use crate::relpath::{RelPath, RelPathError};
+use crate::Bytes;
 
 /// Magic and version of the canonical tree encoding.
 pub const TREE_ENCODING: &[u8] = b"kiln-tree-v1\0";
@@ -38,7 +39,7 @@ pub enum Entry {
     /// A regular file.
     File {
         /// The bytes.
-        content: Arc<[u8]>,
+        content: Bytes,
         /// Whether any execute bit is set.
         executable: bool,
     },
@@ -128,7 +129,7 @@ impl Tree {
     }
 
     /// Adds or replaces a regular file.
-    pub fn insert_file(&mut self, path: RelPath, content: impl Into<Arc<[u8]>>, executable: bool) {
+    pub fn insert_file(&mut self, path: RelPath, content: impl Into<Bytes>, executable: bool) {
         self.digests.0.take();
         self.entries.insert(
             path,
@@ -320,9 +321,7 @@ impl Tree {
     /// Every path, with files' content left empty: what [`Tree::validate`] needs to check a
     /// directory's shape without holding its content (see the store's streaming ingest).
     pub fn insert_placeholder(&mut self, path: RelPath) {
-        static EMPTY: std::sync::OnceLock<Arc<[u8]>> = std::sync::OnceLock::new();
-        let empty = EMPTY.get_or_init(|| Arc::from(&[][..])).clone();
-        self.insert_file(path, empty, false);
+        self.insert_file(path, Bytes::new(), false);
     }
 
     /// Reads a directory from disk. Rejects devices, FIFOs and sockets.

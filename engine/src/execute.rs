@@ -842,7 +842,7 @@ impl Executor<'_> {
             for entry in &p.srcs {
                 srcs.push(LoadedSource {
                     path: entry.path.clone(),
-                    content: Arc::from(&[][..]),
+                    content: Default::default(),
                     executable: entry.executable,
                 });
             }
@@ -859,7 +859,7 @@ impl Executor<'_> {
             }
             srcs.push(LoadedSource {
                 path: entry.path.clone(),
-                content: Arc::from(content),
+                content: content.into(),
                 executable: entry.executable,
             });
         }
@@ -930,7 +930,7 @@ impl Executor<'_> {
                     std::fs::read(self.project.root.join(path.as_str())).unwrap_or_default();
                 let src = LoadedSource {
                     path: path.clone(),
-                    content: Arc::from(content),
+                    content: content.into(),
                     executable: false,
                 };
                 Some(source_file_diagnostic(&src, *offset, rule, message.clone()))

@@ -260,7 +260,7 @@ fn prepare_rule<'p>(
                     .map_err(|e| diag(&first_src(), e.to_string()))?;
                 let loaded = LoadedSource {
                     path: path.clone(),
-                    content: Arc::from(content),
+                    content: content.into(),
                     executable: entry.executable,
                 };
                 let refs = kind
@@ -275,7 +275,7 @@ fn prepare_rule<'p>(
                 let content = std::fs::read(project.root.join(path.as_str())).unwrap_or_default();
                 let loaded = LoadedSource {
                     path: path.clone(),
-                    content: Arc::from(content),
+                    content: content.into(),
                     executable: false,
                 };
                 let offset = find_reference(&loaded, &r);
@@ -470,7 +470,7 @@ mod tests {
         let text = "labels: {tier: monitoring}\n# var.ns in a comment\nname: \"${dep.monitoring.name}\"\nns: ${var.ns}\n";
         let src = LoadedSource {
             path: RelPath::new("a.yaml").unwrap(),
-            content: Arc::from(text.as_bytes().to_vec()),
+            content: text.as_bytes().to_vec().into(),
             executable: false,
         };
         let dep = Reference::Dep {

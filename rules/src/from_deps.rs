@@ -11,7 +11,7 @@ pub struct DepFile {
     /// The file's path in that output.
     pub path: RelPath,
     /// Its bytes.
-    pub content: std::sync::Arc<[u8]>,
+    pub content: kiln_core::Bytes,
 }
 
 /// Every regular file (outside `.kiln/`) of the dependencies named in `from`, in order. Each must

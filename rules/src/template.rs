@@ -212,7 +212,7 @@ mod tests {
     fn refs(text: &str) -> Result<Vec<String>, BuildError> {
         let src = LoadedSource {
             path: RelPath::new("t.j2").unwrap(),
-            content: std::sync::Arc::from(text.as_bytes()),
+            content: kiln_core::Bytes::copy_from_slice(text.as_bytes()),
             executable: false,
         };
         Ok(Template
