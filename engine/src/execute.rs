@@ -14,13 +14,13 @@ use kiln_core::interpolate::Scope;
 use kiln_core::kind::{BuildContext, BuildError, DepOutputs, LoadedSource, Output};
 use kiln_core::project::{Project, RuleIdx};
 use kiln_core::scheduler::{execute, Outcome, Schedule};
-use kiln_core::sources::read_source;
 use kiln_core::{Digest, RuleName, Tree};
 use kiln_store::{Backend, LocalStore, OutputRecord, StoreError, Substituter};
 use petgraph::graph::NodeIndex;
 
 use super::prepare::{source_file_diagnostic, PreparedRule, Selected};
 use super::report::Status;
+use super::source_cache::{read_again, ReadAgain};
 
 /// The result of one rule that succeeded.
 pub struct Built {
@@ -848,15 +848,24 @@ impl Executor<'_> {
             }
             return Ok(srcs);
         }
-        for entry in &p.srcs {
-            let (now, content) = read_source(&self.project.root, &entry.path)
-                .map_err(|e| BuildError::caused("failed to read a source", e))?;
-            if now.digest != entry.digest {
-                return Err(BuildError::failed(format!(
-                    "source `{}` changed during the build; run it again",
-                    entry.path
-                )));
-            }
+        let now = std::time::SystemTime::now();
+        for (entry, hashed_at) in p.srcs.iter().zip(&p.stats) {
+            let full = self.project.root.join(entry.path.as_str());
+            let content = match read_again(&full, hashed_at, &entry.digest, now) {
+                Ok(ReadAgain::Same(content)) => content,
+                Ok(ReadAgain::Changed) => {
+                    return Err(BuildError::failed(format!(
+                        "source `{}` changed during the build; run it again",
+                        entry.path
+                    )))
+                }
+                Err(e) => {
+                    return Err(BuildError::caused(
+                        format!("failed to read source `{}`", entry.path),
+                        e,
+                    ))
+                }
+            };
             srcs.push(LoadedSource {
                 path: entry.path.clone(),
                 content: content.into(),

@@ -183,9 +183,80 @@ impl SourceCache {
     }
 }
 
+/// A source read again for its build, with the digest its derivation holds.
+pub enum ReadAgain {
+    /// The content is the content that was hashed.
+    Same(Vec<u8>),
+    /// The file changed since it was hashed.
+    Changed,
+}
+
+/// Reads the source at `path` again for its build. When the file's stat data is the stat data
+/// `hashed_at` taken before it was hashed, both before and after this read, and it was not
+/// modified within [`RACY_WINDOW`], its content is the content hashed, as the stat cache already
+/// trusts from one run to the next, and it is not hashed a second time. Otherwise it is hashed
+/// and compared with `digest`.
+pub fn read_again(
+    path: &Path,
+    hashed_at: &Stat,
+    digest: &Digest,
+    now: SystemTime,
+) -> std::io::Result<ReadAgain> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let before = Stat::from_metadata(&file.metadata()?);
+    let mut content = Vec::with_capacity(before.size as usize);
+    file.read_to_end(&mut content)?;
+    let after = Stat::from_metadata(&file.metadata()?);
+    let recent = now
+        .checked_sub(RACY_WINDOW)
+        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as i128);
+    let unchanged = before == *hashed_at && after == before && !before.changed_since(recent);
+    Ok(if unchanged || Digest::of(&content) == *digest {
+        ReadAgain::Same(content)
+    } else {
+        ReadAgain::Changed
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_source_read_again_is_hashed_unless_its_stat_is_old_and_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("a.yaml");
+        std::fs::write(&f, "a: 1\n").unwrap();
+        let stat = Stat::of(&f).unwrap();
+        let digest = Digest::of(b"a: 1\n");
+        let wrong = Digest::of(b"something else");
+        let later = SystemTime::now() + Duration::from_secs(10);
+        let same = |r: ReadAgain| matches!(r, ReadAgain::Same(c) if c == b"a: 1\n");
+        // Old and unchanged: trusted without hashing (a wrong digest is not even looked at).
+        assert!(same(read_again(&f, &stat, &wrong, later).unwrap()));
+        // Recent: hashed, so the wrong digest is caught and the right one accepted.
+        let now = SystemTime::now();
+        assert!(matches!(
+            read_again(&f, &stat, &wrong, now).unwrap(),
+            ReadAgain::Changed
+        ));
+        assert!(same(read_again(&f, &stat, &digest, now).unwrap()));
+        // Rewritten since it was hashed: its stat differs, so it is hashed and found changed.
+        std::fs::write(&f, "a: 2\n").unwrap();
+        assert!(matches!(
+            read_again(&f, &stat, &digest, later).unwrap(),
+            ReadAgain::Changed
+        ));
+        // Another stat (another inode, same content): hashed, and found the same.
+        std::fs::write(&f, "a: 1\n").unwrap();
+        let other = Stat {
+            ino: stat.ino + 1,
+            ..stat
+        };
+        assert!(same(read_again(&f, &other, &digest, later).unwrap()));
+    }
 
     #[test]
     fn hits_only_on_identical_metadata_and_skips_racy_files() {
