@@ -2,7 +2,7 @@
 //! references. A project that fails here writes nothing to the store.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use kiln_core::attrs::Attrs;
@@ -11,7 +11,7 @@ use kiln_core::graph::RuleGraph;
 use kiln_core::interpolate::{has_references, Reference, Scope};
 use kiln_core::kind::{BuildError, Kind, KindRegistry, LoadedSource};
 use kiln_core::project::{Project, Rule, RuleIdx};
-use kiln_core::sources::{expand, hash_source, read_source, Confinement, SourceEntry};
+use kiln_core::sources::{expand, hash_source, read_source, Confinement, SourceEntry, SourceError};
 use kiln_core::{EnvName, RelPath};
 use rayon::prelude::*;
 use serde_json::Value;
@@ -238,10 +238,12 @@ fn prepare_rule<'p>(
             .first()
             .map_or(rule.loc.clone(), |s| s.loc.clone())
     };
+    let mut hashed = hash_streamed_sources(project, kind, cache, &kind_key, &paths);
     for (path, stat) in paths {
-        let stat = match stat {
-            Some(s) => s,
-            None => Stat::of(&project.root.join(path.as_str()))
+        let streamed = hashed.remove(&path);
+        let stat = match (streamed.as_ref().map(|(s, _)| *s), stat) {
+            (Some(s), _) | (None, Some(s)) => s,
+            (None, None) => Stat::of(&project.root.join(path.as_str()))
                 .map_err(|e| diag(&first_src(), format!("failed to read source `{path}`: {e}")))?,
         };
         let (entry, refs) = match cache.lookup(&path, &stat, &kind_key) {
@@ -250,8 +252,11 @@ fn prepare_rule<'p>(
                 refs: Some(refs),
             }) => (entry, refs),
             _ if kind.streams_sources() => {
-                let entry = hash_source(&project.root, &path)
-                    .map_err(|e| diag(&first_src(), e.to_string()))?;
+                let entry = match streamed {
+                    Some((_, hashed)) => hashed,
+                    None => hash_source(&project.root, &path),
+                }
+                .map_err(|e| diag(&first_src(), e.to_string()))?;
                 cache.record(&path, stat, &entry.digest, &kind_key, &[]);
                 (entry, Vec::new())
             }
@@ -296,6 +301,34 @@ fn prepare_rule<'p>(
         source_vars,
         stats,
     })
+}
+
+/// The sources of a kind that streams them (`exec`, whose sources may be many and large) that
+/// the stat cache does not know, hashed in parallel, each with its stat data taken before it was
+/// hashed. A source that cannot be stat'ed is left to the caller, which reports it.
+fn hash_streamed_sources(
+    project: &Project,
+    kind: &dyn Kind,
+    cache: &SourceCache,
+    kind_key: &str,
+    paths: &[(RelPath, Option<Stat>)],
+) -> HashMap<RelPath, (Stat, Result<SourceEntry, SourceError>)> {
+    if !kind.streams_sources() || paths.len() < 2 {
+        return HashMap::new();
+    }
+    paths
+        .par_iter()
+        .filter_map(|(path, stat)| {
+            let stat = match stat {
+                Some(s) => *s,
+                None => Stat::of(&project.root.join(path.as_str())).ok()?,
+            };
+            match cache.lookup(path, &stat, kind_key) {
+                Some(Hit { refs: Some(_), .. }) => None,
+                _ => Some((path.clone(), (stat, hash_source(&project.root, path)))),
+            }
+        })
+        .collect()
 }
 
 /// The rule's attributes with `${var..}` resolved, checked by its kind, and with host inputs
