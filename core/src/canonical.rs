@@ -30,6 +30,38 @@ pub struct Sorted<'a>(pub &'a Value);
 
 impl serde::Serialize for Sorted<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        SortedWith(self.0, PlainStrings).serialize(serializer)
+    }
+}
+
+/// How a walk of [`SortedWith`] serializes each string value (keys stay plain): a format's
+/// writer may mark some strings with a style of its own (the YAML writer's literal blocks).
+pub trait StringStyle: Copy {
+    /// Serializes the string value `s`.
+    fn serialize_str<S: serde::Serializer>(self, s: &str, serializer: S)
+        -> Result<S::Ok, S::Error>;
+}
+
+/// Strings serialized as they are.
+#[derive(Debug, Clone, Copy)]
+pub struct PlainStrings;
+
+impl StringStyle for PlainStrings {
+    fn serialize_str<S: serde::Serializer>(
+        self,
+        s: &str,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(s)
+    }
+}
+
+/// [`Sorted`], with string values serialized by a [`StringStyle`].
+#[derive(Debug, Clone, Copy)]
+pub struct SortedWith<'a, St>(pub &'a Value, pub St);
+
+impl<St: StringStyle> serde::Serialize for SortedWith<'_, St> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::{SerializeMap, SerializeSeq};
         match self.0 {
             Value::Object(map) => {
@@ -37,17 +69,18 @@ impl serde::Serialize for Sorted<'_> {
                 keys.sort();
                 let mut m = serializer.serialize_map(Some(keys.len()))?;
                 for k in keys {
-                    m.serialize_entry(k, &Sorted(&map[k]))?;
+                    m.serialize_entry(k, &SortedWith(&map[k], self.1))?;
                 }
                 m.end()
             }
             Value::Array(items) => {
                 let mut seq = serializer.serialize_seq(Some(items.len()))?;
                 for item in items {
-                    seq.serialize_element(&Sorted(item))?;
+                    seq.serialize_element(&SortedWith(item, self.1))?;
                 }
                 seq.end()
             }
+            Value::String(s) => self.1.serialize_str(s, serializer),
             other => other.serialize(serializer),
         }
     }

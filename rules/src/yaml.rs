@@ -7,13 +7,15 @@
 //! checked once and written the same way: the bytes are the crate's own in both cases (tested
 //! below against its automatic choice). Any other string takes the automatic path.
 
-use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
+use kiln_core::canonical::{SortedWith, StringStyle};
+use serde::ser::{Serialize, Serializer};
 use serde_json::Value;
 
 /// Serializes an object to canonical YAML (keys sorted).
 pub fn to_yaml(obj: &Value) -> String {
     let mut out = String::with_capacity(yaml_size_hint(obj));
-    serde_saphyr::to_fmt_writer(&mut out, &Yaml(obj)).expect("JSON values serialize to YAML");
+    serde_saphyr::to_fmt_writer(&mut out, &SortedWith(obj, LiteralBlocks))
+        .expect("JSON values serialize to YAML");
     out
 }
 
@@ -44,33 +46,16 @@ fn literal_block_as_chosen(s: &str) -> bool {
         && s.contains('\n')
 }
 
-/// A JSON value serialized with sorted keys (as [`kiln_core::canonical::Sorted`]), its
-/// multi-line strings marked as literal blocks.
-struct Yaml<'a>(&'a Value);
+/// String values marked as literal blocks where [`literal_block_as_chosen`] says so.
+#[derive(Clone, Copy)]
+struct LiteralBlocks;
 
-impl Serialize for Yaml<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            Value::Object(map) => {
-                let mut keys: Vec<&String> = map.keys().collect();
-                keys.sort();
-                let mut m = serializer.serialize_map(Some(keys.len()))?;
-                for k in keys {
-                    m.serialize_entry(k, &Yaml(&map[k]))?;
-                }
-                m.end()
-            }
-            Value::Array(items) => {
-                let mut seq = serializer.serialize_seq(Some(items.len()))?;
-                for item in items {
-                    seq.serialize_element(&Yaml(item))?;
-                }
-                seq.end()
-            }
-            Value::String(s) if literal_block_as_chosen(s) => {
-                serde_saphyr::LitStr(s).serialize(serializer)
-            }
-            other => other.serialize(serializer),
+impl StringStyle for LiteralBlocks {
+    fn serialize_str<S: Serializer>(self, s: &str, serializer: S) -> Result<S::Ok, S::Error> {
+        if literal_block_as_chosen(s) {
+            serde_saphyr::LitStr(s).serialize(serializer)
+        } else {
+            serializer.serialize_str(s)
         }
     }
 }
