@@ -172,6 +172,43 @@ pub trait SourceFiles: Sync {
     /// Copies source `path` to `dest` (a new file), checking its content against the digest
     /// the derivation holds as it goes: a source changed since it was hashed is an error.
     fn copy_to(&self, path: &RelPath, dest: &Path) -> Result<(), BuildError>;
+
+    /// Source `path` as it lies on disk, for a build that shows it read-only where it is
+    /// instead of copying it: given only while the file's stat data is still the data taken
+    /// before it was hashed (and was not modified within the racy window, where an edit can
+    /// keep it), and while its permissions are those a copy would get (`0644`, or `0755` when
+    /// executable), so that the build cannot tell the two apart. `None`: copy it instead.
+    /// A build shown a source in place calls [`check_in_place`](Self::check_in_place) after
+    /// its command has run.
+    fn in_place(&self, _path: &RelPath) -> Option<InPlace> {
+        None
+    }
+
+    /// Directory `dir` of the project as it lies on disk, for a build that shows it read-only
+    /// where it is (one mount for all of it): given only when everything in it is a source of
+    /// this rule that [`in_place`](Self::in_place) would give, the directories in it are
+    /// `0755`, none was modified within the racy window, and nothing in it is another file
+    /// system. Its `size` is that of the sources in it.
+    fn in_place_dir(&self, _dir: &RelPath) -> Option<InPlace> {
+        None
+    }
+
+    /// After a build was shown source `path` (or directory `path`, of
+    /// [`in_place_dir`](Self::in_place_dir)) in place: an error unless it still holds the
+    /// content that was hashed (a file's stat data unchanged, or else its content hashed again
+    /// and found the same; a directory's entries unchanged, and each of its files so).
+    fn check_in_place(&self, _path: &RelPath) -> Result<(), BuildError> {
+        Ok(())
+    }
+}
+
+/// A source file that a build may be shown where it lies (see [`SourceFiles::in_place`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InPlace {
+    /// Its absolute path on the host.
+    pub host_path: std::path::PathBuf,
+    /// Its size in bytes.
+    pub size: u64,
 }
 
 /// Everything a kind sees when it builds one rule. Nothing else: no clock, no absolute project

@@ -19,6 +19,7 @@ use kiln_store::{Backend, LocalStore, OutputRecord, StoreError, Substituter};
 use petgraph::graph::NodeIndex;
 
 use super::prepare::{source_file_diagnostic, PreparedRule, Selected};
+use super::project_sources::ProjectSources;
 use super::report::Status;
 use super::source_cache::{read_again, ReadAgain};
 
@@ -261,31 +262,6 @@ impl Deps<'_> {
     }
 }
 
-/// The rule's source files in the project, with the digests its derivation holds.
-struct ProjectSources<'a> {
-    root: &'a std::path::Path,
-    digests: HashMap<&'a kiln_core::RelPath, Digest>,
-}
-
-impl kiln_core::kind::SourceFiles for ProjectSources<'_> {
-    fn copy_to(&self, path: &kiln_core::RelPath, dest: &std::path::Path) -> Result<(), BuildError> {
-        let expected = self
-            .digests
-            .get(path)
-            .ok_or_else(|| BuildError::failed(format!("`{path}` is not a source of this rule")))?;
-        let fail = |e: std::io::Error| BuildError::caused(format!("failed to stage `{path}`"), e);
-        let mut from = std::fs::File::open(self.root.join(path.as_str())).map_err(fail)?;
-        let mut to = std::fs::File::create(dest).map_err(fail)?;
-        let (digest, _) = Digest::of_reader(&mut from, &mut to).map_err(fail)?;
-        if digest != *expected {
-            return Err(BuildError::failed(format!(
-                "source `{path}` changed during the build; run it again"
-            )));
-        }
-        Ok(())
-    }
-}
-
 impl Executor<'_> {
     /// Runs every rule. Outcomes are indexed by node.
     pub fn run(&self, schedule: Schedule) -> Vec<Outcome<Built, Failure>> {
@@ -449,10 +425,7 @@ impl Executor<'_> {
                 e,
             ))
         })?;
-        let source_files = ProjectSources {
-            root: &self.project.root,
-            digests: p.srcs.iter().map(|e| (&e.path, e.digest)).collect(),
-        };
+        let source_files = ProjectSources::new(&self.project.root, &p.srcs, &p.stats);
         let cx = BuildContext {
             rule: &p.rule.name,
             attrs,

@@ -11,6 +11,7 @@ mod error;
 mod execute;
 mod fingerprint;
 mod prepare;
+mod project_sources;
 mod report;
 mod source_cache;
 pub mod treediff;

@@ -183,6 +183,14 @@ impl SourceCache {
     }
 }
 
+/// The start of the racy window before `now`, in nanoseconds since the epoch: a file whose
+/// mtime or ctime is at or after it may have been edited again without a change of stat data.
+pub fn racy_since(now: SystemTime) -> i128 {
+    now.checked_sub(RACY_WINDOW)
+        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
 /// A source read again for its build, with the digest its derivation holds.
 pub enum ReadAgain {
     /// The content is the content that was hashed.
@@ -208,11 +216,8 @@ pub fn read_again(
     let mut content = Vec::with_capacity(before.size as usize);
     file.read_to_end(&mut content)?;
     let after = Stat::from_metadata(&file.metadata()?);
-    let recent = now
-        .checked_sub(RACY_WINDOW)
-        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos() as i128);
-    let unchanged = before == *hashed_at && after == before && !before.changed_since(recent);
+    let unchanged =
+        before == *hashed_at && after == before && !before.changed_since(racy_since(now));
     Ok(if unchanged || Digest::of(&content) == *digest {
         ReadAgain::Same(content)
     } else {

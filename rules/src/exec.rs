@@ -18,13 +18,17 @@
 //! `LC_ALL=C`, plus the declared `env`.
 //!
 //! It runs in the sandbox of [`crate::sandbox`] (bubblewrap): no network, no host file system
-//! beyond read-only tool directories, every process killed when the command ends. Where the
+//! beyond read-only tool directories, every process killed when the command ends. There `in/`
+//! is read-only, and sources of at least [`IN_PLACE_FROM`] bytes are mounted into it from
+//! where they lie instead of copied (while their stat data shows them unchanged since they
+//! were hashed, and checked again once the command has run), so a gigabyte of sources costs
+//! no gigabyte of writes. Unsandboxed, every source is copied. Where the
 //! sandbox cannot run, exec rules are refused unless the build passes `--unsandboxed`. With
 //! `tools = ["jq", "helm"]`, each tool is resolved through `PATH` when the build starts, its
 //! content hash enters the derivation (another jq version, another hash), and only those
 //! tools and `sh` are visible inside.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -32,10 +36,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kiln_core::kind::{parse_attrs, AttrError, BuildContext, BuildError, Kind, Output};
-use kiln_core::Digest;
+use kiln_core::kind::{parse_attrs, AttrError, BuildContext, BuildError, InPlace, Kind, Output};
+use kiln_core::{Digest, RelPath};
 
-use crate::sandbox::{self, Spec, Tool};
+use crate::sandbox::{self, Inputs, Spec, Tool};
 use kiln_core::Tree;
 use rayon::prelude::*;
 use serde::Deserialize;
@@ -190,12 +194,19 @@ impl Kind for Exec {
         let root = cx
             .scratch
             .ok_or_else(|| BuildError::failed("exec needs a scratch directory"))?;
-        let out = stage(cx, root)?;
+        let sandboxed = !self.unsandboxed;
+        let Staged { out, in_place } = stage(cx, root, sandboxed)?;
         let spec = Spec {
             network: a.network,
             tools: resolved_tools(&a)?,
+            inputs: sandboxed.then(|| Inputs {
+                dir: root.join("in"),
+                in_place: in_place
+                    .iter()
+                    .map(|(path, shown)| (shown.host_path.clone(), path.as_str().to_owned()))
+                    .collect(),
+            }),
         };
-        let sandboxed = !self.unsandboxed;
         if sandboxed {
             sandbox::available().map_err(|why| {
                 BuildError::failed(format!(
@@ -207,6 +218,10 @@ impl Kind for Exec {
         }
         let cmd = command(&a, &spec, root, sandboxed)?;
         let (status, stderr) = run(cmd, &a, sandboxed)?;
+        // What the command read in place must still be what was hashed.
+        for (path, _) in &in_place {
+            cx.source_files.check_in_place(path)?;
+        }
         if !status.success() {
             let text = String::from_utf8_lossy(&stderr);
             let tail: Vec<&str> = text.lines().rev().take(20).collect();
@@ -230,9 +245,84 @@ fn io(what: &str) -> impl Fn(std::io::Error) -> BuildError {
     move |e: std::io::Error| BuildError::caused(format!("failed to {what}"), e)
 }
 
+/// Sources at least this large are shown to a sandboxed command in place (read-only bind
+/// mounts) instead of copied into `in/`, when [`SourceFiles::in_place`] allows it: a large
+/// source then costs a mount instead of its size in writes. Smaller ones are copied, which
+/// costs less than a mount.
+///
+/// [`SourceFiles::in_place`]: kiln_core::kind::SourceFiles::in_place
+pub const IN_PLACE_FROM: u64 = 512 << 10;
+/// At most this many sources of one rule are shown in place (the largest); the rest are
+/// copied. bwrap reads the mount table again for each mount it makes, so n mounts cost
+/// about n² (measured: 256 in 0.11 s, 1,024 in 1.5 s, against about 0.25 s to copy 256 MB).
+pub const MAX_IN_PLACE: usize = 256;
+
+/// At most this many directories are tried for [`in_place_sources`] (each try walks the
+/// directory), so a deep tree of ineligible directories costs bounded time.
+const MAX_DIR_TRIES: usize = 64;
+
+/// The sources to show in place. First whole directories, top down: one that holds only
+/// sources of this rule (see [`SourceFiles::in_place_dir`]) is one mount, whatever the number
+/// of files in it. Then, of the sources left, the largest of those [`SourceFiles::in_place`]
+/// allows. Each of at least [`IN_PLACE_FROM`] bytes, at most [`MAX_IN_PLACE`] mounts in all.
+///
+/// [`SourceFiles::in_place`]: kiln_core::kind::SourceFiles::in_place
+/// [`SourceFiles::in_place_dir`]: kiln_core::kind::SourceFiles::in_place_dir
+fn in_place_sources(cx: &BuildContext<'_>) -> Vec<(RelPath, InPlace)> {
+    // Each directory that holds at least two sources; a parent sorts before its children.
+    let mut per_dir: BTreeMap<&str, usize> = BTreeMap::new();
+    for s in cx.srcs {
+        let path = s.path.as_str();
+        for (i, _) in path.match_indices('/') {
+            *per_dir.entry(&path[..i]).or_default() += 1;
+        }
+    }
+    let mut shown: Vec<(RelPath, InPlace)> = Vec::new();
+    let within = |path: &str, dirs: &[(RelPath, InPlace)]| {
+        dirs.iter().any(|(d, _)| {
+            path.strip_prefix(d.as_str())
+                .is_some_and(|rest| rest.starts_with('/'))
+        })
+    };
+    let candidates = per_dir.into_iter().filter(|(_, n)| *n >= 2).map(|(d, _)| d);
+    for dir in candidates.take(MAX_DIR_TRIES) {
+        if shown.len() == MAX_IN_PLACE || within(dir, &shown) {
+            continue;
+        }
+        let Ok(rel) = RelPath::new(dir) else { continue };
+        if let Some(place) = cx.source_files.in_place_dir(&rel) {
+            if place.size >= IN_PLACE_FROM {
+                shown.push((rel, place));
+            }
+        }
+    }
+    let mut files: Vec<(RelPath, InPlace)> = cx
+        .srcs
+        .iter()
+        .filter(|s| !within(s.path.as_str(), &shown))
+        .filter_map(|s| {
+            let place = cx.source_files.in_place(&s.path)?;
+            (place.size >= IN_PLACE_FROM).then(|| (s.path.clone(), place))
+        })
+        .collect();
+    files.sort_by(|a, b| b.1.size.cmp(&a.1.size).then_with(|| a.0.cmp(&b.0)));
+    files.truncate(MAX_IN_PLACE - shown.len());
+    shown.extend(files);
+    shown
+}
+
+/// A staged build directory.
+struct Staged {
+    /// `out/`.
+    out: PathBuf,
+    /// The sources shown in place rather than copied, with where they lie.
+    in_place: Vec<(RelPath, InPlace)>,
+}
+
 /// Stages the sources in `in/` and each dependency in `deps/<name>/`, and makes `out/`,
-/// `home/` and `tmp/`; returns `out/`.
-fn stage(cx: &BuildContext<'_>, root: &Path) -> Result<std::path::PathBuf, BuildError> {
+/// `home/` and `tmp/`. In the sandbox, large sources are shown in place: `in/` holds an empty
+/// file where each of them is mounted.
+fn stage(cx: &BuildContext<'_>, root: &Path, sandboxed: bool) -> Result<Staged, BuildError> {
     let (inputs, out, home, tmp) = (
         root.join("in"),
         root.join("out"),
@@ -242,14 +332,42 @@ fn stage(cx: &BuildContext<'_>, root: &Path) -> Result<std::path::PathBuf, Build
     for d in [&inputs, &out, &home, &tmp] {
         std::fs::create_dir_all(d).map_err(io("create the scratch directory"))?;
     }
+    let in_place = if sandboxed {
+        in_place_sources(cx)
+    } else {
+        Vec::new()
+    };
+    // Where a source or a directory is mounted, an empty file or directory stands for it.
+    let sources: HashSet<&RelPath> = cx.srcs.iter().map(|s| &s.path).collect();
+    let mut shown_files = HashSet::new();
+    let mut shown_dirs = Vec::new();
+    for (path, _) in &in_place {
+        if sources.contains(path) {
+            shown_files.insert(path);
+        } else {
+            std::fs::create_dir_all(inputs.join(path.as_str()))
+                .map_err(io("create the scratch directory"))?;
+            shown_dirs.push(format!("{path}/"));
+        }
+    }
     // Copied from disk, checked against their digests on the way: never held in memory. In
     // parallel: many large sources were staged at the speed of one core.
     cx.srcs.par_iter().try_for_each(|s| {
+        if shown_dirs
+            .iter()
+            .any(|d| s.path.as_str().starts_with(d.as_str()))
+        {
+            return Ok(());
+        }
         let dest = inputs.join(s.path.as_str());
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent).map_err(io("create the scratch directory"))?;
         }
-        cx.source_files.copy_to(&s.path, &dest)?;
+        if shown_files.contains(&s.path) {
+            std::fs::File::create(&dest).map_err(io("stage a source"))?;
+        } else {
+            cx.source_files.copy_to(&s.path, &dest)?;
+        }
         let mode = if s.executable { 0o755 } else { 0o644 };
         std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode))
             .map_err(io("stage a source"))
@@ -259,7 +377,7 @@ fn stage(cx: &BuildContext<'_>, root: &Path) -> Result<std::path::PathBuf, Build
         std::fs::create_dir_all(&dir).map_err(io("create the scratch directory"))?;
         cx.deps.write_to(&dep, &dir)?;
     }
-    Ok(out)
+    Ok(Staged { out, in_place })
 }
 
 /// The declared tools, found again on the host and checked against the digests the

@@ -6,8 +6,9 @@
 //! - new user, mount, PID, network, IPC and UTS namespaces (`--unshare-all`); with `network =
 //!   true` only the network is shared, with the host's resolver and CA certificates;
 //! - a root file system holding only the build directory (`/build`: `in/`, `deps/`, `out/`,
-//!   `home/`, `tmp/` (`TMPDIR`); the only writable place), `/proc`, a minimal `/dev`, a
-//!   read-only root with no `/tmp`, and
+//!   `home/`, `tmp/` (`TMPDIR`); the only writable place, but for `in/`, the sources, which
+//!   is read-only, large sources being mounted there from where they lie rather than copied),
+//!   `/proc`, a minimal `/dev`, a read-only root with no `/tmp`, and
 //!   read-only host tool directories: `/usr` (with `/bin`, `/lib*`, `/sbin` as on the host) and
 //!   `/etc/alternatives`. With `tools = [...]`, `/usr/bin` is *not* visible: only the declared
 //!   tools and `sh`, under `/kiln/tools`, and the shared libraries. The store, the project and
@@ -123,6 +124,18 @@ pub struct Spec {
     pub network: bool,
     /// `Some`: only these tools (and `sh`) instead of all of `/usr/bin`.
     pub tools: Option<Vec<Tool>>,
+    /// `Some`: `in/` is read-only, with these sources mounted in it from where they lie.
+    pub inputs: Option<Inputs>,
+}
+
+/// The build's inputs, shown read-only.
+#[derive(Debug, Clone, Default)]
+pub struct Inputs {
+    /// `in/` of the build directory on the host.
+    pub dir: PathBuf,
+    /// Sources shown in place: the file on the host, and its path under `in/` (where an empty
+    /// file stands for it).
+    pub in_place: Vec<(PathBuf, String)>,
 }
 
 impl Spec {
@@ -169,7 +182,18 @@ impl Spec {
             .args(["--proc", "/proc", "--dev", "/dev"])
             .arg("--bind")
             .arg(build_dir)
-            .arg(BUILD_DIR)
+            .arg(BUILD_DIR);
+        if let Some(inputs) = &self.inputs {
+            c.arg("--ro-bind")
+                .arg(&inputs.dir)
+                .arg(format!("{BUILD_DIR}/in"));
+            for (host, rel) in &inputs.in_place {
+                c.arg("--ro-bind")
+                    .arg(host)
+                    .arg(format!("{BUILD_DIR}/in/{rel}"));
+            }
+        }
+        c
             // The root holds only mount points: nothing can be written there.
             .args(["--remount-ro", "/"])
             .args(["--chdir", BUILD_DIR])
