@@ -10,7 +10,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::Sandbox;
-use serde_json::Value;
 
 /// Past the stat cache's racy window (2 s), so that sources may be shown in place.
 const PAST_RACY_WINDOW: Duration = Duration::from_millis(2_500);
@@ -59,37 +58,8 @@ fn project(s: &Sandbox, srcs: &str, command: &str) {
     );
 }
 
-fn build_with_store(s: &Sandbox, store: &Path) -> Value {
-    let out = s
-        .kiln()
-        .env("KILN_STORE", store)
-        .arg("build")
-        .arg(s.project())
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 fn cat(s: &Sandbox, store: &Path, rule: &str, file: &str) -> String {
-    let out = s
-        .kiln()
-        .env("KILN_STORE", store)
-        .args(["store", "cat", rule, "--file", file])
-        .arg(s.project())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    String::from_utf8(s.cat_bytes_in(store, rule, file, &[])).unwrap()
 }
 
 #[test]
@@ -115,12 +85,12 @@ fn a_directory_of_sources_is_shown_in_place_and_builds_what_a_copy_builds() {
     let now = std::time::SystemTime::now();
     set_mtimes(&s, now + Duration::from_secs(600));
     let copied_store = s.dir.path().join("store-copied");
-    let copied = build_with_store(&s, &copied_store);
+    let copied = s.build_in(&copied_store, &[]);
     assert_eq!(cat(&s, &copied_store, "probe", "how"), "copied\n");
     set_mtimes(&s, now - Duration::from_secs(600));
     std::thread::sleep(PAST_RACY_WINDOW);
     let shown_store = s.dir.path().join("store-shown");
-    let shown = build_with_store(&s, &shown_store);
+    let shown = s.build_in(&shown_store, &[]);
     assert_eq!(cat(&s, &shown_store, "probe", "how"), "in-place\n");
     // Same derivation, same output, whichever way the sources reached the build.
     assert_eq!(

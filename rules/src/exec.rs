@@ -36,7 +36,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kiln_core::kind::{parse_attrs, AttrError, BuildContext, BuildError, InPlace, Kind, Output};
+use kiln_core::kind::{
+    parse_attrs, AttrError, BuildContext, BuildError, InPlace, Kind, LoadedSource, Output,
+    SourceFiles,
+};
 use kiln_core::{Digest, RelPath};
 
 use crate::sandbox::{self, Inputs, Spec, Tool};
@@ -266,12 +269,10 @@ const MAX_DIR_TRIES: usize = 64;
 /// of files in it. Then, of the sources left, the largest of those [`SourceFiles::in_place`]
 /// allows. Each of at least [`IN_PLACE_FROM`] bytes, at most [`MAX_IN_PLACE`] mounts in all.
 ///
-/// [`SourceFiles::in_place`]: kiln_core::kind::SourceFiles::in_place
-/// [`SourceFiles::in_place_dir`]: kiln_core::kind::SourceFiles::in_place_dir
-fn in_place_sources(cx: &BuildContext<'_>) -> Vec<(RelPath, InPlace)> {
+fn in_place_sources(srcs: &[LoadedSource], files: &dyn SourceFiles) -> Vec<(RelPath, InPlace)> {
     // Each directory that holds at least two sources; a parent sorts before its children.
     let mut per_dir: BTreeMap<&str, usize> = BTreeMap::new();
-    for s in cx.srcs {
+    for s in srcs {
         let path = s.path.as_str();
         for (i, _) in path.match_indices('/') {
             *per_dir.entry(&path[..i]).or_default() += 1;
@@ -284,30 +285,34 @@ fn in_place_sources(cx: &BuildContext<'_>) -> Vec<(RelPath, InPlace)> {
                 .is_some_and(|rest| rest.starts_with('/'))
         })
     };
-    let candidates = per_dir.into_iter().filter(|(_, n)| *n >= 2).map(|(d, _)| d);
-    for dir in candidates.take(MAX_DIR_TRIES) {
-        if shown.len() == MAX_IN_PLACE || within(dir, &shown) {
+    let mut tries = 0;
+    for dir in per_dir.into_iter().filter(|(_, n)| *n >= 2).map(|(d, _)| d) {
+        if shown.len() == MAX_IN_PLACE || tries == MAX_DIR_TRIES {
+            break;
+        }
+        // Inside a directory already shown: nothing to try.
+        if within(dir, &shown) {
             continue;
         }
+        tries += 1;
         let Ok(rel) = RelPath::new(dir) else { continue };
-        if let Some(place) = cx.source_files.in_place_dir(&rel) {
+        if let Some(place) = files.in_place_dir(&rel) {
             if place.size >= IN_PLACE_FROM {
                 shown.push((rel, place));
             }
         }
     }
-    let mut files: Vec<(RelPath, InPlace)> = cx
-        .srcs
+    let mut large: Vec<(RelPath, InPlace)> = srcs
         .iter()
         .filter(|s| !within(s.path.as_str(), &shown))
         .filter_map(|s| {
-            let place = cx.source_files.in_place(&s.path)?;
+            let place = files.in_place(&s.path)?;
             (place.size >= IN_PLACE_FROM).then(|| (s.path.clone(), place))
         })
         .collect();
-    files.sort_by(|a, b| b.1.size.cmp(&a.1.size).then_with(|| a.0.cmp(&b.0)));
-    files.truncate(MAX_IN_PLACE - shown.len());
-    shown.extend(files);
+    large.sort_by(|a, b| b.1.size.cmp(&a.1.size).then_with(|| a.0.cmp(&b.0)));
+    large.truncate(MAX_IN_PLACE - shown.len());
+    shown.extend(large);
     shown
 }
 
@@ -333,7 +338,7 @@ fn stage(cx: &BuildContext<'_>, root: &Path, sandboxed: bool) -> Result<Staged, 
         std::fs::create_dir_all(d).map_err(io("create the scratch directory"))?;
     }
     let in_place = if sandboxed {
-        in_place_sources(cx)
+        in_place_sources(cx.srcs, cx.source_files)
     } else {
         Vec::new()
     };
@@ -510,4 +515,98 @@ fn run(
     let _ = out_reader.join();
     let err = err_reader.join().unwrap_or_default();
     Ok((status, err))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Sources whose sizes are known; directories listed in `dirs` are eligible.
+    struct Fake {
+        sizes: BTreeMap<String, u64>,
+        dirs: Vec<&'static str>,
+        tried: Mutex<Vec<String>>,
+    }
+
+    impl SourceFiles for Fake {
+        fn copy_to(&self, _: &RelPath, _: &Path) -> Result<(), BuildError> {
+            unreachable!("not copied here")
+        }
+
+        fn in_place(&self, path: &RelPath) -> Option<InPlace> {
+            Some(InPlace {
+                host_path: PathBuf::from("/p").join(path.as_str()),
+                size: self.sizes[path.as_str()],
+            })
+        }
+
+        fn in_place_dir(&self, dir: &RelPath) -> Option<InPlace> {
+            self.tried.lock().unwrap().push(dir.to_string());
+            self.dirs.contains(&dir.as_str()).then(|| InPlace {
+                host_path: PathBuf::from("/p").join(dir.as_str()),
+                size: self
+                    .sizes
+                    .iter()
+                    .filter(|(p, _)| p.starts_with(&format!("{dir}/")))
+                    .map(|(_, s)| s)
+                    .sum(),
+            })
+        }
+    }
+
+    fn fake(files: &[(&str, u64)], dirs: Vec<&'static str>) -> (Vec<LoadedSource>, Fake) {
+        let srcs = files
+            .iter()
+            .map(|(p, _)| LoadedSource {
+                path: RelPath::new(*p).unwrap(),
+                content: Default::default(),
+                executable: false,
+            })
+            .collect();
+        let sizes = files.iter().map(|(p, s)| ((*p).to_owned(), *s)).collect();
+        let tried = Mutex::default();
+        (srcs, Fake { sizes, dirs, tried })
+    }
+
+    fn shown(list: &[(RelPath, InPlace)]) -> Vec<&str> {
+        list.iter().map(|(p, _)| p.as_str()).collect()
+    }
+
+    const MB: u64 = 1 << 20;
+
+    #[test]
+    fn an_eligible_directory_is_one_mount_then_the_largest_files() {
+        let (srcs, files) = fake(
+            &[
+                ("data/a.yaml", MB),
+                ("data/sub/b.yaml", MB),
+                ("data/sub/c.yaml", MB),
+                ("mixed/big.bin", 8 * MB),
+                ("mixed/small.txt", 10),
+                ("top.bin", 2 * MB),
+            ],
+            vec!["data"],
+        );
+        let list = in_place_sources(&srcs, &files);
+        assert_eq!(shown(&list), ["data", "mixed/big.bin", "top.bin"]);
+        assert_eq!(list[0].1.size, 3 * MB);
+        // `data/sub` lies in a directory already shown: never walked.
+        assert_eq!(*files.tried.lock().unwrap(), ["data", "mixed"]);
+    }
+
+    #[test]
+    fn small_sources_are_copied_and_mounts_are_capped_at_the_largest() {
+        let many: Vec<(String, u64)> = (0..MAX_IN_PLACE as u64 + 10)
+            .map(|i| (format!("f{i:04}.bin"), IN_PLACE_FROM + i))
+            .chain([("tiny.txt".to_owned(), 100)])
+            .collect();
+        let refs: Vec<(&str, u64)> = many.iter().map(|(p, s)| (p.as_str(), *s)).collect();
+        let (srcs, files) = fake(&refs, vec![]);
+        let list = in_place_sources(&srcs, &files);
+        assert_eq!(list.len(), MAX_IN_PLACE);
+        // The largest are the ones mounted; the 10 smallest large ones and the tiny one copied.
+        assert!(list.iter().all(|(_, p)| p.size >= IN_PLACE_FROM + 10));
+        assert!(!shown(&list).contains(&"tiny.txt"));
+    }
 }

@@ -39,9 +39,14 @@ impl Sandbox {
 
     /// A `kiln` command with this sandbox's store and no progress bars.
     pub fn kiln(&self) -> Command {
+        self.kiln_in(&self.store())
+    }
+
+    /// A `kiln` command with store `store` (another than this sandbox's) and no progress bars.
+    pub fn kiln_in(&self, store: &Path) -> Command {
         let mut c = Command::cargo_bin("kiln").unwrap();
         // The user's own config file never reaches a test: an empty config directory.
-        c.env("KILN_STORE", self.store())
+        c.env("KILN_STORE", store)
             .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
             .env("KILN_NO_PROGRESS", "1")
             .env_remove("KILN_LOG");
@@ -50,15 +55,24 @@ impl Sandbox {
 
     /// `kiln build PROJECT --json [extra]`, asserting success, returning the JSON report.
     pub fn build(&self, extra: &[&str]) -> Value {
+        self.build_in(&self.store(), extra)
+    }
+
+    /// [`Sandbox::build`] with store `store`.
+    pub fn build_in(&self, store: &Path, extra: &[&str]) -> Value {
         let mut args = vec!["--json"];
         args.extend_from_slice(extra);
-        serde_json::from_slice(&self.build_ok(&args).stdout).unwrap()
+        serde_json::from_slice(&self.build_ok_in(store, &args).stdout).unwrap()
     }
 
     /// `kiln build PROJECT [extra]`, asserting success.
     pub fn build_ok(&self, extra: &[&str]) -> Output {
+        self.build_ok_in(&self.store(), extra)
+    }
+
+    fn build_ok_in(&self, store: &Path, extra: &[&str]) -> Output {
         let out = self
-            .kiln()
+            .kiln_in(store)
             .arg("build")
             .arg(self.project())
             .args(extra)
@@ -75,8 +89,13 @@ impl Sandbox {
     /// `kiln store cat RULE --file FILE` of this project (`extra`: more arguments such as
     /// `--env E`), asserting success; the file's bytes.
     pub fn cat_bytes(&self, rule: &str, file: &str, extra: &[&str]) -> Vec<u8> {
+        self.cat_bytes_in(&self.store(), rule, file, extra)
+    }
+
+    /// [`Sandbox::cat_bytes`] with store `store`.
+    pub fn cat_bytes_in(&self, store: &Path, rule: &str, file: &str, extra: &[&str]) -> Vec<u8> {
         let out = self
-            .kiln()
+            .kiln_in(store)
             .args(["store", "cat", rule, "--file", file])
             .arg(self.project())
             .args(extra)
