@@ -195,3 +195,30 @@ fn a_source_changed_while_the_command_runs_fails_the_build() {
         assert!(err.contains("changed during the build"), "{change}: {err}");
     }
 }
+
+#[test]
+fn with_a_network_every_source_is_copied() {
+    let s = Sandbox::new();
+    sources(&s);
+    let host_ino = std::fs::metadata(s.project().join("data/a.yaml"))
+        .unwrap()
+        .ino();
+    let probe = format!(
+        "if [ $(stat -c %i in/data/a.yaml) = {host_ino} ]; then echo in-place; else echo copied; fi > $out/how"
+    );
+    s.write(
+        "kiln.toml",
+        &format!(
+            "[project]\nname = \"p\"\n\n[rule.probe]\nkind = \"exec\"\nsrcs = [\"data/*.yaml\"]\n\
+             network = true\ncommand = [\"sh\", \"-c\", \"{probe}\"]\n"
+        ),
+    );
+    std::thread::sleep(PAST_RACY_WINDOW);
+    s.build(&[]);
+    assert_eq!(s.cat("probe", "how", &[]), "copied\n");
+    // Without the network, the same sources are shown in place.
+    let text = std::fs::read_to_string(s.project().join("kiln.toml")).unwrap();
+    s.write("kiln.toml", &text.replace("network = true\n", ""));
+    s.build(&[]);
+    assert_eq!(s.cat("probe", "how", &[]), "in-place\n");
+}

@@ -22,7 +22,7 @@
 //! is read-only, and sources of at least [`IN_PLACE_FROM`] bytes are mounted into it from
 //! where they lie instead of copied (while their stat data shows them unchanged since they
 //! were hashed, and checked again once the command has run), so a gigabyte of sources costs
-//! no gigabyte of writes. Unsandboxed, every source is copied. Where the
+//! no gigabyte of writes. Unsandboxed, or with `network = true`, every source is copied. Where the
 //! sandbox cannot run, exec rules are refused unless the build passes `--unsandboxed`. With
 //! `tools = ["jq", "helm"]`, each tool is resolved through `PATH` when the build starts, its
 //! content hash enters the derivation (another jq version, another hash), and only those
@@ -198,7 +198,11 @@ impl Kind for Exec {
             .scratch
             .ok_or_else(|| BuildError::failed("exec needs a scratch directory"))?;
         let sandboxed = !self.unsandboxed;
-        let Staged { out, in_place } = stage(cx, root, sandboxed)?;
+        // A source is checked once the command has run: until then, one swapped for a link
+        // would show the command what it points to. Without a network, and with its output
+        // and its stderr dropped when the check fails, nothing of it leaves the sandbox; with
+        // a network it could, so then every source is copied (and checked before it runs).
+        let Staged { out, in_place } = stage(cx, root, sandboxed && !a.network)?;
         let spec = Spec {
             network: a.network,
             tools: resolved_tools(&a)?,
@@ -221,7 +225,8 @@ impl Kind for Exec {
         }
         let cmd = command(&a, &spec, root, sandboxed)?;
         let (status, stderr) = run(cmd, &a, sandboxed)?;
-        // What the command read in place must still be what was hashed.
+        // What the command read in place must still be what was hashed (checked before its
+        // status: a failed command's stderr is not shown when it read something else).
         for (path, _) in &in_place {
             cx.source_files.check_in_place(path)?;
         }
