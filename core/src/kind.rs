@@ -176,8 +176,9 @@ pub trait SourceFiles: Sync {
     /// Source `path` as it lies on disk, for a build that shows it read-only where it is
     /// instead of copying it: given only while the file's stat data is still the data taken
     /// before it was hashed (and was not modified within the racy window, where an edit can
-    /// keep it), and while its permissions are those a copy would get (`0644`, or `0755` when
-    /// executable), so that the build cannot tell the two apart. `None`: copy it instead.
+    /// keep it), and while its permissions and owner are those a copy would get (`0644`, or
+    /// `0755` when executable; this process's user and group), so that the build cannot tell
+    /// the two apart. `None`: copy it instead.
     /// A build shown a source in place calls [`check_in_place`](Self::check_in_place) after
     /// its command has run.
     fn in_place(&self, _path: &RelPath) -> Option<InPlace> {
@@ -187,8 +188,9 @@ pub trait SourceFiles: Sync {
     /// Directory `dir` of the project as it lies on disk, for a build that shows it read-only
     /// where it is (one mount for all of it): given only when everything in it is a source of
     /// this rule that [`in_place`](Self::in_place) would give, the directories in it are
-    /// `0755`, none was modified within the racy window, and nothing in it is another file
-    /// system. Its `size` is that of the sources in it.
+    /// `0755`, owned as a copy would be, and each holds a source (staging makes no empty
+    /// directory), none was modified within the racy window, and nothing in it is another
+    /// file system. Its `size` is that of the sources in it.
     fn in_place_dir(&self, _dir: &RelPath) -> Option<InPlace> {
         None
     }

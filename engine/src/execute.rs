@@ -351,7 +351,12 @@ impl Executor<'_> {
                 });
                 (record, Some(tree))
             }
-            Fresh::Dir { dir, .. } => (self.cache.objects.put_dir(&dir), None),
+            Fresh::Dir { dir, .. } => {
+                let stored_at = Instant::now();
+                let record = self.cache.objects.put_dir(&dir);
+                tracing::debug!(rule = %p.rule.name, elapsed = ?stored_at.elapsed(), "streamed `$out` into the store");
+                (record, None)
+            }
         };
         let record = record.map_err(|e| match e {
             // A `$out` that is no artifact is the rule's failure, not the store's.

@@ -94,6 +94,7 @@ impl<'a> ProjectSources<'a> {
         let copy_mode = if hashed.executable { 0o755 } else { 0o644 };
         meta.is_file()
             && meta.mode() & 0o7777 == copy_mode
+            && owned_as_a_copy(meta)
             && Stat::from_metadata(meta) == hashed.stat
             && !hashed.stat.changed_since(racy)
     }
@@ -111,12 +112,12 @@ impl<'a> ProjectSources<'a> {
     ) -> Option<()> {
         let meta = std::fs::symlink_metadata(host).ok()?;
         let stat = Stat::from_metadata(&meta);
-        if !meta.is_dir() || meta.mode() & 0o7777 != 0o755 || meta.dev() != dev {
+        let as_staged = meta.mode() & 0o7777 == 0o755 && owned_as_a_copy(&meta);
+        if !meta.is_dir() || !as_staged || meta.dev() != dev || stat.changed_since(racy) {
             return None;
         }
-        if stat.changed_since(racy) {
-            return None;
-        }
+        // Staging makes only the directories that hold sources: an empty one would show.
+        let files_before = found.1;
         for entry in std::fs::read_dir(host).ok()? {
             let entry = entry.ok()?;
             let name = entry.file_name().into_string().ok()?;
@@ -132,9 +133,19 @@ impl<'a> ProjectSources<'a> {
                 return None;
             }
         }
+        if found.1 == files_before {
+            return None;
+        }
         found.2.push((host.to_owned(), stat));
         Some(())
     }
+}
+
+/// Whether a file or directory is owned as one staged for the build would be (by this
+/// process's user and group), so that the build cannot tell it from a copy by its owner.
+fn owned_as_a_copy(meta: &std::fs::Metadata) -> bool {
+    meta.uid() == rustix::process::geteuid().as_raw()
+        && meta.gid() == rustix::process::getegid().as_raw()
 }
 
 fn changed(path: &RelPath) -> BuildError {
@@ -266,6 +277,16 @@ mod tests {
         assert!(sources.in_place(&RelPath::new("run.sh").unwrap()).is_some());
         // 0600 is not what a copy gets: the build could tell, so it is copied.
         assert!(sources.in_place(&RelPath::new("b.yaml").unwrap()).is_none());
+        // Nor is another owner (only root can make one).
+        if rustix::process::geteuid().is_root() {
+            let run = d.path().join("run.sh");
+            std::os::unix::fs::chown(&run, Some(12345), None).unwrap();
+            let (c, sc) = (srcs[2].clone(), Stat::of(&run).unwrap());
+            let chowned = [c];
+            let other = ProjectSources::new(d.path(), &chowned, &[sc]).at(later);
+            assert!(other.in_place(&chowned[0].path).is_none());
+            std::os::unix::fs::chown(&run, Some(0), None).unwrap();
+        }
         assert!(sources.in_place(&RelPath::new("other").unwrap()).is_none());
         sources.check_in_place(&a_path).unwrap();
         // Edited after it was hashed: not shown in place, and found changed afterwards.
@@ -306,6 +327,16 @@ mod tests {
         let again = ProjectSources::new(d.path(), &srcs, &stats).at(later);
         assert!(again.in_place_dir(&data).is_none());
         std::fs::remove_file(d.path().join("data/sub/late.txt")).unwrap();
+        // Nor one holding a directory without sources (staging would not make it).
+        std::fs::create_dir(d.path().join("data/empty")).unwrap();
+        std::fs::set_permissions(
+            d.path().join("data/empty"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        assert!(again.in_place_dir(&data).is_none());
+        std::fs::remove_dir(d.path().join("data/empty")).unwrap();
+        assert!(again.in_place_dir(&data).is_some());
         // Nor one whose permissions a copy would not have.
         std::fs::set_permissions(
             d.path().join("data/sub"),

@@ -202,7 +202,9 @@ impl Kind for Exec {
         // would show the command what it points to. Without a network, and with its output
         // and its stderr dropped when the check fails, nothing of it leaves the sandbox; with
         // a network it could, so then every source is copied (and checked before it runs).
+        let staged_at = Instant::now();
         let Staged { out, in_place } = stage(cx, root, sandboxed && !a.network)?;
+        tracing::debug!(rule = %cx.rule, elapsed = ?staged_at.elapsed(), in_place = in_place.len(), "staged the build directory");
         let spec = Spec {
             network: a.network,
             tools: resolved_tools(&a)?,
@@ -224,7 +226,9 @@ impl Kind for Exec {
             tracing::warn!(rule = %cx.rule, "running `exec` without the sandbox (--unsandboxed): it can read the host and use the network");
         }
         let cmd = command(&a, &spec, root, sandboxed)?;
+        let ran_at = Instant::now();
         let (status, stderr) = run(cmd, &a, sandboxed)?;
+        tracing::debug!(rule = %cx.rule, elapsed = ?ran_at.elapsed(), %status, "ran the command");
         // What the command read in place must still be what was hashed (checked before its
         // status: a failed command's stderr is not shown when it read something else).
         for (path, _) in &in_place {
