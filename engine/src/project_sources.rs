@@ -92,7 +92,9 @@ impl<'a> ProjectSources<'a> {
             return false;
         };
         let copy_mode = if hashed.executable { 0o755 } else { 0o644 };
+        // One link: a copy is a file of its own (tar stores a second link as a link).
         meta.is_file()
+            && meta.nlink() == 1
             && meta.mode() & 0o7777 == copy_mode
             && owned_as_a_copy(meta)
             && Stat::from_metadata(meta) == hashed.stat
@@ -288,6 +290,15 @@ mod tests {
             std::os::unix::fs::chown(&run, Some(0), None).unwrap();
         }
         assert!(sources.in_place(&RelPath::new("other").unwrap()).is_none());
+        // A file with a second link is not what a copy is either.
+        let link = d.path().join("second-link");
+        std::fs::hard_link(d.path().join("a.yaml"), &link).unwrap();
+        let linked =
+            ProjectSources::new(d.path(), &srcs, &[Stat::of(&link).unwrap(), sb, sc]).at(later);
+        assert!(linked.in_place(&a_path).is_none());
+        std::fs::remove_file(&link).unwrap();
+        let sa = Stat::of(&d.path().join("a.yaml")).unwrap();
+        let sources = ProjectSources::new(d.path(), &srcs, &[sa, sb, sc]).at(later);
         sources.check_in_place(&a_path).unwrap();
         // Edited after it was hashed: not shown in place, and found changed afterwards.
         std::fs::write(d.path().join("a.yaml"), b"a: 2\n").unwrap();
