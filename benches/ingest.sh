@@ -197,6 +197,23 @@ read -r big_t big_m < <(measure env KILN_STORE="$fs/store" KILN_NO_PROGRESS=1 \
 big_bytes=$(( copies * bytes ))
 big_store=$(du -sb "$fs/store/objects" | cut -f1)
 
+# The same artifact hard-linked into $out from a copy of the data on the fresh file system
+# (made before the clock starts): kiln's ingest of a multi-GB artifact, alone.
+mkdir -p "$work/big-link"
+cat >"$work/big-link/kiln.toml" <<EOF
+[project]
+name = "ingest-big-link"
+
+[rule.big]
+kind = "exec"
+realize = false
+command = ["sh", "-c", "for i in \$(seq 1 $copies); do mkdir -p \$out/\$i && cp -al $fs/linked/. \$out/\$i/; done"]
+EOF
+setup="cp -r '$data' '$fs/linked'"
+read -r bigl_t bigl_m < <(measure env KILN_STORE="$fs/store" KILN_NO_PROGRESS=1 \
+  KILN_MAX_ARTIFACT_BYTES=$(( (big_gib + 1) << 30 )) "$kiln" build "$work/big-link" --unsandboxed --quiet)
+setup=
+
 stats() { # min median max of the numbers given
   printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {printf "%s %s %s\n", a[1], a[int((NR+1)/2)], a[NR]}'
 }
@@ -228,3 +245,7 @@ echo
 gbs=$(awk -v b="$big_bytes" -v t="$big_t" 'BEGIN {printf "%.2f", b / t / 1e9}')
 echo "One exec rule writing $big_bytes bytes (generated, no sources): $big_t s ($gbs GB/s end to end," \
   "including the command's own copying), peak RSS $((big_m / 1024)) MiB, archive $big_store bytes."
+echo
+gbs=$(awk -v b="$big_bytes" -v t="$bigl_t" 'BEGIN {printf "%.2f", b / t / 1e9}')
+echo "The same $big_bytes bytes hard-linked into \$out (ingest alone): $bigl_t s ($gbs GB/s end to end)," \
+  "peak RSS $((bigl_m / 1024)) MiB."
