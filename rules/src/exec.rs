@@ -261,8 +261,6 @@ fn io(what: &str) -> impl Fn(std::io::Error) -> BuildError {
 /// mounts) instead of copied into `in/`, when [`SourceFiles::in_place`] allows it: a large
 /// source then costs a mount instead of its size in writes. Smaller ones are copied, which
 /// costs less than a mount.
-///
-/// [`SourceFiles::in_place`]: kiln_core::kind::SourceFiles::in_place
 pub const IN_PLACE_FROM: u64 = 512 << 10;
 /// At most this many sources of one rule are shown in place (the largest); the rest are
 /// copied. bwrap reads the mount table again for each mount it makes, so n mounts cost
@@ -277,7 +275,6 @@ const MAX_DIR_TRIES: usize = 64;
 /// sources of this rule (see [`SourceFiles::in_place_dir`]) is one mount, whatever the number
 /// of files in it. Then, of the sources left, the largest of those [`SourceFiles::in_place`]
 /// allows. Each of at least [`IN_PLACE_FROM`] bytes, at most [`MAX_IN_PLACE`] mounts in all.
-///
 fn in_place_sources(srcs: &[LoadedSource], files: &dyn SourceFiles) -> Vec<(RelPath, InPlace)> {
     // Each directory that holds at least two sources; a parent sorts before its children.
     let mut per_dir: BTreeMap<&str, usize> = BTreeMap::new();
