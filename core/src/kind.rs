@@ -204,7 +204,8 @@ pub trait SourceFiles: Sync {
     }
 }
 
-/// A source file that a build may be shown where it lies (see [`SourceFiles::in_place`]).
+/// A source file or a directory of sources that a build may be shown where it lies (see
+/// [`SourceFiles::in_place`] and [`SourceFiles::in_place_dir`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InPlace {
     /// Its absolute path on the host.

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use kiln_core::kind::{BuildError, InPlace, SourceFiles};
-use kiln_core::sources::SourceEntry;
+use kiln_core::sources::{hash_source, SourceEntry};
 use kiln_core::{Digest, RelPath};
 
 use crate::source_cache::{racy_since, Stat};
@@ -26,8 +26,6 @@ struct Hashed {
 pub struct ProjectSources<'a> {
     root: &'a Path,
     hashed: HashMap<&'a RelPath, Hashed>,
-    /// Each directory that holds sources (at any depth) -> how many.
-    sources_under: HashMap<&'a str, usize>,
     /// Directories shown in place -> the stat data of every directory in them (themselves
     /// included), taken when they were found eligible: unchanged afterwards, no entry was
     /// added, removed or renamed in them meanwhile.
@@ -53,17 +51,9 @@ impl<'a> ProjectSources<'a> {
                 )
             })
             .collect();
-        let mut sources_under: HashMap<&str, usize> = HashMap::new();
-        for e in srcs {
-            let path = e.path.as_str();
-            for (i, _) in path.match_indices('/') {
-                *sources_under.entry(&path[..i]).or_default() += 1;
-            }
-        }
         Self {
             root,
             hashed,
-            sources_under,
             shown_dirs: Mutex::default(),
             now: None,
         }
@@ -78,6 +68,15 @@ impl<'a> ProjectSources<'a> {
 
     fn racy_since(&self) -> i128 {
         racy_since(self.now.unwrap_or_else(SystemTime::now))
+    }
+
+    /// The sources inside directory `dir`.
+    fn sources_in<'s>(&'s self, dir: &'s RelPath) -> impl Iterator<Item = &'a RelPath> + 's {
+        self.hashed.keys().copied().filter(move |src| {
+            src.as_str()
+                .strip_prefix(dir.as_str())
+                .is_some_and(|rest| rest.starts_with('/'))
+        })
     }
 
     fn hashed(&self, path: &RelPath) -> Result<&Hashed, BuildError> {
@@ -101,16 +100,15 @@ impl<'a> ProjectSources<'a> {
             && !hashed.stat.changed_since(racy)
     }
 
-    /// Walks directory `dir` (project-relative, on the host at `host`): the sources' bytes
-    /// and the stat data of every directory, or `None` at the first entry that is not an
-    /// eligible source or directory.
+    /// Walks directory `dir` (project-relative, on the host at `host`) into `found`, or gives
+    /// `None` at the first entry that is not an eligible source or directory.
     fn walk_eligible(
         &self,
         dir: &RelPath,
         host: &Path,
         dev: u64,
         racy: i128,
-        found: &mut (u64, usize, Vec<(PathBuf, Stat)>),
+        found: &mut Walked,
     ) -> Option<()> {
         let meta = std::fs::symlink_metadata(host).ok()?;
         let stat = Stat::from_metadata(&meta);
@@ -119,7 +117,7 @@ impl<'a> ProjectSources<'a> {
             return None;
         }
         // Staging makes only the directories that hold sources: an empty one would show.
-        let files_before = found.1;
+        let files_before = found.files;
         for entry in std::fs::read_dir(host).ok()? {
             let entry = entry.ok()?;
             let name = entry.file_name().into_string().ok()?;
@@ -129,18 +127,29 @@ impl<'a> ProjectSources<'a> {
             if meta.is_dir() {
                 self.walk_eligible(&rel, &path, dev, racy, found)?;
             } else if meta.dev() == dev && self.file_in_place(&rel, &meta, racy) {
-                found.0 += meta.len();
-                found.1 += 1;
+                found.bytes += meta.len();
+                found.files += 1;
             } else {
                 return None;
             }
         }
-        if found.1 == files_before {
+        if found.files == files_before {
             return None;
         }
-        found.2.push((host.to_owned(), stat));
+        found.dirs.push((host.to_owned(), stat));
         Some(())
     }
+}
+
+/// What a walk of an eligible directory found.
+#[derive(Default)]
+struct Walked {
+    /// The sources' bytes.
+    bytes: u64,
+    /// How many sources.
+    files: usize,
+    /// Every directory, with its stat data.
+    dirs: Vec<(PathBuf, Stat)>,
 }
 
 /// Whether a file or directory is owned as one staged for the build would be (by this
@@ -180,45 +189,36 @@ impl SourceFiles for ProjectSources<'_> {
     }
 
     fn in_place_dir(&self, dir: &RelPath) -> Option<InPlace> {
-        let expected = *self.sources_under.get(dir.as_str())?;
         let host_path = self.root.join(dir.as_str());
         let dev = std::fs::metadata(self.root).ok()?.dev();
-        let mut found = (0, 0, Vec::new());
+        let mut found = Walked::default();
         self.walk_eligible(dir, &host_path, dev, self.racy_since(), &mut found)?;
-        let (size, files, dirs) = found;
         // A source hashed but gone since would be missing from the build.
-        if files != expected {
+        if found.files != self.sources_in(dir).count() {
             return None;
         }
         self.shown_dirs
             .lock()
             .expect("not poisoned")
-            .insert(dir.clone(), dirs);
-        Some(InPlace { host_path, size })
+            .insert(dir.clone(), found.dirs);
+        Some(InPlace {
+            host_path,
+            size: found.bytes,
+        })
     }
 
     fn check_in_place(&self, path: &RelPath) -> Result<(), BuildError> {
-        let dirs = self
-            .shown_dirs
-            .lock()
-            .expect("not poisoned")
-            .get(path)
-            .cloned();
-        if let Some(dirs) = dirs {
-            if dirs.iter().any(|(p, stat)| Stat::of(p).ok() != Some(*stat)) {
-                return Err(BuildError::failed(format!(
-                    "directory `{path}` changed during the build (an entry was added, removed or renamed); run it again"
-                )));
-            }
-            let prefix = format!("{path}/");
-            for src in self.hashed.keys() {
-                if src.as_str().starts_with(&prefix) {
-                    self.check_file(src)?;
-                }
-            }
-            return Ok(());
+        let dirs = self.shown_dirs.lock().expect("not poisoned").remove(path);
+        let Some(dirs) = dirs else {
+            return self.check_file(path);
+        };
+        if dirs.iter().any(|(p, stat)| Stat::of(p).ok() != Some(*stat)) {
+            return Err(BuildError::failed(format!(
+                "directory `{path}` changed during the build (an entry was added, removed or renamed); run it again"
+            )));
         }
-        self.check_file(path)
+        self.sources_in(path)
+            .try_for_each(|src| self.check_file(src))
     }
 }
 
@@ -232,10 +232,9 @@ impl ProjectSources<'_> {
         }
         // Touched, or replaced: only its content can tell whether what the build read is
         // what was hashed.
-        let fail = |e: std::io::Error| BuildError::caused(format!("failed to read `{path}`"), e);
-        let mut file = std::fs::File::open(&host_path).map_err(fail)?;
-        let (digest, _) = Digest::of_reader(&mut file, &mut std::io::sink()).map_err(fail)?;
-        if digest != hashed.digest {
+        let again = hash_source(self.root, path)
+            .map_err(|e| BuildError::caused(format!("failed to read `{path}`"), e))?;
+        if again.digest != hashed.digest {
             return Err(changed(path));
         }
         Ok(())

@@ -211,7 +211,7 @@ impl Kind for Exec {
             inputs: sandboxed.then(|| Inputs {
                 dir: root.join("in"),
                 in_place: in_place
-                    .iter()
+                    .all()
                     .map(|(path, shown)| (shown.host_path.clone(), path.as_str().to_owned()))
                     .collect(),
             }),
@@ -231,7 +231,7 @@ impl Kind for Exec {
         tracing::debug!(rule = %cx.rule, elapsed = ?ran_at.elapsed(), %status, "ran the command");
         // What the command read in place must still be what was hashed (checked before its
         // status: a failed command's stderr is not shown when it read something else).
-        for (path, _) in &in_place {
+        for (path, _) in in_place.all() {
             cx.source_files.check_in_place(path)?;
         }
         if !status.success() {
@@ -271,11 +271,37 @@ pub const MAX_IN_PLACE: usize = 256;
 /// directory), so a deep tree of ineligible directories costs bounded time.
 const MAX_DIR_TRIES: usize = 64;
 
+/// The sources a build is shown in place: whole directories, and files outside them.
+#[derive(Default)]
+struct InPlaceSources {
+    dirs: Vec<(RelPath, InPlace)>,
+    files: Vec<(RelPath, InPlace)>,
+}
+
+impl InPlaceSources {
+    /// Whether `path` lies inside a directory shown in place.
+    fn covers(&self, path: &str) -> bool {
+        self.dirs.iter().any(|(d, _)| {
+            path.strip_prefix(d.as_str())
+                .is_some_and(|rest| rest.starts_with('/'))
+        })
+    }
+
+    /// Every mount: the directories, then the files.
+    fn all(&self) -> impl Iterator<Item = &(RelPath, InPlace)> {
+        self.dirs.iter().chain(&self.files)
+    }
+
+    fn len(&self) -> usize {
+        self.dirs.len() + self.files.len()
+    }
+}
+
 /// The sources to show in place. First whole directories, top down: one that holds only
 /// sources of this rule (see [`SourceFiles::in_place_dir`]) is one mount, whatever the number
 /// of files in it. Then, of the sources left, the largest of those [`SourceFiles::in_place`]
 /// allows. Each of at least [`IN_PLACE_FROM`] bytes, at most [`MAX_IN_PLACE`] mounts in all.
-fn in_place_sources(srcs: &[LoadedSource], files: &dyn SourceFiles) -> Vec<(RelPath, InPlace)> {
+fn in_place_sources(srcs: &[LoadedSource], files: &dyn SourceFiles) -> InPlaceSources {
     // Each directory that holds at least two sources; a parent sorts before its children.
     let mut per_dir: BTreeMap<&str, usize> = BTreeMap::new();
     for s in srcs {
@@ -284,41 +310,35 @@ fn in_place_sources(srcs: &[LoadedSource], files: &dyn SourceFiles) -> Vec<(RelP
             *per_dir.entry(&path[..i]).or_default() += 1;
         }
     }
-    let mut shown: Vec<(RelPath, InPlace)> = Vec::new();
-    let within = |path: &str, dirs: &[(RelPath, InPlace)]| {
-        dirs.iter().any(|(d, _)| {
-            path.strip_prefix(d.as_str())
-                .is_some_and(|rest| rest.starts_with('/'))
-        })
-    };
+    let mut shown = InPlaceSources::default();
     let mut tries = 0;
     for dir in per_dir.into_iter().filter(|(_, n)| *n >= 2).map(|(d, _)| d) {
-        if shown.len() == MAX_IN_PLACE || tries == MAX_DIR_TRIES {
+        if shown.dirs.len() == MAX_IN_PLACE || tries == MAX_DIR_TRIES {
             break;
         }
         // Inside a directory already shown: nothing to try.
-        if within(dir, &shown) {
+        if shown.covers(dir) {
             continue;
         }
         tries += 1;
         let Ok(rel) = RelPath::new(dir) else { continue };
         if let Some(place) = files.in_place_dir(&rel) {
             if place.size >= IN_PLACE_FROM {
-                shown.push((rel, place));
+                shown.dirs.push((rel, place));
             }
         }
     }
     let mut large: Vec<(RelPath, InPlace)> = srcs
         .iter()
-        .filter(|s| !within(s.path.as_str(), &shown))
+        .filter(|s| !shown.covers(s.path.as_str()))
         .filter_map(|s| {
             let place = files.in_place(&s.path)?;
             (place.size >= IN_PLACE_FROM).then(|| (s.path.clone(), place))
         })
         .collect();
     large.sort_by(|a, b| b.1.size.cmp(&a.1.size).then_with(|| a.0.cmp(&b.0)));
-    large.truncate(MAX_IN_PLACE - shown.len());
-    shown.extend(large);
+    large.truncate(MAX_IN_PLACE - shown.dirs.len());
+    shown.files = large;
     shown
 }
 
@@ -327,12 +347,12 @@ struct Staged {
     /// `out/`.
     out: PathBuf,
     /// The sources shown in place rather than copied, with where they lie.
-    in_place: Vec<(RelPath, InPlace)>,
+    in_place: InPlaceSources,
 }
 
 /// Stages the sources in `in/` and each dependency in `deps/<name>/`, and makes `out/`,
 /// `home/` and `tmp/`. In the sandbox, large sources are shown in place: `in/` holds an empty
-/// file where each of them is mounted.
+/// file or directory where each of them is mounted.
 fn stage(cx: &BuildContext<'_>, root: &Path, sandboxed: bool) -> Result<Staged, BuildError> {
     let (inputs, out, home, tmp) = (
         root.join("in"),
@@ -346,28 +366,17 @@ fn stage(cx: &BuildContext<'_>, root: &Path, sandboxed: bool) -> Result<Staged, 
     let in_place = if sandboxed {
         in_place_sources(cx.srcs, cx.source_files)
     } else {
-        Vec::new()
+        InPlaceSources::default()
     };
-    // Where a source or a directory is mounted, an empty file or directory stands for it.
-    let sources: HashSet<&RelPath> = cx.srcs.iter().map(|s| &s.path).collect();
-    let mut shown_files = HashSet::new();
-    let mut shown_dirs = Vec::new();
-    for (path, _) in &in_place {
-        if sources.contains(path) {
-            shown_files.insert(path);
-        } else {
-            std::fs::create_dir_all(inputs.join(path.as_str()))
-                .map_err(io("create the scratch directory"))?;
-            shown_dirs.push(format!("{path}/"));
-        }
+    for (dir, _) in &in_place.dirs {
+        std::fs::create_dir_all(inputs.join(dir.as_str()))
+            .map_err(io("create the scratch directory"))?;
     }
+    let shown_files: HashSet<&RelPath> = in_place.files.iter().map(|(p, _)| p).collect();
     // Copied from disk, checked against their digests on the way: never held in memory. In
     // parallel: many large sources were staged at the speed of one core.
     cx.srcs.par_iter().try_for_each(|s| {
-        if shown_dirs
-            .iter()
-            .any(|d| s.path.as_str().starts_with(d.as_str()))
-        {
+        if in_place.covers(s.path.as_str()) {
             return Ok(());
         }
         let dest = inputs.join(s.path.as_str());
@@ -575,8 +584,8 @@ mod tests {
         (srcs, Fake { sizes, dirs, tried })
     }
 
-    fn shown(list: &[(RelPath, InPlace)]) -> Vec<&str> {
-        list.iter().map(|(p, _)| p.as_str()).collect()
+    fn shown(list: &InPlaceSources) -> Vec<&str> {
+        list.all().map(|(p, _)| p.as_str()).collect()
     }
 
     const MB: u64 = 1 << 20;
@@ -596,7 +605,7 @@ mod tests {
         );
         let list = in_place_sources(&srcs, &files);
         assert_eq!(shown(&list), ["data", "mixed/big.bin", "top.bin"]);
-        assert_eq!(list[0].1.size, 3 * MB);
+        assert_eq!(list.dirs[0].1.size, 3 * MB);
         // `data/sub` lies in a directory already shown: never walked.
         assert_eq!(*files.tried.lock().unwrap(), ["data", "mixed"]);
     }
@@ -612,7 +621,7 @@ mod tests {
         let list = in_place_sources(&srcs, &files);
         assert_eq!(list.len(), MAX_IN_PLACE);
         // The largest are the ones mounted; the 10 smallest large ones and the tiny one copied.
-        assert!(list.iter().all(|(_, p)| p.size >= IN_PLACE_FROM + 10));
+        assert!(list.all().all(|(_, p)| p.size >= IN_PLACE_FROM + 10));
         assert!(!shown(&list).contains(&"tiny.txt"));
     }
 }
