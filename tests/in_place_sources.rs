@@ -58,6 +58,17 @@ fn project(s: &Sandbox, srcs: &str, command: &str) {
     );
 }
 
+/// A command writing `$out/how`: `in-place` when the build sees `data/a.yaml` as the
+/// project's own file (its inode), `copied` when it sees a copy (a new file).
+fn how_probe(s: &Sandbox) -> String {
+    let host_ino = std::fs::metadata(s.project().join("data/a.yaml"))
+        .unwrap()
+        .ino();
+    format!(
+        "if [ $(stat -c %i in/data/a.yaml) = {host_ino} ]; then echo in-place; else echo copied; fi > $out/how"
+    )
+}
+
 fn cat(s: &Sandbox, store: &Path, rule: &str, file: &str) -> String {
     String::from_utf8(s.cat_bytes_in(store, rule, file, &[])).unwrap()
 }
@@ -66,19 +77,17 @@ fn cat(s: &Sandbox, store: &Path, rule: &str, file: &str) -> String {
 fn a_directory_of_sources_is_shown_in_place_and_builds_what_a_copy_builds() {
     let s = Sandbox::new();
     sources(&s);
-    let host_ino = std::fs::metadata(s.project().join("data/a.yaml"))
-        .unwrap()
-        .ino();
-    // The probe tells a mount from a copy by the inode (a copy is a new file), tries to write
-    // its inputs, and lists what it sees.
+    // The probe tells a mount from a copy by the inode, tries to write its inputs, and lists
+    // what it sees.
     project(
         &s,
         r#"["data/*.yaml", "small.txt"]"#,
         &format!(
-            "if [ $(stat -c %i in/data/a.yaml) = {host_ino} ]; then echo in-place; else echo copied; fi > $out/how; \
+            "{}; \
              (echo x >> in/data/a.yaml) 2>/dev/null && echo writable > $out/write || echo read-only > $out/write; \
              (echo x > in/new.txt) 2>/dev/null && echo writable >> $out/write || echo read-only >> $out/write; \
-             ls -A in in/data > $out/seen"
+             ls -A in in/data > $out/seen",
+            how_probe(&s)
         ),
     );
     // Modified "in the future": within the racy window, so copied.
@@ -200,12 +209,7 @@ fn a_source_changed_while_the_command_runs_fails_the_build() {
 fn with_a_network_every_source_is_copied() {
     let s = Sandbox::new();
     sources(&s);
-    let host_ino = std::fs::metadata(s.project().join("data/a.yaml"))
-        .unwrap()
-        .ino();
-    let probe = format!(
-        "if [ $(stat -c %i in/data/a.yaml) = {host_ino} ]; then echo in-place; else echo copied; fi > $out/how"
-    );
+    let probe = how_probe(&s);
     s.write(
         "kiln.toml",
         &format!(
