@@ -210,7 +210,7 @@ pub struct CacheArgs {
     #[arg(long, value_name = "FILE")]
     pub cache_token_file: Option<PathBuf>,
     /// Per-request timeout of the caches, in seconds [default: 10].
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", value_parser = positive_seconds)]
     pub cache_timeout: Option<f64>,
 }
 
@@ -286,12 +286,30 @@ pub struct TransferArgs {
     pub cache: CacheArgs,
 }
 
-/// A positive number of seconds.
+/// A positive number of seconds, at most a year (`kiln_core::seconds`, the one parser of
+/// every duration).
 fn positive_seconds(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
-        _ => Err(format!("`{s}` is not a positive number of seconds")),
+    kiln_core::seconds::parse_seconds(s)
+        .map(|d| d.as_secs_f64())
+        .map_err(|e| e.to_string())
+}
+
+/// A whole, positive number of seconds, at most a year.
+fn whole_seconds(s: &str) -> Result<u64, String> {
+    let secs: u64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a whole number of seconds"))?;
+    kiln_core::seconds::parse_seconds(s).map_err(|e| e.to_string())?;
+    Ok(secs)
+}
+
+/// [`whole_seconds`], or 0 (do not wait at all).
+fn whole_seconds_or_zero(s: &str) -> Result<u64, String> {
+    if s.trim() == "0" {
+        return Ok(0);
     }
+    whole_seconds(s)
 }
 
 /// `--var NAME=VALUE`, repeatable: VALUE is a TOML value, else a string; and `--unsandboxed`.
@@ -314,27 +332,52 @@ impl VarArgs {
     }
 }
 
-/// What `plan` and `apply` share.
+/// `--var` alone, for commands that build nothing (`destroy`): the overrides name the
+/// instance of the environment, and so its set.
 #[derive(Debug, Args)]
-pub struct ClusterArgs {
-    /// The project directory (holding kiln.toml).
-    #[arg(default_value = ".")]
-    pub dir: PathBuf,
-    /// The environment.
-    #[arg(short, long)]
-    pub env: Option<String>,
+pub struct InstanceArgs {
+    /// The `--var NAME=VALUE` overrides the set was applied with: each distinct set of
+    /// overrides is its own instance and ApplySet.
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = crate::build::parse_var)]
+    pub vars: Vec<(String, serde_json::Value)>,
+}
+
+impl InstanceArgs {
+    /// The overrides by name (a later one wins).
+    pub fn map(&self) -> std::collections::BTreeMap<String, serde_json::Value> {
+        self.vars.iter().cloned().collect()
+    }
+}
+
+/// Which cluster, and how to reach it.
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
     /// The kubeconfig file [default: $KUBECONFIG, else ~/.kube/config, else in-cluster].
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
     /// The kubeconfig context [default: the current context].
     #[arg(long)]
     pub context: Option<String>,
-    /// Namespace of the ApplySet parent Secret (`kiln-<project>-<env>`).
-    #[arg(long, default_value = "default")]
-    pub applyset_namespace: String,
     /// The longest one cluster request may take, in seconds (connect, read and write).
     #[arg(long, value_name = "SECS", value_parser = positive_seconds)]
     pub request_timeout: Option<f64>,
+}
+
+/// What `plan` and `apply` share.
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// The project directory (holding kiln.toml); for `apply`, also a plan saved by
+    /// `kiln plan --out`.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// The environment.
+    #[arg(short, long)]
+    pub env: Option<String>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Namespace of the ApplySet parent Secret (`kiln-<project>-<env>`) [default: default].
+    #[arg(long)]
+    pub applyset_namespace: Option<String>,
     /// Print JSON on stdout (format version 1).
     #[arg(long)]
     pub json: bool,
@@ -425,7 +468,7 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub skip_workload_gates: bool,
     /// Seconds each wave may wait for health.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_parser = whole_seconds)]
     pub timeout: u64,
     /// Concurrent writes inside a wave.
     #[arg(long, default_value_t = 16)]
@@ -445,18 +488,36 @@ pub struct ApplyArgs {
 #[derive(Debug, Args)]
 pub struct LockArgs {
     /// Seconds to wait for another apply of the same set to release its lock.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_parser = whole_seconds_or_zero)]
     pub lock_timeout: u64,
     /// Seconds after which the lock of an apply that stopped renewing it (killed) expires.
-    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 15, value_parser = whole_seconds)]
     pub lock_ttl: u64,
 }
 
 /// `kiln destroy`.
 #[derive(Debug, Args)]
 pub struct DestroyArgs {
+    /// The project directory (holding kiln.toml): it names the set (nothing is built).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// The environment.
+    #[arg(short, long)]
+    pub env: Option<String>,
     #[command(flatten)]
-    pub cluster: ClusterArgs,
+    pub connect: ConnectArgs,
+    /// Namespace of the ApplySet parent Secret (`kiln-<project>-<env>`) [default: default].
+    #[arg(long)]
+    pub applyset_namespace: Option<String>,
+    /// Print JSON on stdout (format version 1).
+    #[arg(long)]
+    pub json: bool,
+    /// Delete only the objects of this rule (repeatable; `NAME+` adds its dependents): the
+    /// other rules' objects and the set's parent stay.
+    #[arg(long = "rule", value_name = "NAME[+]")]
+    pub rules: Vec<String>,
+    #[command(flatten)]
+    pub instance: InstanceArgs,
     /// List what would be deleted, delete nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -467,7 +528,7 @@ pub struct DestroyArgs {
     #[arg(long)]
     pub wait: bool,
     /// Seconds `--wait` may take.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_parser = whole_seconds)]
     pub timeout: u64,
     /// Also delete members of kinds the parent does not list (one LIST per served kind).
     #[arg(long)]

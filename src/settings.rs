@@ -117,10 +117,19 @@ impl UserConfig {
                 message: format!("[{table}]: {}", e.message()),
             }),
         };
-        let defaults = match layer.defaults {
+        let defaults: Defaults = match layer.defaults {
             Some(t) => t.try_into().map_err(|e| bad("defaults", e))?,
             None => Defaults::default(),
         };
+        if let Some(t) = defaults.request_timeout {
+            kiln_core::seconds::seconds(t).map_err(|e| Failure {
+                code: 1,
+                report: miette::Report::new(BadConfig {
+                    path: path.to_owned(),
+                    message: format!("[defaults] request_timeout: {e}"),
+                }),
+            })?;
+        }
         let mut clusters = Vec::new();
         for (i, t) in layer.clusters.into_iter().flatten().enumerate() {
             clusters.push(
@@ -195,6 +204,19 @@ pub fn project_name(dir: &Path) -> Option<String> {
         .get("name")?
         .as_str()
         .map(str::to_owned)
+}
+
+/// The project and environment a saved plan at `path` was made for, if `path` is one.
+fn saved_plan_target(path: &Path) -> Option<(String, Option<String>)> {
+    if !path.is_file() {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    let s = v.get("settings")?;
+    Some((
+        s.get("project")?.as_str()?.to_owned(),
+        s.get("env").and_then(|e| e.as_str()).map(str::to_owned),
+    ))
 }
 
 /// The kubeconfig and context for a project and environment, given the flags.
@@ -325,17 +347,22 @@ pub fn apply(
             jobs_of(&mut a.jobs, &mut out);
             None
         }
-        Command::Plan(a) => Some(&mut a.cluster),
-        Command::Apply(a) => Some(&mut a.cluster),
-        Command::Destroy(a) => Some(&mut a.cluster),
+        Command::Plan(a) => Some((&a.cluster.dir, &a.cluster.env, &mut a.cluster.connect)),
+        Command::Apply(a) => Some((&a.cluster.dir, &a.cluster.env, &mut a.cluster.connect)),
+        Command::Destroy(a) => Some((&a.dir, &a.env, &mut a.connect)),
         _ => None,
     };
-    if let Some(c) = cluster {
-        let project = project_name(&c.dir);
+    if let Some((dir, env, c)) = cluster {
+        // A saved plan (`kiln apply FILE`) is looked up under the project and environment
+        // it was made for.
+        let (project, env) = match saved_plan_target(dir) {
+            Some((p, e)) => (Some(p), e),
+            None => (project_name(dir), env.clone()),
+        };
         let settings = cluster_settings(
             config,
             project.as_deref(),
-            c.env.as_deref(),
+            env.as_deref(),
             c.kubeconfig.as_deref(),
             c.context.as_deref(),
         );

@@ -161,18 +161,21 @@ pub fn settle(layer: Layer) -> Result<Settings, CacheError> {
         .map(|k| PublicKey::parse(k))
         .collect::<Result<_, _>>()?;
     let timeout = layer.timeout_secs.unwrap_or(10.0);
-    if !(timeout > 0.0 && timeout < 3600.0) {
-        return Err(CacheError::Key(format!(
-            "a cache timeout of {timeout} s is out of range"
-        )));
-    }
+    let timeout = match kiln_core::seconds::seconds(timeout) {
+        Ok(t) if t.as_secs() < 3600 => t,
+        _ => {
+            return Err(CacheError::Key(format!(
+                "a cache timeout of {timeout} s is out of range (more than 0, less than 3600)"
+            )))
+        }
+    };
     Ok(Settings {
         substituters: layer.substituters.unwrap_or_default(),
         trusted_keys,
         push: layer.push.unwrap_or(false),
         signing_key: layer.signing_key,
         token_file: layer.token_file,
-        timeout: Duration::from_secs_f64(timeout),
+        timeout,
     })
 }
 

@@ -20,8 +20,14 @@ pub struct RuleGraph {
 
 impl RuleGraph {
     /// Builds the graph of the rules in `env`, checking that every dependency exists there and
-    /// that there is no cycle.
+    /// that there is no cycle; the first error (see [`RuleGraph::build_all`]).
     pub fn build(project: &Project, env: Option<&EnvName>) -> Result<Self, Box<Diagnostic>> {
+        Self::build_all(project, env).map_err(|mut errors| Box::new(errors.remove(0)))
+    }
+
+    /// [`RuleGraph::build`], reporting every rule with a dependency that does not exist (or
+    /// that is itself), in rule-name order; a cycle is looked for once every edge exists.
+    pub fn build_all(project: &Project, env: Option<&EnvName>) -> Result<Self, Vec<Diagnostic>> {
         let mut graph = DiGraph::new();
         let mut index: HashMap<&str, NodeIndex> = HashMap::new();
         for (i, rule) in project.indexed_rules() {
@@ -30,6 +36,7 @@ impl RuleGraph {
             }
         }
         let mut seen: std::collections::HashSet<NodeIndex> = std::collections::HashSet::new();
+        let mut errors = Vec::new();
         for node in graph.node_indices().collect::<Vec<_>>() {
             let rule = &project[graph[node]];
             seen.clear();
@@ -64,14 +71,16 @@ impl RuleGraph {
                             format!("unknown dependency `{}`", dep.value),
                         )
                     };
-                    return Err(Box::new(d));
+                    errors.push(d);
+                    continue;
                 };
                 if from == node {
-                    return Err(Box::new(project.diagnostic(
+                    errors.push(project.diagnostic(
                         &dep.loc,
                         Some(&rule.name),
                         "a rule cannot depend on itself",
-                    )));
+                    ));
+                    continue;
                 }
                 // A dependency named twice is one edge, added where it was first named. Not
                 // `update_edge`, which scans the dependency's outgoing edges each time:
@@ -81,11 +90,14 @@ impl RuleGraph {
                 }
             }
         }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
         let mut g = Self {
             graph,
             order: Vec::new(),
         };
-        g.order = g.topological_order(project)?;
+        g.order = g.topological_order(project).map_err(|e| vec![*e])?;
         Ok(g)
     }
 
@@ -263,6 +275,24 @@ mod tests {
         sorted.sort();
         assert_eq!(sorted, ["a", "b"]);
         assert_eq!(g.edges().count(), 2);
+    }
+
+    #[test]
+    fn every_unknown_dependency_is_reported_in_one_run() {
+        let p = load("[project]\nname='p'\n[rule.a]\nkind='k'\ndeps=['nope1']\n[rule.b]\nkind='k'\ndeps=['nope2', 'b']\n[rule.c]\nkind='k'\ndeps=['a']\n");
+        let errors = RuleGraph::build_all(&p, None).unwrap_err();
+        let messages: Vec<(&str, Option<&str>)> = errors
+            .iter()
+            .map(|e| (e.message.as_str(), e.rule.as_deref()))
+            .collect();
+        assert_eq!(
+            messages,
+            [
+                ("unknown dependency `nope1`", Some("a")),
+                ("unknown dependency `nope2`", Some("b")),
+                ("a rule cannot depend on itself", Some("b")),
+            ]
+        );
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod project;
 pub mod relpath;
 pub mod render;
 pub mod scheduler;
+pub mod seconds;
 pub mod sources;
 pub mod span;
 pub mod tree;

@@ -108,7 +108,8 @@ pub struct RuleOutput<'a> {
     pub objects: Option<&'a ArtifactObjects>,
 }
 
-/// Checks every pair of realized rules for one object with two contents, updating the index.
+/// Checks every pair of realized rules for one object with two contents, updating the index
+/// (written back only with `keep_index`: a look-only build leaves it as it was).
 /// `outputs` is indexed by graph node.
 pub fn check(
     project: &Project,
@@ -116,6 +117,7 @@ pub fn check(
     store: &LocalStore,
     index_key: (&str, &str),
     outputs: &[Option<RuleOutput<'_>>],
+    keep_index: bool,
 ) -> Result<(), EngineError> {
     let path = store.object_index_path(index_key.0, index_key.1);
     let mut index: ObjectIndex = std::fs::read(&path)
@@ -193,7 +195,7 @@ pub fn check(
             }
         }
     }
-    if changed {
+    if changed && keep_index {
         let live: HashSet<&str> = project.rules.iter().map(|r| r.name.as_str()).collect();
         index.rules.retain(|r, _| live.contains(r.as_str()));
         let bytes = postcard::to_allocvec(&index).expect("the index serializes");

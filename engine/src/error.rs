@@ -18,6 +18,9 @@ pub enum EngineError {
     /// Several rules are invalid: every one is reported, in rule-name order.
     #[error("{} rules are invalid", .0.len())]
     InvalidRules(#[related] Vec<Diagnostic>),
+    /// Several `--var` values are not of their variable's type: every one is reported.
+    #[error("{} `--var` values are not of their variables' types", .0.len())]
+    InvalidVars(#[related] Vec<Diagnostic>),
     /// Two rules produce one object with different content, and neither depends on the other.
     #[error("rules `{a}` and `{b}` both produce `{object}` with different content, and neither depends on the other")]
     #[diagnostic(help("make one rule depend on the other (an overlay over its base), or remove one of the objects"))]

@@ -15,6 +15,7 @@ mod project_sources;
 mod report;
 mod source_cache;
 pub mod treediff;
+mod var_override;
 pub mod why;
 
 pub use error::EngineError;
@@ -46,6 +47,8 @@ pub struct BuildOptions {
     substituters: Vec<Arc<dyn Substituter>>,
     audit: Option<execute::Audit>,
     rules: Vec<String>,
+    /// Leave `roots/` as it was: see [`BuildOptions::look_only`].
+    look_only: bool,
     /// Set by [`build`]: record what the build read, for the next one's fast path.
     fingerprint: Option<fingerprint::Invocation>,
 }
@@ -59,6 +62,7 @@ impl std::fmt::Debug for BuildOptions {
             .field("vars", &self.vars)
             .field("unsandboxed", &self.unsandboxed)
             .field("rules", &self.rules)
+            .field("look_only", &self.look_only)
             .field(
                 "substituters",
                 &self
@@ -90,6 +94,17 @@ impl BuildOptions {
     #[must_use]
     pub fn unsandboxed(mut self, unsandboxed: bool) -> Self {
         self.unsandboxed = unsandboxed;
+        self
+    }
+
+    /// A build for a command that only looks (`plan`, `diff`, `audit`, `export --check`): it
+    /// may add objects and action entries to the store, but moves no GC root. The root, the
+    /// previous root, the object index, the source stat cache and the fingerprint stay byte
+    /// for byte as they were, so `kiln diff --since last` and `kiln why` keep comparing with
+    /// the last real build.
+    #[must_use]
+    pub fn look_only(mut self, look_only: bool) -> Self {
+        self.look_only = look_only;
         self
     }
 
@@ -149,12 +164,52 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    /// Keeps only the rules `selectors` name and everything they depend on; `NAME+` also
-    /// keeps NAME's dependents (and theirs). No selectors: everything.
-    pub fn restrict(&mut self, selectors: &[String]) -> Result<(), EngineError> {
-        if selectors.is_empty() {
-            return Ok(());
+    /// Overrides variables (`--var`), each typed by its default (see [`var_override`]): every
+    /// value of the wrong type is reported at once, at the variable's definition.
+    pub fn override_vars(
+        &mut self,
+        vars: &BTreeMap<String, serde_json::Value>,
+    ) -> Result<(), EngineError> {
+        let mut typed = BTreeMap::new();
+        let mut wrong = Vec::new();
+        for (name, given) in vars {
+            match self.selected.vars.get(name) {
+                Some(default) => match var_override::typed(given, default) {
+                    Ok(v) => {
+                        typed.insert(name.clone(), v);
+                    }
+                    Err(want) => wrong.push(var_override::wrong_type(
+                        &self.project,
+                        self.selected.env.as_ref(),
+                        name,
+                        given,
+                        want,
+                    )),
+                },
+                // Unknown names are refused, with the names defined, below.
+                None => {
+                    typed.insert(name.clone(), given.clone());
+                }
+            }
         }
+        match wrong.len() {
+            0 => self.selected.override_vars(&typed),
+            1 => Err(EngineError::Invalid(Box::new(wrong.remove(0)))),
+            _ => Err(EngineError::InvalidVars(wrong)),
+        }
+    }
+
+    /// The rules `selectors` name, exactly; `NAME+` adds NAME's dependents (and theirs).
+    /// An unknown name is an error naming the environment.
+    pub fn selected_rules(&self, selectors: &[String]) -> Result<BTreeSet<String>, EngineError> {
+        Ok(self
+            .select(selectors)?
+            .into_iter()
+            .map(|n| self.project[self.graph.rule_index(n)].name.to_string())
+            .collect())
+    }
+
+    fn select(&self, selectors: &[String]) -> Result<Vec<petgraph::graph::NodeIndex>, EngineError> {
         let by_name: std::collections::HashMap<&str, petgraph::graph::NodeIndex> = self
             .graph
             .order()
@@ -184,6 +239,16 @@ impl Loaded {
                 }
             }
         }
+        Ok(seeds)
+    }
+
+    /// Keeps only the rules `selectors` name and everything they depend on; `NAME+` also
+    /// keeps NAME's dependents (and theirs). No selectors: everything.
+    pub fn restrict(&mut self, selectors: &[String]) -> Result<(), EngineError> {
+        if selectors.is_empty() {
+            return Ok(());
+        }
+        let seeds = self.select(selectors)?;
         let mut keep: BTreeSet<usize> = BTreeSet::new();
         let mut stack = seeds;
         while let Some(n) = stack.pop() {
@@ -208,7 +273,13 @@ pub fn load(dir: &Path, env: Option<&str>) -> Result<Loaded, EngineError> {
     let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     let project = load_project(&dir)?;
     let selected = select_env(&project, env)?;
-    let graph = RuleGraph::build(&project, selected.env.as_ref())?;
+    let graph = RuleGraph::build_all(&project, selected.env.as_ref()).map_err(|mut errors| {
+        if errors.len() == 1 {
+            EngineError::Invalid(Box::new(errors.remove(0)))
+        } else {
+            EngineError::InvalidRules(errors)
+        }
+    })?;
     Ok(Loaded {
         project,
         selected,
@@ -251,7 +322,7 @@ pub fn build(
         options.fingerprint = Some(invocation);
     }
     let mut loaded = load(dir, options.env.as_deref())?;
-    loaded.selected.override_vars(&options.vars)?;
+    loaded.override_vars(&options.vars)?;
     loaded.restrict(&options.rules)?;
     tracing::debug!(elapsed = ?start.elapsed(), rss_kib = rss_kib(), "loaded the project");
     build_loaded(&loaded, store_dir, &options, on_progress, start)
@@ -291,10 +362,19 @@ pub fn build_loaded(
             } = ran;
             let mut summary =
                 Outcomes::summarize(project, graph, outcomes, previous_root.map(|(r, _)| r));
-            summary.check_conflicts(project, graph, store, (key, &selected.instance_name()))?;
+            summary.check_conflicts(
+                project,
+                graph,
+                store,
+                (key, &selected.instance_name()),
+                !options.look_only,
+            )?;
             tracing::debug!(elapsed = ?start.elapsed(), "checked for objects from two rules");
             // The stat cache only saves work: failing to write it is not worth failing the build.
-            if let Some(bytes) = source_cache.encode_if_changed(std::time::SystemTime::now()) {
+            let changed_cache = (!options.look_only)
+                .then(|| source_cache.encode_if_changed(std::time::SystemTime::now()))
+                .flatten();
+            if let Some(bytes) = changed_cache {
                 if let Err(e) = store.write_source_cache(key, &bytes) {
                     tracing::warn!(error = %kiln_core::error_chain::error_chain(&e), "could not save the source stat cache");
                 }
@@ -322,10 +402,14 @@ pub fn build_loaded(
                 store,
                 loaded,
                 (key, previous_root),
+                !options.look_only,
             );
-            if let (Some(invocation), Some(reads), Some(checksum)) =
-                (&options.fingerprint, reads, root_checksum)
-            {
+            if let (Some(invocation), Some(reads), Some(checksum), false) = (
+                &options.fingerprint,
+                reads,
+                root_checksum,
+                options.look_only,
+            ) {
                 if report.success() && !loaded.partial {
                     let root_rel = LocalStore::root_rel_path(key, &selected.instance_name());
                     fingerprint::record(store, invocation, reads, (&root_rel, checksum), &report);
@@ -605,9 +689,10 @@ fn current_sides(
         .collect())
 }
 
-/// Writes the GC root when it changed and the build succeeded. Store failures (the sync's,
-/// the root's) still leave a full report (and valid --json), with exit 2. Also gives the
-/// checksum of the root the build leaves, when it left one.
+/// Writes the GC root when it changed, the build succeeded and `record_root` (the build is not
+/// [`BuildOptions::look_only`]). Store failures (the sync's, the root's) still leave a full
+/// report (and valid --json), with exit 2. Also gives the checksum of the root the build
+/// leaves, when it left one.
 fn persist(
     mut report: BuildReport,
     summary: Outcomes,
@@ -615,13 +700,14 @@ fn persist(
     store: &LocalStore,
     loaded: &Loaded,
     (key, previous_root): (&str, Option<&(Root, Digest)>),
+    record_root: bool,
 ) -> (BuildReport, Option<Digest>) {
     let mut checksum = None;
     if store_error.is_none() && report.success() && summary.same_root {
         checksum = previous_root.map(|(_, c)| *c);
     }
     let previous_root = previous_root.map(|(r, _)| r);
-    if store_error.is_none() && report.success() && !summary.same_root {
+    if record_root && store_error.is_none() && report.success() && !summary.same_root {
         let mut root = summary.into_root(
             &loaded.project,
             &loaded.graph,
@@ -792,6 +878,7 @@ impl Outcomes {
         graph: &RuleGraph,
         store: &LocalStore,
         root: (&str, &str),
+        keep_index: bool,
     ) -> Result<(), EngineError> {
         let all_good = self
             .rules
@@ -811,7 +898,7 @@ impl Outcomes {
                 _ => None,
             })
             .collect();
-        conflicts::check(project, graph, store, root, &outputs)
+        conflicts::check(project, graph, store, root, &outputs, keep_index)
     }
 
     /// The GC root of a successful build: every rule's derivation and output.

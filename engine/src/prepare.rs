@@ -95,8 +95,9 @@ impl Selected {
     }
 }
 
-/// Parses `NAME=VALUE` of `--var`: VALUE is read as a TOML value (`3`, `true`, `"x"`, `[1, 2]`),
-/// and taken as a plain string when it is not one (`--var namespace=pr-123`).
+/// Parses `NAME=VALUE` of `--var`. VALUE is kept as written: it is typed by the variable's
+/// default when the project is loaded (see [`crate::var_override`]), so `--var tag=1.10` stays
+/// the string `1.10` and `--var replicas=abc` is refused where `replicas` is defined.
 pub fn parse_var(arg: &str) -> Result<(String, Value), String> {
     let (name, value) = arg
         .split_once('=')
@@ -104,12 +105,7 @@ pub fn parse_var(arg: &str) -> Result<(String, Value), String> {
     if name.is_empty() {
         return Err(format!("`{arg}` has no variable name"));
     }
-    let value = match toml::from_str::<toml::Table>(&format!("v = {value}")) {
-        Ok(mut t) => serde_json::to_value(t.remove("v").expect("parsed `v`"))
-            .map_err(|e| format!("`{arg}`: {e}"))?,
-        Err(_) => Value::from(value),
-    };
-    Ok((name.to_owned(), value))
+    Ok((name.to_owned(), Value::from(value)))
 }
 
 /// Checks `--env` against the project.
@@ -519,15 +515,14 @@ mod tests {
     }
 
     #[test]
-    fn vars_parse_as_toml_values_else_strings() {
+    fn vars_are_kept_as_written_until_typed_by_their_default() {
         assert_eq!(
             parse_var("replicas=3").unwrap(),
-            ("replicas".into(), Value::from(3))
+            ("replicas".into(), Value::from("3"))
         );
-        assert_eq!(parse_var("on=true").unwrap().1, Value::from(true));
+        assert_eq!(parse_var("on=true").unwrap().1, Value::from("true"));
         assert_eq!(parse_var("ns=pr-123").unwrap().1, Value::from("pr-123"));
-        assert_eq!(parse_var("ns=\"a b\"").unwrap().1, Value::from("a b"));
-        assert_eq!(parse_var("xs=[1, 2]").unwrap().1, serde_json::json!([1, 2]));
+        assert_eq!(parse_var("x=a=b").unwrap().1, Value::from("a=b"));
         assert_eq!(parse_var("empty=").unwrap().1, Value::from(""));
         assert!(parse_var("novalue").is_err());
         assert!(parse_var("=3").is_err());

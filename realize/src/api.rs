@@ -32,6 +32,15 @@ pub enum ClusterError {
         /// kind.
         kind: String,
     },
+    /// The cluster could not be reached at all (refused, timed out, no route, unresolvable).
+    Unreachable {
+        /// The API server's URL.
+        server: String,
+        /// The kubeconfig context.
+        context: String,
+        /// The cause.
+        source: Box<kube::Error>,
+    },
     /// Server-side apply conflicts with another field manager (409), or the object changed
     /// since the resourceVersion the write was conditional on.
     Conflict {
@@ -54,6 +63,12 @@ impl std::fmt::Display for ClusterError {
                 kube::Error::Api(s) => write!(f, "{action} {what}: {}", s.message),
                 _ => write!(f, "{action} {what} failed"),
             },
+            ClusterError::Unreachable {
+                server, context, ..
+            } => write!(
+                f,
+                "cannot reach the cluster at {server} (context `{context}`)"
+            ),
             ClusterError::UnknownKind { api_version, kind } => {
                 write!(f, "the cluster does not serve `{kind}` in `{api_version}`")
             }
@@ -72,10 +87,35 @@ impl std::error::Error for ClusterError {
             ClusterError::Api { source, .. } if matches!(source.as_ref(), kube::Error::Api(_)) => {
                 None
             }
-            ClusterError::Api { source, .. } => Some(source.as_ref()),
+            ClusterError::Api { source, .. } | ClusterError::Unreachable { source, .. } => {
+                Some(source.as_ref())
+            }
             _ => None,
         }
     }
+}
+
+/// Whether a client error says the server could not be reached (no answer at all), by the
+/// I/O error at the end of its chain.
+pub fn is_unreachable(e: &kube::Error) -> bool {
+    use std::io::ErrorKind;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::TimedOut
+                    | ErrorKind::HostUnreachable
+                    | ErrorKind::NetworkUnreachable
+                    | ErrorKind::AddrNotAvailable
+            ) {
+                return true;
+            }
+        }
+        cause = c.source();
+    }
+    false
 }
 
 impl ClusterError {

@@ -529,7 +529,8 @@ pub async fn destroy<C: ClusterApi>(
                 })?;
         }
     }
-    if r.live_parent.is_some() {
+    // A scoped destroy (`--rule`) keeps the parent: it still lists the other rules' members.
+    if r.live_parent.is_some() && !r.plan.partial {
         r.cluster
             .delete("Secret", &r.parent.namespace, &r.parent.name, None)
             .await?;

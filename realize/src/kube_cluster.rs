@@ -36,6 +36,9 @@ struct Counters {
 /// A connection to one cluster.
 pub struct KubeCluster {
     client: Client,
+    /// The API server's URL and the kubeconfig context, named when the cluster is out of reach.
+    server: String,
+    context: String,
     /// The configuration, for the lock's client.
     config: Config,
     /// The same connection without the counting layer: the set's lock (a Lease read, created,
@@ -122,8 +125,17 @@ impl KubeCluster {
             .map_err(|e| boxed(Box::new(e)))?
             .with_layer(&layer)
             .build();
+        let context = context.map(str::to_owned).or_else(|| {
+            let kc = match kubeconfig {
+                Some(path) => Kubeconfig::read_from(path).ok()?,
+                None => Kubeconfig::read().ok()?,
+            };
+            kc.current_context
+        });
         Ok(Self {
             client,
+            server: config.cluster_url.to_string(),
+            context: context.unwrap_or_else(|| "(in-cluster)".to_owned()),
             config,
             lock_client: std::sync::OnceLock::new(),
             counters,
@@ -154,7 +166,7 @@ impl KubeCluster {
                     kube::discovery::pinned_group(&self.client, &gv)
                         .await
                         .map(Arc::new)
-                        .map_err(api_error("discover", format!("`{api_version}`")))
+                        .map_err(self.api_error("discover", format!("`{api_version}`")))
                 })
                 .await?
                 .clone();
@@ -193,7 +205,7 @@ impl KubeCluster {
                     .client
                     .list_api_groups()
                     .await
-                    .map_err(api_error("discover", "API groups"))?;
+                    .map_err(self.api_error("discover", "API groups"))?;
                 // Preferred version first, then the others the group serves.
                 *p = Some(
                     list.groups
@@ -242,6 +254,33 @@ impl KubeCluster {
                 Api::namespaced_with(self.client.clone(), ns, ar)
             }
             _ => Api::all_with(self.client.clone(), ar),
+        }
+    }
+}
+
+impl KubeCluster {
+    /// A request's failure: `Unreachable` (naming the server and context) when the cluster
+    /// could not be reached at all, else `Api`.
+    fn api_error(
+        &self,
+        action: &'static str,
+        what: impl Into<String>,
+    ) -> impl FnOnce(kube::Error) -> ClusterError + '_ {
+        let what = what.into();
+        move |source| {
+            if crate::api::is_unreachable(&source) {
+                ClusterError::Unreachable {
+                    server: self.server.clone(),
+                    context: self.context.clone(),
+                    source: Box::new(source),
+                }
+            } else {
+                ClusterError::Api {
+                    action,
+                    what,
+                    source: Box::new(source),
+                }
+            }
         }
     }
 }
@@ -305,7 +344,7 @@ impl ClusterApi for KubeCluster {
             let list = api
                 .list(&base.match_any())
                 .await
-                .map_err(api_error("list", format!("`{gk}`")))?;
+                .map_err(self.api_error("list", format!("`{gk}`")))?;
             return Ok(Listed {
                 resource_version: numeric(list.metadata.resource_version.as_deref()),
                 items: typed_values(list.items, &ar),
@@ -319,7 +358,7 @@ impl ClusterApi for KubeCluster {
             let page = api
                 .list(&params)
                 .await
-                .map_err(api_error("list", format!("`{gk}`")))?;
+                .map_err(self.api_error("list", format!("`{gk}`")))?;
             items.extend(page.items);
             match page.metadata.continue_ {
                 Some(token) if !token.is_empty() => params = params.continue_token(&token),
@@ -342,7 +381,7 @@ impl ClusterApi for KubeCluster {
         let discovery = kube::Discovery::new(self.client.clone())
             .run()
             .await
-            .map_err(api_error("discover", "every API group"))?;
+            .map_err(self.api_error("discover", "every API group"))?;
         let mut kinds = Vec::new();
         for group in discovery.groups() {
             for (ar, caps) in group.recommended_resources() {
@@ -361,7 +400,7 @@ impl ClusterApi for KubeCluster {
                     Err(kube::Error::Api(s)) if s.code == 403 || s.code == 404 || s.code == 405 => {
                         Ok(Vec::new())
                     }
-                    Err(source) => Err(api_error("list", format!("`{gk}`"))(source)),
+                    Err(source) => Err(self.api_error("list", format!("`{gk}`"))(source)),
                 }
             }))
             .await?;
@@ -381,7 +420,7 @@ impl ClusterApi for KubeCluster {
         let got = api
             .get_opt(name)
             .await
-            .map_err(api_error("get", format!("{kind} `{name}`")))?;
+            .map_err(self.api_error("get", format!("{kind} `{name}`")))?;
         Ok(got.map(|o| serde_json::to_value(o).expect("objects serialize")))
     }
 
@@ -409,7 +448,7 @@ impl ClusterApi for KubeCluster {
                 what,
                 message: status.message,
             }),
-            Err(source) => Err(api_error("apply", what)(source)),
+            Err(source) => Err(self.api_error("apply", what)(source)),
         }
     }
 
@@ -433,7 +472,7 @@ impl ClusterApi for KubeCluster {
             // object: absent, and checked again shortly in case it comes back.
             let current = match api.get_opt(name).await {
                 Ok(o) => Ok(o.map(|o| serde_json::to_value(o).expect("objects serialize"))),
-                Err(e) => Err(api_error("get", what.clone())(e)),
+                Err(e) => Err(self.api_error("get", what.clone())(e)),
             };
             let (current, served) = match current {
                 Ok(c) => (c, true),
@@ -464,13 +503,13 @@ impl ClusterApi for KubeCluster {
             let stream = api
                 .watch(&params, &version)
                 .await
-                .map_err(api_error("watch", what.clone()))?;
+                .map_err(self.api_error("watch", what.clone()))?;
             let mut stream = std::pin::pin!(stream);
             let until = tokio::time::timeout(left, async {
                 while let Some(event) = stream
                     .try_next()
                     .await
-                    .map_err(api_error("watch", what.clone()))?
+                    .map_err(self.api_error("watch", what.clone()))?
                 {
                     let seen = match event {
                         WatchEvent::Added(o) | WatchEvent::Modified(o) => {
@@ -521,7 +560,7 @@ impl ClusterApi for KubeCluster {
                 what,
                 message: status.message,
             }),
-            Err(source) => Err(api_error("patch", what)(source)),
+            Err(source) => Err(self.api_error("patch", what)(source)),
         }
     }
 
@@ -532,7 +571,7 @@ impl ClusterApi for KubeCluster {
         api.get_opt(name)
             .await
             .map(|o| o.is_some())
-            .map_err(api_error("get", format!("{gk} `{name}`")))
+            .map_err(self.api_error("get", format!("{gk} `{name}`")))
     }
 
     /// Deletes one object (background propagation); a missing object is fine.
@@ -556,7 +595,7 @@ impl ClusterApi for KubeCluster {
             Ok(_) => Ok(Deleted::Deleted),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(Deleted::Gone),
             Err(kube::Error::Api(s)) if s.code == 409 && uid.is_some() => Ok(Deleted::Replaced),
-            Err(source) => Err(api_error("delete", format!("{gk} `{name}`"))(source)),
+            Err(source) => Err(self.api_error("delete", format!("{gk} `{name}`"))(source)),
         }
     }
 }
@@ -565,17 +604,6 @@ impl ClusterApi for KubeCluster {
 const LIST_PAGE: u32 = 500;
 
 /// Wraps a client error as the failure of `action` on `what`.
-fn api_error(
-    action: &'static str,
-    what: impl Into<String>,
-) -> impl FnOnce(kube::Error) -> ClusterError {
-    move |source| ClusterError::Api {
-        action,
-        what: what.into(),
-        source: Box::new(source),
-    }
-}
-
 /// Listed objects as JSON, with the `apiVersion` and `kind` a LIST leaves out of its items.
 fn typed_values(items: Vec<DynamicObject>, ar: &ApiResource) -> Vec<Value> {
     items

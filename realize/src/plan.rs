@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::applyset::{DESIRED_HASH_ANNOTATION, RULE_ANNOTATION};
@@ -28,7 +28,7 @@ pub use crate::applyset::FIELD_MANAGER;
 pub const PLAN_JSON_FORMAT: u32 = 1;
 
 /// What happens to one object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     /// Created.
@@ -46,8 +46,10 @@ pub enum Action {
     Unchanged,
 }
 
-/// One object's line in a plan.
-#[derive(Debug, Clone, Serialize)]
+/// One object's line in a plan. It reads back from its JSON (a saved plan's review text is
+/// rendered from it), less the fields that JSON leaves out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Change {
     /// What happens.
     pub action: Action,
@@ -63,14 +65,14 @@ pub struct Change {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
     /// Fields someone else took over (drift), as paths.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub drifted_fields: Vec<String>,
     /// Secret keys whose value changed; the values are never shown.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub secret_values_changed: Vec<String>,
     /// A member whose group-kind the parent does not list (a race, an older kiln, a crash):
     /// found only by `--find-orphans`, deleted only by `apply --prune-orphans`.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub orphan: bool,
     /// The server's dry run found fields another field manager owns: its message, naming
     /// the manager and the fields. Apply refuses it without `--force-conflicts`.
@@ -105,7 +107,8 @@ impl Change {
 }
 
 /// A whole plan.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Plan {
     /// Always [`PLAN_JSON_FORMAT`].
     pub format_version: u32,
@@ -125,6 +128,17 @@ impl Plan {
     /// Whether applying would write anything.
     pub fn has_changes(&self) -> bool {
         self.changes.iter().any(|c| c.action != Action::Unchanged)
+    }
+
+    /// Keeps only the changes of `rules` (a destroy scoped with `--rule`): the plan becomes
+    /// partial, so the parent stays and keeps listing the rest. Gives how many changes were
+    /// left out.
+    pub fn keep_rules(&mut self, rules: &std::collections::BTreeSet<String>) -> usize {
+        let before = self.changes.len();
+        self.changes.retain(|c| rules.contains(&c.rule));
+        self.partial = true;
+        self.settle();
+        before - self.changes.len()
     }
 
     /// Counts the actions again (after the dry runs settled some) and keeps changes first.

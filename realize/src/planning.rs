@@ -208,9 +208,13 @@ async fn resolve_scopes(
     let resolved: Vec<(String, Scope, Option<Rewrite>)> = stream::iter(wanted)
         .map(|((api_version, kind), rule)| async move {
             let gk = applyset::group_kind(api_version, kind);
-            let error = |source| RealizeError::Kind {
-                rule: rule.to_owned(),
-                source: Box::new(source),
+            let error = |source| match source {
+                // Not the rule's kind: the cluster itself is out of reach.
+                ClusterError::Unreachable { .. } => RealizeError::Cluster(source),
+                source => RealizeError::Kind {
+                    rule: rule.to_owned(),
+                    source: Box::new(source),
+                },
             };
             match cluster.scope(api_version, kind).await {
                 Ok(scope) => Ok((gk, scope, None)),

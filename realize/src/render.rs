@@ -41,10 +41,15 @@ pub fn applied(report: &ApplyReport) -> String {
     )
 }
 
-/// The last line of `kiln destroy`.
-pub fn destroyed(report: &ApplyReport) -> String {
+/// The last line of `kiln destroy`; `scoped`: with `--rule`, the parent stays.
+pub fn destroyed(report: &ApplyReport, scoped: bool) -> String {
+    let parent = if scoped {
+        "the parent kept"
+    } else {
+        "the parent included"
+    };
     format!(
-        "deleted {} objects, the parent included ({} requests, {} writes)",
+        "deleted {} objects, {parent} ({} requests, {} writes)",
         report.deleted, report.requests, report.writes
     )
 }

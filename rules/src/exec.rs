@@ -448,6 +448,8 @@ fn command(a: &Attrs, spec: &Spec, root: &Path, sandboxed: bool) -> Result<Comma
         // The program itself is resolved on the host, not on the sandbox's PATH.
         let mut outer = Command::new(bwrap);
         outer.args(c.get_args());
+        sandbox::attach_seccomp(&mut outer)
+            .map_err(|e| BuildError::caused("failed to set up the sandbox's seccomp filter", e))?;
         outer
     } else {
         let mut c = Command::new(&a.command[0]);

@@ -24,6 +24,7 @@ pub mod manifest;
 pub mod objects;
 pub mod overlay;
 pub mod sandbox;
+pub mod seccomp;
 pub mod secret;
 pub mod strategic;
 pub mod template;

@@ -15,7 +15,15 @@
 //!   the user's home are never visible;
 //! - its own session (`--new-session`), and bwrap as PID 1 of its PID namespace: when the
 //!   command exits, times out or kiln is stopped (`--die-with-parent`), every process it
-//!   started dies with the namespace, background and `setsid` children included.
+//!   started dies with the namespace, background and `setsid` children included;
+//! - no privilege, also when kiln runs as root: the command runs as uid/gid [`SANDBOX_UID`]
+//!   in its own user namespace (`--unshare-user --uid --gid`), with every capability dropped
+//!   (`--cap-drop ALL`), `no_new_privs` (bwrap sets it), no further user namespaces
+//!   (`--disable-userns`), and the seccomp filters of [`crate::seccomp`] (no mount, ptrace,
+//!   keyctl, bpf, unshare/setns, ...). Read-only mounts stay read-only: nothing inside can
+//!   remount them. `/proc` is read-only too: the namespace maps the command's uid to kiln's,
+//!   and when that is root, the kernel's mode checks on global sysctls would let it write
+//!   them.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -23,6 +31,49 @@ use std::sync::OnceLock;
 
 /// Where the build directory appears inside the sandbox.
 pub const BUILD_DIR: &str = "/build";
+/// The unprivileged uid and gid a sandboxed command runs as (kiln's own uid outside).
+pub const SANDBOX_UID: u32 = 1000;
+/// The descriptors bwrap reads the seccomp filters from.
+const SECCOMP_FDS: [i32; 2] = [10, 11];
+
+/// The flags that take every privilege away from the command (see the module docs).
+fn unprivileged() -> Vec<String> {
+    let id = SANDBOX_UID.to_string();
+    let mut args: Vec<String> = [
+        "--unshare-user",
+        "--uid",
+        &id,
+        "--gid",
+        &id,
+        "--disable-userns",
+        "--cap-drop",
+        "ALL",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    for fd in SECCOMP_FDS {
+        args.push("--add-seccomp-fd".into());
+        args.push(fd.to_string());
+    }
+    args
+}
+
+/// Hands the seccomp filters to a `bwrap` command made by [`Spec::command`] (as the
+/// descriptors its `--add-seccomp-fd` flags name).
+pub fn attach_seccomp(cmd: &mut Command) -> Result<(), crate::seccomp::SeccompError> {
+    use command_fds::{CommandFdExt, FdMapping};
+    let mut mappings = Vec::new();
+    for (program, child_fd) in crate::seccomp::programs()?.iter().zip(SECCOMP_FDS) {
+        mappings.push(FdMapping {
+            parent_fd: crate::seccomp::memfd(program)?,
+            child_fd,
+        });
+    }
+    cmd.fd_mappings(mappings)
+        .expect("the seccomp descriptors are distinct");
+    Ok(())
+}
+
 /// Where declared tools appear inside the sandbox.
 pub const TOOLS_DIR: &str = "/kiln/tools";
 
@@ -45,8 +96,10 @@ pub fn available() -> Result<(), Unavailable> {
     static AVAILABLE: OnceLock<Result<(), Unavailable>> = OnceLock::new();
     AVAILABLE
         .get_or_init(|| {
-            let out = Command::new("bwrap")
+            let mut probe = Command::new("bwrap");
+            probe
                 .args(["--unshare-all", "--die-with-parent", "--new-session"])
+                .args(unprivileged())
                 .args(["--ro-bind", "/usr", "/usr"])
                 .args(host_root_links())
                 .args([
@@ -54,9 +107,11 @@ pub fn available() -> Result<(), Unavailable> {
                 ])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .output();
-            match out {
+                .stderr(Stdio::piped());
+            if let Err(e) = attach_seccomp(&mut probe) {
+                return Err(Unavailable::CannotRun(e.to_string()));
+            }
+            match probe.output() {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     Err(Unavailable::NotInstalled)
                 }
@@ -143,6 +198,7 @@ impl Spec {
     pub fn command(&self, build_dir: &Path, argv: &[String]) -> Command {
         let mut c = Command::new("bwrap");
         c.args(["--unshare-all", "--die-with-parent", "--new-session"]);
+        c.args(unprivileged());
         if self.network {
             c.arg("--share-net");
             for f in [
@@ -180,6 +236,10 @@ impl Spec {
         c.args(["--ro-bind-try", "/etc/alternatives", "/etc/alternatives"])
             .args(["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"])
             .args(["--proc", "/proc", "--dev", "/dev"])
+            // The command's uid maps to kiln's: as root, that is the host's root to the
+            // kernel's permission checks on files, so nothing of procfs may be writable
+            // (`/proc/sys/kernel/core_pattern` is global and only mode-checked).
+            .args(["--remount-ro", "/proc"])
             .arg("--bind")
             .arg(build_dir)
             .arg(BUILD_DIR);

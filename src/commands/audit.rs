@@ -14,7 +14,7 @@ use crate::printer::Printer;
 /// Runs `kiln audit`: exit 0 when every rebuild matched, 1 on any mismatch or failure.
 pub fn run(args: &AuditArgs, printer: &Printer, store: &Path) -> Result<u8, Failure> {
     let mut loaded = crate::build::load(&args.dir, args.env.as_deref())?;
-    loaded.selected.override_vars(&args.vars.map())?;
+    loaded.override_vars(&args.vars.map())?;
     let unknown: Vec<String> = args
         .rules
         .iter()
@@ -27,7 +27,9 @@ pub fn run(args: &AuditArgs, printer: &Printer, store: &Path) -> Result<u8, Fail
             report: miette::miette!("no rule {} in this project", unknown.join(", ")),
         });
     }
+    // Only looks: no GC root moves (see `BuildOptions::look_only`).
     let base = BuildOptions::default()
+        .look_only(true)
         .schedule(Schedule::default().jobs(args.jobs))
         .vars(args.vars.map())
         .unsandboxed(args.vars.unsandboxed);

@@ -42,7 +42,9 @@ struct DiffReport {
 /// Runs `kiln diff`: exit 0 when nothing differs, 2 when something does (as `diff(1)` uses
 /// 1, kiln keeps 1 for errors).
 pub fn run(args: &DiffArgs, printer: &Printer, store: &Path) -> Result<u8, Failure> {
+    // Only looks: the last build stays the last build, however often this runs.
     let options = BuildOptions::default()
+        .look_only(true)
         .vars(args.vars.map())
         .unsandboxed(args.vars.unsandboxed);
     let (old, new) = match (args.env.as_slice(), args.since.as_deref()) {
@@ -115,7 +117,7 @@ pub fn run(args: &DiffArgs, printer: &Printer, store: &Path) -> Result<u8, Failu
 
 fn load(args: &DiffArgs, env: Option<&str>) -> Result<Loaded, Failure> {
     let mut loaded = crate::build::load(&args.dir, env)?;
-    loaded.selected.override_vars(&args.vars.map())?;
+    loaded.override_vars(&args.vars.map())?;
     Ok(loaded)
 }
 

@@ -90,6 +90,24 @@ fn place<'a>(graph: &'a Value) -> Vec<Node<'a>> {
 }
 
 /// Text for HTML (element content and attribute values).
+/// `value` as JSON to embed in a `<script type="application/json">` element: `<`, `>` and
+/// `&` are written as `\u003c`, `\u003e`, `\u0026` (JSON's own escapes, read back as the
+/// same text), so no value can close the element (`</script>`) or put the parser into the
+/// script-data escaped states (`<!--`, `<script>`) that would swallow the page after it.
+fn script_data(value: &serde_json::Value) -> String {
+    let json = serde_json::to_string(value).expect("plan serializes");
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -268,10 +286,7 @@ pub fn render_html(title: &str, graph: &Value, plan: &Value) -> String {
             count(key)
         );
     }
-    // The plan as data for the page's script: `</` never closes the script element early.
-    let data = serde_json::to_string(&json!({"changes": plan["changes"]}))
-        .expect("plan serializes")
-        .replace("</", "<\\/");
+    let data = script_data(&json!({"changes": plan["changes"]}));
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title><style>{STYLE}</style></head>\n<body>\n<header><h1>{title}</h1><div class=\"counts\" id=\"summary\">{counts}</div><p>{rules} rules; click one to see its objects and their diffs. ApplySet <code>{applyset}</code>.</p></header>\n<main><div id=\"graph\">{svg}</div><section id=\"details\"><p>Click a rule.</p></section></main>\n<script type=\"application/json\" id=\"plan-data\">{data}</script>\n<script>{SCRIPT}</script>\n</body></html>\n",
         title = escape(title),
@@ -306,6 +321,26 @@ mod tests {
     }
 
     #[test]
+    fn script_data_holds_no_markup_and_reads_back_the_same() {
+        let v = json!({"changes": [{"diff": "1 <!--<script> x", "name": "</script><!-- & -->"}]});
+        let data = script_data(&v);
+        for markup in ["<", ">", "&"] {
+            assert!(!data.contains(markup), "{data}");
+        }
+        let back: serde_json::Value = serde_json::from_str(&data).unwrap();
+        assert_eq!(back, v);
+        let html = render_html(
+            "t",
+            &graph(),
+            &json!({"applyset": "a", "summary": {"create": 1},
+            "changes": [{"action": "create", "rule": "api", "group_kind": "ConfigMap",
+                         "namespace": "shop", "name": "c", "diff": "1 <!--<script> x"}]}),
+        );
+        assert!(!html.contains("<!--"), "{html}");
+        assert_eq!(html.matches("<script").count(), 2);
+    }
+
+    #[test]
     fn rules_take_their_worst_action_and_text_is_escaped() {
         let plan = json!({"applyset": "applyset-x", "summary": {"create": 1, "update": 1, "unchanged": 1},
         "changes": [
@@ -322,6 +357,7 @@ mod tests {
             !html.contains("</script><b>"),
             "a diff cannot close the data script"
         );
+        assert_eq!(html.matches("<script").count(), 2, "{html}");
         assert!(html.contains("data-action=\"update\"><i class=\"swatch update\"></i><b>1</b>"));
         // A rule that is gone, with objects to delete, still has a node.
         let plan = json!({"applyset": "a", "summary": {"delete": 1}, "changes": [

@@ -49,6 +49,9 @@ pub struct Target {
     pub rules: Vec<String>,
     /// `--request-timeout`: the longest a cluster request may take.
     pub request_timeout: Option<Duration>,
+    /// The build becomes the environment's last build (moves its GC root): only `apply`.
+    /// Otherwise it only looks (`plan`, `export`): see [`crate::build::BuildOptions::look_only`].
+    pub records_build: bool,
 }
 
 /// A build that did not succeed: nothing is planned or applied.
@@ -64,7 +67,7 @@ struct BuildFailed {
 /// Loads the project and selects the environment with `--var` overrides applied.
 fn load(target: &Target) -> Result<Loaded, Failure> {
     let mut loaded = crate::build::load(&target.dir, target.env.as_deref())?;
-    loaded.selected.override_vars(&target.vars)?;
+    loaded.override_vars(&target.vars)?;
     loaded.restrict(&target.rules)?;
     Ok(loaded)
 }
@@ -79,9 +82,11 @@ pub fn build_wanted_with_outputs(
     target: &Target,
 ) -> Result<(Wanted, BTreeMap<String, String>), Failure> {
     let loaded = load(target)?;
-    let options = target
-        .caches
-        .apply_to(BuildOptions::default().unsandboxed(target.unsandboxed));
+    let options = target.caches.apply_to(
+        BuildOptions::default()
+            .unsandboxed(target.unsandboxed)
+            .look_only(!target.records_build),
+    );
     let (report, trees) = crate::build::build_and_load(
         &loaded,
         &target.store_dir,
@@ -192,14 +197,18 @@ fn target(args: &ClusterArgs, store: &Path) -> Result<Target, Failure> {
         dir: args.dir.clone(),
         store_dir: store.to_path_buf(),
         env: args.env.clone(),
-        kubeconfig: args.kubeconfig.clone(),
-        context: args.context.clone(),
-        parent_namespace: args.applyset_namespace.clone(),
+        kubeconfig: args.connect.kubeconfig.clone(),
+        context: args.connect.context.clone(),
+        parent_namespace: args
+            .applyset_namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_owned()),
         vars: args.vars.map(),
         unsandboxed: args.vars.unsandboxed,
         caches: Caches::open(&args.cache)?,
         rules: args.rules.clone(),
-        request_timeout: args.request_timeout.map(Duration::from_secs_f64),
+        request_timeout: args.connect.request_timeout.map(Duration::from_secs_f64),
+        records_build: false,
     })
 }
 
@@ -280,7 +289,10 @@ pub fn plan(args: &PlanArgs, printer: &Printer, store: &Path) -> Result<u8, Fail
         printer.status(&format!("plan report written to {}", path.display()));
     }
     if let Some(out) = &args.out {
-        let saved = saved_plan::capture(&r, &target, outputs, plan_json(&r, None));
+        let project = crate::build::load(&target.dir, target.env.as_deref())?
+            .project
+            .name;
+        let saved = saved_plan::capture(&r, &target, &project, outputs);
         saved_plan::write(&saved, out)?;
         printer.status(&format!(
             "plan saved to {}: apply exactly it with `kiln apply {}`",
@@ -333,18 +345,23 @@ pub fn apply(args: &ApplyArgs, printer: &Printer, store: &Path) -> Result<u8, Fa
     // `kiln apply PLANFILE`: the saved plan's project and settings, checked against a fresh
     // plan made under the set's lock; a stale plan is refused before any write.
     let saved = if args.cluster.dir.is_file() {
-        Some(saved_plan::read(&args.cluster.dir)?)
+        let saved = saved_plan::read(&args.cluster.dir)?;
+        refuse_flags_beside_a_plan(&args.cluster, &args.cluster.dir, &saved)?;
+        check_plan_project(&args.cluster.dir, &saved)?;
+        Some(saved)
     } else {
         None
     };
     let mut target = target(&args.cluster, store)?;
+    target.records_build = true;
     if let Some(p) = &saved {
-        target.dir = p.project_dir.clone();
-        target.env = p.env.clone();
-        target.vars = p.vars.clone();
-        target.rules = p.rules.clone();
-        target.parent_namespace = p.parent_namespace.clone();
-        target.context = target.context.or_else(|| p.context.clone());
+        let s = &p.settings;
+        target.dir = s.project_dir.clone();
+        target.env = s.env.clone();
+        target.vars = s.vars.clone();
+        target.rules = s.rules.clone();
+        target.parent_namespace = s.parent_namespace.clone();
+        target.context = target.context.or_else(|| s.context.clone());
     }
     let options = PlanOptions {
         partial: !target.rules.is_empty(),
@@ -407,17 +424,89 @@ pub fn apply(args: &ApplyArgs, printer: &Printer, store: &Path) -> Result<u8, Fa
 pub fn show(args: &crate::cli::ShowArgs, printer: &Printer) -> Result<u8, Failure> {
     let saved = saved_plan::read(&args.file)?;
     if args.json {
-        printer.json(&saved.plan);
+        printer.json(&saved.json());
     } else {
+        let s = &saved.settings;
         printer.data(&format!(
-            "plan of {} (env {}), made by kiln {}:",
-            saved.project_dir.display(),
-            saved.env.as_deref().unwrap_or("-"),
-            saved.kiln
+            "plan of project {} in {} (env {}), made by kiln {}:",
+            s.project,
+            s.project_dir.display(),
+            s.env.as_deref().unwrap_or("-"),
+            s.kiln
         ));
-        printer.data(saved.text.trim_end());
+        printer.data(saved.text().trim_end());
     }
     Ok(0)
+}
+
+/// A saved plan fixes the environment, the variables, the rules and the set: those flags
+/// beside a plan file are refused (as Terraform refuses `-var` with a saved plan), and so is
+/// a `--context` other than the plan's.
+fn refuse_flags_beside_a_plan(
+    args: &ClusterArgs,
+    file: &Path,
+    saved: &saved_plan::SavedPlan,
+) -> Result<(), Failure> {
+    let mut given = Vec::new();
+    if args.env.is_some() {
+        given.push("--env");
+    }
+    if !args.vars.vars.is_empty() {
+        given.push("--var");
+    }
+    if !args.rules.is_empty() {
+        given.push("--rule");
+    }
+    if args.applyset_namespace.is_some() {
+        given.push("--applyset-namespace");
+    }
+    if let (Some(asked), Some(planned)) = (&args.connect.context, &saved.settings.context) {
+        if asked != planned {
+            given.push("--context");
+        }
+    }
+    if given.is_empty() {
+        return Ok(());
+    }
+    Err(Failure {
+        code: 1,
+        report: miette::miette!(
+            help = "make a new plan with these settings: `kiln plan --out FILE ...`",
+            "{} cannot be given with the saved plan `{}`: the plan fixes them; nothing was applied",
+            given.join(", "),
+            file.display()
+        ),
+    })
+}
+
+/// The saved plan's directory must still hold the project it was made for; checked before
+/// anything is built or any secret reference resolved.
+fn check_plan_project(file: &Path, saved: &saved_plan::SavedPlan) -> Result<(), Failure> {
+    let s = &saved.settings;
+    let holds = kiln_core::load::load_project(&s.project_dir)
+        .map(|p| p.name)
+        .map_err(|e| Failure {
+            code: 1,
+            report: miette::miette!(
+                "the saved plan `{}` is for project {} in `{}`, which cannot be loaded: {}; nothing was applied",
+                file.display(),
+                s.project,
+                s.project_dir.display(),
+                kiln_core::error_chain::error_chain(&e)
+            ),
+        })?;
+    if holds != s.project {
+        return Err(Failure {
+            code: 1,
+            report: miette::miette!(
+                "this plan is for project {}; `{}` holds {}; nothing was applied",
+                s.project,
+                s.project_dir.display(),
+                holds
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// `kiln destroy`: every member of the set, then its parent.
@@ -429,9 +518,30 @@ pub fn destroy(args: &DestroyArgs, printer: &Printer, store: &Path) -> Result<u8
         adopt: false,
         partial: false,
     };
-    let target = target(&args.cluster, store)?;
-    // Nothing is built: the project is only loaded for its name and environment.
-    let loaded = load(&target)?;
+    let target = Target {
+        dir: args.dir.clone(),
+        store_dir: store.to_path_buf(),
+        env: args.env.clone(),
+        kubeconfig: args.connect.kubeconfig.clone(),
+        context: args.connect.context.clone(),
+        parent_namespace: args
+            .applyset_namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_owned()),
+        vars: args.instance.map(),
+        rules: args.rules.clone(),
+        request_timeout: args.connect.request_timeout.map(Duration::from_secs_f64),
+        ..Target::default()
+    };
+    // Nothing is built: the project is only loaded for its name, its environment and (with
+    // `--rule`) the rules whose objects go.
+    let loaded = load(&Target {
+        rules: Vec::new(),
+        ..target.clone()
+    })?;
+    let scope = (!target.rules.is_empty())
+        .then(|| loaded.selected_rules(&target.rules))
+        .transpose()?;
     let parent = Parent::for_project(
         &loaded.project.name,
         &loaded.selected.instance_name(),
@@ -443,17 +553,25 @@ pub fn destroy(args: &DestroyArgs, printer: &Printer, store: &Path) -> Result<u8
             .await
             .map_err(Failure::from)
     }))?;
+    if let Some(rules) = &scope {
+        let kept = r.plan.keep_rules(rules);
+        let names: Vec<&str> = rules.iter().map(String::as_str).collect();
+        printer.status(&format!(
+            "note: only the objects of rule(s) `{}` are deleted; {kept} objects of other rules stay, and so does the set's parent",
+            names.join("`, `")
+        ));
+    }
     let guard = r.lock.take();
-    if args.dry_run || !args.cluster.json {
+    if args.dry_run || !args.json {
         let text = render(&r.plan);
-        if args.dry_run && !args.cluster.json {
+        if args.dry_run && !args.json {
             printer.data(&text);
         } else {
             printer.status(text.trim_end());
         }
     }
     if args.dry_run {
-        if args.cluster.json {
+        if args.json {
             printer.json(&plan_json(&r, None));
         }
         return Ok(0);
@@ -469,10 +587,10 @@ pub fn destroy(args: &DestroyArgs, printer: &Printer, store: &Path) -> Result<u8
     )));
     release(&rt, guard, printer);
     let report = result.map_err(unless_declined)?;
-    if args.cluster.json {
+    if args.json {
         printer.json(&plan_json(&r, Some(&report)));
     }
-    printer.status(&kiln_realize::render::destroyed(&report));
+    printer.status(&kiln_realize::render::destroyed(&report, r.plan.partial));
     Ok(0)
 }
 

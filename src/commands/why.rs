@@ -10,7 +10,7 @@ use crate::printer::Printer;
 /// Runs `kiln why`: prints what moved the rule's derivation. Exit 0.
 pub fn run(args: &WhyArgs, printer: &Printer, store: &Path) -> Result<u8, Failure> {
     let mut loaded = crate::build::load(&args.dir, args.env.as_deref())?;
-    loaded.selected.override_vars(&args.vars.map())?;
+    loaded.override_vars(&args.vars.map())?;
     let since = match args.since.as_str() {
         "last" => Since::Last,
         file => Since::Root(PathBuf::from(file)),

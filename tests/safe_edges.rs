@@ -1,0 +1,299 @@
+//! Destructive paths are safe by construction: no flag is accepted and then ignored.
+//! `destroy --rule` deletes exactly that rule's objects; build and cache flags are not
+//! `destroy`'s; `--var` values take their variable's type.
+
+mod common;
+
+use common::realm::{kubectl, kubectl_ok, Realm};
+use common::Sandbox;
+
+const TWO_RULES: &str = "\n[rule.a]\nkind = \"configmap\"\nname = \"a\"\nnamespace = \"${var.ns}\"\ndeps = [\"ns\"]\nliterals = { k = \"1\" }\nhash_suffix = false\n\n[rule.b]\nkind = \"configmap\"\nname = \"b\"\nnamespace = \"${var.ns}\"\ndeps = [\"ns\"]\nliterals = { k = \"2\" }\nhash_suffix = false\n";
+
+fn exists(kind: &str, name: &str, ns: &str) -> bool {
+    kubectl(&["get", kind, name, "-n", ns]).status.success()
+}
+
+#[test]
+fn destroy_with_rule_deletes_exactly_that_rules_objects_and_keeps_the_parent() {
+    let r = Realm::new("scoped-destroy");
+    r.rules(TWO_RULES);
+    r.apply(&[]);
+    let out = r.kiln("destroy", &["--rule", "a", "--yes"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("1 objects of other rules stay")
+            || stderr.contains("2 objects of other rules stay"),
+        "says what stays: {stderr}"
+    );
+    assert!(stderr.contains("the parent kept"), "{stderr}");
+    assert!(!exists("configmap", "a", &r.ns), "a is gone");
+    assert!(exists("configmap", "b", &r.ns), "b stays");
+    kubectl_ok(&["get", "namespace", &r.ns]);
+    // The set still knows b and the namespace: a plan recreates a only.
+    let plan = r.plan();
+    assert_eq!(common::count(&plan, "create"), 1, "{plan:#}");
+    assert_eq!(
+        common::changed(&plan, "create"),
+        vec!["ConfigMap/a".to_owned()]
+    );
+    assert_eq!(common::count(&plan, "delete"), 0, "{plan:#}");
+    // An unknown rule is refused and deletes nothing.
+    let out = r.kiln("destroy", &["--rule", "nope", "--yes"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no rule `nope`"));
+    assert!(exists("configmap", "b", &r.ns));
+    // Then the whole set goes, the parent with it.
+    let out = r.kiln("destroy", &["--yes", "--wait", "--timeout", "120"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!exists("configmap", "b", &r.ns));
+    assert!(!kubectl(&["get", "namespace", &r.ns]).status.success());
+}
+
+#[test]
+fn destroy_refuses_the_build_and_cache_flags_it_would_ignore() {
+    let s = Sandbox::new();
+    s.write("kiln.toml", "[project]\nname = \"p\"\n");
+    for flag in [
+        &["--unsandboxed"][..],
+        &["--cache", "file:///tmp/x"],
+        &["--push"],
+        &["--signing-key", "k"],
+        &["--trusted-key", "a:b"],
+        &["--cache-timeout", "3"],
+    ] {
+        let out = s
+            .kiln()
+            .arg("destroy")
+            .arg(s.project())
+            .args(flag)
+            .args(["--dry-run"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "a usage error: {flag:?}: {stderr}"
+        );
+        assert!(stderr.contains("unexpected argument"), "{flag:?}: {stderr}");
+    }
+}
+
+fn typed_project(s: &Sandbox) {
+    s.write(
+        "kiln.toml",
+        "[project]\nname = \"p\"\n\n[vars]\napi_replicas = 2\ntag = \"1.0.0\"\ndebug = false\n\n[env.staging]\n\n[env.production]\napi_replicas = 3\n\n[rule.cm]\nkind = \"manifest\"\nobjects = [ { apiVersion = \"v1\", kind = \"ConfigMap\", metadata = { name = \"cm\", namespace = \"default\" }, data = { r = \"${var.api_replicas}\", t = \"${var.tag}\", d = \"${var.debug}\" } } ]\n",
+    );
+}
+
+#[test]
+fn a_var_of_the_wrong_type_is_refused_at_its_definition() {
+    let s = Sandbox::new();
+    typed_project(&s);
+    let out = s
+        .kiln()
+        .arg("build")
+        .arg(s.project())
+        .args(["--env", "production", "--var", "api_replicas=abc"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("variable `api_replicas` is an integer") && stderr.contains("kiln.toml:12"),
+        "names the variable and where production sets it: {stderr}"
+    );
+    assert!(
+        !s.store().join("roots").exists(),
+        "nothing was built: {stderr}"
+    );
+    // Two wrong values: both reported in one run.
+    let out = s
+        .kiln()
+        .arg("build")
+        .arg(s.project())
+        .args([
+            "--env",
+            "staging",
+            "--var",
+            "api_replicas=1.5",
+            "--var",
+            "debug=yes",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("`api_replicas` is an integer") && stderr.contains("`debug` is a boolean"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_var_takes_the_type_of_its_default() {
+    let s = Sandbox::new();
+    typed_project(&s);
+    s.build_ok(&[
+        "--env",
+        "staging",
+        "--var",
+        "api_replicas=4",
+        "--var",
+        "tag=1.10",
+        "--var",
+        "debug=true",
+    ]);
+    let out = s.dir.path().join("export");
+    let run = s
+        .kiln()
+        .arg("export")
+        .arg(s.project())
+        .args([
+            "--env",
+            "staging",
+            "--var",
+            "api_replicas=4",
+            "--var",
+            "tag=1.10",
+        ])
+        .args(["--var", "debug=true", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let cm = std::fs::read_to_string(out.join("default/ConfigMap.core/cm.yaml")).unwrap();
+    // An integer stays an integer and a boolean a boolean...
+    assert!(cm.contains("r: 4\n") && cm.contains("d: true\n"), "{cm}");
+    // ...and a string the string written: not the float 1.1.
+    assert!(
+        cm.contains("t: \"1.10\"") || cm.contains("t: '1.10'"),
+        "{cm}"
+    );
+}
+
+#[test]
+fn out_of_range_durations_are_refused_everywhere_without_a_panic() {
+    let s = Sandbox::new();
+    s.write("kiln.toml", "[project]\nname = \"p\"\n");
+    let huge = "18446744073709551615";
+    let runs: Vec<Vec<&str>> = vec![
+        vec!["plan", "--request-timeout", huge],
+        vec!["plan", "--request-timeout", "1e300"],
+        vec!["apply", "--timeout", huge],
+        vec!["apply", "--lock-ttl", huge],
+        vec!["apply", "--lock-timeout", huge],
+        vec!["destroy", "--wait", "--timeout", huge],
+        vec!["plan", "--cache-timeout", "9223372036854775807"],
+        vec!["apply", "--timeout", "0"],
+    ];
+    for args in runs {
+        let out = s
+            .kiln()
+            .arg(args[0])
+            .arg(s.project())
+            .args(&args[1..])
+            .args(["--kubeconfig", "/nonexistent"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(stderr.contains("number of seconds"), "{args:?}: {stderr}");
+    }
+    // The same values in the config file and the environment.
+    let config = s.dir.path().join("config/kiln");
+    std::fs::create_dir_all(&config).unwrap();
+    for (file, env) in [
+        ("[defaults]\nrequest_timeout = 1e300\n", None),
+        ("timeout_secs = 9223372036854775807\n", None),
+        ("", Some(huge)),
+    ] {
+        std::fs::write(config.join("config.toml"), file).unwrap();
+        let mut c = s.kiln();
+        c.arg("plan")
+            .arg(s.project())
+            .args(["--kubeconfig", "/nonexistent"]);
+        if let Some(v) = env {
+            c.env("KILN_CACHE_TIMEOUT", v);
+        }
+        let out = c.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{file}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{file}: {stderr}");
+        assert!(
+            stderr.contains("number of seconds") || stderr.contains("out of range"),
+            "{file}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_cluster_that_is_down_is_named_by_its_server_and_context() {
+    let s = Sandbox::new();
+    s.write(
+        "kiln.toml",
+        "[project]\nname = \"p\"\n[rule.a]\nkind = \"manifest\"\nobjects = [ { apiVersion = \"v1\", kind = \"ConfigMap\", metadata = { name = \"a\", namespace = \"default\" } } ]\n",
+    );
+    // The test cluster's kubeconfig, pointed at a port nothing listens on.
+    let text = std::fs::read_to_string(common::kubeconfig()).unwrap();
+    let server = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .unwrap()
+        .to_owned();
+    let dead = "https://127.0.0.1:1";
+    let kubeconfig = s.dir.path().join("dead.kubeconfig");
+    std::fs::write(&kubeconfig, text.replace(&server, dead)).unwrap();
+    for cmd in ["plan", "apply", "destroy"] {
+        let extra: &[&str] = if cmd == "plan" { &[] } else { &["--yes"] };
+        let out = s
+            .kiln()
+            .arg(cmd)
+            .arg(s.project())
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(extra)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {stderr}");
+        if cmd == "plan" {
+            assert!(
+                stderr.contains(&format!("cannot reach the cluster at {dead}"))
+                    && stderr.contains("context `"),
+                "{cmd}: {stderr}"
+            );
+            assert!(
+                !stderr.contains("cannot resolve its object's kind"),
+                "{stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_unknown_dependency_is_reported_in_one_run() {
+    let s = Sandbox::new();
+    s.write(
+        "kiln.toml",
+        "[project]\nname = \"p\"\n[rule.a]\nkind = \"manifest\"\ndeps = [\"nope1\"]\nobjects = []\n[rule.b]\nkind = \"manifest\"\ndeps = [\"nope2\"]\nobjects = []\n",
+    );
+    let out = s.build_fails(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("unknown dependency `nope1`")
+            && stderr.contains("unknown dependency `nope2`"),
+        "{stderr}"
+    );
+}
