@@ -297,3 +297,70 @@ fn every_unknown_dependency_is_reported_in_one_run() {
         "{stderr}"
     );
 }
+
+/// Waits until `kubectl get ARGS` succeeds (a controller made the object).
+fn eventually(args: &[&str]) {
+    for _ in 0..100 {
+        if kubectl(args).status.success() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    panic!("kubectl get {args:?} never succeeded");
+}
+
+#[test]
+fn objects_controllers_make_from_members_are_never_orphans() {
+    let r = Realm::new("controller-made");
+    r.rules("\n[rule.svc]\nkind = \"manifest\"\ndeps = [\"ns\"]\nobjects = [ { apiVersion = \"v1\", kind = \"Service\", metadata = { name = \"web\", namespace = \"${var.ns}\" }, spec = { selector = { app = \"web\" }, ports = [ { port = 80 } ] } } ]\n");
+    r.apply(&[]);
+    // The endpoints controller copies the Service's labels (the set's included) onto the
+    // Endpoints; the endpoint slice controller onto slices it owns.
+    eventually(&["get", "endpoints", "web", "-n", &r.ns]);
+    let labels = kubectl_ok(&[
+        "get",
+        "endpoints",
+        "web",
+        "-n",
+        &r.ns,
+        "-o",
+        "jsonpath={.metadata.labels}",
+    ]);
+    assert!(
+        labels.contains("applyset.kubernetes.io/part-of"),
+        "{labels}"
+    );
+    let plan = r.json("plan", &["--find-orphans"]);
+    assert_eq!(common::count(&plan, "delete"), 0, "{plan:#}");
+    let applied = r.apply(&["--prune-orphans"]);
+    assert_eq!(applied["applied"]["deleted"], 0, "{applied:#}");
+    kubectl_ok(&["get", "endpoints", "web", "-n", &r.ns]);
+}
+
+#[test]
+fn an_unavailable_aggregated_api_is_skipped_with_a_warning() {
+    let r = Realm::new("aggregated");
+    r.rules("\n[rule.cm]\nkind = \"configmap\"\nname = \"cm\"\nnamespace = \"${var.ns}\"\ndeps = [\"ns\"]\nliterals = { a = \"1\" }\nhash_suffix = false\n");
+    r.apply(&[]);
+    // An APIService whose backing Service does not exist: its discovery answers 503, as a
+    // metrics-server that is not running does.
+    let group = format!("kt-broken-{}.example.com", std::process::id());
+    let apiservice = format!(
+        "apiVersion: apiregistration.k8s.io/v1\nkind: APIService\nmetadata:\n  name: v1.{group}\nspec:\n  group: {group}\n  version: v1\n  groupPriorityMinimum: 1000\n  versionPriority: 15\n  insecureSkipTLSVerify: true\n  service:\n    name: nothing-here\n    namespace: default\n"
+    );
+    let file = r.s.dir.path().join("apiservice.yaml");
+    std::fs::write(&file, apiservice).unwrap();
+    kubectl_ok(&["apply", "-f", file.to_str().unwrap()]);
+    let plan = r.kiln("plan", &["--find-orphans"]);
+    let destroy = r.kiln("destroy", &["--find-orphans", "--yes"]);
+    kubectl(&["delete", "apiservice", &format!("v1.{group}")]);
+    let stderr = String::from_utf8_lossy(&plan.stderr);
+    assert!(plan.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{group}/v1")) && stderr.contains("unavailable"),
+        "{stderr}"
+    );
+    let stderr = String::from_utf8_lossy(&destroy.stderr);
+    assert!(destroy.status.success(), "{stderr}");
+    assert!(!exists("configmap", "cm", &r.ns));
+}

@@ -41,8 +41,15 @@ pub enum ClusterError {
         /// The cause.
         source: Box<kube::Error>,
     },
-    /// Server-side apply conflicts with another field manager (409), or the object changed
-    /// since the resourceVersion the write was conditional on.
+    /// The object changed on the server since the version the write was conditional on (409
+    /// "the object has been modified"): not a field conflict; re-read and write again.
+    Modified {
+        /// The object.
+        what: String,
+        /// The server's message.
+        message: String,
+    },
+    /// Server-side apply conflicts with another field manager (409).
     Conflict {
         /// The object.
         what: String,
@@ -74,6 +81,12 @@ impl std::fmt::Display for ClusterError {
             }
             ClusterError::Conflict { what, message } => {
                 write!(f, "{what}: conflict with another field manager: {message}")
+            }
+            ClusterError::Modified { what, message } => {
+                write!(
+                    f,
+                    "{what} changed on the server while kiln wrote it: {message}"
+                )
             }
         }
     }
@@ -119,6 +132,16 @@ pub fn is_unreachable(e: &kube::Error) -> bool {
 }
 
 impl ClusterError {
+    /// A 409 from a write: `Modified` when the server says the object changed under a
+    /// conditional write, else a field-manager `Conflict`.
+    pub fn from_409(what: String, message: String) -> Self {
+        if message.contains("has been modified") {
+            ClusterError::Modified { what, message }
+        } else {
+            ClusterError::Conflict { what, message }
+        }
+    }
+
     /// Whether the error says the kind is not served (yet).
     pub fn is_not_served(&self) -> bool {
         self.status_code() == Some(404) || matches!(self, ClusterError::UnknownKind { .. })
@@ -145,7 +168,9 @@ impl ClusterError {
                 kube::Error::Api(s) if !s.message.is_empty() => s.message.clone(),
                 other => other.to_string(),
             },
-            ClusterError::Conflict { message, .. } => message.clone(),
+            ClusterError::Conflict { message, .. } | ClusterError::Modified { message, .. } => {
+                message.clone()
+            }
             other => other.to_string(),
         }
     }
@@ -157,7 +182,7 @@ impl ClusterError {
                 kube::Error::Api(s) => Some(s.code),
                 _ => None,
             },
-            ClusterError::Conflict { .. } => Some(409),
+            ClusterError::Conflict { .. } | ClusterError::Modified { .. } => Some(409),
             _ => None,
         }
     }

@@ -194,12 +194,10 @@ async fn write_parent_if_changed<C: ClusterApi>(
     };
     match r.cluster.apply(&obj, params).await {
         Ok(v) => Ok(Some(v)),
-        Err(ClusterError::Conflict { message, .. }) if message.contains("has been modified") => {
-            Err(RealizeError::ParentChanged {
-                name: r.parent.name.clone(),
-                namespace: r.parent.namespace.clone(),
-            })
-        }
+        Err(ClusterError::Modified { .. }) => Err(RealizeError::ParentChanged {
+            name: r.parent.name.clone(),
+            namespace: r.parent.namespace.clone(),
+        }),
         Err(e) => Err(e.into()),
     }
 }
@@ -418,8 +416,7 @@ async fn apply_wave(
                 };
                 // Fields that `kubectl apply` (client-side) or an older kiln left under their
                 // managers move to this set's, so that removing one from the rules removes it.
-                if let Some(patch) = crate::ownership::migration_patch(&applied, manager) {
-                    cluster.merge_patch(&applied, &patch).await?;
+                if move_ownership(cluster, &d.key, &d.object, &applied, manager).await? {
                     // Now the set owns them, fields it does not declare are dropped.
                     applied = cluster.apply(&d.object, params).await?;
                 }
@@ -538,6 +535,41 @@ pub async fn destroy<C: ClusterApi>(
     }
     report.written = journal.into_written();
     Ok(report.counted(r.cluster.counts()))
+}
+
+/// Moves the fields other managers hold on `applied` to `manager` (see
+/// `ownership::migration_patch`), re-reading and patching again when a controller changed the
+/// object in between (409 "the object has been modified"), a few times. Whether a patch was
+/// written.
+async fn move_ownership(
+    cluster: &impl ClusterApi,
+    key: &ObjectKey,
+    desired: &Value,
+    applied: &Value,
+    manager: &str,
+) -> Result<bool, ClusterError> {
+    let mut current = applied.clone();
+    for attempt in 0..5 {
+        let Some(patch) = crate::ownership::migration_patch(&current, manager) else {
+            return Ok(false);
+        };
+        match cluster.merge_patch(&current, &patch).await {
+            Ok(_) => return Ok(true),
+            Err(ClusterError::Modified { .. }) if attempt < 4 => {
+                let api_version = desired["apiVersion"].as_str().unwrap_or_default();
+                let kind = desired["kind"].as_str().unwrap_or_default();
+                match cluster
+                    .get(api_version, kind, &key.namespace, &key.name)
+                    .await?
+                {
+                    Some(live) => current = live,
+                    None => return Ok(false),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -1046,6 +1078,43 @@ mod tests {
         let r = plan(r.cluster, pruned).await;
         assert_eq!(apply(&r, &options(), |_| true).await.unwrap().deleted, 1);
         assert!(r.cluster.object("ConfigMap", "default", "a").is_none());
+    }
+
+    #[tokio::test]
+    async fn moving_kubectls_fields_re_reads_and_retries_when_the_object_changed_meanwhile() {
+        let fake = FakeCluster::default();
+        let manager = "kiln/set";
+        let mut live = cm("shop", "late");
+        live["metadata"]["resourceVersion"] = json!("7");
+        live["metadata"]["managedFields"] = json!([
+            {"manager": "kubectl-client-side-apply", "operation": "Update",
+             "fieldsV1": {"f:data": {"f:k": {}}}},
+            {"manager": manager, "operation": "Apply", "fieldsV1": {"f:metadata": {}}},
+        ]);
+        fake.put(live.clone());
+        // A controller changes the object twice between kiln's read and its patch.
+        fake.fail("patch", "late", 409, 2);
+        let key = ObjectKey::of(&live);
+        let moved = move_ownership(&fake, &key, &live, &live, manager)
+            .await
+            .unwrap();
+        assert!(moved, "the third patch went through");
+        let counts = fake.counts();
+        assert_eq!(
+            counts.writes, 3,
+            "two refused patches and the one that went through"
+        );
+        assert_eq!(
+            counts.requests, 5,
+            "and a GET after each refusal: {counts:?}"
+        );
+        // A 409 that is not a field conflict is not reported as one.
+        fake.fail("patch", "late", 409, 5);
+        let err = move_ownership(&fake, &key, &live, &live, manager)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ClusterError::Modified { .. }), "{err:?}");
+        assert!(!err.to_string().contains("field manager"), "{err}");
     }
 
     #[tokio::test(start_paused = true)]

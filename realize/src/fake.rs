@@ -215,6 +215,11 @@ impl FakeCluster {
         }
         match Self::injected(&mut s, op, name) {
             None => Ok(()),
+            // A merge patch has no field managers: its 409 is a change under its precondition.
+            Some(409) if op == "patch" => Err(ClusterError::Modified {
+                what: name.to_owned(),
+                message: "Operation cannot be fulfilled: the object has been modified".into(),
+            }),
             Some(409) => Err(ClusterError::Conflict {
                 what: name.to_owned(),
                 message: "injected conflict".into(),
@@ -408,7 +413,7 @@ impl ClusterApi for FakeCluster {
             .and_then(|o| o.pointer("/metadata/resourceVersion").cloned());
         if let Some(wanted) = obj.pointer("/metadata/resourceVersion") {
             if live_rv.as_ref() != Some(wanted) {
-                return Err(ClusterError::Conflict {
+                return Err(ClusterError::Modified {
                     what: key.to_string(),
                     message: "Operation cannot be fulfilled: the object has been modified".into(),
                 });

@@ -19,7 +19,8 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 
 use crate::api::{
-    numeric, ApplyParams, ClusterApi, ClusterError, Deleted, Listed, ReadFrom, RequestCounts,
+    is_unreachable, numeric, ApplyParams, ClusterApi, ClusterError, Deleted, Listed, ReadFrom,
+    RequestCounts,
 };
 use crate::applyset::{group_kind, split_group_kind};
 use crate::desired::Scope as ObjectScope;
@@ -268,7 +269,7 @@ impl KubeCluster {
     ) -> impl FnOnce(kube::Error) -> ClusterError + '_ {
         let what = what.into();
         move |source| {
-            if crate::api::is_unreachable(&source) {
+            if is_unreachable(&source) {
                 ClusterError::Unreachable {
                     server: self.server.clone(),
                     context: self.context.clone(),
@@ -378,12 +379,46 @@ impl ClusterApi for KubeCluster {
         known: &BTreeSet<String>,
         selector: &str,
     ) -> Result<Vec<Value>, ClusterError> {
-        let discovery = kube::Discovery::new(self.client.clone())
-            .run()
+        // Each group's preferred version on its own: one unavailable aggregated API (a
+        // metrics-server that is not running answers 503) is skipped with a warning naming
+        // it, as kubectl does, instead of failing the whole search.
+        let groups = self
+            .client
+            .list_api_groups()
             .await
             .map_err(self.api_error("discover", "every API group"))?;
+        let mut versions = vec![kube::core::GroupVersion::gv("", "v1")];
+        for g in groups.groups {
+            let preferred = g
+                .preferred_version
+                .or_else(|| g.versions.into_iter().next());
+            if let Some(v) = preferred {
+                if let Ok(gv) = v.group_version.parse::<kube::core::GroupVersion>() {
+                    versions.push(gv);
+                }
+            }
+        }
+        let found = futures::future::join_all(versions.into_iter().map(|gv| async move {
+            let group = kube::discovery::pinned_group(&self.client, &gv).await;
+            (gv, group)
+        }))
+        .await;
         let mut kinds = Vec::new();
-        for group in discovery.groups() {
+        for (gv, group) in found {
+            let group = match group {
+                Ok(g) => g,
+                Err(e) if is_unreachable(&e) => {
+                    return Err(self.api_error("discover", gv.api_version())(e))
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "skipping `{}` while looking for orphans: its API is unavailable ({})",
+                        gv.api_version(),
+                        kiln_core::error_chain::error_chain(&e)
+                    );
+                    continue;
+                }
+            };
             for (ar, caps) in group.recommended_resources() {
                 let gk = group_kind(&ar.api_version, &ar.kind);
                 if caps.supports_operation(kube::discovery::verbs::LIST) && !known.contains(&gk) {
@@ -444,10 +479,9 @@ impl ClusterApi for KubeCluster {
         );
         match api.patch(name, &params, &Patch::Apply(obj)).await {
             Ok(o) => Ok(serde_json::to_value(o).expect("objects serialize")),
-            Err(kube::Error::Api(status)) if status.code == 409 => Err(ClusterError::Conflict {
-                what,
-                message: status.message,
-            }),
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                Err(ClusterError::from_409(what, status.message))
+            }
             Err(source) => Err(self.api_error("apply", what)(source)),
         }
     }
@@ -556,7 +590,9 @@ impl ClusterApi for KubeCluster {
             .await
         {
             Ok(o) => Ok(serde_json::to_value(o).expect("objects serialize")),
-            Err(kube::Error::Api(status)) if status.code == 409 => Err(ClusterError::Conflict {
+            // A merge patch has no field managers to conflict with: a 409 is always a change
+            // under a resourceVersion it was conditional on.
+            Err(kube::Error::Api(status)) if status.code == 409 => Err(ClusterError::Modified {
                 what,
                 message: status.message,
             }),

@@ -701,10 +701,32 @@ async fn add_orphans(
     let mut orphans = HashSet::new();
     for o in cluster.list_other_kinds(known, selector).await? {
         let key = ObjectKey::of(&o);
+        if made_by_a_controller(&o, &key, live) {
+            continue;
+        }
         orphans.insert(key.clone());
         live.insert(key, o);
     }
     Ok(orphans)
+}
+
+/// Whether a labeled object of a kind the parent does not list was made by a controller, not
+/// by kiln: it has an owner (endpoint slices, replica sets, pods, jobs of cron jobs, ...), or
+/// it is the Endpoints of a Service of the set (the endpoints controller copies the Service's
+/// labels, the set's included, and sets no owner). Such an object is never an orphan: its
+/// controller deletes it with its owner.
+fn made_by_a_controller(o: &Value, key: &ObjectKey, members: &BTreeMap<ObjectKey, Value>) -> bool {
+    let owned = o
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .is_some_and(|refs| !refs.is_empty());
+    let endpoints_of_a_member = key.group_kind == "Endpoints"
+        && members.contains_key(&ObjectKey {
+            group_kind: "Service".to_owned(),
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+        });
+    owned || endpoints_of_a_member
 }
 
 /// [`plan::compute`], with the orphans among the deletes marked.
