@@ -393,3 +393,110 @@ fn destroy_removes_one_instance_and_leaves_the_other() {
     let gone = r.json("plan", &["--var", &var_one]);
     assert_eq!(count(&gone, "create"), 2, "{gone:#}");
 }
+
+/// Every ConfigMap of namespace `ns`: name -> (resourceVersion, data.k).
+fn configmaps(ns: &str) -> std::collections::BTreeMap<String, (String, String)> {
+    let out = kubectl_ok(&["get", "configmaps", "-n", ns, "-o", "json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["metadata"]["name"].as_str().unwrap().starts_with('c'))
+        .map(|o| {
+            (
+                o["metadata"]["name"].as_str().unwrap().to_owned(),
+                (
+                    o["metadata"]["resourceVersion"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                    o["data"]["k"].as_str().unwrap_or_default().to_owned(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// A holder paused past its Lease's TTL (SIGSTOP) while writing: a second apply takes the lock
+/// over and finishes; the first, resumed, writes nothing more and exits 2.
+#[test]
+fn a_paused_holder_resumes_to_a_closed_fence_and_writes_nothing() {
+    use rustix::process::{kill_process, Pid, Signal};
+    let s = Sandbox::new();
+    let ns = format!("kt-fenced-{}", std::process::id());
+    let n = 600;
+    write_version(&s, &ns, n, 0);
+    s.build(&[]);
+    let mut first = spawn_apply(&s, &["--lock-ttl", "3", "--parallel", "1"]);
+    let pid = Pid::from_child(&first);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    // Stop it in the middle of its writes.
+    loop {
+        let written = configmaps(&ns).len();
+        if written >= 30 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the first apply never wrote");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    kill_process(pid, Signal::STOP).unwrap();
+    // The second apply writes other values, after the first's TTL runs out.
+    let cms: Vec<String> = (0..n)
+        .map(|i| format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c{i}}}\ndata: {{k: \"second-{i}\"}}\n"))
+        .collect();
+    s.write("config.yaml", &cms.join("---\n"));
+    let second = Command::new(assert_cmd::cargo::cargo_bin("kiln"))
+        .env("KILN_STORE", s.store())
+        .env("KILN_NO_PROGRESS", "1")
+        .arg("apply")
+        .arg(s.project())
+        .arg("--kubeconfig")
+        .arg(kubeconfig())
+        .args(["--yes", "--skip-workload-gates", "--lock-timeout", "60"])
+        .output()
+        .unwrap();
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    let after_second = configmaps(&ns);
+    assert_eq!(after_second.len(), n);
+    assert!(after_second.values().all(|(_, k)| k.starts_with("second-")));
+    // Resume the first: its fence is closed, so it writes nothing and exits 2.
+    kill_process(pid, Signal::CONT).unwrap();
+    let waited = Instant::now();
+    let status = loop {
+        if let Some(status) = first.try_wait().unwrap() {
+            break status;
+        }
+        if waited.elapsed() > Duration::from_secs(60) {
+            let _ = first.kill();
+            panic!("the first apply never ended: it kept writing after it lost the lock");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = finished_output(first);
+    let stderr = String::from_utf8_lossy(&out);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no longer holds the set's lock"),
+        "{stderr}"
+    );
+    assert_eq!(
+        configmaps(&ns),
+        after_second,
+        "the second apply's result is intact: no object changed"
+    );
+    let _ = kubectl(&["delete", "namespace", &ns, "--wait=false"]);
+}
+
+/// The rest of a finished child's stderr.
+fn finished_output(mut c: Child) -> Vec<u8> {
+    let mut err = Vec::new();
+    if let Some(mut e) = c.stderr.take() {
+        let _ = std::io::Read::read_to_end(&mut e, &mut err);
+    }
+    err
+}

@@ -49,6 +49,11 @@ pub enum ClusterError {
         /// The server's message.
         message: String,
     },
+    /// This run no longer provably holds the set's lock: the write was not sent.
+    Fenced {
+        /// Why the fence is closed.
+        why: String,
+    },
     /// Server-side apply conflicts with another field manager (409).
     Conflict {
         /// The object.
@@ -82,6 +87,10 @@ impl std::fmt::Display for ClusterError {
             ClusterError::Conflict { what, message } => {
                 write!(f, "{what}: conflict with another field manager: {message}")
             }
+            ClusterError::Fenced { why } => write!(
+                f,
+                "this run no longer holds the set's lock ({why}); it stopped before its next write"
+            ),
             ClusterError::Modified { what, message } => {
                 write!(
                     f,
@@ -327,4 +336,8 @@ pub trait ClusterApi {
     /// A client for the set's lock (a Lease), outside the request counts; `None` when this
     /// cluster cannot hold one (a test fake).
     fn lease_client(&self) -> Option<kube::Client>;
+
+    /// From now on, every write (apply, patch, delete; not dry runs) first checks `fence` and
+    /// is refused with [`ClusterError::Fenced`] once it is closed.
+    fn fence_writes(&self, fence: std::sync::Arc<crate::fence::Fence>);
 }

@@ -1081,6 +1081,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_closed_fence_refuses_every_write_and_nothing_is_written() {
+        use crate::fence::{boot_clock, Fence};
+        let fake = FakeCluster::default();
+        let r = plan(fake, platform(vec![cm("shop", "a"), cm("shop", "b")])).await;
+        assert!(r.plan.has_changes());
+        r.cluster.fence_writes(std::sync::Arc::new(Fence::until(
+            boot_clock() - Duration::from_millis(1),
+        )));
+        r.cluster.clear_writes();
+        let err = apply(&r, &options(), |_| true).await.unwrap_err();
+        assert!(
+            matches!(err, RealizeError::Cluster(ClusterError::Fenced { .. })),
+            "{err:?}"
+        );
+        assert_eq!(err.exit_code(), 2);
+        assert!(
+            err.to_string().contains("no longer holds") || format!("{err:?}").contains("Fenced")
+        );
+        assert!(r.cluster.writes().is_empty(), "{:?}", r.cluster.writes());
+    }
+
+    #[tokio::test]
     async fn moving_kubectls_fields_re_reads_and_retries_when_the_object_changed_meanwhile() {
         let fake = FakeCluster::default();
         let manager = "kiln/set";

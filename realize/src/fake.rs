@@ -59,12 +59,14 @@ struct State {
 /// The fake cluster.
 pub struct FakeCluster {
     state: Mutex<State>,
+    fence: std::sync::OnceLock<std::sync::Arc<crate::fence::Fence>>,
 }
 
 impl Default for FakeCluster {
     fn default() -> Self {
         let fake = Self {
             state: Mutex::default(),
+            fence: std::sync::OnceLock::new(),
         };
         for (api_version, kind, scope) in [
             ("v1", "Namespace", Scope::Cluster),
@@ -208,6 +210,11 @@ impl FakeCluster {
     }
 
     fn request(&self, op: &'static str, name: &str, write: bool) -> Result<(), ClusterError> {
+        if write {
+            if let Some(f) = self.fence.get() {
+                f.check().map_err(|why| ClusterError::Fenced { why })?;
+            }
+        }
         let mut s = self.state.lock().unwrap();
         s.counts.requests += 1;
         if write {
@@ -541,5 +548,9 @@ impl ClusterApi for FakeCluster {
 
     fn lease_client(&self) -> Option<kube::Client> {
         None
+    }
+
+    fn fence_writes(&self, fence: std::sync::Arc<crate::fence::Fence>) {
+        let _ = self.fence.set(fence);
     }
 }

@@ -46,6 +46,8 @@ pub struct KubeCluster {
     /// renewed and deleted) is not part of a plan's or an apply's request counts. Made when
     /// first asked for: a plan never takes the lock.
     lock_client: std::sync::OnceLock<Option<Client>>,
+    /// The set's lock's fence, once this run holds the lock: every write checks it.
+    fence: std::sync::OnceLock<Arc<crate::fence::Fence>>,
     counters: Arc<Counters>,
     /// group/version -> the group's resources, fetched once even when asked for concurrently.
     groups: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<ApiGroup>>>>>,
@@ -139,6 +141,7 @@ impl KubeCluster {
             context: context.unwrap_or_else(|| "(in-cluster)".to_owned()),
             config,
             lock_client: std::sync::OnceLock::new(),
+            fence: std::sync::OnceLock::new(),
             counters,
             groups: Mutex::default(),
             preferred: Mutex::default(),
@@ -260,6 +263,14 @@ impl KubeCluster {
 }
 
 impl KubeCluster {
+    /// `Err(Fenced)` once this run no longer provably holds the set's lock.
+    fn fenced(&self) -> Result<(), ClusterError> {
+        match self.fence.get() {
+            Some(f) => f.check().map_err(|why| ClusterError::Fenced { why }),
+            None => Ok(()),
+        }
+    }
+
     /// A request's failure: `Unreachable` (naming the server and context) when the cluster
     /// could not be reached at all, else `Api`.
     fn api_error(
@@ -304,6 +315,10 @@ impl ClusterApi for KubeCluster {
             requests: self.counters.requests.load(Ordering::Relaxed),
             writes: self.counters.writes.load(Ordering::Relaxed),
         }
+    }
+
+    fn fence_writes(&self, fence: Arc<crate::fence::Fence>) {
+        let _ = self.fence.set(fence);
     }
 
     fn lease_client(&self) -> Option<Client> {
@@ -461,6 +476,9 @@ impl ClusterApi for KubeCluster {
 
     /// Server-side apply with the set's field manager.
     async fn apply(&self, obj: &Value, apply: ApplyParams<'_>) -> Result<Value, ClusterError> {
+        if !apply.dry_run {
+            self.fenced()?;
+        }
         let api_version = obj["apiVersion"].as_str().unwrap_or_default();
         let kind = obj["kind"].as_str().unwrap_or_default();
         let name = obj
@@ -572,6 +590,7 @@ impl ClusterApi for KubeCluster {
 
     /// A JSON merge patch (its own request, outside any field manager's apply).
     async fn merge_patch(&self, obj: &Value, patch: &Value) -> Result<Value, ClusterError> {
+        self.fenced()?;
         let api_version = obj["apiVersion"].as_str().unwrap_or_default();
         let kind = obj["kind"].as_str().unwrap_or_default();
         let name = obj
@@ -618,6 +637,7 @@ impl ClusterApi for KubeCluster {
         name: &str,
         uid: Option<&str>,
     ) -> Result<Deleted, ClusterError> {
+        self.fenced()?;
         let (ar, caps) = self.resolve_group_kind(gk).await?;
         let api = self.api(&ar, &caps, Some(namespace));
         let params = DeleteParams {

@@ -20,6 +20,7 @@ pub mod drift;
 pub mod dry_run;
 pub mod error;
 pub mod export;
+pub mod fence;
 pub mod health;
 pub mod kube_cluster;
 pub mod lock;

@@ -11,8 +11,13 @@
 //!   longer than one TTL, nor a dead one live forever).
 //! - **Every write is conditional** on the `resourceVersion` read before it: two waiters that
 //!   both see an expired Lease cannot both take it.
+//! - **The holder fences itself** ([`crate::fence`]): it writes to the cluster only within a
+//!   window after its last accepted renewal, on its boot clock, and never again once a renewal
+//!   finds another holder. A holder paused past its TTL resumes to a closed fence.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::fence::{boot_clock, window, Fence};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -85,14 +90,20 @@ pub struct LockGuard {
     name: String,
     namespace: String,
     stop: Arc<AtomicBool>,
-    lost: Arc<AtomicBool>,
+    fence: Arc<Fence>,
     renewer: tokio::task::JoinHandle<Option<String>>,
 }
 
 impl LockGuard {
-    /// Whether renewing failed because someone else took the Lease.
+    /// Whether this run lost the lock (another holder took it, or renewals stopped working
+    /// for longer than the safe window).
     pub fn lost(&self) -> bool {
-        self.lost.load(Ordering::SeqCst)
+        self.fence.closed()
+    }
+
+    /// The fence every cluster write of this run checks.
+    pub fn fence(&self) -> Arc<Fence> {
+        self.fence.clone()
     }
 
     /// Stops renewing and deletes the Lease (only if it is still ours).
@@ -185,7 +196,8 @@ pub async fn acquire(
     let mut told = false;
     // (resourceVersion, first seen) of the other holder's Lease.
     let mut observed: Option<(String, Instant)> = None;
-    let rv = loop {
+    let (rv, sent) = loop {
+        let sent = boot_clock();
         let current = api.get_opt(name).await.map_err(|e| err("read", e))?;
         let attempt = match &current {
             None => {
@@ -240,7 +252,7 @@ pub async fn acquire(
             }
         };
         match attempt {
-            Ok(l) => break l.metadata.resource_version.unwrap_or_default(),
+            Ok(l) => break (l.metadata.resource_version.unwrap_or_default(), sent),
             // Someone else created or took it between our read and write: read again.
             Err(kube::Error::Api(s)) if s.code == 409 => continue,
             Err(e) => return Err(err("take", e)),
@@ -248,37 +260,43 @@ pub async fn acquire(
     };
     tracing::debug!(%holder, "took the set's lock");
     let stop = Arc::new(AtomicBool::new(false));
-    let lost = Arc::new(AtomicBool::new(false));
+    let fence = Arc::new(Fence::until(sent + window(options.ttl)));
     let renewer = tokio::spawn(renew(
         api.clone(),
         name.to_owned(),
         rv,
         options.ttl,
         stop.clone(),
-        lost.clone(),
+        fence.clone(),
     ));
     Ok(LockGuard {
         api,
         name: name.to_owned(),
         namespace: namespace.to_owned(),
         stop,
-        lost,
+        fence,
         renewer,
     })
 }
 
 /// Renews the Lease every third of its TTL until stopped; returns its last resourceVersion
-/// while it is still ours.
+/// while it is still ours. Each accepted renewal moves the fence's window; one that finds
+/// another holder closes it; failing ones are retried quickly until the window has passed,
+/// which closes it too.
 async fn renew(
     api: Api<Lease>,
     name: String,
     mut rv: String,
     ttl: Duration,
     stop: Arc<AtomicBool>,
-    lost: Arc<AtomicBool>,
+    fence: Arc<Fence>,
 ) -> Option<String> {
     let period = (ttl / 3).max(Duration::from_millis(200));
     let mut next = Instant::now() + period;
+    let taken = |fence: &Fence| {
+        fence.lose("another run took the set's lock over");
+        tracing::warn!("the set's lock was taken over by another holder");
+    };
     loop {
         if stop.load(Ordering::SeqCst) {
             return Some(rv);
@@ -288,24 +306,51 @@ async fn renew(
             continue;
         }
         next = Instant::now() + period;
-        let Ok(Some(mut l)) = api.get_opt(&name).await else {
-            continue;
+        let sent = boot_clock();
+        let failed = |fence: &Fence, e: &dyn std::fmt::Display| {
+            tracing::warn!(error = %e, "failed to renew the set's lock");
+            if fence.check().is_err() {
+                fence.lose(format!("renewing the set's lock failed: {e}"));
+            }
+        };
+        let mut l = match api.get_opt(&name).await {
+            Ok(Some(l)) => l,
+            Ok(None) => {
+                fence.lose("the set's lock Lease was deleted by someone else");
+                return None;
+            }
+            Err(e) => {
+                failed(&fence, &e);
+                if fence.closed() {
+                    return None;
+                }
+                next = Instant::now() + Duration::from_millis(200);
+                continue;
+            }
         };
         if l.metadata.resource_version.as_deref() != Some(rv.as_str()) {
-            lost.store(true, Ordering::SeqCst);
-            tracing::warn!("the set's lock was taken over by another holder");
+            taken(&fence);
             return None;
         }
         if let Some(spec) = l.spec.as_mut() {
             spec.renew_time = Some(now());
         }
         match api.replace(&name, &PostParams::default(), &l).await {
-            Ok(l) => rv = l.metadata.resource_version.unwrap_or_default(),
+            Ok(l) => {
+                rv = l.metadata.resource_version.unwrap_or_default();
+                fence.renewed(sent, ttl);
+            }
             Err(kube::Error::Api(s)) if s.code == 409 => {
-                lost.store(true, Ordering::SeqCst);
+                taken(&fence);
                 return None;
             }
-            Err(e) => tracing::warn!(error = %e, "failed to renew the set's lock"),
+            Err(e) => {
+                failed(&fence, &e);
+                if fence.closed() {
+                    return None;
+                }
+                next = Instant::now() + Duration::from_millis(200);
+            }
         }
     }
 }

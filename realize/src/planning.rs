@@ -658,6 +658,7 @@ async fn lock_set(
     };
     let client = cluster.lease_client().ok_or(RealizeError::NoLock)?;
     let guard = lock::acquire(client, &parent.namespace, &parent.name, options, on_wait).await?;
+    cluster.fence_writes(guard.fence());
     Ok(Some(guard))
 }
 
