@@ -364,3 +364,130 @@ fn an_unavailable_aggregated_api_is_skipped_with_a_warning() {
     assert!(destroy.status.success(), "{stderr}");
     assert!(!exists("configmap", "cm", &r.ns));
 }
+
+#[test]
+fn a_namespace_nobody_creates_is_refused_before_any_write() {
+    let r = Realm::new("gap");
+    let missing = format!("{}-missing", r.ns);
+    r.rules(&format!(
+        "\n[rule.here]\nkind = \"manifest\"\ndeps = [\"ns\"]\nobjects = [ {{ apiVersion = \"v1\", kind = \"ConfigMap\", metadata = {{ name = \"here\", namespace = \"${{var.ns}}\" }} }} ]\n\n[rule.velero]\nkind = \"manifest\"\nobjects = [ {{ apiVersion = \"v1\", kind = \"ConfigMap\", metadata = {{ name = \"backup\", namespace = \"{missing}\" }} }} ]\n"
+    ));
+    for cmd in ["plan", "apply"] {
+        let extra: &[&str] = if cmd == "apply" {
+            &["--yes", "--skip-workload-gates"]
+        } else {
+            &[]
+        };
+        let out = r.kiln(cmd, extra);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{cmd}: {stderr}");
+        assert!(
+            stderr.contains("rule `velero`")
+                && stderr.contains(&format!("namespace `{missing}` does not exist"))
+                && stderr.contains("nothing was written"),
+            "{cmd}: {stderr}"
+        );
+    }
+    assert!(
+        !kubectl(&["get", "namespace", &r.ns]).status.success(),
+        "nothing was written, not even the namespace of the first wave"
+    );
+    // The namespace in the set closes the gap: the plan says which objects it could not
+    // dry-run, and why.
+    r.rules(&format!(
+        "\n[rule.missing-ns]\nkind = \"manifest\"\nobjects = [ {{ apiVersion = \"v1\", kind = \"Namespace\", metadata = {{ name = \"{missing}\" }} }} ]\n\n[rule.velero]\nkind = \"manifest\"\ndeps = [\"missing-ns\"]\nobjects = [ {{ apiVersion = \"v1\", kind = \"ConfigMap\", metadata = {{ name = \"backup\", namespace = \"{missing}\" }} }} ]\n"
+    ));
+    let out = r.kiln("plan", &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!(
+            "not dry-run: 1 objects (rules `velero`): its namespace `{missing}` is created by this run"
+        )),
+        "{text}"
+    );
+    r.apply(&[]);
+    kubectl_ok(&["get", "configmap", "backup", "-n", &missing]);
+    let _ = kubectl(&["delete", "namespace", &missing, "--wait=false"]);
+}
+
+/// `resourceVersion` of an object (`kubectl get ARGS`).
+fn version_of(args: &[&str]) -> String {
+    let mut a = vec!["get"];
+    a.extend_from_slice(args);
+    a.extend_from_slice(&["-o", "jsonpath={.metadata.resourceVersion}"]);
+    kubectl_ok(&a)
+}
+
+#[test]
+fn a_preview_instance_shares_what_it_does_not_change_and_its_destroy_keeps_the_base() {
+    let r = Realm::new("preview-share");
+    let role = format!("{}-reader", r.ns);
+    let rules = |role_verbs: &str| {
+        format!(
+            "\n[rule.shared]\nkind = \"manifest\"\nobjects = [ {{ apiVersion = \"rbac.authorization.k8s.io/v1\", kind = \"ClusterRole\", metadata = {{ name = \"{role}\" }}, rules = [ {{ apiGroups = [\"\"], resources = [\"configmaps\"], verbs = [{role_verbs}] }} ] }} ]\n\n[rule.app]\nkind = \"manifest\"\ndeps = [\"ns\"]\nobjects = [ {{ apiVersion = \"v1\", kind = \"ConfigMap\", metadata = {{ name = \"app-${{var.mode}}\", namespace = \"${{var.ns}}\" }}, data = {{ mode = \"${{var.mode}}\" }} }} ]\n"
+        )
+    };
+    r.rules(&rules("\"get\""));
+    let toml = std::fs::read_to_string(r.s.project().join("kiln.toml")).unwrap();
+    r.s.write(
+        "kiln.toml",
+        &toml.replace("[vars]\n", "[vars]\nmode = \"base\"\n"),
+    );
+    r.apply(&[]);
+    let before = (
+        version_of(&["namespace", &r.ns]),
+        version_of(&["clusterrole", &role]),
+        version_of(&["configmap", "app-base", "-n", &r.ns]),
+    );
+    // The preview: the namespace and the ClusterRole are identical, so they stay the base's.
+    let preview = r.apply(&["--var", "mode=pr-1"]);
+    assert_eq!(common::count(&preview, "create"), 1, "{preview:#}");
+    let shared: Vec<&str> = preview["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["shared_with"].is_string())
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(shared.len(), 2, "{preview:#}");
+    kubectl_ok(&["get", "configmap", "app-pr-1", "-n", &r.ns]);
+    // Destroying the preview deletes only what it owns.
+    let out = r.kiln(
+        "destroy",
+        &["--var", "mode=pr-1", "--yes", "--wait", "--timeout", "60"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!exists("configmap", "app-pr-1", &r.ns));
+    let after = (
+        version_of(&["namespace", &r.ns]),
+        version_of(&["clusterrole", &role]),
+        version_of(&["configmap", "app-base", "-n", &r.ns]),
+    );
+    assert_eq!(before, after, "every base object is present and unchanged");
+    r.assert_converged();
+
+    // A preview that would change a base object is refused, and the hint says what --adopt
+    // would do instead of just suggesting it.
+    let toml = std::fs::read_to_string(r.s.project().join("kiln.toml")).unwrap();
+    r.s.write(
+        "kiln.toml",
+        &toml.replace("verbs = [\"get\"]", "verbs = [\"${var.mode}\"]"),
+    );
+    let out = r.kiln("plan", &["--var", "mode=list"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&role) && stderr.contains("destroy"),
+        "{stderr}"
+    );
+    let _ = kubectl(&["delete", "clusterrole", &role]);
+}

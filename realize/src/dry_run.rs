@@ -17,12 +17,22 @@ use crate::api::{ApplyParams, ClusterApi, ClusterError};
 use crate::applyset::PART_OF_LABEL;
 use crate::desired::{DesiredObject, ObjectKey};
 use crate::diff::{server_diff, without_server_fields};
-use crate::error::{Claimed, RealizeError, Rejection};
+use crate::error::{Claimed, Gap, RealizeError, Rejection};
 use crate::plan::{Action, Plan};
 
 fn version(obj: &Value) -> Option<&str> {
     obj.pointer("/metadata/resourceVersion")
         .and_then(Value::as_str)
+}
+
+/// The set a plan is for.
+pub struct SetOf<'a> {
+    /// Its id.
+    pub id: &'a str,
+    /// For an instance (`--var`), its environment's base set id.
+    pub base: Option<&'a str>,
+    /// `--adopt`: take over other sets' members.
+    pub adopt: bool,
 }
 
 /// Dry-runs the plan's candidates and settles them (see the module's doc).
@@ -31,8 +41,9 @@ pub async fn settle(
     plan: &mut Plan,
     desired: &[DesiredObject],
     live: &BTreeMap<ObjectKey, Value>,
-    (set_id, adopt): (&str, bool),
+    set: SetOf<'_>,
 ) -> Result<(), RealizeError> {
+    let (set_id, adopt) = (set.id, set.adopt);
     let manager = crate::ownership::field_manager(set_id);
     let manager = manager.as_str();
     let by_key: BTreeMap<&ObjectKey, &DesiredObject> =
@@ -62,6 +73,8 @@ pub async fn settle(
             .await;
     let mut rejected = Vec::new();
     let mut claimed = Vec::new();
+    let mut gaps = Vec::new();
+    let mut namespaces = BTreeMap::new();
     for (i, d, action, result) in results {
         let change = &mut plan.changes[i];
         // A "create" whose object already exists (the dry run answers with its
@@ -102,7 +115,16 @@ pub async fn settle(
                         change.diff = Some(server_diff(&live, &dry));
                     }
                 }
-                Existing::Claimed(theirs) => claimed.push(Claimed {
+                // An instance's object identical to its base set's (it does not depend on the
+                // instance's variables: a CRD, an operator's namespace, a ClusterIssuer): the
+                // base set keeps owning it; the instance refers to it.
+                Existing::Claimed(theirs, live)
+                    if set.base == Some(theirs.as_str()) && same_desired_hash(&live, d) =>
+                {
+                    change.action = Action::Unchanged;
+                    change.shared_with = Some(theirs);
+                }
+                Existing::Claimed(theirs, _) => claimed.push(Claimed {
                     rule: d.rule.clone(),
                     object: d.key.to_string(),
                     theirs,
@@ -142,8 +164,18 @@ pub async fn settle(
             }
             Err(ClusterError::Conflict { message, .. }) => change.conflict = Some(message),
             // A namespace or a CRD that this run creates first: nothing to validate against
-            // yet (as with `kubectl diff`); the apply itself checks it.
-            Err(e) if e.is_not_served() => {}
+            // yet (as with `kubectl diff`); the apply itself checks it. A namespace that
+            // neither exists nor is created here is a gap: refused before any write.
+            Err(e) if e.is_not_served() => {
+                match why_unchecked(cluster, d, desired, &mut namespaces).await? {
+                    Ok(reason) => change.unchecked = Some(reason),
+                    Err(reason) => gaps.push(Gap {
+                        rule: d.rule.clone(),
+                        object: d.key.to_string(),
+                        reason,
+                    }),
+                }
+            }
             Err(e) if e.rejects_the_object() => {
                 rejected.push(Rejection {
                     rule: d.rule.clone(),
@@ -158,10 +190,49 @@ pub async fn settle(
     if !rejected.is_empty() {
         return Err(RealizeError::Rejected(rejected));
     }
+    if !gaps.is_empty() {
+        return Err(RealizeError::Gaps(gaps));
+    }
     if !claimed.is_empty() {
         return Err(RealizeError::OtherSet(claimed));
     }
     Ok(())
+}
+
+/// Why the server could not dry-run `d` (404): `Ok` when this run closes the gap (its
+/// namespace, or its kind's CRD, is created first), `Err` when it does not (a namespace that
+/// does not exist and no rule creates). `namespaces` caches which namespaces exist.
+async fn why_unchecked(
+    cluster: &impl ClusterApi,
+    d: &DesiredObject,
+    desired: &[DesiredObject],
+    namespaces: &mut BTreeMap<String, bool>,
+) -> Result<Result<String, String>, RealizeError> {
+    let ns = &d.key.namespace;
+    if ns.is_empty() {
+        return Ok(Ok("its kind's CRD is created by this run".to_owned()));
+    }
+    let created_here = desired
+        .iter()
+        .any(|o| o.key.group_kind == "Namespace" && &o.key.name == ns);
+    if created_here {
+        return Ok(Ok(format!("its namespace `{ns}` is created by this run")));
+    }
+    let exists = match namespaces.get(ns) {
+        Some(e) => *e,
+        None => {
+            let e = cluster.get("v1", "Namespace", "", ns).await?.is_some();
+            namespaces.insert(ns.clone(), e);
+            e
+        }
+    };
+    Ok(if exists {
+        Ok("its kind's CRD is created by this run".to_owned())
+    } else {
+        Err(format!(
+            "its namespace `{ns}` does not exist on the cluster and no rule of this set creates it"
+        ))
+    })
 }
 
 /// Whether a tool other than kiln owns fields of `live` through server-side apply (another
@@ -178,12 +249,21 @@ fn has_other_appliers(live: &Value, ours: &str) -> bool {
         })
 }
 
+/// Whether `live` was applied from the same desired content as `d` (the desired-hash
+/// annotation is taken before ownership labels, so two sets' copies of one object agree).
+fn same_desired_hash(live: &Value, d: &DesiredObject) -> bool {
+    live.pointer("/metadata/annotations")
+        .and_then(|a| a.get(crate::applyset::DESIRED_HASH_ANNOTATION))
+        .and_then(Value::as_str)
+        == Some(d.hash.to_string().as_str())
+}
+
 /// What to do with an object that exists but is not a member of this set.
 enum Existing {
     /// Take it over (it is in no set, or `--adopt`): the live object.
     Adopt(Value),
-    /// Another set holds it: that set's id.
-    Claimed(String),
+    /// Another set holds it: that set's id, and the live object.
+    Claimed(String, Value),
 }
 
 async fn existing(
@@ -206,7 +286,7 @@ async fn existing(
         .and_then(Value::as_str)
         .filter(|other| *other != set_id);
     Ok(Some(match theirs {
-        Some(other) if !adopt => Existing::Claimed(other.to_owned()),
+        Some(other) if !adopt => Existing::Claimed(other.to_owned(), live),
         _ => Existing::Adopt(live),
     }))
 }

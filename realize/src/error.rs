@@ -19,6 +19,19 @@ pub struct Rejection {
     pub message: String,
 }
 
+/// An object the cluster cannot take as it is, and that this run does not make possible: its
+/// namespace does not exist and no rule creates it.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[error("rule `{rule}`: {object}: {reason}")]
+pub struct Gap {
+    /// The rule that produced it.
+    pub rule: String,
+    /// The object.
+    pub object: String,
+    /// What is missing.
+    pub reason: String,
+}
+
 /// An object a rule produces that another set holds.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 #[error("rule `{rule}`: {object} is a member of ApplySet `{theirs}`, not of this set `{ours}`")]
@@ -42,9 +55,18 @@ pub enum RealizeError {
         "fix the objects in the rules named; `kiln plan` checks them the same way"
     ))]
     Rejected(#[related] Vec<Rejection>),
+    /// Objects need what the cluster lacks and this run does not create: every one, before
+    /// anything was written.
+    #[error("{} objects need what the cluster lacks; nothing was written", .0.len())]
+    #[diagnostic(help(
+        "add the missing namespaces to the project (a rule that creates them), or create them first"
+    ))]
+    Gaps(#[related] Vec<Gap>),
     /// Objects that rules produce are members of another kiln set.
     #[error("{} objects belong to another kiln set; nothing was written", .0.len())]
-    #[diagnostic(help("pass --adopt to take them over into this set"))]
+    #[diagnostic(help(
+        "these objects are the other set's to change. An instance made with --var shares the objects that are identical in its base set; one it changes must get its own name (make the name depend on a variable the instance overrides) or stay out of the instance (limit its rule with `envs`). --adopt instead moves them into this set: the other set stops managing them, and `kiln destroy` of this set deletes them"
+    ))]
     OtherSet(#[related] Vec<Claimed>),
     /// Fields of planned objects belong to other field managers.
     #[error("{0} objects conflict with another field manager; nothing was written")]
@@ -138,6 +160,7 @@ impl RealizeError {
             RealizeError::Interrupted => 130,
             RealizeError::Cluster(ClusterError::Conflict { .. })
             | RealizeError::Rejected(_)
+            | RealizeError::Gaps(_)
             | RealizeError::OtherSet(_)
             | RealizeError::Conflicts(_) => 1,
             // The server rejected the object itself (malformed, invalid): the user's to fix.

@@ -74,6 +74,14 @@ pub struct Change {
     /// found only by `--find-orphans`, deleted only by `apply --prune-orphans`.
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub orphan: bool,
+    /// For an instance (`--var`): the base set that owns this object, identical in both; the
+    /// instance refers to it and leaves it alone (never writes or deletes it).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub shared_with: Option<String>,
+    /// Why the server could not dry-run it: its namespace or its kind's CRD is created by this
+    /// run (the apply checks it when it is written).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub unchecked: Option<String>,
     /// The server's dry run found fields another field manager owns: its message, naming
     /// the manager and the fields. Apply refuses it without `--force-conflicts`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -199,6 +207,8 @@ fn change_for(d: &DesiredObject, live: Option<&Value>, manager: &str) -> Change 
         drifted_fields: Vec::new(),
         secret_values_changed: Vec::new(),
         orphan: false,
+        shared_with: None,
+        unchecked: None,
         conflict: None,
         wave: d.wave,
         live_version: live
@@ -293,6 +303,8 @@ fn prunes(desired: &[DesiredObject], live: &BTreeMap<ObjectKey, Value>) -> Vec<C
             drifted_fields: Vec::new(),
             secret_values_changed: Vec::new(),
             orphan: false,
+            shared_with: None,
+            unchecked: None,
             conflict: None,
             wave: usize::MAX,
             live_version: l

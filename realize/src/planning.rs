@@ -40,6 +40,9 @@ pub struct Wanted {
     objects: Vec<RawObject>,
     /// Scopes of the kinds whose CRD the project itself defines.
     defined_here: BTreeMap<String, Scope>,
+    /// For an instance (`--var`), the set id of its environment's base set: objects identical
+    /// in both stay the base set's (the instance refers to them, does not own them).
+    base: Option<String>,
     /// Secret references that a `secret` rule declared (only these are resolved).
     declared_refs: HashSet<String>,
     /// Waves and ancestors of the rules.
@@ -56,6 +59,8 @@ pub struct Built<'a> {
     pub trees: &'a BTreeMap<String, Arc<Tree>>,
     /// The instance name (`<env>` or `<env>-<8 hex>` with `--var`).
     pub instance: &'a str,
+    /// For an instance made with `--var`, the environment's own instance name (`<env>`).
+    pub base_instance: Option<&'a str>,
     /// Namespace of the ApplySet parent.
     pub parent_namespace: &'a str,
 }
@@ -80,10 +85,15 @@ impl Wanted {
             })
             .filter_map(|o| secrets::references_of(o.object.as_value()).map(str::to_owned))
             .collect();
+        let base = built
+            .base_instance
+            .filter(|b| *b != built.instance)
+            .map(|b| Parent::for_project(&built.project.name, b, built.parent_namespace).id());
         Ok(Self {
             parent,
             objects,
             defined_here,
+            base,
             declared_refs,
             lineage: Lineage::of(built.graph),
         })
@@ -128,6 +138,7 @@ impl Wanted {
         Self {
             parent,
             defined_here: desired::scopes_defined_by_crds(&objects),
+            base: None,
             objects,
             declared_refs: HashSet::new(),
             lineage,
@@ -265,6 +276,7 @@ async fn settle(
         defined_here,
         declared_refs,
         lineage,
+        base: _,
     } = wanted;
     let Served { scopes, versions } = resolve_scopes(cluster, &objects, &defined_here).await?;
     for o in &mut objects {
@@ -315,11 +327,18 @@ pub async fn plan_set<C: ClusterApi>(
 ) -> Result<Realized<C>, RealizeError> {
     let parent = wanted.parent.clone();
     let defined_here = wanted.defined_here.clone();
+    let base = wanted.base.clone();
     let (mut desired, warnings) = settle(&cluster, wanted).await?;
     let mut lock = lock_set(&cluster, &parent, options.lock.as_ref(), on_wait).await?;
     let (live_parent, plan) = holding(
         &mut lock,
-        read_and_plan(&cluster, &parent, &mut desired, &defined_here, options),
+        read_and_plan(
+            &cluster,
+            &parent,
+            &mut desired,
+            (&defined_here, base.as_deref()),
+            options,
+        ),
     )
     .await?;
     Ok(Realized {
@@ -338,7 +357,7 @@ async fn read_and_plan(
     cluster: &impl ClusterApi,
     parent: &Parent,
     desired: &mut [DesiredObject],
-    defined_here: &BTreeMap<String, Scope>,
+    (defined_here, base): (&BTreeMap<String, Scope>, Option<&str>),
     options: &PlanOptions,
 ) -> Result<(Option<Value>, Plan), RealizeError> {
     let set_id = parent.id();
@@ -449,7 +468,12 @@ async fn read_and_plan(
     desired::yield_to_controllers(desired, &live);
     let desired = &*desired;
     let mut plan = planned_with_orphans(&set_id, desired, &live, &orphans, options.partial);
-    dry_run::settle(cluster, &mut plan, desired, &live, (&set_id, options.adopt)).await?;
+    let set = dry_run::SetOf {
+        id: &set_id,
+        base,
+        adopt: options.adopt,
+    };
+    dry_run::settle(cluster, &mut plan, desired, &live, set).await?;
     Ok((live_parent, plan))
 }
 

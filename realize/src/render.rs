@@ -105,6 +105,36 @@ pub fn render(plan: &Plan) -> String {
             }
         }
     }
+    // Objects the server could not dry-run, one line per reason (a first apply into a new
+    // namespace would otherwise add a line per object); `--json` has each with its rule.
+    let mut unchecked: std::collections::BTreeMap<&str, (usize, std::collections::BTreeSet<&str>)> =
+        std::collections::BTreeMap::new();
+    for c in &plan.changes {
+        if let Some(why) = &c.unchecked {
+            let e = unchecked.entry(why.as_str()).or_default();
+            e.0 += 1;
+            e.1.insert(c.rule.as_str());
+        }
+    }
+    for (why, (n, rules)) in &unchecked {
+        let rules: Vec<&str> = rules.iter().copied().collect();
+        let _ = writeln!(
+            out,
+            "not dry-run: {n} objects (rules `{}`): {why}",
+            rules.join("`, `")
+        );
+    }
+    let shared = plan
+        .changes
+        .iter()
+        .filter(|c| c.shared_with.is_some())
+        .count();
+    if shared > 0 {
+        let _ = writeln!(
+            out,
+            "shared: {shared} objects are identical in this environment's base set, which keeps owning them"
+        );
+    }
     let count = |a| plan.summary.get(&a).copied().unwrap_or(0);
     let _ = writeln!(
         out,

@@ -115,6 +115,7 @@ pub fn build_wanted_with_outputs(
         graph: &loaded.graph,
         trees: &trees,
         instance: &instance,
+        base_instance: Some(loaded.selected.name()),
         parent_namespace: &target.parent_namespace,
     })
     .map_err(failure)?;

@@ -335,6 +335,8 @@ mod tests {
             drifted_fields: Vec::new(),
             secret_values_changed: Vec::new(),
             orphan: false,
+            shared_with: None,
+            unchecked: None,
             conflict: None,
             wave: 0,
             live_version: None,
