@@ -10,7 +10,7 @@ use common::realm::Realm;
 
 const RULES: &str = "[rule.config]\nkind = \"configmap\"\nname = \"app\"\nnamespace = \"${var.ns}\"\nsrcs = [\"app.env\"]\ndeps = [\"ns\"]\n[rule.app]\nkind = \"manifest\"\nsrcs = [\"app.yaml\"]\nnamespace = \"${var.ns}\"\ndeps = [\"ns\", \"config\"]\n";
 
-const APP: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: api\nspec:\n  replicas: 0\n  selector: {matchLabels: {app: api}}\n  template:\n    metadata: {labels: {app: api}}\n    spec:\n      containers:\n        - name: api\n          image: nginx:1.25\n          envFrom: [{configMapRef: {name: \"${dep.config.name}\"}}]\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: api\nspec:\n  selector: {app: api}\n  ports: [{port: 80, targetPort: 8080}]\n";
+const APP: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: api\nspec:\n  replicas: 0\n  selector: {matchLabels: {app: api}}\n  template:\n    metadata: {labels: {app: api}}\n    spec:\n      containers:\n        - name: api\n          image: nginx:1.25\n          resources: {limits: {cpu: 1000m, memory: 1024Mi}, requests: {cpu: \"0.5\", memory: 0.5Gi}}\n          envFrom: [{configMapRef: {name: \"${dep.config.name}\"}}]\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: api\nspec:\n  selector: {app: api}\n  ports: [{port: 80, targetPort: 8080}]\n";
 
 fn export(r: &Realm, dir: &std::path::Path, extra: &[&str]) -> Output {
     r.s.kiln()
@@ -58,11 +58,23 @@ fn the_export_is_what_apply_sends_and_stays_in_step() {
         listed.contains(&format!("{}/Deployment.apps/api.yaml", r.ns)),
         "{listed:?}"
     );
-    // kubectl sees exactly the objects kiln applied.
+    // kubectl sees exactly the objects kiln applied: README's command, as written (no
+    // --force-conflicts; quantities the server canonicalizes, `1000m` -> `1`, are exported in
+    // its form, so kubectl's field manager meets the same values).
+    let deployment =
+        std::fs::read_to_string(dir.join(format!("{}/Deployment.apps/api.yaml", r.ns))).unwrap();
+    assert!(
+        deployment.contains("cpu: '1'") || deployment.contains("cpu: \"1\""),
+        "{deployment}"
+    );
+    assert!(
+        deployment.contains("memory: 1Gi") && deployment.contains("cpu: 500m"),
+        "{deployment}"
+    );
     let diff = std::process::Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(kubeconfig())
-        .args(["diff", "--server-side", "--force-conflicts", "-R", "-f"])
+        .args(["diff", "--server-side", "-R", "-f"])
         .arg(&dir)
         .output()
         .unwrap();

@@ -65,14 +65,18 @@ pub fn export(wanted: Wanted, default_namespace: &str) -> Result<Export, Realize
             out.secrets_left_out.push(d.key.to_string());
             continue;
         }
+        // Quantities as the server stores them: `kubectl diff --server-side` then meets the
+        // values kiln's field manager owns and reports no conflict.
+        let mut object = d.object;
+        crate::quantity::canonicalize_quantities(&mut object);
         // The artifact layout, without its `objects/` directory.
-        let path = kiln_rules::objects::object_path(&d.object);
+        let path = kiln_rules::objects::object_path(&object);
         let path = path
             .as_str()
             .strip_prefix("objects/")
             .unwrap_or(path.as_str());
         out.files
-            .insert(path.to_owned(), kiln_rules::objects::to_yaml(&d.object));
+            .insert(path.to_owned(), kiln_rules::objects::to_yaml(&object));
     }
     Ok(out)
 }
