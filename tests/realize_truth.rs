@@ -636,9 +636,35 @@ fn existing_objects_are_adopted_and_other_sets_members_refused() {
     let refused = run(&[]);
     let err = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(1), "{err}");
+    // Both projects are named (their parents are `kiln-<project>-<env>`), and what --adopt
+    // would do is said, not only suggested.
+    // (miette wraps long lines: read them joined.)
+    let flat: String = err
+        .lines()
+        .map(|l| l.trim_start().trim_start_matches('│').trim_start())
+        .collect();
     assert!(
-        err.contains("is a member of ApplySet") && err.contains("--adopt"),
+        flat.contains(&format!("is a member of the set `default/kiln-{}`", r.ns))
+            && flat.contains(&format!("not of this set `default/kiln-other-{}`", r.ns))
+            && flat.contains("--adopt")
+            && flat.contains("deletes them"),
         "{err}"
+    );
+    // The same refusal has the same exit code in apply, and writes nothing.
+    let applied = other
+        .kiln()
+        .arg("apply")
+        .arg(other.project())
+        .arg("--kubeconfig")
+        .arg(common::kubeconfig())
+        .args(["--yes", "--skip-workload-gates"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        applied.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
     );
     let adopting = run(&["--adopt", "--json"]);
     assert_eq!(

@@ -29,6 +29,8 @@ fn version(obj: &Value) -> Option<&str> {
 pub struct SetOf<'a> {
     /// Its id.
     pub id: &'a str,
+    /// Its parent, `ns/name` (the name carries the project and environment).
+    pub name: &'a str,
     /// For an instance (`--var`), its environment's base set id.
     pub base: Option<&'a str>,
     /// `--adopt`: take over other sets' members.
@@ -127,8 +129,10 @@ pub async fn settle(
                 Existing::Claimed(theirs, _) => claimed.push(Claimed {
                     rule: d.rule.clone(),
                     object: d.key.to_string(),
+                    theirs_name: String::new(),
                     theirs,
                     ours: set_id.to_owned(),
+                    ours_name: set.name.to_owned(),
                 }),
             }
             continue;
@@ -194,6 +198,14 @@ pub async fn settle(
         return Err(RealizeError::Gaps(gaps));
     }
     if !claimed.is_empty() {
+        let mut names: BTreeMap<String, String> = BTreeMap::new();
+        for c in &mut claimed {
+            if !names.contains_key(&c.theirs) {
+                let name = parent_name(cluster, &c.theirs).await;
+                names.insert(c.theirs.clone(), name);
+            }
+            c.theirs_name = names[&c.theirs].clone();
+        }
         return Err(RealizeError::OtherSet(claimed));
     }
     Ok(())
@@ -247,6 +259,33 @@ fn has_other_appliers(live: &Value, ours: &str) -> bool {
                     && !crate::ownership::is_other_set(e, ours)
             })
         })
+}
+
+/// The parent Secret of set `id`, `` `ns/kiln-<project>-<env>` `` (it names the project), found
+/// by its id label; a placeholder when it cannot be read.
+async fn parent_name(cluster: &impl ClusterApi, id: &str) -> String {
+    let selector = format!("{}={id}", crate::applyset::ID_LABEL);
+    let listed = cluster
+        .list(
+            "Secret",
+            Some("v1"),
+            &selector,
+            None,
+            crate::api::ReadFrom::Cache,
+        )
+        .await;
+    match listed.ok().and_then(|l| l.items.into_iter().next()) {
+        Some(p) => format!(
+            "`{}/{}`",
+            p.pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+            p.pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+        ),
+        None => "(its parent was not found)".to_owned(),
+    }
 }
 
 /// Whether `live` was applied from the same desired content as `d` (the desired-hash

@@ -34,7 +34,7 @@ pub struct Gap {
 
 /// An object a rule produces that another set holds.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
-#[error("rule `{rule}`: {object} is a member of ApplySet `{theirs}`, not of this set `{ours}`")]
+#[error("rule `{rule}`: {object} is a member of the set {theirs_name} (ApplySet `{theirs}`), not of this set `{ours_name}` (ApplySet `{ours}`)")]
 pub struct Claimed {
     /// The rule.
     pub rule: String,
@@ -42,8 +42,12 @@ pub struct Claimed {
     pub object: String,
     /// The other set's id.
     pub theirs: String,
+    /// The other set's parent, `` `ns/kiln-<project>-<env>` `` (naming its project), when found.
+    pub theirs_name: String,
     /// This set's id.
     pub ours: String,
+    /// This set's parent, `ns/kiln-<project>-<env>`.
+    pub ours_name: String,
 }
 
 /// Why planning or applying failed.

@@ -468,8 +468,10 @@ async fn read_and_plan(
     desired::yield_to_controllers(desired, &live);
     let desired = &*desired;
     let mut plan = planned_with_orphans(&set_id, desired, &live, &orphans, options.partial);
+    let parent_name = format!("{}/{}", parent.namespace, parent.name);
     let set = dry_run::SetOf {
         id: &set_id,
+        name: &parent_name,
         base,
         adopt: options.adopt,
     };
