@@ -192,16 +192,24 @@ pub struct AuditArgs {
 /// (`$XDG_CONFIG_HOME/kiln/config.toml`).
 #[derive(Debug, Args, Default, Clone)]
 pub struct CacheArgs {
-    /// A remote cache to pull from (repeatable, tried in order; the first is pushed to):
-    /// `file:///dir`, `http(s)://host/prefix`, `s3://bucket/prefix`, `gs://…`, `az://…`.
-    #[arg(long = "cache", value_name = "URL")]
-    pub caches: Vec<String>,
+    #[command(flatten)]
+    pub read: CacheReadArgs,
     /// Push what the cache lacks after a successful build.
     #[arg(long)]
     pub push: bool,
     /// The secret key that signs pushed entries (made by `kiln cache keygen`).
     #[arg(long, value_name = "FILE")]
     pub signing_key: Option<PathBuf>,
+}
+
+/// The cache settings of commands that only read from caches (`store cat/path`, `cache pull`,
+/// `cache verify`): no push, no signing key.
+#[derive(Debug, Args, Default, Clone)]
+pub struct CacheReadArgs {
+    /// A remote cache to pull from (repeatable, tried in order; the first is pushed to):
+    /// `file:///dir`, `http(s)://host/prefix`, `s3://bucket/prefix`, `gs://…`, `az://…`.
+    #[arg(long = "cache", value_name = "URL")]
+    pub caches: Vec<String>,
     /// A public key `<name>:<base64>` whose signatures are trusted (repeatable). With any
     /// set, unsigned or unknown-signed entries are refused.
     #[arg(long = "trusted-key", value_name = "KEY")]
@@ -212,6 +220,16 @@ pub struct CacheArgs {
     /// Per-request timeout of the caches, in seconds [default: 10].
     #[arg(long, value_name = "SECS", value_parser = positive_seconds)]
     pub cache_timeout: Option<f64>,
+}
+
+impl From<&CacheReadArgs> for CacheArgs {
+    fn from(read: &CacheReadArgs) -> Self {
+        Self {
+            read: read.clone(),
+            push: false,
+            signing_key: None,
+        }
+    }
 }
 
 /// `kiln cache ...`.
@@ -249,7 +267,13 @@ pub enum CacheCommand {
     },
     /// Build (a no-op after `kiln build`), then push the entries and archives the first cache
     /// lacks (of `--all` rules, or the named ones).
-    Push(TransferArgs),
+    Push {
+        #[command(flatten)]
+        transfer: TransferArgs,
+        /// The secret key that signs pushed entries (made by `kiln cache keygen`).
+        #[arg(long, value_name = "FILE")]
+        signing_key: Option<PathBuf>,
+    },
     /// Build with the caches, then download the archives (of `--all` rules, or the named
     /// ones), e.g. before an apply without network.
     Pull(TransferArgs),
@@ -257,7 +281,7 @@ pub enum CacheCommand {
     /// trusted signature (with trusted keys set) and point at archives that hash to theirs.
     Verify {
         #[command(flatten)]
-        cache: CacheArgs,
+        cache: CacheReadArgs,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -283,7 +307,7 @@ pub struct TransferArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
-    pub cache: CacheArgs,
+    pub cache: CacheReadArgs,
 }
 
 /// A positive number of seconds, at most a year (`kiln_core::seconds`, the one parser of
@@ -609,7 +633,7 @@ pub struct RuleRef {
     pub env: Option<String>,
     /// Caches to fetch the artifact from when the store only holds its entry.
     #[command(flatten)]
-    pub cache: CacheArgs,
+    pub cache: CacheReadArgs,
 }
 
 /// `kiln store ...`.

@@ -78,6 +78,10 @@ where
         .thread_name(|i| format!("kiln-build-{i}"))
         .build()
         .expect("thread pool");
+    tracing::debug!(
+        "scheduling {n} rules, at most {} rules at once",
+        pool.current_num_threads()
+    );
     let cx = Cx {
         graph,
         results: &results,

@@ -51,6 +51,18 @@ pub struct Written {
 struct Journal<'a> {
     on_write: &'a dyn Fn(&Written),
     log: std::sync::Mutex<Vec<Written>>,
+    /// Object writes in flight now, and the most there were at once.
+    in_flight: std::sync::atomic::AtomicUsize,
+    most_in_flight: std::sync::atomic::AtomicUsize,
+}
+
+/// One object write in flight (see [`Journal::writing`]).
+struct InFlight<'j>(&'j std::sync::atomic::AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl<'a> Journal<'a> {
@@ -58,7 +70,22 @@ impl<'a> Journal<'a> {
         Self {
             on_write,
             log: std::sync::Mutex::default(),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            most_in_flight: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    /// Counts an object write until the guard drops (the `--parallel` bound, measured).
+    fn writing(&self) -> InFlight<'_> {
+        use std::sync::atomic::Ordering;
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(&self.in_flight)
+    }
+
+    fn most_in_flight(&self) -> usize {
+        self.most_in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn record(&self, action: Action, object: &ObjectKey, rule: &str) {
@@ -89,6 +116,8 @@ pub struct ApplyReport {
     pub requests: usize,
     /// Writes.
     pub writes: usize,
+    /// The most object writes that were in flight at once (bounded by `--parallel`).
+    pub max_concurrent_writes: usize,
 }
 
 impl ApplyReport {
@@ -339,6 +368,7 @@ pub async fn apply_reporting<C: ClusterApi>(
         )
         .await?;
     }
+    report.max_concurrent_writes = journal.most_in_flight();
     let (deleted, replaced) = delete_in_order(&r.cluster, deletions, &journal).await?;
     report.deleted += deleted;
     // Narrow the parent to what the set now holds; a partial run (`--rule`) saw only part of
@@ -395,6 +425,7 @@ async fn apply_wave(
                     dry_run: false,
                     manager,
                 };
+                let in_flight = journal.writing();
                 let mut applied = match cluster.apply(&d.object, params).await {
                     // Fields kiln's old shared manager holds: rename it to this set's (the
                     // first apply after the upgrade), then apply again.
@@ -420,6 +451,7 @@ async fn apply_wave(
                     // Now the set owns them, fields it does not declare are dropped.
                     applied = cluster.apply(&d.object, params).await?;
                 }
+                drop(in_flight);
                 journal.record(action, &d.key, &d.rule);
                 let version = crate::api::numeric(
                     applied

@@ -6,7 +6,7 @@ use kiln_core::scheduler::Schedule;
 
 use crate::build::audit::{AuditReport, AuditStatus};
 use crate::build::{Audit, BuildOptions};
-use crate::cli::{AuditArgs, CacheArgs};
+use crate::cli::{AuditArgs, CacheArgs, CacheReadArgs};
 use crate::commands::cache::Caches;
 use crate::commands::Failure;
 use crate::printer::Printer;
@@ -34,11 +34,11 @@ pub fn run(args: &AuditArgs, printer: &Printer, store: &Path) -> Result<u8, Fail
         .vars(args.vars.map())
         .unsandboxed(args.vars.unsandboxed);
     let against = match &args.against {
-        Some(url) => Some(Caches::open(&CacheArgs {
+        Some(url) => Some(Caches::open(&CacheArgs::from(&CacheReadArgs {
             caches: vec![url.clone()],
             trusted_keys: args.trusted_keys.clone(),
-            ..CacheArgs::default()
-        })?),
+            ..CacheReadArgs::default()
+        }))?),
         None => {
             // The records to compare with: the last build, made now if there is none (a no-op
             // when the project is built).

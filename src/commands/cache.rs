@@ -11,7 +11,7 @@ use kiln_core::error_chain::error_chain;
 use kiln_store::{LocalStore, Substituter};
 
 use crate::build::{BuildOptions, BuildReport, Status};
-use crate::cli::{CacheArgs, CacheCommand, TransferArgs};
+use crate::cli::{CacheArgs, CacheCommand, CacheReadArgs, TransferArgs};
 use crate::commands::Failure;
 use crate::printer::Printer;
 
@@ -48,12 +48,13 @@ impl Caches {
     /// request is made yet).
     pub fn open(args: &CacheArgs) -> Result<Self, Failure> {
         let flags = Layer {
-            substituters: (!args.caches.is_empty()).then(|| args.caches.clone()),
-            trusted_keys: (!args.trusted_keys.is_empty()).then(|| args.trusted_keys.clone()),
+            substituters: (!args.read.caches.is_empty()).then(|| args.read.caches.clone()),
+            trusted_keys: (!args.read.trusted_keys.is_empty())
+                .then(|| args.read.trusted_keys.clone()),
             push: args.push.then_some(true),
             signing_key: args.signing_key.clone(),
-            token_file: args.cache_token_file.clone(),
-            timeout_secs: args.cache_timeout,
+            token_file: args.read.cache_token_file.clone(),
+            timeout_secs: args.read.cache_timeout,
             ..Layer::default()
         };
         let settings = config::resolve(flags)?;
@@ -221,8 +222,21 @@ pub fn run(cmd: &CacheCommand, printer: &Printer, store: &Path) -> Result<u8, Fa
             *max_upload_bytes,
             printer,
         ),
-        CacheCommand::Push(args) => transfer(args, printer, store, true),
-        CacheCommand::Pull(args) => transfer(args, printer, store, false),
+        CacheCommand::Push {
+            transfer: args,
+            signing_key,
+        } => {
+            // `kiln cache push` pushes by itself: no `--push` to give.
+            let cache = CacheArgs {
+                read: args.cache.clone(),
+                push: false,
+                signing_key: signing_key.clone(),
+            };
+            transfer(args, &cache, printer, store, true)
+        }
+        CacheCommand::Pull(args) => {
+            transfer(args, &CacheArgs::from(&args.cache), printer, store, false)
+        }
         CacheCommand::Verify { cache, json } => verify(cache, *json, printer),
     }
 }
@@ -342,11 +356,12 @@ async fn shutdown_signal() {
 
 fn transfer(
     args: &TransferArgs,
+    cache: &CacheArgs,
     printer: &Printer,
     store: &Path,
     push: bool,
 ) -> Result<u8, Failure> {
-    let caches = Caches::open(&args.cache)?;
+    let caches = Caches::open(cache)?;
     if caches.is_empty() {
         return Err(
             CacheError::Key("no cache is configured (--cache or KILN_CACHE)".into()).into(),
@@ -421,8 +436,8 @@ fn transfer(
     Ok(0)
 }
 
-fn verify(args: &CacheArgs, json: bool, printer: &Printer) -> Result<u8, Failure> {
-    let caches = Caches::open(args)?;
+fn verify(args: &CacheReadArgs, json: bool, printer: &Printer) -> Result<u8, Failure> {
+    let caches = Caches::open(&CacheArgs::from(args))?;
     let mut all_good = true;
     let mut reports = Vec::new();
     for remote in &caches.remotes {

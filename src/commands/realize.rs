@@ -104,6 +104,14 @@ pub fn build_wanted_with_outputs(
             }),
         });
     }
+    // `--push` (or `push = true` in the config): what this build made goes to the first cache,
+    // as after `kiln build`. A push that fails is a warning: the build is in the local store.
+    if let Err(f) = target.caches.push_if_asked(
+        &target.store_dir,
+        &crate::commands::cache::push_items(&report),
+    ) {
+        tracing::warn!("{:?}", f.report);
+    }
     let instance = loaded.selected.instance_name();
     let outputs = report
         .rules
@@ -278,6 +286,9 @@ pub fn plan(args: &PlanArgs, printer: &Printer, store: &Path) -> Result<u8, Fail
             f
         })?;
     print_warnings(&r, printer);
+    if let Some(traffic) = target.caches.traffic_line() {
+        printer.status(&traffic);
+    }
     if args.cluster.json {
         printer.json(&plan_json(&r, None));
     } else if printer.color_stdout() {
@@ -413,6 +424,9 @@ pub fn apply(args: &ApplyArgs, printer: &Printer, store: &Path) -> Result<u8, Fa
         &on_write,
     )));
     release(&rt, guard, printer);
+    if let Some(traffic) = target.caches.traffic_line() {
+        printer.status(&traffic);
+    }
     let report = result.map_err(unless_declined)?;
     if args.cluster.json {
         printer.json(&plan_json(&r, Some(&report)));

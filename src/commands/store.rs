@@ -161,7 +161,7 @@ fn resolve(r: &RuleRef, store_dir: &Path) -> Result<(LocalStore, kiln_core::Dige
     let out = entry.output.output;
     if !store.has_object(&out) {
         // Pulled lazily by an earlier build: fetched now, from the caches in effect.
-        Caches::open(&r.cache)?.fetch(store_dir, &out)?;
+        Caches::open(&crate::cli::CacheArgs::from(&r.cache))?.fetch(store_dir, &out)?;
     }
     Ok((store, out))
 }
