@@ -135,7 +135,7 @@ pub struct WhyArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
-    pub vars: VarArgs,
+    pub vars: InstanceArgs,
 }
 
 /// `kiln diff`.
@@ -356,12 +356,12 @@ impl VarArgs {
     }
 }
 
-/// `--var` alone, for commands that build nothing (`destroy`): the overrides name the
-/// instance of the environment, and so its set.
+/// `--var` alone, for commands that build nothing (`destroy`, `why`): the overrides name the
+/// instance of the environment (its GC root, its set).
 #[derive(Debug, Args)]
 pub struct InstanceArgs {
-    /// The `--var NAME=VALUE` overrides the set was applied with: each distinct set of
-    /// overrides is its own instance and ApplySet.
+    /// Override a variable (NAME=VALUE, typed by the variable's default): each distinct set of
+    /// overrides is its own instance of the environment, with its own GC root and ApplySet.
     #[arg(long = "var", value_name = "NAME=VALUE", value_parser = crate::build::parse_var)]
     pub vars: Vec<(String, serde_json::Value)>,
 }

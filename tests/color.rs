@@ -59,3 +59,31 @@ fn never_means_no_escape_codes_anywhere() {
     );
     assert!(!never.contains('\u{1b}'), "{never:?}");
 }
+
+/// On a terminal, a build shows a progress bar (`[===   ] N/M`); `--no-progress` and
+/// `KILN_NO_PROGRESS` hide it.
+#[test]
+fn progress_bars_show_on_a_terminal_unless_no_progress() {
+    let s = Sandbox::new();
+    // Enough slow rules that the bar is drawn at least once.
+    let mut toml = String::from("[project]\nname = \"p\"\n");
+    for i in 0..6 {
+        toml.push_str(&format!(
+            "[rule.r{i}]\nkind = \"exec\"\ncommand = [\"sh\", \"-c\", \"sleep 0.3; echo {i} > $out/x\"]\n"
+        ));
+    }
+    s.write("kiln.toml", &toml);
+    let project = s.project().display().to_string();
+    let bar = on_a_terminal(&s, &format!("--color never build {project} -j 1"));
+    assert!(bar.contains("/6"), "a bar counting rules: {bar:?}");
+    std::fs::remove_dir_all(s.store()).unwrap();
+    let plain = on_a_terminal(
+        &s,
+        &format!("--color never build {project} -j 1 --no-progress"),
+    );
+    assert!(plain.contains("built 6 rules"), "{plain:?}");
+    assert!(
+        !plain.contains("/6"),
+        "no bar with --no-progress: {plain:?}"
+    );
+}

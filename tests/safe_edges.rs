@@ -491,3 +491,210 @@ fn a_preview_instance_shares_what_it_does_not_change_and_its_destroy_keeps_the_b
     );
     let _ = kubectl(&["delete", "clusterrole", &role]);
 }
+
+/// A kubeconfig like the test cluster's whose server accepts connections and never answers.
+fn stalled_kubeconfig(dir: &std::path::Path) -> (std::path::PathBuf, std::net::TcpListener) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let text = std::fs::read_to_string(common::kubeconfig()).unwrap();
+    let server = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .unwrap()
+        .to_owned();
+    let path = dir.join("stalled.kubeconfig");
+    std::fs::write(
+        &path,
+        text.replace(&server, &format!("https://127.0.0.1:{port}")),
+    )
+    .unwrap();
+    (path, listener)
+}
+
+#[test]
+fn a_request_timeout_ends_a_stalled_request() {
+    let s = Sandbox::new();
+    s.write(
+        "kiln.toml",
+        "[project]\nname = \"p\"\n[rule.a]\nkind = \"manifest\"\nobjects = [ { apiVersion = \"v1\", kind = \"ConfigMap\", metadata = { name = \"a\", namespace = \"default\" } } ]\n",
+    );
+    let (kubeconfig, listener) = stalled_kubeconfig(s.dir.path());
+    // Accept every connection and hold it open, answering nothing.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in listener.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    for (cmd, extra) in [
+        ("plan", &[][..]),
+        ("apply", &["--yes", "--lock-timeout", "0"][..]),
+        ("destroy", &["--yes", "--lock-timeout", "0"][..]),
+    ] {
+        let started = std::time::Instant::now();
+        let out = s
+            .kiln()
+            .arg(cmd)
+            .arg(s.project())
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["--request-timeout", "1"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {stderr}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "{cmd} took {:?} with --request-timeout 1: {stderr}",
+            started.elapsed()
+        );
+    }
+}
+
+/// The test cluster has no node: a Deployment's rollout gate never passes.
+fn never_ready(image: &str) -> String {
+    format!("\n[rule.web]\nkind = \"manifest\"\ndeps = [\"ns\"]\nobjects = [ {{ apiVersion = \"apps/v1\", kind = \"Deployment\", metadata = {{ name = \"web\", namespace = \"${{var.ns}}\" }}, spec = {{ replicas = 1, selector = {{ matchLabels = {{ app = \"web\" }} }}, template = {{ metadata = {{ labels = {{ app = \"web\" }} }}, spec = {{ containers = [ {{ name = \"web\", image = \"{image}\" }} ] }} }} }} }} ]\n")
+}
+
+#[test]
+fn health_gates_are_waited_for_skipped_or_not_waited_for_as_asked() {
+    let r = Realm::new("gates");
+    let timed = |extra: &[&str]| {
+        let started = std::time::Instant::now();
+        let out = r.kiln("apply", extra);
+        (out, started.elapsed())
+    };
+    // --no-wait: written, not waited for.
+    r.rules(&never_ready("web:1"));
+    let (out, took) = timed(&["--yes", "--no-wait"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(took < std::time::Duration::from_secs(20), "{took:?}");
+    // Gates on, --timeout 2: the rollout that cannot happen fails the apply, naming it.
+    r.rules(&never_ready("web:2"));
+    let (out, took) = timed(&["--yes", "--timeout", "2"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("web"), "{stderr}");
+    assert!(
+        took < std::time::Duration::from_secs(30),
+        "{took:?}: {stderr}"
+    );
+    // --skip-workload-gates: the rollout gate is not waited for.
+    r.rules(&never_ready("web:3"));
+    let (out, _) = timed(&["--yes", "--skip-workload-gates", "--timeout", "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn parallel_bounds_the_writes_in_flight() {
+    let r = Realm::new("parallel");
+    let rules = |v: &str| {
+        let objects: Vec<String> = (0..40)
+            .map(|i| format!("{{ apiVersion = \"v1\", kind = \"ConfigMap\", metadata = {{ name = \"c{i}\", namespace = \"${{var.ns}}\" }}, data = {{ v = \"{v}\" }} }}"))
+            .collect();
+        format!(
+            "\n[rule.many]\nkind = \"manifest\"\ndeps = [\"ns\"]\nobjects = [ {} ]\n",
+            objects.join(", ")
+        )
+    };
+    r.rules(&rules("1"));
+    let one = r.apply(&["--parallel", "1"]);
+    assert_eq!(
+        one["applied"]["max_concurrent_writes"], 1,
+        "{:#}",
+        one["applied"]
+    );
+    r.rules(&rules("2"));
+    let eight = r.apply(&["--parallel", "8"]);
+    let most = eight["applied"]["max_concurrent_writes"].as_u64().unwrap();
+    assert!((2..=8).contains(&most), "{most}");
+}
+
+#[test]
+fn destroy_wait_ends_at_its_timeout_naming_what_is_left() {
+    let r = Realm::new("destroy-wait");
+    r.rules("\n[rule.held]\nkind = \"manifest\"\ndeps = [\"ns\"]\nobjects = [ { apiVersion = \"v1\", kind = \"ConfigMap\", metadata = { name = \"held\", namespace = \"${var.ns}\", finalizers = [\"kiln.dev/test-hold\"] } } ]\n");
+    let applied = r.apply(&[]);
+    let id = applied["applyset"].as_str().unwrap().to_owned();
+    // An orphan: labeled as the set's, of a kind the parent does not list.
+    let orphan = r.s.dir.path().join("orphan.json");
+    std::fs::write(
+        &orphan,
+        format!("{{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{{\"name\":\"orphan\",\"namespace\":\"{}\",\"labels\":{{\"applyset.kubernetes.io/part-of\":\"{id}\"}}}},\"spec\":{{\"ports\":[{{\"port\":80,\"protocol\":\"TCP\"}}]}}}}", r.ns),
+    )
+    .unwrap();
+    kubectl_ok(&["create", "-f", orphan.to_str().unwrap()]);
+    // The destroy waits on the held ConfigMap, holding the set's lock with its own TTL.
+    let first = std::process::Command::new(assert_cmd::cargo::cargo_bin("kiln"))
+        .env("KILN_STORE", r.s.store())
+        .env("KILN_NO_PROGRESS", "1")
+        .arg("destroy")
+        .arg(r.s.project())
+        .arg("--kubeconfig")
+        .arg(common::kubeconfig())
+        .args([
+            "--yes",
+            "--wait",
+            "--timeout",
+            "8",
+            "--lock-ttl",
+            "7",
+            "--find-orphans",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lease = format!("kiln-{}--", r.ns);
+    let lease = lease.trim_end_matches('-');
+    let mut ttl = String::new();
+    for _ in 0..50 {
+        let got = kubectl(&[
+            "get",
+            "lease",
+            lease,
+            "-n",
+            "default",
+            "-o",
+            "jsonpath={.spec.leaseDurationSeconds}",
+        ]);
+        if got.status.success() {
+            ttl = String::from_utf8_lossy(&got.stdout).into_owned();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(ttl, "7", "destroy's lock carries --lock-ttl");
+    // A second destroy gives up on the lock after --lock-timeout.
+    let second = r.kiln("destroy", &["--yes", "--lock-timeout", "1"]);
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("locked by"), "{stderr}");
+    let out = first.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("held"), "names what is left: {stderr}");
+    assert!(
+        !exists("service", "orphan", &r.ns),
+        "--find-orphans deleted the orphan"
+    );
+    kubectl_ok(&[
+        "patch",
+        "configmap",
+        "held",
+        "-n",
+        &r.ns,
+        "--type=merge",
+        "-p",
+        "{\"metadata\":{\"finalizers\":null}}",
+    ]);
+}

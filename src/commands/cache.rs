@@ -438,6 +438,9 @@ fn transfer(
 
 fn verify(args: &CacheReadArgs, json: bool, printer: &Printer) -> Result<u8, Failure> {
     let caches = Caches::open(&CacheArgs::from(args))?;
+    if caches.is_empty() {
+        return Err(CacheError::Key("no cache to verify (--cache or KILN_CACHE)".into()).into());
+    }
     let mut all_good = true;
     let mut reports = Vec::new();
     for remote in &caches.remotes {

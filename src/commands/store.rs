@@ -147,6 +147,9 @@ pub fn run(cmd: &StoreCommand, printer: &Printer, store_dir: &Path) -> Result<u8
 }
 
 fn resolve(r: &RuleRef, store_dir: &Path) -> Result<(LocalStore, kiln_core::Digest), Failure> {
+    // The cache settings are checked whether or not a fetch turns out to be needed: a bad key
+    // or token file is refused, not ignored.
+    let caches = Caches::open(&crate::cli::CacheArgs::from(&r.cache))?;
     let loaded = load(&r.dir, r.env.as_deref())?;
     let store = LocalStore::open(store_dir)?;
     let env = loaded.selected.name().to_owned();
@@ -161,7 +164,7 @@ fn resolve(r: &RuleRef, store_dir: &Path) -> Result<(LocalStore, kiln_core::Dige
     let out = entry.output.output;
     if !store.has_object(&out) {
         // Pulled lazily by an earlier build: fetched now, from the caches in effect.
-        Caches::open(&crate::cli::CacheArgs::from(&r.cache))?.fetch(store_dir, &out)?;
+        caches.fetch(store_dir, &out)?;
     }
     Ok((store, out))
 }

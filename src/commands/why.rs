@@ -15,9 +15,8 @@ pub fn run(args: &WhyArgs, printer: &Printer, store: &Path) -> Result<u8, Failur
         "last" => Since::Last,
         file => Since::Root(PathBuf::from(file)),
     };
-    let options = BuildOptions::default()
-        .vars(args.vars.map())
-        .unsandboxed(args.vars.unsandboxed);
+    // Only derivations are computed (nothing is built), so there is no sandbox to choose.
+    let options = BuildOptions::default().vars(args.vars.map());
     let (with, explanation) = crate::build::why(&loaded, store, &options, &args.rule, &since)?;
     if args.json {
         printer.json(&serde_json::json!({
