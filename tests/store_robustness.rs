@@ -294,3 +294,61 @@ fn verify_reports_roots_naming_missing_objects() {
     assert!(obj.is_file());
     s.kiln().args(["store", "verify"]).assert().success();
 }
+
+/// Eight `kiln build`s of one project on one store build each derivation once between them,
+/// in-process kinds included (each waits for a derivation another holds, as Nix's build
+/// locks do), in every one of ten runs.
+#[test]
+fn eight_concurrent_builders_build_each_derivation_once() {
+    let s = Sandbox::new();
+    let n = 600;
+    let mut toml = String::from("[project]\nname = \"many\"\n");
+    for i in 0..n {
+        toml.push_str(&format!(
+            "[rule.r{i}]\nkind = \"configmap\"\nname = \"r{i}\"\nnamespace = \"default\"\nliterals = {{ i = \"{i}\" }}\n"
+        ));
+        if i > 0 {
+            toml.push_str(&format!("deps = [\"r{}\"]\n", i / 2));
+        }
+    }
+    s.write("kiln.toml", &toml);
+    for round in 0..10 {
+        let store = s.dir.path().join(format!("store-{round}"));
+        let builders: Vec<_> = (0..8)
+            .map(|_| {
+                std::process::Command::new(assert_cmd::cargo::cargo_bin("kiln"))
+                    .env("KILN_STORE", &store)
+                    .env("KILN_NO_PROGRESS", "1")
+                    .arg("build")
+                    .arg(s.project())
+                    .args(["--json", "-j", "2"])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let mut built = 0;
+        let mut outputs = Vec::new();
+        for b in builders {
+            let out = b.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            built += r["summary"]["built"].as_u64().unwrap();
+            outputs.push(common::hashes(&r));
+        }
+        assert_eq!(
+            built, n,
+            "round {round}: every derivation built once across the builders"
+        );
+        assert!(
+            outputs.windows(2).all(|w| w[0] == w[1]),
+            "round {round}: one answer"
+        );
+        let _ = std::fs::remove_dir_all(&store);
+    }
+}

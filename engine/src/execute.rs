@@ -327,17 +327,13 @@ impl Executor<'_> {
         if let Some(record) = self.pulled(&drv) {
             return Ok(built(record, Status::Pulled));
         }
-        // A rule that runs a program is built once across processes: whoever holds the lock
-        // builds, the others find it cached. In-process kinds are cheaper to build than to lock.
-        let _lock = if p.kind.runs_programs() {
-            let lock = self.store.lock_derivation(&drv).map_err(store_fail)?;
-            if let Some(record) = self.usable_output(p, &drv).map_err(store_fail)? {
-                return Ok(built(record, Status::Cached));
-            }
-            Some(lock)
-        } else {
-            None
-        };
+        // Every derivation is built once across processes (as Nix's build locks): whoever holds
+        // its lock builds, the others wait and then find it cached. Eight builders of one
+        // project on one store built up to twice its rules when in-process kinds went unlocked.
+        let _lock = self.store.lock_derivation(&drv).map_err(store_fail)?;
+        if let Some(record) = self.usable_output(p, &drv).map_err(store_fail)? {
+            return Ok(built(record, Status::Cached));
+        }
         let (fresh, srcs) = self
             .build_fresh(p, attrs, &scope, deps)
             .map_err(|e| self.fresh_failure(p, start, drv, e))?;

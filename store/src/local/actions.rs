@@ -52,9 +52,13 @@ impl LocalStore {
     /// correct, and no lock file is ever created. Its entry, once written, keeps the stripe
     /// until it is in a pack, so another process that waited finds it there.
     pub fn lock_derivation(&self, drv: &Digest) -> Result<DerivationLock> {
-        Ok(DerivationLock {
-            _guard: self.packs.lock_stripe(&self.dir("objects"), drv)?,
-        })
+        let guard = self.packs.lock_stripe(&self.dir("objects"), drv)?;
+        // Taken from the file system (no build here held the stripe): entries another process
+        // wrote under it are read before the caller looks for `drv`'s.
+        if guard.fresh {
+            self.packs.refresh();
+        }
+        Ok(DerivationLock { _guard: guard })
     }
 
     /// The action cache entry of `drv` when its object exists too (what a build can use):

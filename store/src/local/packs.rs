@@ -571,9 +571,10 @@ impl Packs {
     /// stripe; another process waits until no build here uses it and no pending entry keeps it.
     pub(crate) fn lock_stripe(&self, objects: &Path, drv: &Digest) -> Result<StripeGuard> {
         let stripe = stripe_of(drv);
-        let guard = StripeGuard {
+        let mut guard = StripeGuard {
             shared: Arc::clone(&self.shared),
             stripe,
+            fresh: false,
         };
         let dir = objects.join(format!("{stripe:02x}"));
         let file = {
@@ -585,6 +586,7 @@ impl Packs {
             let file = open_dir(&dir)?;
             match file.try_lock() {
                 Ok(()) => {
+                    guard.fresh = true;
                     held.insert(
                         stripe,
                         Held {
@@ -616,7 +618,16 @@ impl Packs {
             },
         );
         lock(&self.shared.state).stale = true;
+        guard.fresh = true;
         Ok(guard)
+    }
+
+    /// Reads the packs written since the index was last listed, now (after taking a stripe
+    /// that another process may have written under).
+    pub(crate) fn refresh(&self) {
+        let mut st = lock(&self.shared.state);
+        let dir = &self.shared.dir;
+        Index::loaded(&mut st.index, dir).refresh(dir);
     }
 
     /// Every entry of every pack, read fresh from disk (for `gc` and `verify`, which hold the
@@ -703,13 +714,16 @@ impl Shared {
                 *index = Index::read(&self.dir);
             }
         }
-        drop(st);
+        // Unpinned while the state is still locked: an entry put after the drain (by another
+        // thread) pins its stripe again only once this is done, so no stripe is released while
+        // an entry under it is pending (another process would build that derivation again).
         let mut held = lock(&self.stripes);
         held.retain(|_, h| {
             h.pinned = false;
             h.users > 0
         });
         drop(held);
+        drop(st);
         self.merge_full_classes();
         Ok(())
     }
@@ -790,6 +804,9 @@ impl Drop for Packs {
 pub(crate) struct StripeGuard {
     shared: Arc<Shared>,
     stripe: u8,
+    /// The stripe's file lock was taken by this call (no build here held it): another process
+    /// may have written entries under it since this one last looked.
+    pub(crate) fresh: bool,
 }
 
 impl Drop for StripeGuard {

@@ -116,10 +116,12 @@ impl LocalStore {
     /// Gives the checksum the new root file ends with.
     pub fn write_root(&self, project_key: &str, root: &Root) -> Result<Digest> {
         let path = self.root_path(project_key, &root.env);
-        if path.is_file() {
-            let previous = self.previous_root_path(project_key, &root.env);
-            fs::rename(&path, &previous)
-                .map_err(StoreError::io("keep the previous root as", &previous))?;
+        let previous = self.previous_root_path(project_key, &root.env);
+        match fs::rename(&path, &previous) {
+            Ok(()) => {}
+            // No root yet, or a concurrent build of the same project moved it first.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io("keep the previous root as", &previous)(e)),
         }
         let bytes = encode_root(root);
         write_atomic(&self.root, &path, &bytes)?;
