@@ -111,9 +111,22 @@ pub struct PushItem {
 }
 
 enum Fetched {
-    Found(bytes::Bytes),
+    Found(Vec<u8>),
     Missing,
     Failed,
+    /// The body ran past the bound for its kind (read no further).
+    TooLarge(u64),
+}
+
+/// The most an action entry (or the layout's info file) may be: entries are a few hundred
+/// bytes; a server that sends more is refused while it streams, whatever its length header.
+const MAX_ENTRY_BYTES: u64 = 1 << 20;
+
+/// The most an archive's compressed body may be: its content's limit, and room for framing.
+fn max_archive_bytes() -> u64 {
+    UnpackLimits::default()
+        .max_total_bytes
+        .saturating_add(16 << 20)
 }
 
 impl RemoteCache {
@@ -200,34 +213,111 @@ impl RemoteCache {
         }
     }
 
+    /// Something the cache sent was refused: one warning per cache (the rest are counted in
+    /// its summary line), and refusals count toward the circuit breaker like failures.
     fn refused(&self, what: String) {
-        self.counters.refused.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(cache = %self.address, "refused {what}; building locally");
+        let n = self.counters.refused.fetch_add(1, Ordering::Relaxed) + 1;
+        if n == 1 {
+            tracing::warn!(cache = %self.address, "refused {what}; building locally (further refusals from this cache are counted in its summary)");
+        } else {
+            tracing::debug!(cache = %self.address, "refused {what}");
+        }
+        let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures >= BREAKER_THRESHOLD && !self.broken.swap(true, Ordering::Relaxed) {
+            tracing::info!(cache = %self.address, "{failures} answers in a row failed or were refused: not asking this cache again in this run");
+        }
     }
 
-    async fn fetch(&self, key: Key, what: &str) -> Fetched {
+    /// The body of `key`, streamed into `sink` up to `cap` bytes: a length header is never
+    /// trusted (nothing is sized from it) and the body is cut off as soon as it passes `cap`.
+    async fn stream<W: std::io::Write>(
+        &self,
+        key: Key,
+        what: &str,
+        cap: u64,
+        sink: &mut W,
+    ) -> Result<Fetched, std::io::Error> {
         if self.broken.load(Ordering::Relaxed) {
-            return Fetched::Failed;
+            return Ok(Fetched::Failed);
         }
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         let path = self.path(key);
-        let result = async { self.store.get(&path).await?.bytes().await }.await;
-        match result {
-            Ok(bytes) => {
-                self.consecutive_failures.store(0, Ordering::Relaxed);
-                self.counters
-                    .bytes_down
-                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                Fetched::Found(bytes)
-            }
+        let mut body = match self.store.get(&path).await {
+            Ok(r) => r.into_stream(),
             Err(object_store::Error::NotFound { .. }) => {
                 self.consecutive_failures.store(0, Ordering::Relaxed);
-                Fetched::Missing
+                return Ok(Fetched::Missing);
             }
             Err(e) => {
                 self.failed(what, &e);
-                Fetched::Failed
+                return Ok(Fetched::Failed);
             }
+        };
+        let mut received: u64 = 0;
+        while let Some(chunk) = body.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    self.failed(what, &e);
+                    return Ok(Fetched::Failed);
+                }
+            };
+            received += chunk.len() as u64;
+            self.counters
+                .bytes_down
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            if received > cap {
+                return Ok(Fetched::TooLarge(received));
+            }
+            sink.write_all(&chunk)?;
+        }
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        Ok(Fetched::Found(Vec::new()))
+    }
+
+    /// A small object (an entry, the info file), read whole: at most [`MAX_ENTRY_BYTES`].
+    async fn fetch(&self, key: Key, what: &str) -> Fetched {
+        let mut bytes = Vec::new();
+        match self.stream(key, what, MAX_ENTRY_BYTES, &mut bytes).await {
+            Ok(Fetched::Found(_)) => Fetched::Found(bytes),
+            Ok(Fetched::TooLarge(n)) => {
+                self.refused(format!(
+                    "`{}`: more than {MAX_ENTRY_BYTES} bytes ({n} received before it was cut off)",
+                    key.path()
+                ));
+                Fetched::TooLarge(n)
+            }
+            Ok(other) => other,
+            Err(_) => Fetched::Failed,
+        }
+    }
+
+    /// An archive streamed into `file` (at most [`max_archive_bytes`]); whether it arrived.
+    async fn fetch_archive_file(&self, out: Digest, file: &mut std::fs::File) -> bool {
+        let what = format!("archive `cas/{}.tar.zst`", out.hex());
+        let mut sink = std::io::BufWriter::new(file);
+        let got = self
+            .stream(
+                Key::Archive(out),
+                "download an archive",
+                max_archive_bytes(),
+                &mut sink,
+            )
+            .await;
+        match (got, std::io::Write::flush(&mut sink)) {
+            (Ok(Fetched::Found(_)), Ok(())) => true,
+            (Ok(Fetched::TooLarge(n)), _) => {
+                self.refused(format!(
+                    "{what}: more than {} bytes ({n} received before it was cut off)",
+                    max_archive_bytes()
+                ));
+                false
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(cache = %self.address, "cannot write {what} into the store: {e}");
+                false
+            }
+            _ => false,
         }
     }
 
@@ -292,17 +382,30 @@ impl RemoteCache {
         Ok(entry)
     }
 
-    async fn fetch_archive(&self, out: Digest) -> Option<Tree> {
-        let Fetched::Found(bytes) = self.fetch(Key::Archive(out), "download an archive").await
-        else {
-            return None;
+    /// Makes archive `out` an object of `local`: streamed into the store's temp directory,
+    /// checked as a stream (limits, hash), then renamed into place.
+    async fn fetch_archive_into(&self, out: Digest, local: &LocalStore) -> bool {
+        let mut tmp = match local.incoming_archive() {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %kiln_core::error_chain::error_chain(&e), "cannot receive an archive into the store");
+                return false;
+            }
         };
-        let what = format!("archive `cas/{}.tar.zst`", out.hex());
-        match verified_tree(&bytes, &out) {
-            Ok(tree) => Some(tree),
-            Err(reason) => {
-                self.refused(format!("{what}: {reason}"));
-                None
+        if !self.fetch_archive_file(out, tmp.as_file_mut()).await {
+            return false;
+        }
+        let checked =
+            tokio::task::block_in_place(|| local.adopt_archive(tmp, &out, UnpackLimits::default()));
+        match checked {
+            Ok(Ok(())) => true,
+            Ok(Err(reason)) => {
+                self.refused(format!("archive `cas/{}.tar.zst`: {reason}", out.hex()));
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %kiln_core::error_chain::error_chain(&e), "cannot enter a pulled archive into the store");
+                false
             }
         }
     }
@@ -485,6 +588,27 @@ impl RemoteCache {
             Some(k) => k,
             None => return Some(format!("`{path}` is not part of the layout")),
         };
+        if let Key::Archive(out) = key {
+            // Streamed to an unnamed temp file and checked as a stream, as a pull does.
+            let Ok(mut file) = tempfile::tempfile() else {
+                return Some(format!("`{path}` could not be received: no temp file"));
+            };
+            if !self.fetch_archive_file(out, &mut file).await {
+                return Some(format!("`{path}` could not be read"));
+            }
+            let reader = std::io::BufReader::new(file);
+            let checked = tokio::task::block_in_place(|| {
+                std::io::Seek::rewind(&mut std::io::BufReader::get_ref(&reader))
+                    .map_err(|e| e.to_string())?;
+                archive::hash_stream(reader, UnpackLimits::default(), |_| false)
+                    .map_err(|e| kiln_core::error_chain::error_chain(&e))
+            });
+            return match checked {
+                Ok(h) if h.output == out => None,
+                Ok(h) => Some(format!("`{path}`: its content hashes to {}", h.output)),
+                Err(reason) => Some(format!("`{path}`: {reason}")),
+            };
+        }
         let bytes = match self.fetch(key, "read an object").await {
             Fetched::Found(b) => b,
             _ => return Some(format!("`{path}` could not be read")),
@@ -500,9 +624,7 @@ impl RemoteCache {
                 (!present.contains(archive.as_str()))
                     .then(|| format!("`{path}` points at `{archive}`, which is missing"))
             }
-            Key::Archive(out) => verified_tree(&bytes, &out)
-                .err()
-                .map(|reason| format!("`{path}`: {reason}")),
+            Key::Archive(_) => None,
         }
     }
 }
@@ -535,17 +657,17 @@ impl Substituter for RemoteCache {
         )
     }
 
-    fn fetch(&self, out: &Digest) -> Option<Tree> {
-        self.block_on(self.fetch_archive(*out))
+    fn fetch_into(&self, out: &Digest, local: &LocalStore) -> bool {
+        self.block_on(self.fetch_archive_into(*out, local))
     }
 
-    fn fetch_many(&self, outs: &[Digest]) -> Vec<Option<Tree>> {
+    fn fetch_many_into(&self, outs: &[Digest], local: &LocalStore) -> Vec<bool> {
         if outs.is_empty() || self.broken.load(Ordering::Relaxed) {
-            return vec![None; outs.len()];
+            return vec![false; outs.len()];
         }
         self.block_on(
             futures::stream::iter(outs)
-                .map(|o| self.fetch_archive(*o))
+                .map(|o| self.fetch_archive_into(*o, local))
                 .buffered(self.options.concurrency)
                 .collect(),
         )

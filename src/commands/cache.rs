@@ -139,10 +139,12 @@ impl Caches {
     /// or when none has it, the store's "missing" error.
     pub fn fetch(&self, store: &Path, out: &kiln_core::Digest) -> Result<(), Failure> {
         let local = Arc::new(LocalStore::open(store)?);
-        let objects = kiln_store::PullThrough::new(local, self.substituters());
-        match kiln_store::ObjectStore::get(&objects, out)? {
-            Some(_) => Ok(()),
-            None => Err(kiln_store::StoreError::Missing(*out).into()),
+        // Streamed into the store, never loaded whole: `store cat/path` read it from there.
+        kiln_store::PullThrough::new(local.clone(), self.substituters()).prefetch(&[*out])?;
+        if local.has_object(out) {
+            Ok(())
+        } else {
+            Err(kiln_store::StoreError::Missing(*out).into())
         }
     }
 

@@ -133,11 +133,13 @@ pub trait Substituter: Send + Sync {
     fn address(&self) -> &str;
     /// Looks every derivation up at once (concurrently); one answer per input, in order.
     fn lookup_many(&self, drvs: &[Digest]) -> Vec<Option<OutputRecord>>;
-    /// The artifact `out`, unpacked under the store's limits and checked against its hash.
-    fn fetch(&self, out: &Digest) -> Option<Tree>;
-    /// [`Substituter::fetch`] of every output at once (concurrently); one answer per input.
-    fn fetch_many(&self, outs: &[Digest]) -> Vec<Option<Tree>> {
-        outs.iter().map(|o| self.fetch(o)).collect()
+    /// Makes the artifact `out` an object of `local`: received as a stream into the store,
+    /// checked under the store's limits and against its hash, then entered (never held whole
+    /// in memory). Whether it is there now.
+    fn fetch_into(&self, out: &Digest, local: &LocalStore) -> bool;
+    /// [`Substituter::fetch_into`] of every output at once (concurrently); one answer per input.
+    fn fetch_many_into(&self, outs: &[Digest], local: &LocalStore) -> Vec<bool> {
+        outs.iter().map(|o| self.fetch_into(o, local)).collect()
     }
 }
 
@@ -174,14 +176,11 @@ impl PullThrough {
                 break;
             }
             let mut still = Vec::new();
-            // In chunks, so that only a chunk of trees is held in memory at once.
+            // In chunks, so that only a chunk of downloads is in flight at once.
             for chunk in missing.chunks(256) {
-                for (out, tree) in chunk.iter().zip(s.fetch_many(chunk)) {
-                    match tree {
-                        Some(t) => {
-                            self.local.put_object(&t)?;
-                        }
-                        None => still.push(*out),
+                for (out, got) in chunk.iter().zip(s.fetch_many_into(chunk, &self.local)) {
+                    if !got {
+                        still.push(*out);
                     }
                 }
             }
@@ -204,9 +203,8 @@ impl ObjectStore for PullThrough {
             Err(e) => return Err(e),
         }
         for s in &self.substituters {
-            if let Some(tree) = s.fetch(out) {
-                self.local.put_object(&tree)?;
-                return Ok(Some(tree));
+            if s.fetch_into(out, &self.local) {
+                return self.local.load(out).map(Some);
             }
         }
         Ok(None)
@@ -374,10 +372,13 @@ mod tests {
         fn lookup_many(&self, drvs: &[Digest]) -> Vec<Option<OutputRecord>> {
             drvs.iter().map(|d| self.inner.lookup(d).unwrap()).collect()
         }
-        fn fetch(&self, out: &Digest) -> Option<Tree> {
+        fn fetch_into(&self, out: &Digest, local: &LocalStore) -> bool {
             self.fetches
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            ObjectStore::get(&self.inner, out).unwrap()
+            match ObjectStore::get(&self.inner, out).unwrap() {
+                Some(tree) => local.put_object(&tree).is_ok(),
+                None => false,
+            }
         }
     }
 

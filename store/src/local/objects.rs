@@ -38,6 +38,38 @@ impl LocalStore {
         Ok(output)
     }
 
+    /// A temporary file in the store, for an archive being received (see
+    /// [`LocalStore::adopt_archive`]); removed when dropped.
+    pub fn incoming_archive(&self) -> Result<tempfile::NamedTempFile> {
+        tempfile::NamedTempFile::new_in(self.dir("tmp"))
+            .map_err(StoreError::io("create a temp file in", self.dir("tmp")))
+    }
+
+    /// Enters the archive received into `file` as object `out`, when it unpacks under `limits`
+    /// and hashes to `out`. It is read as a stream (memory holds a read buffer and entry paths,
+    /// never a file's content); `Ok(Err(reason))` refuses it, and the file is removed.
+    pub fn adopt_archive(
+        &self,
+        file: tempfile::NamedTempFile,
+        out: &Digest,
+        limits: archive::UnpackLimits,
+    ) -> Result<std::result::Result<(), String>> {
+        let reader = fs::File::open(file.path()).map_err(StoreError::io("read", file.path()))?;
+        let hashed = match archive::hash_stream(std::io::BufReader::new(reader), limits, |_| false)
+        {
+            Ok(h) => h,
+            Err(e) => return Ok(Err(kiln_core::error_chain::error_chain(&e))),
+        };
+        if hashed.output != *out {
+            return Ok(Err(format!("its content hashes to {}", hashed.output)));
+        }
+        let dest = self.object_path(out);
+        if !dest.is_file() {
+            super::persist(file, &dest)?;
+        }
+        Ok(Ok(()))
+    }
+
     /// Loads and checks the artifact `out`. A corrupt archive is an error, never a tree.
     pub fn load(&self, out: &Digest) -> Result<Tree> {
         let path = self.object_path(out);
