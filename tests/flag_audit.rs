@@ -556,4 +556,17 @@ fn cache_serve_flags_are_each_read() {
     };
     assert_eq!(put(100), "413", "an upload over --max-upload-bytes");
     let _ = small.kill();
+    // With both tokens, the push token reads too (a pushing runner holds one token).
+    let (mut both, both_url) = serve(&[
+        "--dir",
+        dir.to_str().unwrap(),
+        "--token-file",
+        push_token.to_str().unwrap(),
+        "--read-token-file",
+        read_token.to_str().unwrap(),
+    ]);
+    assert_eq!(get(&format!("{both_url}{probe}"), None), "401");
+    assert_eq!(get(&format!("{both_url}{probe}"), Some("pu5h")), "404");
+    assert_eq!(get(&format!("{both_url}{probe}"), Some("r34d")), "404");
+    let _ = both.kill();
 }

@@ -174,3 +174,63 @@ fn hostile_responses_cost_bounded_memory_and_time_and_the_build_goes_on() {
         "a stall took {took:?}: {stderr}"
     );
 }
+
+/// The peak RSS of process `pid` (VmHWM), in MiB.
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap()
+        / 1024
+}
+
+#[test]
+fn the_cache_server_streams_uploads_to_disk() {
+    let d = tempfile::tempdir().unwrap();
+    let token = d.path().join("push.token");
+    std::fs::write(&token, "t0ken\n").unwrap();
+    let mut server = Command::new(assert_cmd::cargo::cargo_bin("kiln"))
+        .args(["cache", "serve", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(d.path().join("cache"))
+        .arg("--token-file")
+        .arg(&token)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(server.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_owned();
+    // A 200 MB artifact of incompressible bytes, built and pushed.
+    let s = Sandbox::new();
+    s.write(
+        "kiln.toml",
+        "[project]\nname = \"big\"\n[rule.big]\nkind = \"exec\"\ncommand = [\"sh\", \"-c\", \"head -c 200000000 /dev/urandom > $out/blob\"]\n",
+    );
+    let out = s
+        .kiln()
+        .arg("build")
+        .arg(s.project())
+        .args(["--cache", &url, "--push", "--cache-token-file"])
+        .arg(&token)
+        .args(["--cache-timeout", "120"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("pushed 1 entries and 1 archives"),
+        "{stderr}"
+    );
+    let rss = peak_rss_mib(server.id());
+    let _ = server.kill();
+    assert!(rss <= 128, "the server held {rss} MiB for a 200 MB upload");
+}

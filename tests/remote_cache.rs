@@ -732,7 +732,34 @@ fn the_server_checks_tokens_paths_and_uploads() {
     let path = format!("/cas/{ns_hex}.tar.zst");
     assert_eq!(http(u, "PUT", &path, None, &ns_archive), 401);
     assert_eq!(http(u, "PUT", &path, Some("wrong"), &ns_archive), 401);
-    assert_eq!(http(u, "PUT", &path, Some(token), &ns_archive), 201);
+    // Append-only: the archive is there already; the same bytes again are fine...
+    assert_eq!(http(u, "PUT", &path, Some(token), &ns_archive), 200);
+    // ...other bytes under a key that exists are refused: a push token cannot swap the signed
+    // entry for an unsigned one, and the entry stays as the first writer wrote it.
+    let signed = std::fs::read(entry_path(&team, &report, "ns")).unwrap();
+    let mut unsigned: Value = serde_json::from_slice(&signed).unwrap();
+    assert!(!unsigned["signatures"].as_array().unwrap().is_empty());
+    unsigned["signatures"] = serde_json::json!([]);
+    let ns_drv = rule_field(&report, "ns", "derivation");
+    let ns_drv_hex = ns_drv.trim_start_matches("blake3:");
+    assert_eq!(
+        http(
+            u,
+            "PUT",
+            &format!("/ac/{ns_drv_hex}"),
+            Some(token),
+            &serde_json::to_vec(&unsigned).unwrap()
+        ),
+        409
+    );
+    assert_eq!(
+        http(u, "PUT", &format!("/ac/{ns_drv_hex}"), Some(token), &signed),
+        200
+    );
+    assert_eq!(
+        std::fs::read(entry_path(&team, &report, "ns")).unwrap(),
+        signed
+    );
     // Garbage is never stored: an archive under the wrong key, a hostile one, an entry whose
     // derivation does not hash to its key, an entry without its archive.
     let other = "0".repeat(64);
@@ -786,8 +813,8 @@ fn the_server_checks_tokens_paths_and_uploads() {
     assert_eq!(v[0]["entries"], 5);
     assert_eq!(v[0]["archives"], 5);
 
-    // A push with the wrong token: one warning naming the cache and the status; the build
-    // itself succeeds.
+    // A push with the wrong token: said, naming the cache and the status, and exit 2 (the
+    // build itself is in the local store).
     let wrong = team.dir.path().join("wrong.token");
     std::fs::write(&wrong, "not-the-token\n").unwrap();
     let c = small_platform_runner();
@@ -799,10 +826,22 @@ fn the_server_checks_tokens_paths_and_uploads() {
         "--cache-token-file".into(),
         wrong.display().to_string(),
     ];
-    let (r, stderr) = build(&c, Some("staging"), &flags);
+    let out = c
+        .kiln()
+        .arg("build")
+        .arg(c.project())
+        .args(["--json", "--env", "staging"])
+        .args(&flags)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["summary"]["failed"], 0);
     assert!(
-        stderr.contains("401") && stderr.contains(&server.url),
+        stderr.contains("401")
+            && stderr.contains(&server.url)
+            && stderr.contains("--push did not push everything"),
         "{stderr}"
     );
     assert_eq!(r["cache"][0]["pushed_entries"], 0);

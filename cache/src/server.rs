@@ -7,8 +7,14 @@
 //! - Uploads are checked as a pulling runner checks them, so the server never stores garbage:
 //!   an archive must unpack under the store's limits and hash to its key; an entry must parse,
 //!   hash to its key and point at an archive the server already has (archive first, entry
-//!   last); the info file must name this format. Bodies above the upload limit are refused
-//!   (413) while they stream in.
+//!   last); the info file must name this format. Bodies stream to a temporary file (memory
+//!   holds a chunk, never an upload), are refused (413) as soon as they pass the upload limit,
+//!   are checked from disk, and are stored from disk in parts.
+//! - The cache is append-only: what is stored is never replaced. A PUT of a key that exists
+//!   answers 200 when its bytes are the same and 409 when they differ (first writer wins), so
+//!   a push token cannot swap a signed entry for an unsigned one. Entries are created with a
+//!   conditional write, so two racing uploads cannot both win.
+//! - Reads need the read token when one is set; the push token also reads.
 //! - Writes are atomic (the file backend writes a temp file and renames it).
 //! - Downloads stream from the backend. One access-log line per request on stderr.
 
@@ -110,7 +116,12 @@ async fn route(config: &ServerConfig, request: Request) -> Response {
     let location = StorePath::from(key.path());
     match *request.method() {
         Method::GET | Method::HEAD => {
-            if !authorized(request.headers(), config.read_token.as_deref()) {
+            // The push token reads too: a pushing runner needs one token, not two.
+            let reads = authorized(request.headers(), config.read_token.as_deref())
+                || (config.read_token.is_some()
+                    && config.push_token.is_some()
+                    && authorized(request.headers(), config.push_token.as_deref()));
+            if !reads {
                 return status(StatusCode::UNAUTHORIZED, "a read token is required");
             }
             read(config, &location, request.method() == Method::HEAD).await
@@ -125,26 +136,7 @@ async fn route(config: &ServerConfig, request: Request) -> Response {
                     "the push token is missing or wrong",
                 );
             }
-            let body =
-                match axum::body::to_bytes(request.into_body(), config.max_upload_bytes).await {
-                    Ok(b) => b,
-                    Err(_) => {
-                        return status(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            "the upload exceeds the limit",
-                        )
-                    }
-                };
-            if let Err(reason) = check_upload(config, key, &body).await {
-                return status(StatusCode::UNPROCESSABLE_ENTITY, &reason);
-            }
-            match config.store.put(&location, PutPayload::from(body)).await {
-                Ok(_) => status(StatusCode::CREATED, "stored"),
-                Err(e) => {
-                    tracing::error!("storing {location} failed: {e}");
-                    status(StatusCode::INTERNAL_SERVER_ERROR, "storing failed")
-                }
-            }
+            put(config, key, &location, request.into_body()).await
         }
         _ => status(StatusCode::METHOD_NOT_ALLOWED, "GET, HEAD or PUT"),
     }
@@ -180,27 +172,201 @@ async fn read(config: &ServerConfig, location: &StorePath, head_only: bool) -> R
     }
 }
 
-/// What a pulling runner would refuse, the server refuses to store.
-async fn check_upload(config: &ServerConfig, key: Key, body: &[u8]) -> Result<(), String> {
+/// The most an entry or the info file may be: they are a few hundred bytes.
+const MAX_SMALL_UPLOAD: u64 = 1 << 20;
+
+/// A PUT: the body streamed to a temporary file (refused once past the limit), checked from
+/// disk, then stored unless the key exists (append-only: same bytes 200, other bytes 409).
+async fn put(config: &ServerConfig, key: Key, location: &StorePath, body: Body) -> Response {
+    let limit = match key {
+        Key::Archive(_) => config.max_upload_bytes as u64,
+        _ => MAX_SMALL_UPLOAD.min(config.max_upload_bytes as u64),
+    };
+    let file = match receive(body, limit).await {
+        Ok(Some(f)) => f,
+        Ok(None) => {
+            return status(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the upload exceeds the limit",
+            )
+        }
+        Err(e) => {
+            tracing::error!("receiving {location} failed: {e}");
+            return status(StatusCode::BAD_REQUEST, "the upload could not be received");
+        }
+    };
+    if let Err(reason) = check_upload(config, key, file.path()).await {
+        return status(StatusCode::UNPROCESSABLE_ENTITY, &reason);
+    }
+    // Append-only: an object that exists is never replaced.
+    match config.store.head(location).await {
+        Ok(_) => {
+            return match same_bytes(config, location, file.path()).await {
+                Ok(true) => status(StatusCode::OK, "already stored, the same bytes"),
+                Ok(false) => status(
+                    StatusCode::CONFLICT,
+                    "already stored with other bytes: a cache entry is never replaced",
+                ),
+                Err(e) => {
+                    tracing::error!("comparing with {location} failed: {e}");
+                    status(StatusCode::INTERNAL_SERVER_ERROR, "comparing failed")
+                }
+            }
+        }
+        Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => {
+            tracing::error!("checking {location} failed: {e}");
+            return status(StatusCode::INTERNAL_SERVER_ERROR, "checking failed");
+        }
+    }
+    match store_file(config, key, location, file.path()).await {
+        Ok(()) => status(StatusCode::CREATED, "stored"),
+        // Another upload of the same key won the race: the first writer's bytes stay.
+        Err(object_store::Error::AlreadyExists { .. }) => {
+            match same_bytes(config, location, file.path()).await {
+                Ok(true) => status(StatusCode::OK, "already stored, the same bytes"),
+                _ => status(
+                    StatusCode::CONFLICT,
+                    "already stored with other bytes: a cache entry is never replaced",
+                ),
+            }
+        }
+        Err(e) => {
+            tracing::error!("storing {location} failed: {e}");
+            status(StatusCode::INTERNAL_SERVER_ERROR, "storing failed")
+        }
+    }
+}
+
+/// The body in a temporary file; `None` once it passes `limit` (read no further).
+async fn receive(body: Body, limit: u64) -> std::io::Result<Option<tempfile::NamedTempFile>> {
+    use std::io::Write as _;
+    let file = tempfile::NamedTempFile::new()?;
+    let mut out = std::io::BufWriter::new(file.as_file());
+    let mut stream = body.into_data_stream();
+    let mut received: u64 = 0;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(std::io::Error::other)?;
+        received += chunk.len() as u64;
+        if received > limit {
+            return Ok(None);
+        }
+        out.write_all(&chunk)?;
+    }
+    out.flush()?;
+    drop(out);
+    Ok(Some(file))
+}
+
+/// Stores the file at `path` under `location`: an entry or the info file in one conditional
+/// write (create only), an archive in parts read from disk.
+async fn store_file(
+    config: &ServerConfig,
+    key: Key,
+    location: &StorePath,
+    path: &std::path::Path,
+) -> Result<(), object_store::Error> {
+    let io = |e: std::io::Error| object_store::Error::Generic {
+        store: "kiln-cache-server",
+        source: Box::new(e),
+    };
+    if !matches!(key, Key::Archive(_)) {
+        let bytes = tokio::fs::read(path).await.map_err(io)?;
+        let options = object_store::PutOptions::from(object_store::PutMode::Create);
+        return config
+            .store
+            .put_opts(location, PutPayload::from(bytes), options)
+            .await
+            .map(drop);
+    }
+    let upload = config.store.put_multipart(location).await?;
+    let mut parts = object_store::WriteMultipart::new_with_chunk_size(upload, 8 << 20);
+    let mut file = tokio::fs::File::open(path).await.map_err(io)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = tokio::io::AsyncReadExt::read(&mut file, &mut buf)
+            .await
+            .map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        parts.wait_for_capacity(2).await?;
+        parts.write(&buf[..n]);
+    }
+    parts.finish().await.map(drop)
+}
+
+/// Whether the stored object at `location` has the bytes of the file at `path` (compared by
+/// blake3, both read as streams).
+async fn same_bytes(
+    config: &ServerConfig,
+    location: &StorePath,
+    path: &std::path::Path,
+) -> Result<bool, object_store::Error> {
+    let mut stored = blake3::Hasher::new();
+    let mut stream = config.store.get(location).await?.into_stream();
+    while let Some(chunk) = stream.next().await {
+        stored.update(&chunk?);
+    }
+    let path = path.to_owned();
+    let uploaded = tokio::task::spawn_blocking(move || -> std::io::Result<blake3::Hash> {
+        let mut h = blake3::Hasher::new();
+        h.update_reader(std::fs::File::open(path)?)?;
+        Ok(h.finalize())
+    })
+    .await
+    .map_err(|e| object_store::Error::Generic {
+        store: "kiln-cache-server",
+        source: Box::new(e),
+    })?
+    .map_err(|e| object_store::Error::Generic {
+        store: "kiln-cache-server",
+        source: Box::new(e),
+    })?;
+    Ok(stored.finalize() == uploaded)
+}
+
+/// What a pulling runner would refuse, the server refuses to store. Read from disk: an
+/// archive is checked as a stream.
+async fn check_upload(
+    config: &ServerConfig,
+    key: Key,
+    path: &std::path::Path,
+) -> Result<(), String> {
     match key {
         Key::Info => {
+            let body = tokio::fs::read(path).await.map_err(|e| e.to_string())?;
             let v: serde_json::Value =
-                serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+                serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))?;
             if v["format"] != layout::FORMAT {
                 return Err(format!("the info file must name format {}", layout::FORMAT));
             }
             Ok(())
         }
         Key::Archive(out) => {
-            let body = body.to_vec();
-            tokio::task::spawn_blocking(move || crate::verified_tree(&body, &out).map(drop))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|reason| format!("archive refused: {reason}"))
+            let path = path.to_owned();
+            tokio::task::spawn_blocking(move || {
+                let file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+                let hashed = kiln_store::archive::hash_stream(
+                    std::io::BufReader::new(file),
+                    kiln_store::archive::UnpackLimits::default(),
+                    |_| false,
+                )
+                .map_err(|e| kiln_core::error_chain::error_chain(&e))?;
+                if hashed.output == out {
+                    Ok(())
+                } else {
+                    Err(format!("its content hashes to {}", hashed.output))
+                }
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|reason| format!("archive refused: {reason}"))
         }
         Key::Action(drv) => {
+            let body = tokio::fs::read(path).await.map_err(|e| e.to_string())?;
             let entry =
-                ActionEntry::parse(body, &drv).map_err(|r| format!("entry refused: {r}"))?;
+                ActionEntry::parse(&body, &drv).map_err(|r| format!("entry refused: {r}"))?;
             let archive = StorePath::from(Key::Archive(entry.record.output).path());
             match config.store.head(&archive).await {
                 Ok(_) => Ok(()),

@@ -50,10 +50,13 @@ pub fn run(args: &BuildArgs, printer: &Printer, store: &Path) -> Result<u8, Fail
         bar.finish_and_clear();
     }
     let mut report = result?;
-    // A push that fails is a warning: the build itself succeeded and is in the local store.
+    // A push that fails leaves the build in the local store, but `--push` was not done: it is
+    // said, and the exit code is 2 (a CI step that was to share the build must not pass).
+    let mut push_failed = false;
     if report.success() {
         if let Err(f) = caches.push_if_asked(store, &push_items(&report)) {
             printer.error(&f.report);
+            push_failed = true;
         }
     }
     report.cache = caches.traffic_json();
@@ -104,6 +107,10 @@ pub fn run(args: &BuildArgs, printer: &Printer, store: &Path) -> Result<u8, Fail
     printer.status(&line);
     if let Some(traffic) = caches.traffic_line() {
         printer.status(&traffic);
+    }
+    if push_failed && report.exit_code() == 0 {
+        printer.status("error: the build succeeded, but --push did not push everything");
+        return Ok(2);
     }
     Ok(report.exit_code())
 }
