@@ -232,5 +232,6 @@ fn the_cache_server_streams_uploads_to_disk() {
     );
     let rss = peak_rss_mib(server.id());
     let _ = server.kill();
+    let _ = server.wait();
     assert!(rss <= 128, "the server held {rss} MiB for a 200 MB upload");
 }
