@@ -1157,3 +1157,87 @@ fn a_runner_with_an_empty_store_plans_and_applies_from_the_cache() {
         String::from_utf8_lossy(&destroy.stderr)
     );
 }
+
+/// After a build that pulled every rule lazily, `store verify` calls the entries
+/// remote-backed, not corrupt, and keeps them: the next build without the cache rebuilds
+/// nothing. A materialized view that was changed is rehashed and replaced before it is served.
+#[test]
+fn lazily_pulled_entries_are_remote_backed_and_views_are_checked_before_use() {
+    let team = Team::new();
+    let server = team.serve();
+    pushed_small_platform(&team, &server);
+    let b = small_platform_runner();
+    let (r, _) = build(&b, Some("staging"), &team.pull_flags(&server.url));
+    assert_eq!(r["summary"]["pulled"], 5);
+    assert_eq!(
+        archives_in(&b.store()),
+        0,
+        "pulled lazily: no archive fetched"
+    );
+    let out = b
+        .kiln()
+        .args(["store", "verify", "--json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["corrupt"].as_array().unwrap().len(), 0, "{v:#}");
+    assert_eq!(v["remote_backed"].as_array().unwrap().len(), 5, "{v:#}");
+    assert!(stderr.contains("remote-backed"), "{stderr}");
+    // Nothing was dropped from the root: a build without the cache has nothing to rebuild.
+    let (again, _) = build(&b, Some("staging"), &[]);
+    assert_eq!(again["summary"]["built"], 0, "{again:#}");
+
+    // A view served by `store path` is read-only, and checked before it is served again.
+    let a = small_platform_runner();
+    build(&a, Some("staging"), &[]);
+    let path = |s: &Sandbox| {
+        let out = s
+            .kiln()
+            .args(["store", "path", "api"])
+            .arg(s.project())
+            .args(["--env", "staging"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::path::PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    };
+    let view = path(&a);
+    use std::os::unix::fs::PermissionsExt;
+    let dirs: Vec<_> = walkdir::WalkDir::new(&view)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_dir())
+        .collect();
+    assert!(!dirs.is_empty());
+    for d in &dirs {
+        assert_eq!(
+            d.metadata().unwrap().permissions().mode() & 0o777,
+            0o555,
+            "{}",
+            d.path().display()
+        );
+    }
+    let file = walkdir::WalkDir::new(&view)
+        .into_iter()
+        .filter_map(Result::ok)
+        .find(|e| e.file_type().is_file())
+        .unwrap()
+        .into_path();
+    let original = std::fs::read(&file).unwrap();
+    // As root, modes do not stop a write: the rehash does.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&file, b"tampered").unwrap();
+    let again = path(&a);
+    assert_eq!(again, view);
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        original,
+        "the changed view was replaced"
+    );
+}

@@ -59,6 +59,12 @@ pub fn run(cmd: &StoreCommand, printer: &Printer, store_dir: &Path) -> Result<u8
                     c.reason
                 ));
             }
+            if !r.remote_backed.is_empty() {
+                printer.status(&format!(
+                    "{} root entries are remote-backed: pulled from a cache, their archives never fetched (kept; a build with the cache fetches them when read)",
+                    r.remote_backed.len()
+                ));
+            }
             printer.status(&format!(
                 "verified {} objects and {} action entries: {} corrupt{}",
                 r.objects,

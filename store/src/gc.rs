@@ -27,12 +27,12 @@ pub struct GcReport {
 
 fn remove(path: &Path, freed: &mut u64) -> Result<()> {
     let len = fs::symlink_metadata(path).map(|m| m.len()).unwrap_or(0);
-    let r = if path.is_dir() {
-        fs::remove_dir_all(path)
+    if path.is_dir() {
+        // A materialized view: its directories are read-only.
+        crate::local::objects::remove_view(path)?;
     } else {
-        fs::remove_file(path)
-    };
-    r.map_err(StoreError::io("delete", path))?;
+        fs::remove_file(path).map_err(StoreError::io("delete", path))?;
+    }
     *freed += len;
     Ok(())
 }

@@ -34,6 +34,10 @@ pub struct VerifyReport {
     /// Corrupt entries; each was moved to `quarantine/` (objects) or deleted (records), so it
     /// reads as a miss and the next build rebuilds it.
     pub corrupt: Vec<CorruptEntry>,
+    /// Root entries whose output was pulled from a remote cache and never fetched (no local
+    /// action entry, no local object): not corrupt, kept; a build with the cache fetches the
+    /// archive when something reads it.
+    pub remote_backed: Vec<String>,
 }
 
 impl LocalStore {
@@ -129,7 +133,16 @@ impl LocalStore {
                 }
             };
             let before = root.rules.len();
+            let mut remote_backed = Vec::new();
             root.rules.retain(|name, entry| {
+                // Pulled lazily: substituted from a cache, so no local action entry was ever
+                // written, and its archive not fetched yet.
+                if !self.has_object(&entry.output.output)
+                    && self.action_bytes(&entry.derivation).is_none()
+                {
+                    remote_backed.push(format!("{}: rule `{name}`", rel(&path)));
+                    return true;
+                }
                 let reason = if !self.has_object(&entry.output.output) {
                     Some(format!(
                         "rule `{name}` names a missing object {}",
@@ -157,6 +170,7 @@ impl LocalStore {
                     None => true,
                 }
             });
+            report.remote_backed.extend(remote_backed);
             if root.rules.len() != before {
                 crate::local::write_atomic(self.root(), &path, &crate::local::encode_root(&root))?;
             }
@@ -187,7 +201,7 @@ impl LocalStore {
                 _ => None,
             };
             let Some(reason) = reason else { continue };
-            fs::remove_dir_all(&path).map_err(crate::error::StoreError::io("remove", &path))?;
+            crate::local::objects::remove_view(&path)?;
             report.corrupt.push(CorruptEntry {
                 path: format!("trees/{}", entry.file_name().to_string_lossy()),
                 reason: format!("materialized view was changed: {reason}"),

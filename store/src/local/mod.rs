@@ -35,7 +35,7 @@ use kiln_core::Digest;
 use crate::error::{Result, StoreError};
 
 mod actions;
-mod objects;
+pub(crate) mod objects;
 pub(crate) mod packs;
 mod roots;
 mod upgrade;

@@ -180,11 +180,19 @@ impl LocalStore {
         })
     }
 
-    /// An unpacked, read-only directory holding artifact `out`, created on first use.
+    /// An unpacked, read-only directory holding artifact `out`, created on first use. A view
+    /// that exists is checked (rehashed) before it is served; one that was changed is replaced
+    /// by a fresh one. Files are 0444/0555 and directories 0555.
     pub fn materialize(&self, out: &Digest) -> Result<PathBuf> {
         let dest = self.dir("trees").join(out.hex());
         if dest.is_dir() {
-            return Ok(dest);
+            match Tree::from_dir(&dest) {
+                Ok(t) if t.output_hash() == *out => return Ok(dest),
+                _ => {
+                    tracing::warn!(view = %dest.display(), "a materialized view was changed: replacing it");
+                    remove_view(&dest)?;
+                }
+            }
         }
         let tmp = tempfile::Builder::new()
             .prefix("tree-")
@@ -194,10 +202,11 @@ impl LocalStore {
         // rehashes the views and rebuilds any that were changed anyway).
         self.unpack_into(out, tmp.path(), true)?;
         let tmp = tmp.keep();
+        set_dirs_mode(&tmp, 0o555)?;
         match fs::rename(&tmp, &dest) {
             Ok(()) => Ok(dest),
             Err(_) if dest.is_dir() => {
-                let _ = fs::remove_dir_all(&tmp);
+                let _ = remove_view(&tmp);
                 Ok(dest)
             }
             Err(e) => Err(StoreError::io("rename", &dest)(e)),
@@ -258,4 +267,36 @@ impl LocalStore {
         }
         Ok(())
     }
+}
+
+/// Sets the mode of every directory under (and including) `root`, deepest first.
+fn set_dirs_mode(root: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dirs: Vec<PathBuf> = walkdir::WalkDir::new(root)
+        .contents_first(true)
+        .into_iter()
+        .filter_map(std::result::Result::ok)
+        .filter(|e| e.file_type().is_dir())
+        .map(walkdir::DirEntry::into_path)
+        .collect();
+    for d in dirs {
+        fs::set_permissions(&d, fs::Permissions::from_mode(mode))
+            .map_err(StoreError::io("set the mode of", &d))?;
+    }
+    Ok(())
+}
+
+/// Removes a materialized view, whose directories are read-only.
+pub(crate) fn remove_view(root: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    // Writable again from the top down, so that every entry can be unlinked.
+    for e in walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_map(std::result::Result::ok)
+    {
+        if e.file_type().is_dir() {
+            let _ = fs::set_permissions(e.path(), fs::Permissions::from_mode(0o755));
+        }
+    }
+    fs::remove_dir_all(root).map_err(StoreError::io("remove", root))
 }
