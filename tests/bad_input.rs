@@ -218,6 +218,32 @@ fn silent_accepts_are_errors() {
         ), ("t.j2", "x\n")],
         &["kiln.toml:9:", "rule `c`", "`from` names `t`, which is not in `deps`"],
     );
+    // `envs = []`: a rule in no environment.
+    fails(
+        &[(
+            "kiln.toml",
+            "[project]\nname = \"p\"\n[env.staging]\n[rule.a]\nkind = \"manifest\"\nenvs = []\n",
+        )],
+        &[
+            "kiln.toml:6:",
+            "rule `a`",
+            "`envs = []` puts the rule in no environment",
+        ],
+    );
+    // A ConfigMap data value that is not a string (the API server would refuse it at apply).
+    fails(
+        &[
+            (
+                "kiln.toml",
+                "[project]\nname = \"p\"\n[rule.a]\nkind = \"manifest\"\nsrcs = [\"cm.yaml\"]\n",
+            ),
+            (
+                "cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: default}\ndata:\n  port: 8080\n",
+            ),
+        ],
+        &["cm.yaml", "rule `a`", "`data.port` must be a string", "\"8080\""],
+    );
     // Invalid UTF-8 in kiln.toml.
     let s = common::Sandbox::new();
     std::fs::create_dir_all(s.project()).unwrap();
@@ -422,4 +448,24 @@ fn export_and_plan_show_the_rules_own_errors() {
         assert!(err.contains(e), "stderr lacks {e:?}:\n{err}");
     }
     assert!(!s.dir.path().join("out").exists(), "nothing exported");
+}
+
+/// YAML merge keys (`<<: *anchor`) are applied, as kubectl reads them, not kept as a `<<` field.
+#[test]
+fn yaml_merge_keys_are_applied() {
+    let s = common::Sandbox::new();
+    s.write(
+        "kiln.toml",
+        "[project]\nname = \"p\"\n[rule.a]\nkind = \"manifest\"\nsrcs = [\"d.yaml\"]\n",
+    );
+    s.write(
+        "d.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: default}\ndata:\n  <<: &defaults {level: info, format: json}\n  level: debug\n",
+    );
+    s.build_ok(&[]);
+    let cm = s.cat("a", "objects/default/ConfigMap.core/c.yaml", &[]);
+    assert!(
+        cm.contains("format: json") && cm.contains("level: debug") && !cm.contains("<<"),
+        "{cm}"
+    );
 }

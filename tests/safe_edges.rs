@@ -87,7 +87,7 @@ fn destroy_refuses_the_build_and_cache_flags_it_would_ignore() {
 fn typed_project(s: &Sandbox) {
     s.write(
         "kiln.toml",
-        "[project]\nname = \"p\"\n\n[vars]\napi_replicas = 2\ntag = \"1.0.0\"\ndebug = false\n\n[env.staging]\n\n[env.production]\napi_replicas = 3\n\n[rule.cm]\nkind = \"manifest\"\nobjects = [ { apiVersion = \"v1\", kind = \"ConfigMap\", metadata = { name = \"cm\", namespace = \"default\" }, data = { r = \"${var.api_replicas}\", t = \"${var.tag}\", d = \"${var.debug}\" } } ]\n",
+        "[project]\nname = \"p\"\n\n[vars]\napi_replicas = 2\ntag = \"1.0.0\"\ndebug = false\n\n[env.staging]\n\n[env.production]\napi_replicas = 3\n\n[rule.cm]\nkind = \"manifest\"\nobjects = [ { apiVersion = \"example.io/v1\", kind = \"Setting\", metadata = { name = \"cm\", namespace = \"default\" }, spec = { r = \"${var.api_replicas}\", t = \"${var.tag}\", d = \"${var.debug}\" } } ]\n",
     );
 }
 
@@ -171,7 +171,7 @@ fn a_var_takes_the_type_of_its_default() {
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
-    let cm = std::fs::read_to_string(out.join("default/ConfigMap.core/cm.yaml")).unwrap();
+    let cm = std::fs::read_to_string(out.join("default/Setting.example.io/cm.yaml")).unwrap();
     // An integer stays an integer and a boolean a boolean...
     assert!(cm.contains("r: 4\n") && cm.contains("d: true\n"), "{cm}");
     // ...and a string the string written: not the float 1.1.

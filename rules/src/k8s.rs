@@ -42,6 +42,17 @@ pub enum ObjectError {
     /// `metadata.labels` or `metadata.annotations` is not a mapping.
     #[error("`metadata.{0}` must be a mapping")]
     MetadataMap(&'static str),
+    /// A ConfigMap's or Secret's data value is not a string (the API server refuses it; quote
+    /// numbers and booleans).
+    #[error("`{field}.{key}` must be a string (quote it: `\"{shown}\"`)")]
+    DataNotString {
+        /// `data`, `stringData` or `binaryData`.
+        field: &'static str,
+        /// The key.
+        key: String,
+        /// The value as written.
+        shown: String,
+    },
 }
 
 /// Why an artifact's `objects/` could not be read.
@@ -286,6 +297,20 @@ pub fn check_value(value: &Value) -> Result<GroupKind, ObjectError> {
             .is_some_and(|m| !m.is_object() && !m.is_null())
         {
             return Err(ObjectError::MetadataMap(field));
+        }
+    }
+    if api_version == "v1" && matches!(kind, "ConfigMap" | "Secret") {
+        for field in ["data", "stringData", "binaryData"] {
+            let Some(Value::Object(entries)) = map.get(field) else {
+                continue;
+            };
+            if let Some((key, v)) = entries.iter().find(|(_, v)| !v.is_string()) {
+                return Err(ObjectError::DataNotString {
+                    field,
+                    key: key.clone(),
+                    shown: v.to_string(),
+                });
+            }
         }
     }
     Ok(GroupKind::of(api_version, kind))

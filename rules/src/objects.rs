@@ -176,9 +176,14 @@ pub fn parse_documents(text: &str, path: &RelPath) -> Result<Vec<Value>, BuildEr
     for doc in serde_norway::Deserializer::from_str(text) {
         // Through YAML's own value type, which refuses a key given twice in one mapping (a
         // JSON map would keep the last silently).
-        let yaml = serde_norway::Value::deserialize(doc).map_err(|e| {
+        let mut yaml = serde_norway::Value::deserialize(doc).map_err(|e| {
             let offset = e.location().map(|l| l.index());
             BuildError::source(path, offset, format!("invalid YAML: {e}"))
+        })?;
+        // YAML 1.1 merge keys (`<<: *defaults`) are applied, as kubectl's YAML reader does,
+        // never kept as a literal `<<` field.
+        yaml.apply_merge().map_err(|e| {
+            BuildError::source(path, None, format!("invalid YAML merge key (`<<`): {e}"))
         })?;
         let v = serde_json::to_value(yaml).map_err(|e| {
             BuildError::source(path, None, format!("YAML that JSON cannot hold: {e}"))

@@ -154,6 +154,16 @@ pub(super) fn parse_rule(
                         loader.diag(file, e.loc.span.clone(), rn, err.to_string())
                     })?);
                 }
+                if list.is_empty() {
+                    return Err(loader
+                        .diag(
+                            file,
+                            v.span(),
+                            rn,
+                            "`envs = []` puts the rule in no environment",
+                        )
+                        .with_hint("remove `envs` to keep the rule in every environment, or name the environments"));
+                }
                 envs = Some(list);
             }
             "realize" => {

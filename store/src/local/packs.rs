@@ -347,26 +347,34 @@ impl Index {
     /// Reads the packs not read yet. A pack that cannot be read is skipped (its entries are
     /// misses) and reported once.
     fn refresh(&mut self, dir: &Path) {
-        let before = SystemTime::now();
-        let mtime = fs::metadata(dir).and_then(|m| m.modified()).ok();
-        for path in pack_files(dir) {
-            let Some(name) = path.file_name() else {
-                continue;
-            };
-            if self.names.contains(name) {
-                continue;
-            }
-            match Pack::open(&path) {
-                Ok(p) => self.add(p),
-                // Merged away between the listing and the open: its entries are in the merge.
-                Err(_) if !path.exists() => {}
-                Err(reason) => {
-                    tracing::warn!(pack = %path.display(), %reason, "ignoring an unreadable pack");
-                    self.names.insert(name.to_owned());
+        // A pack merged away between the listing and its open has its entries in the merged
+        // pack, which a listing made before the merge did not see: list again then (a few
+        // times at most; merges are rare).
+        for _ in 0..4 {
+            let before = SystemTime::now();
+            let mtime = fs::metadata(dir).and_then(|m| m.modified()).ok();
+            let mut vanished = false;
+            for path in pack_files(dir) {
+                let Some(name) = path.file_name() else {
+                    continue;
+                };
+                if self.names.contains(name) {
+                    continue;
+                }
+                match Pack::open(&path) {
+                    Ok(p) => self.add(p),
+                    Err(_) if !path.exists() => vanished = true,
+                    Err(reason) => {
+                        tracing::warn!(pack = %path.display(), %reason, "ignoring an unreadable pack");
+                        self.names.insert(name.to_owned());
+                    }
                 }
             }
+            self.listed = mtime.map(|m| (before, m));
+            if !vanished {
+                break;
+            }
         }
-        self.listed = mtime.map(|m| (before, m));
     }
 
     /// Whether a pack may have appeared since the last listing: the directory's mtime moved,
