@@ -343,22 +343,21 @@ pub struct VarArgs {
     /// namespaces): they can then read the host and reach the network. Warns per rule.
     #[arg(long)]
     pub unsandboxed: bool,
-    /// Override a variable for this run (NAME=VALUE; VALUE read as TOML, else a string). Each
-    /// distinct set of overrides is its own instance: its own GC root and ApplySet.
-    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = crate::build::parse_var)]
-    pub vars: Vec<(String, serde_json::Value)>,
+    #[command(flatten)]
+    pub instance: InstanceArgs,
 }
 
 impl VarArgs {
     /// The overrides by name (a later one wins).
     pub fn map(&self) -> std::collections::BTreeMap<String, serde_json::Value> {
-        self.vars.iter().cloned().collect()
+        self.instance.map()
     }
 }
 
-/// `--var` alone, for commands that build nothing (`destroy`, `why`): the overrides name the
-/// instance of the environment (its GC root, its set).
-#[derive(Debug, Args)]
+/// `--var` alone, for commands that build nothing (`destroy`, `why`); [`VarArgs`] adds
+/// `--unsandboxed` for those that build. The overrides name the instance of the environment
+/// (its GC root, its set).
+#[derive(Debug, Clone, Default, Args)]
 pub struct InstanceArgs {
     /// Override a variable (NAME=VALUE, typed by the variable's default): each distinct set of
     /// overrides is its own instance of the environment, with its own GC root and ApplySet.

@@ -15,7 +15,7 @@ use kiln_realize::{
 use serde_json::Value;
 
 use crate::build::{BuildOptions, Loaded};
-use crate::cli::{ApplyArgs, ClusterArgs, DestroyArgs, LockArgs, PlanArgs};
+use crate::cli::{ApplyArgs, ClusterArgs, ConnectArgs, DestroyArgs, LockArgs, PlanArgs};
 use crate::commands::cache::Caches;
 use crate::commands::saved_plan;
 use crate::commands::Failure;
@@ -201,23 +201,42 @@ impl From<RealizeError> for Failure {
     }
 }
 
-fn target(args: &ClusterArgs, store: &Path) -> Result<Target, Failure> {
-    Ok(Target {
-        dir: args.dir.clone(),
+/// What names the set and reaches the cluster, shared by plan, apply and destroy.
+fn set_target(
+    dir: &Path,
+    env: &Option<String>,
+    connect: &ConnectArgs,
+    applyset_namespace: &Option<String>,
+    store: &Path,
+) -> Target {
+    Target {
+        dir: dir.to_path_buf(),
         store_dir: store.to_path_buf(),
-        env: args.env.clone(),
-        kubeconfig: args.connect.kubeconfig.clone(),
-        context: args.connect.context.clone(),
-        parent_namespace: args
-            .applyset_namespace
+        env: env.clone(),
+        kubeconfig: connect.kubeconfig.clone(),
+        context: connect.context.clone(),
+        parent_namespace: applyset_namespace
             .clone()
             .unwrap_or_else(|| "default".to_owned()),
+        request_timeout: connect.request_timeout.map(Duration::from_secs_f64),
+        ..Target::default()
+    }
+}
+
+fn target(args: &ClusterArgs, store: &Path) -> Result<Target, Failure> {
+    Ok(Target {
         vars: args.vars.map(),
         unsandboxed: args.vars.unsandboxed,
         caches: Caches::open(&args.cache)?,
         rules: args.rules.clone(),
-        request_timeout: args.connect.request_timeout.map(Duration::from_secs_f64),
         records_build: false,
+        ..set_target(
+            &args.dir,
+            &args.env,
+            &args.connect,
+            &args.applyset_namespace,
+            store,
+        )
     })
 }
 
@@ -466,7 +485,7 @@ fn refuse_flags_beside_a_plan(
     if args.env.is_some() {
         given.push("--env");
     }
-    if !args.vars.vars.is_empty() {
+    if !args.vars.instance.vars.is_empty() {
         given.push("--var");
     }
     if !args.rules.is_empty() {
@@ -534,19 +553,15 @@ pub fn destroy(args: &DestroyArgs, printer: &Printer, store: &Path) -> Result<u8
         partial: false,
     };
     let target = Target {
-        dir: args.dir.clone(),
-        store_dir: store.to_path_buf(),
-        env: args.env.clone(),
-        kubeconfig: args.connect.kubeconfig.clone(),
-        context: args.connect.context.clone(),
-        parent_namespace: args
-            .applyset_namespace
-            .clone()
-            .unwrap_or_else(|| "default".to_owned()),
         vars: args.instance.map(),
         rules: args.rules.clone(),
-        request_timeout: args.connect.request_timeout.map(Duration::from_secs_f64),
-        ..Target::default()
+        ..set_target(
+            &args.dir,
+            &args.env,
+            &args.connect,
+            &args.applyset_namespace,
+            store,
+        )
     };
     // Nothing is built: the project is only loaded for its name, its environment and (with
     // `--rule`) the rules whose objects go.
