@@ -263,6 +263,26 @@ impl KubeCluster {
 }
 
 impl KubeCluster {
+    /// Runs a write request, checking the fence before every poll of it: a request is put
+    /// on the wire during a poll, so one whose run was paused past its lease (SIGSTOP,
+    /// suspend) before it was sent is dropped when the run resumes, instead of sent late.
+    async fn fenced_write<T>(
+        &self,
+        write: impl std::future::Future<Output = T>,
+    ) -> Result<T, ClusterError> {
+        let fence = self.fence.get().cloned();
+        let mut write = std::pin::pin!(write);
+        futures::future::poll_fn(move |cx| {
+            if let Some(f) = &fence {
+                if let Err(why) = f.check() {
+                    return std::task::Poll::Ready(Err(ClusterError::Fenced { why }));
+                }
+            }
+            write.as_mut().poll(cx).map(Ok)
+        })
+        .await
+    }
+
     /// `Err(Fenced)` once this run no longer provably holds the set's lock.
     fn fenced(&self) -> Result<(), ClusterError> {
         match self.fence.get() {
@@ -495,7 +515,13 @@ impl ClusterApi for KubeCluster {
             "{kind} `{}{name}`",
             ns.map(|n| format!("{n}/")).unwrap_or_default()
         );
-        match api.patch(name, &params, &Patch::Apply(obj)).await {
+        let written = if apply.dry_run {
+            api.patch(name, &params, &Patch::Apply(obj)).await
+        } else {
+            self.fenced_write(api.patch(name, &params, &Patch::Apply(obj)))
+                .await?
+        };
+        match written {
             Ok(o) => Ok(serde_json::to_value(o).expect("objects serialize")),
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 Err(ClusterError::from_409(what, status.message))
@@ -604,9 +630,9 @@ impl ClusterApi for KubeCluster {
             "{kind} `{}{name}`",
             ns.map(|n| format!("{n}/")).unwrap_or_default()
         );
-        match api
-            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
+        match self
+            .fenced_write(api.patch(name, &PatchParams::default(), &Patch::Merge(patch)))
+            .await?
         {
             Ok(o) => Ok(serde_json::to_value(o).expect("objects serialize")),
             // A merge patch has no field managers to conflict with: a 409 is always a change
@@ -647,7 +673,7 @@ impl ClusterApi for KubeCluster {
             }),
             ..DeleteParams::background()
         };
-        match api.delete(name, &params).await {
+        match self.fenced_write(api.delete(name, &params)).await? {
             Ok(_) => Ok(Deleted::Deleted),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(Deleted::Gone),
             Err(kube::Error::Api(s)) if s.code == 409 && uid.is_some() => Ok(Deleted::Replaced),
