@@ -165,9 +165,8 @@ fn declared_tools_enter_the_hash_and_are_all_that_is_visible() {
     // Another `cat` first on PATH: another derivation.
     let fake = tempfile::tempdir().unwrap();
     let fake_cat = fake.path().join("cat");
-    std::fs::write(&fake_cat, "#!/bin/sh\necho fake\n").unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&fake_cat, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Another binary (a `#!` script would be refused: the sandbox cannot show its interpreter).
+    std::fs::copy("/usr/bin/true", &fake_cat).unwrap();
     let path = format!(
         "{}:{}",
         fake.path().display(),
@@ -252,5 +251,34 @@ fn ctrl_c_stops_cleanly_with_130() {
         gc.status.success(),
         "{}",
         String::from_utf8_lossy(&gc.stderr)
+    );
+}
+
+/// A declared tool that is a `#!` script whose interpreter the sandbox does not show fails the
+/// rule before it runs, naming the tool and the interpreter (inside it could only fail, or be
+/// skipped by a command that ignores its failure).
+#[test]
+fn a_script_tool_whose_interpreter_is_hidden_is_refused() {
+    let s = Sandbox::new();
+    let bin = s.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let tool = bin.join("greet");
+    std::fs::write(&tool, "#!/usr/bin/python3\nprint('hi')\n").unwrap();
+    std::fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    exec_project(&s, "greet > $out/x || true", "tools = [\"greet\"]");
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let out = s
+        .kiln()
+        .arg("build")
+        .arg(s.project())
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("tool `greet` is a script run by `/usr/bin/python3`")
+            && stderr.contains("rule `x`"),
+        "{stderr}"
     );
 }

@@ -101,10 +101,41 @@ pub fn resolve_tools(attrs: &mut Value, path_var: &str) -> Result<(), AttrError>
                 format!("cannot read `{}`: {e}", path.display()),
             )
         })?;
+        if let Some(interpreter) = hidden_interpreter(&bytes) {
+            return Err(AttrError::new(
+                format!("tools[{i}]"),
+                format!(
+                    "tool `{name}` is a script run by `{interpreter}`, which the sandbox does not show with `tools` (only the declared tools, under {}, and the shared libraries); declare a binary, or drop `tools` to show all of /usr",
+                    sandbox::TOOLS_DIR
+                ),
+            ));
+        }
         resolved.insert(name.clone(), Value::from(Digest::of(&bytes).to_string()));
     }
     attrs["tools"] = Value::Object(resolved);
     Ok(())
+}
+
+/// The interpreter of a `#!` script that a sandbox with `tools` does not show (it shows the
+/// declared tools under [`sandbox::TOOLS_DIR`] and the shared library directories, not
+/// `/usr/bin`): such a tool could only fail inside, or be skipped by a command that ignores
+/// its failure.
+fn hidden_interpreter(bytes: &[u8]) -> Option<String> {
+    let rest = bytes.strip_prefix(b"#!")?;
+    let line = rest.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(&line[..line.len().min(256)]).into_owned();
+    let interpreter = line.split_whitespace().next()?.to_owned();
+    let visible = [
+        "/usr/lib/",
+        "/usr/lib32/",
+        "/usr/lib64/",
+        "/usr/libexec/",
+        "/usr/share/",
+    ]
+    .iter()
+    .any(|dir| interpreter.starts_with(dir))
+        || interpreter.starts_with(&format!("{}/", sandbox::TOOLS_DIR));
+    (!visible).then_some(interpreter)
 }
 
 /// Where the tools of resolved exec attributes come from on this host: each tool as found on
@@ -536,6 +567,20 @@ fn run(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_script_tools_interpreter_must_be_visible_in_the_sandbox() {
+        assert_eq!(
+            super::hidden_interpreter(b"#!/usr/bin/python3\nprint(1)\n").as_deref(),
+            Some("/usr/bin/python3")
+        );
+        assert_eq!(
+            super::hidden_interpreter(b"#!/usr/bin/env bash\n").as_deref(),
+            Some("/usr/bin/env")
+        );
+        assert_eq!(super::hidden_interpreter(b"#!/usr/lib/x/run\n"), None);
+        assert_eq!(super::hidden_interpreter(b"\x7fELF\x02\x01"), None);
+    }
+
     use super::*;
     use std::sync::Mutex;
 
