@@ -283,14 +283,6 @@ impl KubeCluster {
         .await
     }
 
-    /// `Err(Fenced)` once this run no longer provably holds the set's lock.
-    fn fenced(&self) -> Result<(), ClusterError> {
-        match self.fence.get() {
-            Some(f) => f.check().map_err(|why| ClusterError::Fenced { why }),
-            None => Ok(()),
-        }
-    }
-
     /// A request's failure: `Unreachable` (naming the server and context) when the cluster
     /// could not be reached at all, else `Api`.
     fn api_error(
@@ -496,9 +488,6 @@ impl ClusterApi for KubeCluster {
 
     /// Server-side apply with the set's field manager.
     async fn apply(&self, obj: &Value, apply: ApplyParams<'_>) -> Result<Value, ClusterError> {
-        if !apply.dry_run {
-            self.fenced()?;
-        }
         let api_version = obj["apiVersion"].as_str().unwrap_or_default();
         let kind = obj["kind"].as_str().unwrap_or_default();
         let name = obj
@@ -616,7 +605,6 @@ impl ClusterApi for KubeCluster {
 
     /// A JSON merge patch (its own request, outside any field manager's apply).
     async fn merge_patch(&self, obj: &Value, patch: &Value) -> Result<Value, ClusterError> {
-        self.fenced()?;
         let api_version = obj["apiVersion"].as_str().unwrap_or_default();
         let kind = obj["kind"].as_str().unwrap_or_default();
         let name = obj
@@ -663,7 +651,6 @@ impl ClusterApi for KubeCluster {
         name: &str,
         uid: Option<&str>,
     ) -> Result<Deleted, ClusterError> {
-        self.fenced()?;
         let (ar, caps) = self.resolve_group_kind(gk).await?;
         let api = self.api(&ar, &caps, Some(namespace));
         let params = DeleteParams {

@@ -72,15 +72,21 @@ fn load(target: &Target) -> Result<Loaded, Failure> {
     Ok(loaded)
 }
 
+/// What a build for realizing leaves beside the wanted objects: what a saved plan records.
+pub struct BuiltSet {
+    /// The project's name.
+    pub project: String,
+    /// Every rule's output hash.
+    pub outputs: BTreeMap<String, String>,
+}
+
 /// Builds the target's environment and reads what its artifacts want on the cluster.
 pub fn build_wanted(target: &Target) -> Result<Wanted, Failure> {
     build_wanted_with_outputs(target).map(|(w, _)| w)
 }
 
-/// [`build_wanted`], with every rule's output hash (what a saved plan records).
-pub fn build_wanted_with_outputs(
-    target: &Target,
-) -> Result<(Wanted, BTreeMap<String, String>), Failure> {
+/// [`build_wanted`], with the project's name and every rule's output hash.
+pub fn build_wanted_with_outputs(target: &Target) -> Result<(Wanted, BuiltSet), Failure> {
     let loaded = load(target)?;
     let options = target.caches.apply_to(
         BuildOptions::default()
@@ -127,7 +133,8 @@ pub fn build_wanted_with_outputs(
         parent_namespace: &target.parent_namespace,
     })
     .map_err(failure)?;
-    Ok((wanted, outputs))
+    let project = loaded.project.name.clone();
+    Ok((wanted, BuiltSet { project, outputs }))
 }
 
 /// Builds, connects and plans.
@@ -141,12 +148,12 @@ pub async fn connect_and_plan(
         .map(|(r, _)| r)
 }
 
-/// [`connect_and_plan`], with every rule's output hash.
+/// [`connect_and_plan`], with what the build leaves for a saved plan.
 async fn connect_and_plan_with_outputs(
     target: &Target,
     options: &PlanOptions,
     on_wait: impl Fn(&str, &str),
-) -> Result<(Realized, BTreeMap<String, String>), Failure> {
+) -> Result<(Realized, BuiltSet), Failure> {
     let (wanted, outputs) = build_wanted_with_outputs(target)?;
     let cluster = connect(target).await?;
     let r = plan_set(cluster, wanted, options, on_wait)
@@ -320,10 +327,8 @@ pub fn plan(args: &PlanArgs, printer: &Printer, store: &Path) -> Result<u8, Fail
         printer.status(&format!("plan report written to {}", path.display()));
     }
     if let Some(out) = &args.out {
-        let project = crate::build::load(&target.dir, target.env.as_deref())?
-            .project
-            .name;
-        let saved = saved_plan::capture(&r, &target, &project, outputs);
+        // The project's name comes from the build: no second load.
+        let saved = saved_plan::capture(&r, &target, &outputs.project, outputs.outputs);
         saved_plan::write(&saved, out)?;
         printer.status(&format!(
             "plan saved to {}: apply exactly it with `kiln apply {}`",
@@ -406,7 +411,7 @@ pub fn apply(args: &ApplyArgs, printer: &Printer, store: &Path) -> Result<u8, Fa
     let guard = r.lock.take();
     if let Some(reason) = saved
         .as_ref()
-        .and_then(|p| saved_plan::staleness(p, &r, &outputs))
+        .and_then(|p| saved_plan::staleness(p, &r, &outputs.outputs))
     {
         release(&rt, guard, printer);
         return Err(Failure {
