@@ -112,7 +112,7 @@ enum Fresh {
     Tree(Tree),
     Dir {
         dir: std::path::PathBuf,
-        _scratch: Option<tempfile::TempDir>,
+        _scratch: Option<kiln_store::ScratchDir>,
     },
 }
 
@@ -434,7 +434,7 @@ impl Executor<'_> {
             deps: &dep_access,
             source_files: &source_files,
             scope,
-            scratch: scratch.as_ref().map(tempfile::TempDir::path),
+            scratch: scratch.as_ref().map(kiln_store::ScratchDir::path),
         };
         let fresh = match p.kind.build_output(&cx).map_err(FreshError::Rule)? {
             Output::Tree(tree) => {
@@ -861,14 +861,14 @@ impl Executor<'_> {
     }
 
     /// A scratch directory under the store's `tmp/`, for kinds that need one.
-    fn scratch_dir(&self, p: &PreparedRule<'_>) -> std::io::Result<Option<tempfile::TempDir>> {
+    fn scratch_dir(
+        &self,
+        p: &PreparedRule<'_>,
+    ) -> Result<Option<kiln_store::ScratchDir>, StoreError> {
         if !p.kind.needs_scratch() {
             return Ok(None);
         }
-        tempfile::Builder::new()
-            .prefix("build-")
-            .tempdir_in(self.store.root().join("tmp"))
-            .map(Some)
+        self.store.scratch_dir("build-").map(Some)
     }
 
     /// Records `drv` -> its stored output in the action cache, with who and what built it

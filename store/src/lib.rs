@@ -13,6 +13,7 @@ pub mod error;
 pub mod gc;
 pub mod ingest;
 pub mod local;
+pub mod scratch;
 pub mod verify;
 
 pub use backend::{
@@ -20,3 +21,4 @@ pub use backend::{
 };
 pub use error::{Result, StoreError};
 pub use local::{BuildInfo, LocalStore, OutputRecord, Root, RootEntry};
+pub use scratch::ScratchDir;

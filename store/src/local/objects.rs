@@ -182,7 +182,9 @@ impl LocalStore {
 
     /// An unpacked, read-only directory holding artifact `out`, created on first use. A view
     /// that exists is checked (rehashed) before it is served; one that was changed is replaced
-    /// by a fresh one. Files are 0444/0555 and directories 0555.
+    /// by a fresh one. Files are 0444/0555 and directories 0555. The archive is checked
+    /// (limits and hash, streaming) before anything is written, so an archive over the entry
+    /// or size limit is refused after one read of its headers, with no file to clean up.
     pub fn materialize(&self, out: &Digest) -> Result<PathBuf> {
         let dest = self.dir("trees").join(out.hex());
         if dest.is_dir() {
@@ -194,6 +196,7 @@ impl LocalStore {
                 }
             }
         }
+        self.hash_object(out, |_| false)?;
         let tmp = tempfile::Builder::new()
             .prefix("tree-")
             .tempdir_in(self.dir("tmp"))
@@ -298,5 +301,59 @@ pub(crate) fn remove_view(root: &Path) -> Result<()> {
             let _ = fs::set_permissions(e.path(), fs::Permissions::from_mode(0o755));
         }
     }
-    fs::remove_dir_all(root).map_err(StoreError::io("remove", root))
+    crate::scratch::remove_tree(root).map_err(StoreError::io("remove", root))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A zstd-compressed tar of `n` empty files, as a hostile store or cache could hold.
+    fn archive_of_empty_files(n: u64) -> Vec<u8> {
+        let encoder = zstd::Encoder::new(Vec::new(), 1).unwrap();
+        let mut builder = tar::Builder::new(encoder);
+        for i in 0..n {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(0);
+            header.set_mode(0o644);
+            header.set_entry_type(tar::EntryType::Regular);
+            builder
+                .append_data(
+                    &mut header,
+                    format!("d{}/f{}", i / 1000, i % 1000),
+                    std::io::empty(),
+                )
+                .unwrap();
+        }
+        builder.into_inner().unwrap().finish().unwrap()
+    }
+
+    fn entries_under(dir: &Path) -> usize {
+        walkdir::WalkDir::new(dir).min_depth(1).into_iter().count()
+    }
+
+    #[test]
+    fn a_view_of_an_archive_over_the_entry_limit_is_refused_before_anything_is_written() {
+        let d = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(d.path()).unwrap();
+        let limit = UnpackLimits::default().max_entries;
+        let out = Digest::of(b"over the entry limit");
+        let path = s.object_path(&out);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, archive_of_empty_files(limit + 1)).unwrap();
+        let before = entries_under(&d.path().join("tmp"));
+
+        let err = s.materialize(&out).unwrap_err();
+        let chain = kiln_core::error_chain::error_chain(&err);
+        assert!(
+            chain.contains(&format!("more than {limit} entries")),
+            "{chain}"
+        );
+        assert_eq!(
+            entries_under(&d.path().join("tmp")),
+            before,
+            "nothing unpacked"
+        );
+        assert_eq!(entries_under(&d.path().join("trees")), 0, "no view");
+    }
 }
