@@ -311,6 +311,29 @@ pub trait ClusterApi {
         verdict: &mut dyn FnMut(Option<&Value>) -> Option<T>,
     ) -> Result<Option<T>, ClusterError>;
 
+    /// Follows the objects of `Kind.group` labeled `selector` in `namespace` until `verdict`
+    /// settles or `timeout` passes (`Ok(None)`): a LIST, then a watch from its
+    /// resourceVersion; after each change the verdict sees every such object as it now is.
+    async fn watch_selected_until<T>(
+        &self,
+        group_kind: &str,
+        namespace: &str,
+        selector: &str,
+        timeout: std::time::Duration,
+        verdict: &mut dyn FnMut(&[Value]) -> Option<T>,
+    ) -> Result<Option<T>, ClusterError>;
+
+    /// The last `tail_lines` lines of the log of a pod's container (of its previous instance
+    /// with `previous`, for one that crashed).
+    async fn logs(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: Option<&str>,
+        previous: bool,
+        tail_lines: i64,
+    ) -> Result<String, ClusterError>;
+
     /// Whether an object of `Kind.group` exists.
     async fn exists(
         &self,

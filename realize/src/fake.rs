@@ -54,6 +54,8 @@ struct State {
     frozen_cache: Option<(BTreeMap<ObjectKey, Value>, u64)>,
     /// LISTs served so far: (from storage, from the cache).
     lists: (usize, usize),
+    /// Container logs, by pod name.
+    logs: BTreeMap<String, String>,
 }
 
 /// The fake cluster.
@@ -74,7 +76,9 @@ impl Default for FakeCluster {
             ("v1", "Secret", Scope::Namespaced),
             ("v1", "Service", Scope::Namespaced),
             ("v1", "ServiceAccount", Scope::Namespaced),
+            ("v1", "Pod", Scope::Namespaced),
             ("apps/v1", "Deployment", Scope::Namespaced),
+            ("apps/v1", "ReplicaSet", Scope::Namespaced),
             ("batch/v1", "Job", Scope::Namespaced),
             (
                 "rbac.authorization.k8s.io/v1",
@@ -125,6 +129,22 @@ impl FakeCluster {
             status,
             times,
         });
+    }
+
+    /// Puts `obj` (a pod, a replica set: what a controller or the kubelet would make) into
+    /// the cluster as is.
+    pub fn put_object(&self, obj: Value) {
+        let mut s = self.state.lock().unwrap();
+        s.objects.insert(ObjectKey::of(&obj), obj);
+    }
+
+    /// The log `pod`'s containers have written.
+    pub fn set_log(&self, pod: &str, log: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .logs
+            .insert(pod.to_owned(), log.to_owned());
     }
 
     /// How the controller treats the workload `name` (ready by default).
@@ -272,14 +292,18 @@ impl FakeCluster {
     }
 }
 
+/// Whether `obj` carries every `key=value` of `selector` (other terms are not understood here
+/// and match everything).
 fn matches_selector(obj: &Value, selector: &str) -> bool {
-    let Some((k, v)) = selector.split_once('=') else {
-        return true;
-    };
-    obj.pointer("/metadata/labels")
-        .and_then(|l| l.get(k))
-        .and_then(Value::as_str)
-        == Some(v)
+    selector.split(',').all(|term| {
+        let Some((k, v)) = term.split_once('=') else {
+            return true;
+        };
+        obj.pointer("/metadata/labels")
+            .and_then(|l| l.get(k))
+            .and_then(Value::as_str)
+            == Some(v)
+    })
 }
 
 impl ClusterApi for FakeCluster {
@@ -505,6 +529,57 @@ impl ClusterApi for FakeCluster {
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+    }
+
+    async fn watch_selected_until<T>(
+        &self,
+        group_kind: &str,
+        namespace: &str,
+        selector: &str,
+        timeout: std::time::Duration,
+        verdict: &mut dyn FnMut(&[Value]) -> Option<T>,
+    ) -> Result<Option<T>, ClusterError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            self.request("list", group_kind, false)?;
+            let current: Vec<Value> = {
+                let s = self.state.lock().unwrap();
+                s.objects
+                    .iter()
+                    .filter(|(k, o)| {
+                        k.group_kind == group_kind
+                            && k.namespace == namespace
+                            && matches_selector(o, selector)
+                    })
+                    .map(|(_, o)| o.clone())
+                    .collect()
+            };
+            if let Some(out) = verdict(&current) {
+                return Ok(Some(out));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn logs(
+        &self,
+        _namespace: &str,
+        pod: &str,
+        _container: Option<&str>,
+        _previous: bool,
+        tail_lines: i64,
+    ) -> Result<String, ClusterError> {
+        self.request("get", pod, false)?;
+        let s = self.state.lock().unwrap();
+        let log = s.logs.get(pod).cloned().unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let from = lines
+            .len()
+            .saturating_sub(usize::try_from(tail_lines).unwrap_or(0));
+        Ok(lines[from..].join("\n"))
     }
 
     async fn exists(&self, gk: &str, namespace: &str, name: &str) -> Result<bool, ClusterError> {

@@ -42,10 +42,15 @@ fn has_condition(obj: &Value, ty: &str) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c["type"] == ty && c["status"] == "True"))
 }
 
+/// Whether the controller has seen the object's latest spec (`status.observedGeneration` at
+/// least `metadata.generation`).
+pub fn observed(obj: &Value) -> bool {
+    int(obj, "/status/observedGeneration") >= int(obj, "/metadata/generation")
+}
+
 /// Whether `obj` (as read back from the cluster) is ready.
 pub fn is_ready(obj: &Value) -> bool {
-    let generation_seen =
-        int(obj, "/status/observedGeneration") >= int(obj, "/metadata/generation");
+    let generation_seen = observed(obj);
     match obj["kind"].as_str().unwrap_or_default() {
         "Deployment" => {
             let want = obj

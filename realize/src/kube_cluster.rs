@@ -1,7 +1,7 @@
 //! The real cluster: [`ClusterApi`] on a kube client with a request counter (a tower layer),
 //! discovery cached per group-version, LIST, GET, server-side apply and DELETE.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -633,6 +633,101 @@ impl ClusterApi for KubeCluster {
         }
     }
 
+    async fn watch_selected_until<T>(
+        &self,
+        group_kind: &str,
+        namespace: &str,
+        selector: &str,
+        timeout: std::time::Duration,
+        verdict: &mut dyn FnMut(&[Value]) -> Option<T>,
+    ) -> Result<Option<T>, ClusterError> {
+        let (ar, caps) = self.resolve_group_kind(group_kind).await?;
+        let api = self.api(&ar, &caps, Some(namespace));
+        let what = format!("`{group_kind}` labeled `{selector}`");
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let list = api
+                .list(&ListParams::default().labels(selector))
+                .await
+                .map_err(self.api_error("list", what.clone()))?;
+            let version = list.metadata.resource_version.clone().unwrap_or_default();
+            let mut seen: BTreeMap<String, Value> = typed_values(list.items, &ar)
+                .into_iter()
+                .map(|o| (name_of(&o), o))
+                .collect();
+            let current =
+                |seen: &BTreeMap<String, Value>| -> Vec<Value> { seen.values().cloned().collect() };
+            if let Some(out) = verdict(&current(&seen)) {
+                return Ok(Some(out));
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            let params = WatchParams::default()
+                .labels(selector)
+                .timeout(left.as_secs().clamp(1, 290) as u32);
+            let stream = api
+                .watch(&params, &version)
+                .await
+                .map_err(self.api_error("watch", what.clone()))?;
+            let mut stream = std::pin::pin!(stream);
+            let until = tokio::time::timeout(left, async {
+                while let Some(event) = stream
+                    .try_next()
+                    .await
+                    .map_err(self.api_error("watch", what.clone()))?
+                {
+                    match event {
+                        WatchEvent::Added(o) | WatchEvent::Modified(o) => {
+                            let o = serde_json::to_value(o).expect("objects serialize");
+                            seen.insert(name_of(&o), o);
+                        }
+                        WatchEvent::Deleted(o) => {
+                            let o = serde_json::to_value(o).expect("objects serialize");
+                            seen.remove(&name_of(&o));
+                        }
+                        WatchEvent::Bookmark(_) => continue,
+                        // 410 Gone and the like: start again from a fresh LIST.
+                        WatchEvent::Error(_) => return Ok(None),
+                    }
+                    if let Some(out) = verdict(&current(&seen)) {
+                        return Ok(Some(out));
+                    }
+                }
+                Ok::<_, ClusterError>(None)
+            })
+            .await;
+            match until {
+                Ok(Ok(Some(out))) => return Ok(Some(out)),
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_elapsed) => return Ok(None),
+            }
+        }
+    }
+
+    async fn logs(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: Option<&str>,
+        previous: bool,
+        tail_lines: i64,
+    ) -> Result<String, ClusterError> {
+        let pods: Api<k8s_openapi::api::core::v1::Pod> =
+            Api::namespaced(self.client.clone(), namespace);
+        let params = kube::api::LogParams {
+            container: container.map(str::to_owned),
+            previous,
+            tail_lines: Some(tail_lines),
+            ..Default::default()
+        };
+        pods.logs(pod, &params)
+            .await
+            .map_err(self.api_error("read the log of", format!("pod `{namespace}/{pod}`")))
+    }
+
     /// Whether an object of `Kind.group` exists.
     async fn exists(&self, gk: &str, namespace: &str, name: &str) -> Result<bool, ClusterError> {
         let (ar, caps) = self.resolve_group_kind(gk).await?;
@@ -685,4 +780,12 @@ fn typed_values(items: Vec<DynamicObject>, ar: &ApiResource) -> Vec<Value> {
             serde_json::to_value(o).expect("objects serialize")
         })
         .collect()
+}
+
+/// `metadata.name` of an object, or empty.
+fn name_of(o: &Value) -> String {
+    o.pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
 }

@@ -28,6 +28,7 @@ pub mod members;
 pub mod ownership;
 pub mod plan;
 pub mod planning;
+pub mod pods;
 pub mod quantity;
 pub mod render;
 pub mod secrets;

@@ -6,13 +6,17 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::api::ClusterApi;
+use crate::api::{ClusterApi, ReadFrom};
 use crate::desired::ObjectKey;
 use crate::error::RealizeError;
 use crate::health;
+use crate::pods;
 
 /// Waits until `obj` passes its health gate ([`health::condition`]); a condition that says it
-/// failed for good ends the wait at once.
+/// failed for good ends the wait at once. For a workload, its rollout's pods are followed too
+/// ([`pods::rollout_pods`]): a pod stuck in a state that does not heal (a crash loop, an image
+/// that cannot be had) fails the gate when it is seen, not at the progress deadline, with the
+/// crashed container's last log lines; so does a failed Job, with its last failed pod's.
 pub async fn ready(
     cluster: &impl ClusterApi,
     obj: &Value,
@@ -22,6 +26,77 @@ pub async fn ready(
         return Ok(());
     };
     let key = ObjectKey::of(obj);
+    let gate = follow(cluster, &key, condition, timeout);
+    if !pods::has_pods(obj) {
+        return gate.await.map_err(|e| e.into_error(&key));
+    }
+    // Following the pods only ends a wait early: when it cannot read them, the gate decides.
+    let stuck_pod = async {
+        match first_stuck_pod(cluster, obj, &key, timeout).await {
+            Err(Verdict::Error(e)) => {
+                tracing::debug!(object = %key, error = %e, "cannot follow the rollout's pods");
+                std::future::pending().await
+            }
+            other => other,
+        }
+    };
+    let verdict = tokio::select! {
+        settled = gate => settled,
+        stuck = stuck_pod => stuck,
+    };
+    match verdict {
+        Err(Verdict::Failed(condition)) if obj["kind"] == "Job" => {
+            let logs = job_logs(cluster, obj, &key).await;
+            Err(RealizeError::GateFailed {
+                object: key.to_string(),
+                condition: format!("{condition}{logs}"),
+            })
+        }
+        other => other.map_err(|e| e.into_error(&key)),
+    }
+}
+
+/// How a gate ended, short of ready.
+enum Verdict {
+    /// Failed for good: why.
+    Failed(String),
+    /// Not ready within the timeout: what it waited for.
+    TimedOut(String, Duration),
+    /// The cluster failed.
+    Error(RealizeError),
+}
+
+impl Verdict {
+    fn into_error(self, key: &ObjectKey) -> RealizeError {
+        match self {
+            Verdict::Failed(condition) => RealizeError::GateFailed {
+                object: key.to_string(),
+                condition,
+            },
+            Verdict::TimedOut(condition, timeout) => RealizeError::Unhealthy {
+                object: key.to_string(),
+                condition,
+                timeout,
+            },
+            Verdict::Error(e) => e,
+        }
+    }
+}
+
+impl From<crate::api::ClusterError> for Verdict {
+    fn from(e: crate::api::ClusterError) -> Self {
+        Verdict::Error(e.into())
+    }
+}
+
+/// Follows the object itself until it is ready or says it failed, logging progress as it
+/// changes.
+async fn follow(
+    cluster: &impl ClusterApi,
+    key: &ObjectKey,
+    condition: &'static str,
+    timeout: Duration,
+) -> Result<(), Verdict> {
     let mut last_progress = None;
     let mut verdict = |live: Option<&Value>| -> Option<Result<(), String>> {
         let live = live?;
@@ -49,15 +124,140 @@ pub async fn ready(
         .await?;
     match settled {
         Some(Ok(())) => Ok(()),
-        Some(Err(failed)) => Err(RealizeError::GateFailed {
-            object: key.to_string(),
-            condition: failed,
-        }),
-        None => Err(RealizeError::Unhealthy {
-            object: key.to_string(),
-            condition: condition.to_owned(),
-            timeout,
-        }),
+        Some(Err(failed)) => Err(Verdict::Failed(failed)),
+        None => Err(Verdict::TimedOut(condition.to_owned(), timeout)),
+    }
+}
+
+/// Lines of a container's log shown with a failure.
+const LOG_LINES: i64 = 10;
+
+/// Ends (with the failure) once a pod of the rollout of `obj` is stuck for good; otherwise
+/// never ends before `timeout` (and then never at all: the gate's own timeout speaks).
+async fn first_stuck_pod(
+    cluster: &impl ClusterApi,
+    obj: &Value,
+    key: &ObjectKey,
+    timeout: Duration,
+) -> Result<(), Verdict> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let api_version = obj["apiVersion"].as_str().unwrap_or_default();
+    let kind = obj["kind"].as_str().unwrap_or_default();
+    // The pods of this rollout, once its controller has acted on the spec just written. The
+    // selector is read back: a Job's is the server's own (`controller-uid`).
+    let selector = loop {
+        let live = cluster
+            .get(api_version, kind, &key.namespace, &key.name)
+            .await?;
+        if let Some(live) = live {
+            if let Some(base) = pods::selector_of(&live) {
+                let replica_sets = if kind == "Deployment" && health::observed(&live) {
+                    cluster
+                        .list(
+                            "ReplicaSet.apps",
+                            None,
+                            &base,
+                            Some(&key.namespace),
+                            ReadFrom::Storage,
+                        )
+                        .await?
+                        .items
+                } else {
+                    Vec::new()
+                };
+                if let Some(selector) = pods::rollout_pods(&live, &replica_sets) {
+                    break selector;
+                }
+            }
+        }
+        if tokio::time::Instant::now() + POLL_CONTROLLER >= deadline {
+            return std::future::pending().await;
+        }
+        tokio::time::sleep(POLL_CONTROLLER).await;
+    };
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let mut verdict = |pods: &[Value]| pods.iter().find_map(pods::fatal_state);
+    let Some(stuck) = cluster
+        .watch_selected_until("Pod", &key.namespace, &selector, left, &mut verdict)
+        .await?
+    else {
+        return std::future::pending().await;
+    };
+    let logs = if stuck.crashed {
+        log_tail(
+            cluster,
+            &key.namespace,
+            &stuck.pod,
+            Some(&stuck.container),
+            true,
+        )
+        .await
+    } else {
+        String::new()
+    };
+    Err(Verdict::Failed(format!("{stuck}{logs}")))
+}
+
+/// How often the controller is asked whether it has made the rollout's ReplicaSet yet.
+const POLL_CONTROLLER: Duration = Duration::from_millis(500);
+
+/// The last log lines of a failed Job's newest failed pod, as a suffix for its failure.
+async fn job_logs(cluster: &impl ClusterApi, job: &Value, key: &ObjectKey) -> String {
+    let live = cluster
+        .get(
+            job["apiVersion"].as_str().unwrap_or_default(),
+            "Job",
+            &key.namespace,
+            &key.name,
+        )
+        .await
+        .ok()
+        .flatten();
+    let Some(selector) = live.as_ref().and_then(pods::selector_of) else {
+        return String::new();
+    };
+    let Ok(listed) = cluster
+        .list(
+            "Pod",
+            None,
+            &selector,
+            Some(&key.namespace),
+            ReadFrom::Storage,
+        )
+        .await
+    else {
+        return String::new();
+    };
+    let Some(pod) = pods::last_failed(&listed.items)
+        .and_then(|p| p.pointer("/metadata/name"))
+        .and_then(Value::as_str)
+    else {
+        return String::new();
+    };
+    log_tail(cluster, &key.namespace, pod, None, false).await
+}
+
+/// `"\n  last log lines of pod P:\n    ..."`, or empty when the log cannot be read or is empty.
+async fn log_tail(
+    cluster: &impl ClusterApi,
+    namespace: &str,
+    pod: &str,
+    container: Option<&str>,
+    previous: bool,
+) -> String {
+    match cluster
+        .logs(namespace, pod, container, previous, LOG_LINES)
+        .await
+    {
+        Ok(log) if !log.trim().is_empty() => {
+            let mut out = format!("\n  last log lines of pod `{pod}`:");
+            for line in log.trim_end().lines() {
+                out.push_str("\n    ");
+                out.push_str(line);
+            }
+            out
+        }
+        _ => String::new(),
     }
 }
 
@@ -127,4 +327,127 @@ pub async fn served(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::FakeCluster;
+    use serde_json::json;
+
+    const TIMEOUT: Duration = Duration::from_secs(600);
+
+    fn deployment(status: Value) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "app", "uid": "d1", "generation": 2,
+                "annotations": {"deployment.kubernetes.io/revision": "2"}},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}}},
+            "status": status})
+    }
+
+    fn replica_set(hash: &str, revision: &str) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": format!("web-{hash}"), "namespace": "app",
+                "labels": {"app": "web", "pod-template-hash": hash},
+                "annotations": {"deployment.kubernetes.io/revision": revision},
+                "ownerReferences": [{"uid": "d1"}]}})
+    }
+
+    fn pod(name: &str, hash: &str, waiting: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "app",
+                "labels": {"app": "web", "pod-template-hash": hash}},
+            "status": {"containerStatuses": [{"name": "app",
+                "state": {"waiting": {"reason": waiting, "message": "back-off restarting"}}}]}})
+    }
+
+    fn stuck_rollout(fake: &FakeCluster) {
+        fake.put_object(deployment(json!({"observedGeneration": 2, "replicas": 1})));
+        fake.put_object(replica_set("old", "1"));
+        fake.put_object(replica_set("new", "2"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_crash_looping_pod_of_the_new_replica_set_fails_the_gate_at_once_with_its_log() {
+        let fake = FakeCluster::default();
+        stuck_rollout(&fake);
+        fake.put_object(pod("web-new-a", "new", "CrashLoopBackOff"));
+        fake.set_log(
+            "web-new-a",
+            "starting\nconfig: missing DATABASE_URL\nexit 1",
+        );
+        let started = tokio::time::Instant::now();
+        let err = ready(&fake, &deployment(json!({})), TIMEOUT)
+            .await
+            .unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        let text = err.to_string();
+        assert!(text.starts_with("Deployment.apps app/web failed: pod `web-new-a`, container `app`: CrashLoopBackOff"), "{text}");
+        assert!(text.contains("last log lines of pod `web-new-a`:\n    starting\n    config: missing DATABASE_URL"), "{text}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pod_of_an_older_replica_set_does_not_fail_the_new_rollout() {
+        let fake = FakeCluster::default();
+        stuck_rollout(&fake);
+        fake.put_object(pod("web-old-a", "old", "CrashLoopBackOff"));
+        let err = ready(&fake, &deployment(json!({})), Duration::from_secs(30))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RealizeError::Unhealthy { .. }), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_image_that_cannot_be_had_fails_the_gate_naming_the_reason() {
+        let fake = FakeCluster::default();
+        stuck_rollout(&fake);
+        fake.put_object(pod("web-new-b", "new", "ErrImageNeverPull"));
+        let err = ready(&fake, &deployment(json!({})), TIMEOUT)
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(
+                "pod `web-new-b`, container `app`: ErrImageNeverPull: back-off restarting"
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains("last log lines"),
+            "an image never ran: {text}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_job_shows_its_last_failed_pods_log() {
+        let fake = FakeCluster::default();
+        fake.put_object(json!({"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": "migrate", "namespace": "app"},
+            "spec": {"selector": {"matchLabels": {"controller-uid": "j1"}}},
+            "status": {"conditions": [{"type": "Failed", "status": "True",
+                "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]}}));
+        for (name, t) in [
+            ("migrate-a", "2026-01-01T00:00:01Z"),
+            ("migrate-b", "2026-01-01T00:00:05Z"),
+        ] {
+            fake.put_object(json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": "app", "creationTimestamp": t,
+                    "labels": {"controller-uid": "j1"}},
+                "status": {"phase": "Failed"}}));
+        }
+        fake.set_log("migrate-a", "first try");
+        fake.set_log(
+            "migrate-b",
+            "applying 0042_add_index\nERROR: relation \"users\" does not exist",
+        );
+        let job = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "migrate", "namespace": "app"}});
+        let text = ready(&fake, &job, TIMEOUT).await.unwrap_err().to_string();
+        assert!(text.contains("BackoffLimitExceeded"), "{text}");
+        assert!(text.contains("last log lines of pod `migrate-b`:\n    applying 0042_add_index\n    ERROR: relation"), "{text}");
+        assert!(!text.contains("first try"), "{text}");
+    }
 }

@@ -1,0 +1,284 @@
+//! The pods behind a workload's health gate: which pods belong to the rollout being waited on,
+//! and which states of theirs mean the rollout can never become ready (so the wait ends at
+//! once instead of at the progress deadline). Pure functions of objects as read back.
+
+use serde_json::Value;
+
+/// Container waiting reasons that do not heal by waiting: the image cannot be had, the
+/// container cannot be made, or it keeps crashing. `ErrImagePull` alone is not here: the
+/// kubelet retries a pull once before it backs off (`ImagePullBackOff`), so a registry's
+/// passing hiccup does not fail an apply.
+const FATAL_WAITING: &[&str] = &[
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImageNeverPull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+];
+
+/// A pod of a rollout that can never become ready.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodFailure {
+    /// The pod's name.
+    pub pod: String,
+    /// The failing container.
+    pub container: String,
+    /// The kubelet's reason (`CrashLoopBackOff`, `ErrImageNeverPull`, ...).
+    pub reason: String,
+    /// The kubelet's message, when it gave one.
+    pub message: String,
+    /// Whether the container ran and exited (so its previous instance has logs to show).
+    pub crashed: bool,
+}
+
+impl std::fmt::Display for PodFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "pod `{}`, container `{}`: {}",
+            self.pod, self.container, self.reason
+        )?;
+        if !self.message.is_empty() {
+            write!(f, ": {}", self.message)?;
+        }
+        Ok(())
+    }
+}
+
+/// The first container (init containers first) of `pod` stuck in a state that does not heal.
+pub fn fatal_state(pod: &Value) -> Option<PodFailure> {
+    let name = pod.pointer("/metadata/name").and_then(Value::as_str)?;
+    ["/status/initContainerStatuses", "/status/containerStatuses"]
+        .iter()
+        .filter_map(|p| pod.pointer(p).and_then(Value::as_array))
+        .flatten()
+        .find_map(|status| {
+            let waiting = status.pointer("/state/waiting")?;
+            let reason = waiting["reason"].as_str()?;
+            FATAL_WAITING.contains(&reason).then(|| PodFailure {
+                pod: name.to_owned(),
+                container: status["name"].as_str().unwrap_or_default().to_owned(),
+                reason: reason.to_owned(),
+                message: waiting["message"].as_str().unwrap_or_default().to_owned(),
+                crashed: reason == "CrashLoopBackOff",
+            })
+        })
+}
+
+/// A Job's most recently failed pod, for its logs.
+pub fn last_failed(pods: &[Value]) -> Option<&Value> {
+    pods.iter()
+        .filter(|p| p.pointer("/status/phase").and_then(Value::as_str) == Some("Failed"))
+        .max_by_key(|p| {
+            p.pointer("/metadata/creationTimestamp")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        })
+}
+
+/// The label selector (in the API's string form) of `spec.selector`, or `None` when it cannot
+/// be written as one (no selector, or an operator this does not know).
+pub fn selector_of(workload: &Value) -> Option<String> {
+    let selector = workload.pointer("/spec/selector")?;
+    let mut terms = Vec::new();
+    if let Some(labels) = selector.get("matchLabels").and_then(Value::as_object) {
+        for (k, v) in labels {
+            terms.push(format!("{k}={}", v.as_str()?));
+        }
+    }
+    for e in selector
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let key = e["key"].as_str()?;
+        let values = || -> Option<String> {
+            let vs: Option<Vec<&str>> = e["values"].as_array()?.iter().map(Value::as_str).collect();
+            Some(vs?.join(","))
+        };
+        terms.push(match e["operator"].as_str()? {
+            "In" => format!("{key} in ({})", values()?),
+            "NotIn" => format!("{key} notin ({})", values()?),
+            "Exists" => key.to_owned(),
+            "DoesNotExist" => format!("!{key}"),
+            _ => return None,
+        });
+    }
+    (!terms.is_empty()).then(|| terms.join(","))
+}
+
+/// The selector of the pods of the rollout `workload` (as read back) is waiting on, once its
+/// controller has acted on its latest spec: the newest ReplicaSet's pods for a Deployment
+/// (`replica_sets`: the ReplicaSets its selector lists), the update revision's for a
+/// StatefulSet, the current template generation's for a DaemonSet, the Job's own. `None`
+/// while the controller has not caught up (or for other kinds).
+pub fn rollout_pods(workload: &Value, replica_sets: &[Value]) -> Option<String> {
+    let generation = workload
+        .pointer("/metadata/generation")
+        .and_then(Value::as_i64);
+    let observed = workload
+        .pointer("/status/observedGeneration")
+        .and_then(Value::as_i64);
+    let caught_up = generation.is_some() && observed >= generation;
+    let base = selector_of(workload)?;
+    match workload["kind"].as_str()? {
+        "Deployment" if caught_up => {
+            let uid = workload.pointer("/metadata/uid")?;
+            let revision =
+                workload.pointer("/metadata/annotations/deployment.kubernetes.io~1revision")?;
+            let newest = replica_sets.iter().find(|rs| {
+                rs.pointer("/metadata/annotations/deployment.kubernetes.io~1revision")
+                    == Some(revision)
+                    && rs
+                        .pointer("/metadata/ownerReferences")
+                        .and_then(Value::as_array)
+                        .is_some_and(|os| os.iter().any(|o| o.get("uid") == Some(uid)))
+            })?;
+            let hash = newest
+                .pointer("/metadata/labels/pod-template-hash")
+                .and_then(Value::as_str)?;
+            Some(format!("{base},pod-template-hash={hash}"))
+        }
+        "StatefulSet" if caught_up => {
+            let revision = workload
+                .pointer("/status/updateRevision")
+                .and_then(Value::as_str)?;
+            Some(format!("{base},controller-revision-hash={revision}"))
+        }
+        "DaemonSet" if caught_up => Some(format!("{base},pod-template-generation={}", generation?)),
+        "Job" => Some(base),
+        _ => None,
+    }
+}
+
+/// Whether a workload's gate follows pods: the kinds whose pods [`rollout_pods`] finds.
+pub fn has_pods(workload: &Value) -> bool {
+    matches!(
+        workload["kind"].as_str(),
+        Some("Deployment" | "StatefulSet" | "DaemonSet" | "Job")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(statuses: Value) -> Value {
+        json!({"metadata": {"name": "web-1"}, "status": {"containerStatuses": statuses}})
+    }
+
+    #[test]
+    fn states_that_do_not_heal_are_fatal_and_passing_ones_are_not() {
+        for reason in [
+            "CrashLoopBackOff",
+            "ImagePullBackOff",
+            "ErrImageNeverPull",
+            "CreateContainerConfigError",
+        ] {
+            let p = pod(
+                json!([{"name": "app", "state": {"waiting": {"reason": reason, "message": "m"}}}]),
+            );
+            let f = fatal_state(&p).unwrap();
+            assert_eq!((f.reason.as_str(), f.container.as_str()), (reason, "app"));
+            assert_eq!(f.crashed, reason == "CrashLoopBackOff");
+            assert_eq!(
+                f.to_string(),
+                format!("pod `web-1`, container `app`: {reason}: m")
+            );
+        }
+        for reason in ["ContainerCreating", "ErrImagePull", "PodInitializing"] {
+            let p = pod(json!([{"name": "app", "state": {"waiting": {"reason": reason}}}]));
+            assert_eq!(fatal_state(&p), None, "{reason}");
+        }
+        let running = pod(json!([{"name": "app", "state": {"running": {}}}]));
+        assert_eq!(fatal_state(&running), None);
+        let init = json!({"metadata": {"name": "p"}, "status": {"initContainerStatuses": [
+            {"name": "migrate", "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}});
+        assert_eq!(fatal_state(&init).unwrap().container, "migrate");
+    }
+
+    #[test]
+    fn selectors_are_written_as_the_api_reads_them() {
+        let d = json!({"spec": {"selector": {"matchLabels": {"app": "web", "tier": "fe"},
+            "matchExpressions": [{"key": "env", "operator": "In", "values": ["a", "b"]},
+                                 {"key": "canary", "operator": "DoesNotExist"}]}}});
+        assert_eq!(
+            selector_of(&d).unwrap(),
+            "app=web,tier=fe,env in (a,b),!canary"
+        );
+        assert_eq!(selector_of(&json!({"spec": {}})), None);
+        let odd =
+            json!({"spec": {"selector": {"matchExpressions": [{"key": "k", "operator": "Gt"}]}}});
+        assert_eq!(selector_of(&odd), None);
+    }
+
+    #[test]
+    fn a_deployment_rollout_follows_its_newest_replica_set_once_observed() {
+        let mut d = json!({"kind": "Deployment", "metadata": {"uid": "u1", "generation": 2,
+            "annotations": {"deployment.kubernetes.io/revision": "2"}},
+            "spec": {"selector": {"matchLabels": {"app": "web"}}},
+            "status": {"observedGeneration": 1}});
+        let rs = |rev: &str, hash: &str, owner: &str| {
+            json!({"metadata": {
+            "annotations": {"deployment.kubernetes.io/revision": rev},
+            "labels": {"pod-template-hash": hash}, "ownerReferences": [{"uid": owner}]}})
+        };
+        let sets = [
+            rs("1", "old", "u1"),
+            rs("2", "other", "u2"),
+            rs("2", "new", "u1"),
+        ];
+        assert_eq!(
+            rollout_pods(&d, &sets),
+            None,
+            "generation 2 not observed yet"
+        );
+        d["status"]["observedGeneration"] = json!(2);
+        assert_eq!(
+            rollout_pods(&d, &sets).unwrap(),
+            "app=web,pod-template-hash=new"
+        );
+        assert_eq!(
+            rollout_pods(&d, &sets[..2]),
+            None,
+            "its ReplicaSet not listed yet"
+        );
+    }
+
+    #[test]
+    fn other_workloads_follow_their_current_revision() {
+        let sts = json!({"kind": "StatefulSet", "metadata": {"generation": 3},
+            "spec": {"selector": {"matchLabels": {"app": "db"}}},
+            "status": {"observedGeneration": 3, "updateRevision": "db-7f"}});
+        assert_eq!(
+            rollout_pods(&sts, &[]).unwrap(),
+            "app=db,controller-revision-hash=db-7f"
+        );
+        let ds = json!({"kind": "DaemonSet", "metadata": {"generation": 4},
+            "spec": {"selector": {"matchLabels": {"app": "agent"}}},
+            "status": {"observedGeneration": 4}});
+        assert_eq!(
+            rollout_pods(&ds, &[]).unwrap(),
+            "app=agent,pod-template-generation=4"
+        );
+        let job =
+            json!({"kind": "Job", "spec": {"selector": {"matchLabels": {"controller-uid": "j1"}}}});
+        assert_eq!(rollout_pods(&job, &[]).unwrap(), "controller-uid=j1");
+    }
+
+    #[test]
+    fn the_last_failed_pod_is_the_newest_failed_one() {
+        let p = |name: &str, phase: &str, t: &str| json!({"metadata": {"name": name, "creationTimestamp": t}, "status": {"phase": phase}});
+        let pods = [
+            p("a", "Failed", "2026-01-01T00:00:01Z"),
+            p("b", "Failed", "2026-01-01T00:00:09Z"),
+            p("c", "Running", "2026-01-01T00:00:10Z"),
+        ];
+        assert_eq!(last_failed(&pods).unwrap()["metadata"]["name"], "b");
+    }
+}
