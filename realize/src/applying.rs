@@ -46,10 +46,26 @@ pub struct Written {
     pub rule: String,
 }
 
+/// What apply and destroy tell their caller as it happens.
+#[derive(Debug, Clone, Copy)]
+pub enum ApplyEvent<'a> {
+    /// An object was written or deleted.
+    Written(&'a Written),
+    /// A health gate is waiting, and its object's progress changed.
+    Waiting {
+        /// `Kind.group namespace/name`.
+        object: &'a str,
+        /// The rule that produces it.
+        rule: &'a str,
+        /// How far it got (`1/2 updated, 1/2 available`).
+        progress: &'a str,
+    },
+}
+
 /// Records every write as it completes and tells the caller at once (so that after a failure
 /// the user has seen exactly what was written).
 struct Journal<'a> {
-    on_write: &'a dyn Fn(&Written),
+    on_event: &'a dyn Fn(ApplyEvent<'_>),
     log: std::sync::Mutex<Vec<Written>>,
     /// Object writes in flight now, and the most there were at once.
     in_flight: std::sync::atomic::AtomicUsize,
@@ -66,9 +82,9 @@ impl Drop for InFlight<'_> {
 }
 
 impl<'a> Journal<'a> {
-    fn new(on_write: &'a dyn Fn(&Written)) -> Self {
+    fn new(on_event: &'a dyn Fn(ApplyEvent<'_>)) -> Self {
         Self {
-            on_write,
+            on_event,
             log: std::sync::Mutex::default(),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             most_in_flight: std::sync::atomic::AtomicUsize::new(0),
@@ -94,8 +110,17 @@ impl<'a> Journal<'a> {
             object: object.to_string(),
             rule: rule.to_owned(),
         };
-        (self.on_write)(&w);
+        (self.on_event)(ApplyEvent::Written(&w));
         self.log.lock().expect("journal lock").push(w);
+    }
+
+    /// Tells the caller how far the object of `rule` a gate waits on got.
+    fn waiting(&self, object: &ObjectKey, rule: &str, progress: &str) {
+        (self.on_event)(ApplyEvent::Waiting {
+            object: &object.to_string(),
+            rule,
+            progress,
+        });
     }
 
     fn into_written(self) -> Vec<Written> {
@@ -280,12 +305,13 @@ pub async fn apply<C: ClusterApi>(
     apply_reporting(r, options, confirm, &|_| {}).await
 }
 
-/// [`apply`], telling `on_write` of each object as soon as it is written or deleted.
+/// [`apply`], telling `on_event` of each object as soon as it is written or deleted, and of
+/// each health gate's progress as it changes.
 pub async fn apply_reporting<C: ClusterApi>(
     r: &Realized<C>,
     options: &ApplyOptions,
     confirm: impl FnOnce(usize) -> bool,
-    on_write: &dyn Fn(&Written),
+    on_event: &dyn Fn(ApplyEvent<'_>),
 ) -> Result<ApplyReport, RealizeError> {
     let conflicts = r
         .plan
@@ -352,7 +378,7 @@ pub async fn apply_reporting<C: ClusterApi>(
         .iter()
         .map(|c| (c.key(), (c.action, c.takes_back())))
         .collect();
-    let journal = Journal::new(on_write);
+    let journal = Journal::new(on_event);
     let mut report = ApplyReport::default();
     let mut written_versions = BTreeMap::new();
     for ranks in waves(r).values() {
@@ -472,7 +498,9 @@ async fn apply_wave(
             .iter()
             .filter(|d| d.key.group_kind.starts_with("CustomResourceDefinition."))
         {
-            wait::ready(cluster, &d.object, options.timeout).await?;
+            wait::ready(cluster, &d.object, options.timeout, &|_| {})
+                .await
+                .map_err(|e| e.in_rule(&d.rule))?;
             wait::served(cluster, &d.object, options.timeout).await?;
         }
         written.extend(objs.iter().copied());
@@ -485,7 +513,12 @@ async fn apply_wave(
             .filter(|d| !(options.skip_workload_gates && health::is_workload(&d.object)))
             .collect();
         stream::iter(gated)
-            .map(|d| wait::ready(cluster, &d.object, options.timeout))
+            .map(|d| async move {
+                let progress = |p: &str| journal.waiting(&d.key, &d.rule, p);
+                wait::ready(cluster, &d.object, options.timeout, &progress)
+                    .await
+                    .map_err(|e| e.in_rule(&d.rule))
+            })
             .buffer_unordered(options.parallel.max(1))
             .try_collect::<Vec<()>>()
             .await?;
@@ -530,10 +563,10 @@ pub async fn destroy<C: ClusterApi>(
     wait: Option<Duration>,
     yes: bool,
     confirm: impl FnOnce(usize) -> bool,
-    on_write: &dyn Fn(&Written),
+    on_event: &dyn Fn(ApplyEvent<'_>),
 ) -> Result<ApplyReport, RealizeError> {
     let deletions = confirmed_deletions(&r.plan.changes, yes, confirm)?;
-    let journal = Journal::new(on_write);
+    let journal = Journal::new(on_event);
     let mut report = ApplyReport {
         deleted: delete_in_order(&r.cluster, deletions.clone(), &journal)
             .await?
@@ -546,13 +579,18 @@ pub async fn destroy<C: ClusterApi>(
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             wait::gone(&r.cluster, &c.key(), left)
                 .await
+                .map_err(|e| e.in_rule(&c.rule))
                 .map_err(|e| match e {
                     RealizeError::Unhealthy {
-                        object, condition, ..
+                        object,
+                        condition,
+                        rule,
+                        ..
                     } => RealizeError::Unhealthy {
                         object,
                         condition,
                         timeout,
+                        rule,
                     },
                     e => e,
                 })?;
@@ -749,8 +787,12 @@ mod tests {
         fake.fail("apply", "config", 422, 1);
         let r = plan(fake, platform(vec![cm("shop", "late")])).await;
         let told = std::sync::Mutex::new(Vec::new());
-        let on_write = |w: &Written| told.lock().unwrap().push(format!("apply {}", w.object));
-        let err = apply_reporting(&r, &options(), |_| true, &on_write)
+        let on_event = |e: ApplyEvent<'_>| {
+            if let ApplyEvent::Written(w) = e {
+                told.lock().unwrap().push(format!("apply {}", w.object));
+            }
+        };
+        let err = apply_reporting(&r, &options(), |_| true, &on_event)
             .await
             .unwrap_err();
         // Exactly what was written was told, in order, though the apply failed.

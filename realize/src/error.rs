@@ -132,7 +132,7 @@ pub enum RealizeError {
     #[diagnostic(help("pass --yes, or run on a terminal to be asked"))]
     NotConfirmed(usize),
     /// A health gate failed for good (a failed Job, a Deployment past its progress deadline).
-    #[error("{object} failed: {condition}")]
+    #[error("{object}{} failed: {condition}", of_rule(rule))]
     #[diagnostic(help(
         "objects already applied stay; fix the cause and run `kiln apply` again to converge"
     ))]
@@ -141,9 +141,14 @@ pub enum RealizeError {
         object: String,
         /// The failing condition, its reason and message.
         condition: String,
+        /// The rule that produced it, once known.
+        rule: Option<String>,
     },
     /// A health gate did not pass.
-    #[error("{object} did not become ready within {timeout:?}: waited for {condition}")]
+    #[error(
+        "{object}{} did not become ready within {timeout:?}: waited for {condition}",
+        of_rule(rule)
+    )]
     #[diagnostic(help(
         "objects already applied stay; fix the cause and run `kiln apply` again to converge"
     ))]
@@ -154,10 +159,44 @@ pub enum RealizeError {
         condition: String,
         /// The timeout.
         timeout: Duration,
+        /// The rule that produced it, once known.
+        rule: Option<String>,
     },
 }
 
+/// ` (rule `NAME`)` when the rule is known.
+fn of_rule(rule: &Option<String>) -> String {
+    rule.as_ref()
+        .map(|r| format!(" (rule `{r}`)"))
+        .unwrap_or_default()
+}
+
 impl RealizeError {
+    /// This error with the rule that produced its object, for the health gate errors.
+    pub fn in_rule(self, name: &str) -> Self {
+        match self {
+            RealizeError::GateFailed {
+                object, condition, ..
+            } => RealizeError::GateFailed {
+                object,
+                condition,
+                rule: Some(name.to_owned()),
+            },
+            RealizeError::Unhealthy {
+                object,
+                condition,
+                timeout,
+                ..
+            } => RealizeError::Unhealthy {
+                object,
+                condition,
+                timeout,
+                rule: Some(name.to_owned()),
+            },
+            other => other,
+        }
+    }
+
     /// Exit code: 1 for the user's input, 2 for the cluster, 130 when interrupted.
     pub fn exit_code(&self) -> u8 {
         match self {

@@ -117,24 +117,39 @@ pub fn failure(obj: &Value) -> Option<String> {
     }
 }
 
-/// How far a rollout got, for progress output (`ready/desired`), when the kind has one.
+/// How far a rollout or a Job got, for progress output, when the kind has one.
 pub fn progress(obj: &Value) -> Option<String> {
     let want = |p: &str| obj.pointer(p).and_then(Value::as_i64).unwrap_or(1);
-    match obj["kind"].as_str().unwrap_or_default() {
+    let kind = obj["kind"].as_str().unwrap_or_default();
+    let rollout = matches!(kind, "Deployment" | "StatefulSet" | "DaemonSet");
+    // Until its controller has seen the new spec, the counts are the old rollout's.
+    if rollout && !observed(obj) {
+        return Some("waiting for the controller to start the rollout".to_owned());
+    }
+    match kind {
         "Deployment" => Some(format!(
-            "{}/{} available",
+            "{}/{want} updated, {}/{want} available",
+            int(obj, "/status/updatedReplicas"),
             int(obj, "/status/availableReplicas"),
-            want("/spec/replicas")
+            want = want("/spec/replicas")
         )),
         "StatefulSet" => Some(format!(
-            "{}/{} ready",
+            "{}/{want} updated, {}/{want} ready",
+            int(obj, "/status/updatedReplicas"),
             int(obj, "/status/readyReplicas"),
-            want("/spec/replicas")
+            want = want("/spec/replicas")
         )),
         "DaemonSet" => Some(format!(
-            "{}/{} ready",
+            "{}/{want} updated, {}/{want} ready",
+            int(obj, "/status/updatedNumberScheduled"),
             int(obj, "/status/numberReady"),
-            int(obj, "/status/desiredNumberScheduled")
+            want = int(obj, "/status/desiredNumberScheduled")
+        )),
+        "Job" => Some(format!(
+            "{}/{} succeeded, {} running",
+            int(obj, "/status/succeeded"),
+            want("/spec/completions"),
+            int(obj, "/status/active")
         )),
         _ => None,
     }
@@ -188,7 +203,14 @@ mod tests {
             .contains("ProgressDeadlineExceeded"));
         let progressing = json!({"kind": "Deployment", "status": {"conditions": [{"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"}]}});
         assert!(failure(&progressing).is_none());
-        let d = json!({"kind": "Deployment", "spec": {"replicas": 3}, "status": {"availableReplicas": 1}});
-        assert_eq!(progress(&d).unwrap(), "1/3 available");
+        let d = json!({"kind": "Deployment", "spec": {"replicas": 3}, "status": {"updatedReplicas": 2, "availableReplicas": 1}});
+        assert_eq!(progress(&d).unwrap(), "2/3 updated, 1/3 available");
+        let job = json!({"kind": "Job", "spec": {}, "status": {"active": 1}});
+        assert_eq!(progress(&job).unwrap(), "0/1 succeeded, 1 running");
+        let unseen = json!({"kind": "Deployment", "metadata": {"generation": 3}, "spec": {"replicas": 1}, "status": {"observedGeneration": 2, "updatedReplicas": 1, "availableReplicas": 1}});
+        assert_eq!(
+            progress(&unseen).unwrap(),
+            "waiting for the controller to start the rollout"
+        );
     }
 }

@@ -38,7 +38,9 @@ pub mod wait;
 pub(crate) mod fake;
 
 pub use api::{ApplyParams, ClusterApi, ClusterError, RequestCounts};
-pub use applying::{apply, apply_reporting, destroy, ApplyOptions, ApplyReport, Written};
+pub use applying::{
+    apply, apply_reporting, destroy, ApplyEvent, ApplyOptions, ApplyReport, Written,
+};
 pub use error::RealizeError;
 pub use kube_cluster::KubeCluster;
 pub use planning::{plan_set, plan_teardown, Built, PlanOptions, Realized, Wanted};

@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use crate::api::ClusterApi;
-use crate::applying::{ApplyReport, Written};
+use crate::applying::{ApplyEvent, ApplyReport, Written};
 use crate::plan::{Action, Plan};
 use crate::planning::Realized;
 
@@ -31,6 +31,18 @@ pub fn written(w: &Written) -> String {
         Action::Unchanged => "kept",
     };
     format!("{done:<9} {}  (rule `{}`)", w.object, w.rule)
+}
+
+/// The line apply prints for `event`: a write (see [`written`]), or a gate's progress.
+pub fn event(event: &ApplyEvent<'_>) -> String {
+    match event {
+        ApplyEvent::Written(w) => written(w),
+        ApplyEvent::Waiting {
+            object,
+            rule,
+            progress,
+        } => format!("{:<9} {object}: {progress}  (rule `{rule}`)", "waiting"),
+    }
 }
 
 /// The last line of `kiln apply`.
@@ -272,8 +284,8 @@ mod tests {
         assert!(!text.contains("hunter2") && !text.contains("correct horse"));
         insta::assert_snapshot!("second_plan", text);
         let lines = std::sync::Mutex::new(Vec::new());
-        let on_write = |w: &Written| lines.lock().unwrap().push(written(w));
-        let report = apply_reporting(&r, &options(), |_| true, &on_write)
+        let on_event = |e: ApplyEvent<'_>| lines.lock().unwrap().push(event(&e));
+        let report = apply_reporting(&r, &options(), |_| true, &on_event)
             .await
             .unwrap();
         insta::assert_snapshot!("second_apply_lines", lines.lock().unwrap().join("\n"));

@@ -21,12 +21,13 @@ pub async fn ready(
     cluster: &impl ClusterApi,
     obj: &Value,
     timeout: Duration,
+    on_progress: &dyn Fn(&str),
 ) -> Result<(), RealizeError> {
     let Some(condition) = health::condition(obj) else {
         return Ok(());
     };
     let key = ObjectKey::of(obj);
-    let gate = follow(cluster, &key, condition, timeout);
+    let gate = follow(cluster, &key, condition, timeout, on_progress);
     if !pods::has_pods(obj) {
         return gate.await.map_err(|e| e.into_error(&key));
     }
@@ -50,6 +51,7 @@ pub async fn ready(
             Err(RealizeError::GateFailed {
                 object: key.to_string(),
                 condition: format!("{condition}{logs}"),
+                rule: None,
             })
         }
         other => other.map_err(|e| e.into_error(&key)),
@@ -72,11 +74,13 @@ impl Verdict {
             Verdict::Failed(condition) => RealizeError::GateFailed {
                 object: key.to_string(),
                 condition,
+                rule: None,
             },
             Verdict::TimedOut(condition, timeout) => RealizeError::Unhealthy {
                 object: key.to_string(),
                 condition,
                 timeout,
+                rule: None,
             },
             Verdict::Error(e) => e,
         }
@@ -89,13 +93,14 @@ impl From<crate::api::ClusterError> for Verdict {
     }
 }
 
-/// Follows the object itself until it is ready or says it failed, logging progress as it
-/// changes.
+/// Follows the object itself until it is ready or says it failed, telling `on_progress` how far
+/// it got each time that changes.
 async fn follow(
     cluster: &impl ClusterApi,
     key: &ObjectKey,
     condition: &'static str,
     timeout: Duration,
+    on_progress: &dyn Fn(&str),
 ) -> Result<(), Verdict> {
     let mut last_progress = None;
     let mut verdict = |live: Option<&Value>| -> Option<Result<(), String>> {
@@ -108,7 +113,10 @@ async fn follow(
         }
         let progress = health::progress(live);
         if progress != last_progress {
-            tracing::info!(object = %key, waiting_for = condition, progress = progress.as_deref().unwrap_or("-"), "waiting");
+            tracing::debug!(object = %key, waiting_for = condition, progress = progress.as_deref().unwrap_or("-"), "waiting");
+            if let Some(p) = &progress {
+                on_progress(p);
+            }
             last_progress = progress;
         }
         None
@@ -281,6 +289,7 @@ pub async fn gone(
         object: key.to_string(),
         condition: "deleted".to_owned(),
         timeout,
+        rule: None,
     })
 }
 
@@ -320,6 +329,7 @@ pub async fn served(
                         object: ObjectKey::of(crd).to_string(),
                         condition: format!("`{kind}` in `{api_version}` served by discovery"),
                         timeout,
+                        rule: None,
                     })
                 }
                 Err(e) => return Err(e.into()),
@@ -377,7 +387,7 @@ mod tests {
             "starting\nconfig: missing DATABASE_URL\nexit 1",
         );
         let started = tokio::time::Instant::now();
-        let err = ready(&fake, &deployment(json!({})), TIMEOUT)
+        let err = ready(&fake, &deployment(json!({})), TIMEOUT, &|_| {})
             .await
             .unwrap_err();
         assert!(
@@ -391,13 +401,45 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn progress_is_told_once_each_time_it_changes() {
+        let fake = FakeCluster::default();
+        let status = |updated: i64, available: i64| {
+            json!({"observedGeneration": 2, "replicas": 1,
+                "updatedReplicas": updated, "availableReplicas": available})
+        };
+        fake.put_object(deployment(status(0, 0)));
+        let told = std::sync::Mutex::new(Vec::new());
+        let on_progress = |p: &str| told.lock().unwrap().push(p.to_owned());
+        let rollout = async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            fake.put_object(deployment(status(1, 0)));
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            fake.put_object(deployment(status(1, 0)));
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            fake.put_object(deployment(status(1, 1)));
+        };
+        let applied = deployment(json!({}));
+        let (gate, ()) = tokio::join!(ready(&fake, &applied, TIMEOUT, &on_progress), rollout);
+        gate.unwrap();
+        assert_eq!(
+            *told.lock().unwrap(),
+            ["0/1 updated, 0/1 available", "1/1 updated, 0/1 available"]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_pod_of_an_older_replica_set_does_not_fail_the_new_rollout() {
         let fake = FakeCluster::default();
         stuck_rollout(&fake);
         fake.put_object(pod("web-old-a", "old", "CrashLoopBackOff"));
-        let err = ready(&fake, &deployment(json!({})), Duration::from_secs(30))
-            .await
-            .unwrap_err();
+        let err = ready(
+            &fake,
+            &deployment(json!({})),
+            Duration::from_secs(30),
+            &|_| {},
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(err, RealizeError::Unhealthy { .. }), "{err}");
     }
 
@@ -406,7 +448,7 @@ mod tests {
         let fake = FakeCluster::default();
         stuck_rollout(&fake);
         fake.put_object(pod("web-new-b", "new", "ErrImageNeverPull"));
-        let err = ready(&fake, &deployment(json!({})), TIMEOUT)
+        let err = ready(&fake, &deployment(json!({})), TIMEOUT, &|_| {})
             .await
             .unwrap_err();
         let text = err.to_string();
@@ -445,7 +487,10 @@ mod tests {
             "applying 0042_add_index\nERROR: relation \"users\" does not exist",
         );
         let job = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "migrate", "namespace": "app"}});
-        let text = ready(&fake, &job, TIMEOUT).await.unwrap_err().to_string();
+        let text = ready(&fake, &job, TIMEOUT, &|_| {})
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(text.contains("BackoffLimitExceeded"), "{text}");
         assert!(text.contains("last log lines of pod `migrate-b`:\n    applying 0042_add_index\n    ERROR: relation"), "{text}");
         assert!(!text.contains("first try"), "{text}");

@@ -9,8 +9,8 @@ use kiln_realize::applyset::Parent;
 use kiln_realize::lock::{LockGuard, LockOptions};
 use kiln_realize::render::render;
 use kiln_realize::{
-    apply_reporting, destroy as destroy_set, plan_set, plan_teardown, ApplyOptions, ApplyReport,
-    Built, KubeCluster, PlanOptions, RealizeError, Wanted, Written,
+    apply_reporting, destroy as destroy_set, plan_set, plan_teardown, ApplyEvent, ApplyOptions,
+    ApplyReport, Built, KubeCluster, PlanOptions, RealizeError, Wanted,
 };
 use serde_json::Value;
 
@@ -440,12 +440,12 @@ pub fn apply(args: &ApplyArgs, printer: &Printer, store: &Path) -> Result<u8, Fa
         yes: args.yes,
         parallel: args.parallel,
     };
-    let on_write = |w: &Written| printer.status(&kiln_realize::render::written(w));
+    let on_event = |e: ApplyEvent<'_>| printer.status(&kiln_realize::render::event(&e));
     let result = rt.block_on(until_interrupted(apply_reporting(
         &r,
         &options,
         confirm("apply"),
-        &on_write,
+        &on_event,
     )));
     release(&rt, guard, printer);
     if let Some(traffic) = target.caches.traffic_line() {
@@ -612,13 +612,13 @@ pub fn destroy(args: &DestroyArgs, printer: &Printer, store: &Path) -> Result<u8
         return Ok(0);
     }
     let wait = args.wait.then(|| Duration::from_secs(args.timeout));
-    let on_write = |w: &Written| printer.status(&kiln_realize::render::written(w));
+    let on_event = |e: ApplyEvent<'_>| printer.status(&kiln_realize::render::event(&e));
     let result = rt.block_on(until_interrupted(destroy_set(
         &r,
         wait,
         args.yes,
         confirm("destroy"),
-        &on_write,
+        &on_event,
     )));
     release(&rt, guard, printer);
     let report = result.map_err(unless_declined)?;

@@ -249,7 +249,7 @@ pub fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// The test cluster's kubeconfig: the cluster scripts/test started (`KILN_TEST_KUBECONFIG`),
-/// else one this test binary starts once and that stops when it exits. Never skipped: no
+/// else one this test binary starts once, with a node, and that stops when it exits. Never skipped: no
 /// cluster is a failure.
 pub fn kubeconfig() -> PathBuf {
     static KUBECONFIG: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -265,7 +265,7 @@ pub fn kubeconfig() -> PathBuf {
             )
             .arg("start")
             .arg(&dir)
-            .args(["--watch-pid", &std::process::id().to_string()])
+            .args(["--node", "--watch-pid", &std::process::id().to_string()])
             .status()
             .expect("run scripts/test-cluster");
             assert!(
