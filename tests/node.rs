@@ -299,3 +299,174 @@ fn a_job_gates_its_dependents_and_a_failed_job_stops_the_apply_with_its_log() {
     cleanup(&r);
     cleanup(&f);
 }
+
+/// Ctrl-C while apply waits for a rollout: kiln exits 130 at once, releases the set's lock and
+/// leaves what it wrote; the next apply writes nothing and waits for the same rollout.
+#[test]
+fn ctrl_c_during_a_wait_releases_the_lock_and_the_next_apply_resumes_the_wait() {
+    use std::io::BufRead as _;
+    has_a_node();
+    let r = Realm::new("node-ctrlc");
+    // Ready only after 6 s: its httpd starts late.
+    r.rules(&web(
+        "web",
+        "kiln.local/busybox:1",
+        1,
+        r#"["sh", "-c", "sleep 6; exec httpd -f -p 8080 -h /www"]"#,
+        8080,
+        NS,
+    ));
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("kiln"))
+        .env("KILN_STORE", r.s.store())
+        .env("XDG_CONFIG_HOME", r.s.dir.path().join("config"))
+        .env("KILN_NO_PROGRESS", "1")
+        .env_remove("KILN_LOG")
+        .arg("apply")
+        .arg(r.s.project())
+        .arg("--kubeconfig")
+        .arg(common::kubeconfig())
+        .args(["--yes", "--timeout", "120"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Status lines (writes, progress) go to stderr.
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.starts_with("waiting")) {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => seen.push(line),
+            Err(e) => panic!("no progress line ({e}): {seen:#?}"),
+        }
+    }
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let interrupted = Instant::now();
+    let status = child.wait().unwrap();
+    assert!(
+        interrupted.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        interrupted.elapsed()
+    );
+    assert_eq!(status.code(), Some(130), "{seen:#?}");
+    // The lock is released: no Lease of the set is left.
+    let leases = kubectl_ok(&["get", "leases", "-n", "default", "-o", "name"]);
+    assert!(!leases.contains(&format!("kiln-{}", r.ns)), "{leases}");
+    // What was written stays, not ready yet.
+    let d = deployment(&r, "web");
+    assert_ne!(
+        d["status"]["availableReplicas"], 1,
+        "ready before the interrupt: {d:#}"
+    );
+
+    // The next apply: nothing to write; it waits for the rollout and returns once it is done.
+    let (out, _) = apply_with_gates(&r);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(all.contains("applied 0 objects"), "{all}");
+    assert!(
+        all.contains(&format!("waiting   Deployment.apps {}/web: ", r.ns)),
+        "it waited: {all}"
+    );
+    assert_eq!(deployment(&r, "web")["status"]["availableReplicas"], 1);
+    cleanup(&r);
+}
+
+/// A StatefulSet (headless Service, two ordered pods) and a DaemonSet of `image`.
+fn stateful_and_daemon(image: &str) -> String {
+    let pod = format!(
+        r#"terminationGracePeriodSeconds = 1, containers = [ {{ name = "app", image = "{image}", imagePullPolicy = "Never", command = {HTTPD}, readinessProbe = {{ periodSeconds = 1, httpGet = {{ path = "/", port = 8080 }} }} }} ]"#
+    );
+    format!(
+        r#"
+[rule.db]
+kind = "manifest"
+deps = [{NS}]
+objects = [
+  {{ apiVersion = "v1", kind = "Service", metadata = {{ name = "db", namespace = "${{var.ns}}" }}, spec = {{ clusterIP = "None", selector = {{ app = "db" }}, ports = [ {{ port = 8080 }} ] }} }},
+  {{ apiVersion = "apps/v1", kind = "StatefulSet", metadata = {{ name = "db", namespace = "${{var.ns}}" }}, spec = {{ serviceName = "db", replicas = 2, selector = {{ matchLabels = {{ app = "db" }} }}, template = {{ metadata = {{ labels = {{ app = "db" }} }}, spec = {{ {pod} }} }} }} }},
+]
+
+[rule.agent]
+kind = "manifest"
+deps = [{NS}]
+objects = [ {{ apiVersion = "apps/v1", kind = "DaemonSet", metadata = {{ name = "agent", namespace = "${{var.ns}}" }}, spec = {{ selector = {{ matchLabels = {{ app = "agent" }} }}, template = {{ metadata = {{ labels = {{ app = "agent" }} }}, spec = {{ {pod} }} }} }} }} ]
+"#
+    )
+}
+
+fn images_of(r: &Realm, app: &str) -> Vec<String> {
+    let pods: Value = serde_json::from_str(&kubectl_ok(&[
+        "get",
+        "pods",
+        "-n",
+        &r.ns,
+        "-l",
+        &format!("app={app}"),
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| {
+            p["spec"]["containers"][0]["image"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// A StatefulSet's rolling update and a DaemonSet's on the one node: apply returns when every
+/// pod runs the new image and is ready.
+#[test]
+fn statefulset_and_daemonset_rolling_updates_are_waited_for() {
+    has_a_node();
+    let r = Realm::new("node-sts");
+    r.rules(&stateful_and_daemon("kiln.local/busybox:1"));
+    let (out, _) = apply_with_gates(&r);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(images_of(&r, "db"), ["kiln.local/busybox:1"; 2]);
+    assert_eq!(images_of(&r, "agent"), ["kiln.local/busybox:1"]);
+
+    r.rules(&stateful_and_daemon("kiln.local/busybox:2"));
+    let (out, _) = apply_with_gates(&r);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(
+        all.contains(&format!("waiting   StatefulSet.apps {}/db: ", r.ns)),
+        "{all}"
+    );
+    let sts: Value = serde_json::from_str(&kubectl_ok(&[
+        "get",
+        "statefulset",
+        "db",
+        "-n",
+        &r.ns,
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(sts["status"]["readyReplicas"], 2, "{sts:#}");
+    assert_eq!(
+        sts["status"]["currentRevision"], sts["status"]["updateRevision"],
+        "{sts:#}"
+    );
+    assert_eq!(images_of(&r, "db"), ["kiln.local/busybox:2"; 2]);
+    assert_eq!(images_of(&r, "agent"), ["kiln.local/busybox:2"]);
+    r.assert_converged();
+    cleanup(&r);
+}

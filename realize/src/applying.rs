@@ -272,28 +272,42 @@ fn confirmed_deletions(
     Ok(deletions)
 }
 
-/// The objects to write, by wave, then by kind rank inside the wave.
-type Waves<'a> = BTreeMap<usize, BTreeMap<u8, Vec<&'a DesiredObject>>>;
+/// One wave of an apply.
+#[derive(Default)]
+struct Wave<'a> {
+    /// The objects to write, by kind rank.
+    write: BTreeMap<u8, Vec<&'a DesiredObject>>,
+    /// Unchanged objects whose live state does not pass their health gate yet (an interrupted
+    /// apply's rollout): waited on without a write.
+    not_ready: Vec<&'a DesiredObject>,
+}
 
-fn waves<C>(r: &Realized<C>) -> Waves<'_> {
+/// The waves of an apply, in order.
+fn waves<C>(r: &Realized<C>) -> BTreeMap<usize, Wave<'_>> {
     let by_key: BTreeMap<&ObjectKey, &DesiredObject> =
         r.desired.iter().map(|d| (&d.key, d)).collect();
-    let mut to_write: Waves<'_> = BTreeMap::new();
+    let mut waves: BTreeMap<usize, Wave<'_>> = BTreeMap::new();
     for c in &r.plan.changes {
-        if matches!(
+        let writes = matches!(
             c.action,
             Action::Create | Action::Adopt | Action::Update | Action::Drift
-        ) {
-            let d = by_key[&c.key()];
-            to_write
-                .entry(d.wave)
-                .or_default()
+        );
+        let awaited = c.action == Action::Unchanged && c.not_ready.is_some();
+        if !(writes || awaited) {
+            continue;
+        }
+        let d = by_key[&c.key()];
+        let wave = waves.entry(d.wave).or_default();
+        if writes {
+            wave.write
                 .entry(kind_rank(&d.key.group_kind))
                 .or_default()
                 .push(d);
+        } else {
+            wave.not_ready.push(d);
         }
     }
-    to_write
+    waves
 }
 
 /// Applies a plan: creates, updates and drift reverts in waves, then prunes.
@@ -381,11 +395,11 @@ pub async fn apply_reporting<C: ClusterApi>(
     let journal = Journal::new(on_event);
     let mut report = ApplyReport::default();
     let mut written_versions = BTreeMap::new();
-    for ranks in waves(r).values() {
+    for wave in waves(r).values() {
         let manager = crate::ownership::field_manager(&r.plan.applyset);
         report.applied += apply_wave(
             &r.cluster,
-            ranks,
+            wave,
             &actions,
             options,
             &journal,
@@ -425,11 +439,12 @@ pub async fn apply_reporting<C: ClusterApi>(
 }
 
 /// Writes one wave, kind rank by kind rank (CRDs Established before what follows them), then
-/// waits for its health gates; returns how many objects were written. `versions` gets the
-/// newest resourceVersion written per kind (`None` once a write's answer had no numeric one).
+/// waits for its health gates (those of what it wrote, and of unchanged objects not ready yet);
+/// returns how many objects were written. `versions` gets the newest resourceVersion written
+/// per kind (`None` once a write's answer had no numeric one).
 async fn apply_wave(
     cluster: &impl ClusterApi,
-    ranks: &BTreeMap<u8, Vec<&DesiredObject>>,
+    wave: &Wave<'_>,
     actions: &HashMap<ObjectKey, (Action, bool)>,
     options: &ApplyOptions,
     journal: &Journal<'_>,
@@ -437,7 +452,7 @@ async fn apply_wave(
     versions: &mut BTreeMap<String, Option<u64>>,
 ) -> Result<usize, RealizeError> {
     let mut written = Vec::new();
-    for objs in ranks.values() {
+    for objs in wave.write.values() {
         let answers: Vec<(&str, Option<u64>)> = stream::iter(objs.iter())
             .map(|d| async move {
                 let (action, takes_back) = actions
@@ -508,6 +523,7 @@ async fn apply_wave(
     if options.wait {
         let gated: Vec<&DesiredObject> = written
             .iter()
+            .chain(&wave.not_ready)
             .copied()
             .filter(|d| health::condition(&d.object).is_some())
             .filter(|d| !(options.skip_workload_gates && health::is_workload(&d.object)))
@@ -903,6 +919,44 @@ mod tests {
             "{err:?}"
         );
         assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unchanged_object_left_not_ready_is_waited_on_again_without_a_write() {
+        let fake = FakeCluster::default();
+        fake.health("web", Health::Stuck);
+        let r = plan(fake, platform(vec![cm("shop", "late")])).await;
+        apply(&r, &options(), |_| true).await.unwrap_err();
+        // The next run: nothing to write for `web`, but its rollout is not done.
+        let again = plan(r.cluster, platform(vec![cm("shop", "late")])).await;
+        let web = again.plan.changes.iter().find(|c| c.name == "web").unwrap();
+        assert_eq!(web.action, Action::Unchanged);
+        assert!(web.not_ready.is_some());
+        assert!(
+            crate::render::render(&again.plan).contains("not ready Deployment.apps shop/web"),
+            "{}",
+            crate::render::render(&again.plan)
+        );
+        again.cluster.clear_writes();
+        let mut ready = again
+            .cluster
+            .object("Deployment.apps", "shop", "web")
+            .unwrap();
+        ready["status"] = json!({"observedGeneration": 1, "replicas": 2,
+            "updatedReplicas": 2, "availableReplicas": 2});
+        let started = tokio::time::Instant::now();
+        let rollout = async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            again.cluster.put_object(ready);
+        };
+        let options = options();
+        let (report, ()) = tokio::join!(apply(&again, &options, |_| true), rollout);
+        let report = report.unwrap();
+        assert!(started.elapsed() >= Duration::from_secs(5), "it waited");
+        let w = again.cluster.writes();
+        assert!(!w.iter().any(|w| w.contains("shop/web")), "{w:#?}");
+        assert!(w.iter().any(|w| w == "apply ConfigMap shop/late"), "{w:#?}");
+        assert_eq!(report.applied, 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -15,7 +15,9 @@ pub fn condition(obj: &Value) -> Option<&'static str> {
         ("apps", "StatefulSet") => Some(
             "rollout complete (ready replicas = spec.replicas, current revision = update revision)",
         ),
-        ("apps", "DaemonSet") => Some("rollout complete (updated and ready pods = desired pods)"),
+        ("apps", "DaemonSet") => {
+            Some("rollout complete (updated and available pods = desired pods)")
+        }
         ("batch", "Job") => Some("condition Complete=True"),
         ("apiextensions.k8s.io", "CustomResourceDefinition") => Some("condition Established=True"),
         ("v1", "PersistentVolumeClaim") => Some("phase Bound"),
@@ -48,6 +50,30 @@ pub fn observed(obj: &Value) -> bool {
     int(obj, "/status/observedGeneration") >= int(obj, "/metadata/generation")
 }
 
+/// How a StatefulSet or DaemonSet replaces its pods.
+enum Strategy {
+    /// `RollingUpdate` (the default): every pod is replaced.
+    Rolling,
+    /// `RollingUpdate` with `partition` N: only pods with an ordinal ≥ N are replaced.
+    Partitioned(i64),
+    /// `OnDelete`: pods are replaced only when someone deletes them.
+    OnDelete,
+}
+
+fn update_strategy(obj: &Value) -> Strategy {
+    if obj
+        .pointer("/spec/updateStrategy/type")
+        .and_then(Value::as_str)
+        == Some("OnDelete")
+    {
+        return Strategy::OnDelete;
+    }
+    match int(obj, "/spec/updateStrategy/rollingUpdate/partition") {
+        0 => Strategy::Rolling,
+        n => Strategy::Partitioned(n),
+    }
+}
+
 /// Whether `obj` (as read back from the cluster) is ready.
 pub fn is_ready(obj: &Value) -> bool {
     let generation_seen = observed(obj);
@@ -67,15 +93,28 @@ pub fn is_ready(obj: &Value) -> bool {
                 .pointer("/spec/replicas")
                 .and_then(Value::as_i64)
                 .unwrap_or(1);
-            generation_seen
-                && int(obj, "/status/readyReplicas") >= want
-                && obj.pointer("/status/currentRevision") == obj.pointer("/status/updateRevision")
+            let ready = generation_seen && int(obj, "/status/readyReplicas") >= want;
+            match update_strategy(obj) {
+                // The controller replaces no pod by itself: ready pods are all there is to wait for.
+                Strategy::OnDelete => ready,
+                // Pods below the partition keep the old revision on purpose.
+                Strategy::Partitioned(partition) => {
+                    ready && int(obj, "/status/updatedReplicas") >= want - partition
+                }
+                Strategy::Rolling => {
+                    ready
+                        && obj.pointer("/status/currentRevision")
+                            == obj.pointer("/status/updateRevision")
+                }
+            }
         }
         "DaemonSet" => {
             let want = int(obj, "/status/desiredNumberScheduled");
-            generation_seen
-                && int(obj, "/status/updatedNumberScheduled") >= want
-                && int(obj, "/status/numberReady") >= want
+            let available = generation_seen && int(obj, "/status/numberAvailable") >= want;
+            match update_strategy(obj) {
+                Strategy::OnDelete => available,
+                _ => available && int(obj, "/status/updatedNumberScheduled") >= want,
+            }
         }
         "Job" => has_condition(obj, "Complete"),
         "CustomResourceDefinition" => has_condition(obj, "Established"),
@@ -159,6 +198,53 @@ pub fn progress(obj: &Value) -> Option<String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_statefulset_is_ready_by_its_update_strategy() {
+        let sts = |strategy: Value, status: Value| {
+            json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"generation": 2},
+                "spec": {"replicas": 3, "updateStrategy": strategy}, "status": status})
+        };
+        let mid_rollout = json!({"observedGeneration": 2, "readyReplicas": 3, "updatedReplicas": 1,
+            "currentRevision": "web-1", "updateRevision": "web-2"});
+        assert!(!is_ready(&sts(json!({}), mid_rollout.clone())));
+        assert!(!is_ready(&sts(
+            json!({"type": "RollingUpdate"}),
+            mid_rollout.clone()
+        )));
+        // OnDelete: nothing rolls by itself; ready pods are what there is to wait for.
+        assert!(is_ready(&sts(
+            json!({"type": "OnDelete"}),
+            mid_rollout.clone()
+        )));
+        // A partition of 2 updates only ordinal 2: one updated pod is the whole rollout.
+        let partitioned = json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 2}});
+        assert!(is_ready(&sts(partitioned.clone(), mid_rollout.clone())));
+        let mut none_updated = mid_rollout.clone();
+        none_updated["updatedReplicas"] = json!(0);
+        assert!(!is_ready(&sts(partitioned, none_updated)));
+        let done = json!({"observedGeneration": 2, "readyReplicas": 3, "updatedReplicas": 3,
+            "currentRevision": "web-2", "updateRevision": "web-2"});
+        assert!(is_ready(&sts(json!({}), done)));
+    }
+
+    #[test]
+    fn a_daemonset_is_ready_when_its_pods_are_available_and_updated_unless_on_delete() {
+        let ds = |strategy: Value, updated: i64, available: i64| {
+            json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"generation": 1},
+                "spec": {"updateStrategy": strategy},
+                "status": {"observedGeneration": 1, "desiredNumberScheduled": 2,
+                    "updatedNumberScheduled": updated, "numberReady": 2,
+                    "numberAvailable": available}})
+        };
+        assert!(is_ready(&ds(json!({}), 2, 2)));
+        assert!(!is_ready(&ds(json!({}), 1, 2)), "not all updated");
+        assert!(
+            !is_ready(&ds(json!({}), 2, 1)),
+            "ready but not yet available"
+        );
+        assert!(is_ready(&ds(json!({"type": "OnDelete"}), 0, 2)));
+    }
 
     #[test]
     fn deployment_readiness() {

@@ -89,6 +89,11 @@ pub struct Change {
     /// Apply wave (rule depth).
     #[serde(skip)]
     pub wave: usize,
+    /// The live object has a health gate it does not pass yet (a rollout or Job still running,
+    /// as an interrupted apply leaves it): what apply waits for, even when it writes nothing.
+    /// An observation, not an action: a saved plan does not record it.
+    #[serde(skip)]
+    pub not_ready: Option<&'static str>,
     /// The live object's `resourceVersion` when planned (saved plans check it before apply).
     #[serde(skip)]
     pub live_version: Option<String>,
@@ -211,6 +216,9 @@ fn change_for(d: &DesiredObject, live: Option<&Value>, manager: &str) -> Change 
         unchecked: None,
         conflict: None,
         wave: d.wave,
+        not_ready: live
+            .filter(|l| !crate::health::is_ready(l))
+            .and_then(crate::health::condition),
         live_version: live
             .and_then(|l| l.pointer("/metadata/resourceVersion"))
             .and_then(Value::as_str)
@@ -307,6 +315,7 @@ fn prunes(desired: &[DesiredObject], live: &BTreeMap<ObjectKey, Value>) -> Vec<C
             unchecked: None,
             conflict: None,
             wave: usize::MAX,
+            not_ready: None,
             live_version: l
                 .pointer("/metadata/resourceVersion")
                 .and_then(Value::as_str)

@@ -117,6 +117,19 @@ pub fn render(plan: &Plan) -> String {
             }
         }
     }
+    // Unchanged objects that are not ready yet (an interrupted apply's rollout): apply writes
+    // nothing for them but waits for their gates.
+    for c in &plan.changes {
+        if let (Action::Unchanged, Some(condition)) = (c.action, c.not_ready) {
+            let _ = writeln!(
+                out,
+                "  {:<9} {}  (rule `{}`): apply waits for {condition}",
+                "not ready",
+                c.key(),
+                c.rule
+            );
+        }
+    }
     // Objects the server could not dry-run, one line per reason (a first apply into a new
     // namespace would otherwise add a line per object); `--json` has each with its rule.
     let mut unchecked: std::collections::BTreeMap<&str, (usize, std::collections::BTreeSet<&str>)> =

@@ -339,6 +339,7 @@ mod tests {
             unchecked: None,
             conflict: None,
             wave: 0,
+            not_ready: None,
             live_version: None,
             live_uid: None,
         }
