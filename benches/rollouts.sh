@@ -58,7 +58,7 @@ for round in $(seq "$rounds"); do
   printf '[project]\nname = "%s"\n[rule.set]\nkind = "manifest"\nsrcs = ["set.yaml"]\n' "$ns" > "$work/p$round/kiln.toml"
   "$kiln" build -q "$work/p$round" >/dev/null
   start=$(date +%s%N)
-  "$kiln" apply --yes --json "$work/p$round" --kubeconfig "$kc" > "$work/kiln.json"
+  "$kiln" apply --yes --json "$work/p$round" --kubeconfig "$kc" > "$work/kiln.json" 2>/dev/null
   kiln_ms=$(ms_since "$start")
   kiln_requests=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["applied"]["requests"])' "$work/kiln.json")
 

@@ -1,12 +1,19 @@
 //! The example platforms are the acceptance suite: each is built for staging and production and
 //! realized on the real test cluster (see tests/cluster.rs for how the cluster is found), then
-//! changed the way its users change it. Workload rollouts cannot finish on a control plane
-//! without kubelets, so apply runs with `--skip-workload-gates`; CRD gates still apply.
+//! changed the way its users change it. Those steps apply with `--skip-workload-gates` (CRD
+//! gates still apply); a last step applies with every gate on, on the test cluster's node.
+//!
+//! The examples' images are not on this machine and nothing is pulled. For tests only,
+//! `scripts/test-node alias` makes the node's local busybox image answer to each image the
+//! example names, so its pods start with their own commands, arguments, probes, config and
+//! Secrets, on a stand-in binary. Which gates pass and which fail (and why, in the failing gate's
+//! own words) is printed per example; a failure must name its object, its rule and the reason.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use common::{changed, copy_dir, count, kubeconfig, Sandbox};
 use serde_json::Value;
@@ -86,6 +93,50 @@ impl Run<'_> {
     }
 }
 
+/// The images the example's staging objects name, from `kiln export`.
+fn images(r: &Run<'_>) -> Vec<String> {
+    let out_dir = r.s.dir.path().join("export");
+    let out = r.kiln(&[
+        "export",
+        "--env",
+        "staging",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut images = std::collections::BTreeSet::new();
+    for file in common::store_files(&out_dir) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for line in text.lines() {
+            let line = line.trim_start().trim_start_matches("- ");
+            if let Some(image) = line.strip_prefix("image: ") {
+                images.insert(image.trim_matches(['"', '\'']).to_owned());
+            }
+        }
+    }
+    images.into_iter().collect()
+}
+
+/// Tests only: the node's busybox image answers to each of `images` (`scripts/test-node alias`).
+fn alias_on_the_node(images: &[String]) {
+    let cluster_dir = kubeconfig().parent().unwrap().to_owned();
+    let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/test-node"))
+        .arg("alias")
+        .arg(&cluster_dir)
+        .args(images)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "scripts/test-node alias: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The changes of a plan that are not `unchanged` (for failure messages).
 fn not_unchanged(plan: &Value) -> Value {
     Value::Array(
@@ -121,6 +172,10 @@ fn exercise(ex: &Example) {
         &Path::new(env!("CARGO_MANIFEST_DIR")).join(ex.dir),
         &r.project(),
     );
+
+    let images = images(&r);
+    assert!(!images.is_empty(), "{} names no image", ex.dir);
+    alias_on_the_node(&images);
 
     for ns in ex.installed_namespaces {
         let out = Command::new("kubectl")
@@ -296,6 +351,60 @@ fn exercise(ex: &Example) {
     drop(child.stdin.take());
     let svg = child.wait_with_output().unwrap();
     assert!(svg.status.success() && String::from_utf8_lossy(&svg.stdout).contains("<svg"));
+
+    // 8. Every gate on, on the node: apply writes nothing new and waits for each object that
+    // is not ready, wave by wave. Either all pass, or the first failing gate stops it naming
+    // its object, rule and reason, well within its timeout for a pod that cannot run.
+    let kc = kubeconfig();
+    let started = Instant::now();
+    let out = r.kiln(&[
+        "apply",
+        "--env",
+        "staging",
+        "--adopt",
+        "--yes",
+        "--timeout",
+        "45",
+        "--kubeconfig",
+        kc.to_str().unwrap(),
+    ]);
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let outcome = match out.status.code() {
+        Some(0) => "every gate passed".to_owned(),
+        Some(2) => {
+            // The error as miette wraps it: from its first line to its help.
+            let failure: String = stderr
+                .lines()
+                .skip_while(|l| !(l.contains(" failed: ") || l.contains(" did not become ready ")))
+                .take_while(|l| !l.trim_start().starts_with("help:"))
+                .map(|l| l.trim_start_matches([' ', '×', '│']).trim_end())
+                .collect::<Vec<_>>()
+                .join(" ");
+            assert!(
+                !failure.is_empty(),
+                "exit 2 without a failing gate:\n{stderr}"
+            );
+            assert!(failure.contains(" (rule `"), "names the rule: {failure}");
+            // Why: a failure's reason, or for a rollout that timed out, its pods' state (a
+            // claim waits for a provisioner the test cluster does not have).
+            assert!(
+                failure.contains(" failed: pod `")
+                    || failure.contains(" failed: condition ")
+                    || failure.contains("; pod `")
+                    || failure.starts_with("PersistentVolumeClaim "),
+                "says why: {failure}"
+            );
+            let waited = stderr.lines().filter(|l| l.starts_with("waiting ")).count();
+            format!("{waited} progress lines, then: {failure}")
+        }
+        _ => panic!("kiln apply with gates: {stderr}"),
+    };
+    eprintln!(
+        "gates of {} (staging, on stand-in images, {took:.0?}): {outcome}",
+        ex.dir
+    );
+    assert!(took < Duration::from_secs(120), "{took:?}: {stderr}");
 }
 
 #[test]

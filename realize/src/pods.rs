@@ -57,14 +57,91 @@ pub fn fatal_state(pod: &Value) -> Option<PodFailure> {
         .find_map(|status| {
             let waiting = status.pointer("/state/waiting")?;
             let reason = waiting["reason"].as_str()?;
+            let crashed = reason == "CrashLoopBackOff";
+            // A crash loop's own message only says it backs off; how the last run ended says why.
+            let message = crashed
+                .then(|| last_exit(status))
+                .flatten()
+                .unwrap_or_else(|| waiting["message"].as_str().unwrap_or_default().to_owned());
             FATAL_WAITING.contains(&reason).then(|| PodFailure {
                 pod: name.to_owned(),
                 container: status["name"].as_str().unwrap_or_default().to_owned(),
                 reason: reason.to_owned(),
-                message: waiting["message"].as_str().unwrap_or_default().to_owned(),
-                crashed: reason == "CrashLoopBackOff",
+                message,
+                crashed,
             })
         })
+}
+
+/// How a container's previous run ended: `last run exited with code 137 (OOMKilled)`, with
+/// its termination message when it wrote one.
+fn last_exit(status: &Value) -> Option<String> {
+    let terminated = status.pointer("/lastState/terminated")?;
+    let mut text = format!(
+        "last run exited with code {}",
+        terminated["exitCode"].as_i64()?
+    );
+    if let Some(reason) = terminated["reason"].as_str() {
+        text.push_str(&format!(" ({reason})"));
+    }
+    if let Some(message) = terminated["message"]
+        .as_str()
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+    {
+        text.push_str(&format!(": {message}"));
+    }
+    Some(text)
+}
+
+/// Why the first of `pods` that is not ready is not: not scheduled (the scheduler's reason),
+/// a container waiting (its reason), or running without passing its readiness probe.
+pub fn not_ready(pods: &[Value]) -> Option<String> {
+    pods.iter().find_map(|pod| {
+        let name = pod.pointer("/metadata/name").and_then(Value::as_str)?;
+        if pod.pointer("/metadata/deletionTimestamp").is_some() {
+            return None;
+        }
+        let conditions = pod
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let condition = |ty: &str| conditions.iter().find(|c| c["type"] == ty);
+        if let Some(c) = condition("PodScheduled").filter(|c| c["status"] == "False") {
+            return Some(format!(
+                "pod `{name}` is not scheduled: {}: {}",
+                c["reason"].as_str().unwrap_or("no reason"),
+                c["message"].as_str().unwrap_or("no message").trim()
+            ));
+        }
+        if condition("Ready").is_some_and(|c| c["status"] == "True") {
+            return None;
+        }
+        let statuses = ["/status/initContainerStatuses", "/status/containerStatuses"]
+            .iter()
+            .filter_map(|p| pod.pointer(p).and_then(Value::as_array))
+            .flatten();
+        for status in statuses {
+            if status["ready"] == true {
+                continue;
+            }
+            let container = status["name"].as_str().unwrap_or_default();
+            if let Some(waiting) = status.pointer("/state/waiting") {
+                return Some(format!(
+                    "pod `{name}`, container `{container}` is waiting: {}",
+                    waiting["reason"].as_str().unwrap_or("no reason")
+                ));
+            }
+            if status.pointer("/state/running").is_some() {
+                return Some(format!(
+                    "pod `{name}`, container `{container}` runs but does not pass its readiness probe ({} restarts)",
+                    status["restartCount"].as_i64().unwrap_or(0)
+                ));
+            }
+        }
+        Some(format!("pod `{name}` is not ready"))
+    })
 }
 
 /// A Job's most recently failed pod, for its logs.
@@ -200,6 +277,44 @@ mod tests {
         let init = json!({"metadata": {"name": "p"}, "status": {"initContainerStatuses": [
             {"name": "migrate", "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}});
         assert_eq!(fatal_state(&init).unwrap().container, "migrate");
+    }
+
+    #[test]
+    fn a_pod_that_is_not_ready_says_why() {
+        let unscheduled = json!({"metadata": {"name": "web-1"}, "status": {"phase": "Pending",
+            "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                "message": "0/1 nodes are available: 1 Insufficient cpu."}]}});
+        assert_eq!(
+            not_ready(&[unscheduled]).unwrap(),
+            "pod `web-1` is not scheduled: Unschedulable: 0/1 nodes are available: 1 Insufficient cpu."
+        );
+        let unready = json!({"metadata": {"name": "web-2"}, "status": {"phase": "Running",
+            "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "False"}],
+            "containerStatuses": [{"name": "app", "ready": false, "restartCount": 0, "state": {"running": {}}}]}});
+        assert_eq!(
+            not_ready(&[unready]).unwrap(),
+            "pod `web-2`, container `app` runs but does not pass its readiness probe (0 restarts)"
+        );
+        let ready = json!({"metadata": {"name": "web-3"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}});
+        assert_eq!(not_ready(&[ready]), None);
+    }
+
+    #[test]
+    fn a_crash_loop_says_how_the_last_run_ended() {
+        let p = pod(json!([{"name": "app",
+            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s"}},
+            "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]));
+        assert_eq!(
+            fatal_state(&p).unwrap().to_string(),
+            "pod `web-1`, container `app`: CrashLoopBackOff: last run exited with code 137 (OOMKilled)"
+        );
+        let p = pod(json!([{"name": "app",
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": 128, "reason": "StartError",
+                "message": "exec: \"redis-server\": executable file not found in $PATH\n"}}}]));
+        assert!(fatal_state(&p).unwrap().to_string().ends_with(
+            "code 128 (StartError): exec: \"redis-server\": executable file not found in $PATH"
+        ));
     }
 
     #[test]

@@ -32,8 +32,10 @@ pub async fn ready(
         return gate.await.map_err(|e| e.into_error(&key));
     }
     // Following the pods only ends a wait early: when it cannot read them, the gate decides.
+    // What they last showed explains a timeout.
+    let last_seen = std::sync::Mutex::new(None);
     let stuck_pod = async {
-        match first_stuck_pod(cluster, obj, &key, timeout).await {
+        match first_stuck_pod(cluster, obj, &key, timeout, &last_seen).await {
             Err(Verdict::Error(e)) => {
                 tracing::debug!(object = %key, error = %e, "cannot follow the rollout's pods");
                 std::future::pending().await
@@ -44,6 +46,13 @@ pub async fn ready(
     let verdict = tokio::select! {
         settled = gate => settled,
         stuck = stuck_pod => stuck,
+    };
+    let why = last_seen.lock().ok().and_then(|mut w| w.take());
+    let verdict = match (verdict, why) {
+        (Err(Verdict::TimedOut(condition, timeout)), Some(why)) => {
+            Err(Verdict::TimedOut(format!("{condition}; {why}"), timeout))
+        }
+        (verdict, _) => verdict,
     };
     match verdict {
         Err(Verdict::Failed(condition)) if obj["kind"] == "Job" => {
@@ -142,11 +151,13 @@ const LOG_LINES: i64 = 10;
 
 /// Ends (with the failure) once a pod of the rollout of `obj` is stuck for good; otherwise
 /// never ends before `timeout` (and then never at all: the gate's own timeout speaks).
+/// `last_seen` keeps why the rollout's pods were not ready when last seen.
 async fn first_stuck_pod(
     cluster: &impl ClusterApi,
     obj: &Value,
     key: &ObjectKey,
     timeout: Duration,
+    last_seen: &std::sync::Mutex<Option<String>>,
 ) -> Result<(), Verdict> {
     let deadline = tokio::time::Instant::now() + timeout;
     let api_version = obj["apiVersion"].as_str().unwrap_or_default();
@@ -184,7 +195,12 @@ async fn first_stuck_pod(
         tokio::time::sleep(POLL_CONTROLLER).await;
     };
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-    let mut verdict = |pods: &[Value]| pods.iter().find_map(pods::fatal_state);
+    let mut verdict = |pods: &[Value]| {
+        if let Ok(mut seen) = last_seen.lock() {
+            *seen = pods::not_ready(pods);
+        }
+        pods.iter().find_map(pods::fatal_state)
+    };
     let Some(stuck) = cluster
         .watch_selected_until("Pod", &key.namespace, &selector, left, &mut verdict)
         .await?
@@ -424,6 +440,33 @@ mod tests {
         assert_eq!(
             *told.lock().unwrap(),
             ["0/1 updated, 0/1 available", "1/1 updated, 0/1 available"]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timed_out_rollout_says_why_its_pods_are_not_ready() {
+        let fake = FakeCluster::default();
+        stuck_rollout(&fake);
+        fake.put_object(json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web-new-c", "namespace": "app",
+                "labels": {"app": "web", "pod-template-hash": "new"}},
+            "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled",
+                "status": "False", "reason": "Unschedulable",
+                "message": "0/1 nodes are available: 1 Insufficient cpu."}]}}));
+        let err = ready(
+            &fake,
+            &deployment(json!({})),
+            Duration::from_secs(30),
+            &|_| {},
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, RealizeError::Unhealthy { .. }), "{err}");
+        assert!(
+            err.to_string().ends_with(
+                "; pod `web-new-c` is not scheduled: Unschedulable: 0/1 nodes are available: 1 Insufficient cpu."
+            ),
+            "{err}"
         );
     }
 
