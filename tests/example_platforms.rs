@@ -400,10 +400,14 @@ fn exercise(ex: &Example) {
         }
         _ => panic!("kiln apply with gates: {stderr}"),
     };
-    eprintln!(
-        "gates of {} (staging, on stand-in images, {took:.0?}): {outcome}",
-        ex.dir
-    );
+    // The outcome per example, for the reader of the test log (`--nocapture`).
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!(
+            "gates of {} (staging, on stand-in images, {took:.0?}): {outcome}",
+            ex.dir
+        );
+    }
     assert!(took < Duration::from_secs(120), "{took:?}: {stderr}");
 }
 
