@@ -104,7 +104,12 @@ impl Printer {
         } else {
             miette::GraphicalTheme::unicode_nocolor()
         };
-        let handler = miette::GraphicalReportHandler::new_themed(theme).with_context_lines(1);
+        // On a terminal long lines wrap to fit; in a log (CI, a file) a message stays on one
+        // line, so that it can be searched for whole.
+        use std::io::IsTerminal as _;
+        let handler = miette::GraphicalReportHandler::new_themed(theme)
+            .with_context_lines(1)
+            .with_wrap_lines(std::io::stderr().is_terminal());
         let mut out = String::new();
         if handler.render_report(&mut out, report.as_ref()).is_err() {
             out = format!("error: {report:?}\n");

@@ -470,3 +470,57 @@ fn statefulset_and_daemonset_rolling_updates_are_waited_for() {
     r.assert_converged();
     cleanup(&r);
 }
+
+/// A claim whose StorageClass binds on first consumer passes its gate while Pending (its
+/// consumer may come in a later wave, as on EKS, AKS and GKE's default classes); a claim nothing
+/// provisions times out naming why.
+#[test]
+fn a_claim_waiting_for_its_first_consumer_does_not_block_the_next_wave() {
+    let r = Realm::new("node-pvc");
+    let class = format!("{}-late", r.ns);
+    r.rules(&format!(
+        r#"
+[rule.storage]
+kind = "manifest"
+deps = [{NS}]
+objects = [
+  {{ apiVersion = "storage.k8s.io/v1", kind = "StorageClass", metadata = {{ name = "{class}" }}, provisioner = "kiln.test/none", volumeBindingMode = "WaitForFirstConsumer" }},
+  {{ apiVersion = "v1", kind = "PersistentVolumeClaim", metadata = {{ name = "data", namespace = "${{var.ns}}" }}, spec = {{ storageClassName = "{class}", accessModes = ["ReadWriteOnce"], resources = {{ requests = {{ storage = "1Gi" }} }} }} }},
+]
+{}"#,
+        after("storage")
+    ));
+    let (out, took) = apply_with_gates(&r);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(took < Duration::from_secs(30), "{took:?}: {all}");
+    assert!(all.contains("WaitForFirstConsumer"), "{all}");
+    assert!(exists(&r, "configmap", "after"), "{all}");
+
+    // No class named, and the test cluster has no default one: nothing will provision it.
+    let u = Realm::new("node-pvc-none");
+    u.rules(&format!(
+        r#"
+[rule.storage]
+kind = "manifest"
+deps = [{NS}]
+objects = [ {{ apiVersion = "v1", kind = "PersistentVolumeClaim", metadata = {{ name = "data", namespace = "${{var.ns}}" }}, spec = {{ accessModes = ["ReadWriteOnce"], resources = {{ requests = {{ storage = "1Gi" }} }} }} }} ]
+{}"#,
+        after("storage")
+    ));
+    let out = u.kiln("apply", &["--yes", "--timeout", "3"]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(
+        all.contains(&format!(
+            "PersistentVolumeClaim {}/data (rule `storage`) did not become ready",
+            u.ns
+        )),
+        "{all}"
+    );
+    assert!(all.contains("no default StorageClass"), "{all}");
+    assert!(!exists(&u, "configmap", "after"), "{all}");
+    let _ = kubectl(&["delete", "storageclass", &class]);
+    cleanup(&r);
+    cleanup(&u);
+}

@@ -125,6 +125,69 @@ pub fn is_ready(obj: &Value) -> bool {
     }
 }
 
+/// How a PersistentVolumeClaim gets its volume, from its StorageClass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimBinding {
+    /// Its class provisions (or binds) as soon as the claim exists: wait for `Bound`.
+    Immediate,
+    /// Its class binds only once a pod that uses the claim is scheduled
+    /// (`volumeBindingMode: WaitForFirstConsumer`, the default classes of EKS, AKS and GKE):
+    /// `Pending` is as ready as it gets before its consumer exists.
+    FirstConsumer,
+    /// No class will provision it: it binds only to a PersistentVolume someone makes. Why.
+    NoProvisioner(String),
+}
+
+/// How `claim` binds, given the cluster's StorageClasses.
+pub fn claim_binding(claim: &Value, classes: &[Value]) -> ClaimBinding {
+    let is_default = |c: &&Value| {
+        [
+            "storageclass.kubernetes.io/is-default-class",
+            "storageclass.beta.kubernetes.io/is-default-class",
+        ]
+        .iter()
+        .any(|a| {
+            c.pointer("/metadata/annotations").and_then(|m| m.get(*a)) == Some(&Value::from("true"))
+        })
+    };
+    let class = match claim
+        .pointer("/spec/storageClassName")
+        .and_then(Value::as_str)
+    {
+        Some("") => {
+            return ClaimBinding::NoProvisioner(
+                "its storageClassName is \"\": it binds only to a matching PersistentVolume"
+                    .to_owned(),
+            )
+        }
+        Some(name) => match classes
+            .iter()
+            .find(|c| c.pointer("/metadata/name").and_then(Value::as_str) == Some(name))
+        {
+            Some(class) => class,
+            None => {
+                return ClaimBinding::NoProvisioner(format!(
+                    "its StorageClass `{name}` does not exist on the cluster"
+                ))
+            }
+        },
+        None => match classes.iter().find(is_default) {
+            Some(class) => class,
+            None => {
+                return ClaimBinding::NoProvisioner(
+                    "it names no StorageClass and the cluster has no default StorageClass"
+                        .to_owned(),
+                )
+            }
+        },
+    };
+    if class["volumeBindingMode"] == "WaitForFirstConsumer" {
+        ClaimBinding::FirstConsumer
+    } else {
+        ClaimBinding::Immediate
+    }
+}
+
 /// Whether `obj` (as read back) has failed for good, so waiting longer is pointless: the
 /// failing condition and its reason and message. A Job with `Failed=True`; a Deployment whose
 /// `Progressing` condition says `ProgressDeadlineExceeded`; a CRD whose names were not accepted.
@@ -244,6 +307,35 @@ mod tests {
             "ready but not yet available"
         );
         assert!(is_ready(&ds(json!({"type": "OnDelete"}), 0, 2)));
+    }
+
+    #[test]
+    fn a_claim_binds_as_its_storage_class_says() {
+        let claim = |class: Option<&str>| match class {
+            Some(c) => json!({"kind": "PersistentVolumeClaim", "spec": {"storageClassName": c}}),
+            None => json!({"kind": "PersistentVolumeClaim", "spec": {}}),
+        };
+        let gp3 = json!({"metadata": {"name": "gp3", "annotations":
+            {"storageclass.kubernetes.io/is-default-class": "true"}},
+            "provisioner": "ebs.csi.aws.com", "volumeBindingMode": "WaitForFirstConsumer"});
+        let fast = json!({"metadata": {"name": "fast"}, "provisioner": "x", "volumeBindingMode": "Immediate"});
+        let classes = [gp3, fast];
+        assert_eq!(
+            claim_binding(&claim(None), &classes),
+            ClaimBinding::FirstConsumer
+        );
+        assert_eq!(
+            claim_binding(&claim(Some("fast")), &classes),
+            ClaimBinding::Immediate
+        );
+        assert!(matches!(claim_binding(&claim(Some("slow")), &classes),
+            ClaimBinding::NoProvisioner(why) if why.contains("`slow` does not exist")));
+        assert!(matches!(claim_binding(&claim(None), &classes[1..]),
+            ClaimBinding::NoProvisioner(why) if why.contains("no default StorageClass")));
+        assert!(matches!(
+            claim_binding(&claim(Some("")), &classes),
+            ClaimBinding::NoProvisioner(_)
+        ));
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub async fn ready(
         return Ok(());
     };
     let key = ObjectKey::of(obj);
+    if obj["kind"] == "PersistentVolumeClaim" {
+        return claim_bound(cluster, obj, &key, condition, timeout, on_progress).await;
+    }
     let gate = follow(cluster, &key, condition, timeout, on_progress);
     if !pods::has_pods(obj) {
         return gate.await.map_err(|e| e.into_error(&key));
@@ -64,6 +67,51 @@ pub async fn ready(
             })
         }
         other => other.map_err(|e| e.into_error(&key)),
+    }
+}
+
+/// A claim's gate, by how its StorageClass binds ([`health::claim_binding`]): one that waits
+/// for its first consumer passes while `Pending` (its consumer may be in a later wave); one
+/// nothing provisions says so if it times out.
+async fn claim_bound(
+    cluster: &impl ClusterApi,
+    claim: &Value,
+    key: &ObjectKey,
+    condition: &'static str,
+    timeout: Duration,
+    on_progress: &dyn Fn(&str),
+) -> Result<(), RealizeError> {
+    // A user who may not list StorageClasses waits for `Bound` as before.
+    let binding = match cluster
+        .list(
+            "StorageClass.storage.k8s.io",
+            None,
+            "",
+            None,
+            ReadFrom::Storage,
+        )
+        .await
+    {
+        Ok(classes) => health::claim_binding(claim, &classes.items),
+        Err(e) => {
+            tracing::debug!(object = %key, error = %e, "cannot list StorageClasses");
+            health::ClaimBinding::Immediate
+        }
+    };
+    if binding == health::ClaimBinding::FirstConsumer {
+        on_progress("binds when its first consumer is scheduled (WaitForFirstConsumer)");
+        return Ok(());
+    }
+    match follow(cluster, key, condition, timeout, on_progress).await {
+        Ok(()) => Ok(()),
+        Err(Verdict::TimedOut(condition, timeout)) => {
+            let condition = match binding {
+                health::ClaimBinding::NoProvisioner(why) => format!("{condition}; {why}"),
+                _ => condition,
+            };
+            Err(Verdict::TimedOut(condition, timeout).into_error(key))
+        }
+        Err(e) => Err(e.into_error(key)),
     }
 }
 
