@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 
 use crate::desired::Scope;
+use k8s_openapi::jiff;
 
 /// A cluster operation that failed.
 #[derive(Debug)]
@@ -356,11 +357,68 @@ pub trait ClusterApi {
     /// Requests made so far.
     fn counts(&self) -> RequestCounts;
 
-    /// A client for the set's lock (a Lease), outside the request counts; `None` when this
-    /// cluster cannot hold one (a test fake).
-    fn lease_client(&self) -> Option<kube::Client>;
+    /// Where the set's lock (a Lease) is kept, outside the request counts; `None` when this
+    /// connection cannot hold one.
+    fn leases(&self) -> Option<std::sync::Arc<dyn LeaseStore>>;
 
     /// From now on, every write (apply, patch, delete; not dry runs) first checks `fence` and
     /// is refused with [`ClusterError::Fenced`] once it is closed.
     fn fence_writes(&self, fence: std::sync::Arc<crate::fence::Fence>);
+}
+
+/// The set's lock Lease, as the lock reads and writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRecord {
+    /// `spec.holderIdentity` (empty: free).
+    pub holder: String,
+    /// `spec.leaseDurationSeconds`.
+    pub ttl_seconds: i64,
+    /// `spec.acquireTime`.
+    pub acquired: Option<jiff::Timestamp>,
+    /// `spec.renewTime`.
+    pub renewed: Option<jiff::Timestamp>,
+    /// `metadata.resourceVersion` as read (empty for one not yet written): every replace and
+    /// delete is conditional on it.
+    pub resource_version: String,
+}
+
+/// A future of the lease operations: owned, so the lock's renewer can run on its own task.
+pub type LeaseFuture<'a, T> = futures::future::BoxFuture<'a, Result<T, ClusterError>>;
+
+/// The Lease operations of the set's lock, and the clocks it judges them by. Shared between
+/// the run and its lock's renewer task. Conflicting writes (the Lease exists, or changed since
+/// it was read) fail with [`ClusterError::Modified`].
+pub trait LeaseStore: Send + Sync {
+    /// The Lease `namespace/name`, if it exists.
+    fn get<'a>(&'a self, namespace: &'a str, name: &'a str)
+        -> LeaseFuture<'a, Option<LeaseRecord>>;
+    /// Creates it; the record as stored (with its resourceVersion).
+    fn create<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        lease: &'a LeaseRecord,
+    ) -> LeaseFuture<'a, LeaseRecord>;
+    /// Replaces it, on the condition that it is still at `lease.resource_version`.
+    fn replace<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        lease: &'a LeaseRecord,
+    ) -> LeaseFuture<'a, LeaseRecord>;
+    /// Deletes it if it is still at `resource_version`; gone or changed is not an error.
+    fn delete<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        resource_version: &'a str,
+    ) -> LeaseFuture<'a, ()>;
+    /// The wall clock, for the holders' renew times (machines' clocks differ).
+    fn wall_clock(&self) -> jiff::Timestamp {
+        jiff::Timestamp::now()
+    }
+    /// This machine's clock that counts while the process is paused ([`crate::fence`]).
+    fn boot_clock(&self) -> std::time::Duration {
+        crate::fence::boot_clock()
+    }
 }

@@ -1124,21 +1124,24 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_lock_needs_a_cluster_that_can_hold_one() {
-        let options = PlanOptions {
+    async fn a_locked_plan_holds_the_sets_lease_and_a_paused_holder_writes_nothing() {
+        let locked = PlanOptions {
             lock: Some(crate::lock::LockOptions::default()),
             ..PlanOptions::default()
         };
-        let err = plan_set(
-            FakeCluster::default(),
-            platform(vec![]),
-            &options,
-            |_, _| {},
-        )
-        .await
-        .err()
-        .unwrap();
-        assert!(matches!(err, RealizeError::NoLock));
+        let r = plan_set(FakeCluster::default(), platform(vec![]), &locked, |_, _| {})
+            .await
+            .expect("planned");
+        let lease = r.cluster.leases.lease("default", "kiln-shop-test").unwrap();
+        assert_eq!(lease.holder, crate::lock::holder_identity());
+        // The process was stopped past its lease: it resumes to a closed fence.
+        r.cluster.leases.pause(Duration::from_secs(60));
+        let err = apply(&r, &options(), |_| true).await.unwrap_err();
+        assert!(
+            err.to_string().contains("no longer holds the set's lock"),
+            "{err}"
+        );
+        assert!(r.cluster.writes().is_empty(), "{:#?}", r.cluster.writes());
     }
 
     #[tokio::test(start_paused = true)]

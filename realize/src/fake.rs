@@ -62,6 +62,8 @@ struct State {
 pub struct FakeCluster {
     state: Mutex<State>,
     fence: std::sync::OnceLock<std::sync::Arc<crate::fence::Fence>>,
+    /// The set's lock Leases.
+    pub leases: std::sync::Arc<crate::fake_leases::FakeLeases>,
 }
 
 impl Default for FakeCluster {
@@ -69,6 +71,7 @@ impl Default for FakeCluster {
         let fake = Self {
             state: Mutex::default(),
             fence: std::sync::OnceLock::new(),
+            leases: std::sync::Arc::default(),
         };
         for (api_version, kind, scope) in [
             ("v1", "Namespace", Scope::Cluster),
@@ -105,7 +108,7 @@ impl Default for FakeCluster {
     }
 }
 
-fn api_error(status: u16, message: String) -> kube::Error {
+pub(crate) fn api_error(status: u16, message: String) -> kube::Error {
     let status: kube::core::Status =
         serde_json::from_value(json!({"code": status, "message": message, "reason": "Injected"}))
             .expect("a Status");
@@ -621,8 +624,8 @@ impl ClusterApi for FakeCluster {
         self.state.lock().unwrap().counts
     }
 
-    fn lease_client(&self) -> Option<kube::Client> {
-        None
+    fn leases(&self) -> Option<std::sync::Arc<dyn crate::api::LeaseStore>> {
+        Some(self.leases.clone())
     }
 
     fn fence_writes(&self, fence: std::sync::Arc<crate::fence::Fence>) {

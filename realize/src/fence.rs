@@ -24,22 +24,40 @@ pub fn window(ttl: Duration) -> Duration {
     ttl - ttl / 3
 }
 
+/// A boot clock: this machine's [`boot_clock`], or a test's.
+pub type Clock = std::sync::Arc<dyn Fn() -> Duration + Send + Sync>;
+
 /// Whether this run may still write, shared by the lock's renewer and every cluster write.
-#[derive(Debug)]
 pub struct Fence {
     /// Boot-clock nanoseconds until which the lease is held.
     held_until: AtomicU64,
     lost: AtomicBool,
     why: Mutex<String>,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for Fence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fence")
+            .field("held_until", &self.held_until)
+            .field("lost", &self.lost)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Fence {
-    /// A fence open until `until` (boot clock).
+    /// A fence open until `until` on this machine's boot clock.
     pub fn until(until: Duration) -> Self {
+        Self::on_clock(until, std::sync::Arc::new(boot_clock))
+    }
+
+    /// A fence open until `until` on `clock`.
+    pub fn on_clock(until: Duration, clock: Clock) -> Self {
         Self {
             held_until: AtomicU64::new(until.as_nanos() as u64),
             lost: AtomicBool::new(false),
             why: Mutex::new(String::new()),
+            clock,
         }
     }
 
@@ -70,7 +88,7 @@ impl Fence {
             let why = self.why.lock().map(|w| w.clone()).unwrap_or_default();
             return Err(why);
         }
-        let now = boot_clock().as_nanos() as u64;
+        let now = (self.clock)().as_nanos() as u64;
         let until = self.held_until.load(Ordering::SeqCst);
         if now > until {
             return Err(format!(

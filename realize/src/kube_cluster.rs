@@ -45,7 +45,7 @@ pub struct KubeCluster {
     /// The same connection without the counting layer: the set's lock (a Lease read, created,
     /// renewed and deleted) is not part of a plan's or an apply's request counts. Made when
     /// first asked for: a plan never takes the lock.
-    lock_client: std::sync::OnceLock<Option<Client>>,
+    lock_client: std::sync::OnceLock<Option<Arc<dyn crate::api::LeaseStore>>>,
     /// The set's lock's fence, once this run holds the lock: every write checks it.
     fence: std::sync::OnceLock<Arc<crate::fence::Fence>>,
     counters: Arc<Counters>,
@@ -333,11 +333,13 @@ impl ClusterApi for KubeCluster {
         let _ = self.fence.set(fence);
     }
 
-    fn lease_client(&self) -> Option<Client> {
+    fn leases(&self) -> Option<Arc<dyn crate::api::LeaseStore>> {
         self.lock_client
             .get_or_init(|| {
                 match crate::connection::client_builder(self.config.clone()) {
-                    Ok(builder) => Some(builder.build()),
+                    Ok(builder) => Some(Arc::new(crate::kube_leases::KubeLeases::new(
+                        builder.build(),
+                    )) as Arc<dyn crate::api::LeaseStore>),
                     // The same configuration made the counted client; should it fail now, the
                     // apply says that it cannot hold the set's lock.
                     Err(e) => {

@@ -23,6 +23,7 @@ pub mod export;
 pub mod fence;
 pub mod health;
 pub mod kube_cluster;
+pub mod kube_leases;
 pub mod lock;
 pub mod members;
 pub mod ownership;
@@ -36,6 +37,8 @@ pub mod wait;
 
 #[cfg(test)]
 pub(crate) mod fake;
+#[cfg(test)]
+pub(crate) mod fake_leases;
 
 pub use api::{ApplyParams, ClusterApi, ClusterError, RequestCounts};
 pub use applying::{

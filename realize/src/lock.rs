@@ -16,16 +16,14 @@
 //!   finds another holder. A holder paused past its TTL resumes to a closed fence.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-
-use crate::fence::{boot_clock, window, Fence};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, PostParams, Preconditions};
-use kube::Client;
+use tokio::time::Instant;
+
+use crate::api::{ClusterError, LeaseRecord, LeaseStore};
+use crate::fence::{window, Fence};
 
 /// Why the lock could not be taken or kept.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +49,7 @@ pub enum LockError {
         name: String,
         /// The cause.
         #[source]
-        source: Box<kube::Error>,
+        source: Box<ClusterError>,
     },
 }
 
@@ -86,7 +84,7 @@ pub fn holder_identity() -> String {
 
 /// A held lock. It is renewed in the background until [`LockGuard::release`].
 pub struct LockGuard {
-    api: Api<Lease>,
+    store: Arc<dyn LeaseStore>,
     name: String,
     namespace: String,
     stop: Arc<AtomicBool>,
@@ -111,65 +109,39 @@ impl LockGuard {
         self.stop.store(true, Ordering::SeqCst);
         let rv = self.renewer.await.ok().flatten();
         let Some(rv) = rv else { return Ok(()) };
-        let params = DeleteParams {
-            preconditions: Some(Preconditions {
-                resource_version: Some(rv),
-                uid: None,
-            }),
-            ..DeleteParams::default()
-        };
-        match self.api.delete(&self.name, &params).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
-            Err(source) => Err(LockError::Api {
+        self.store
+            .delete(&self.namespace, &self.name, &rv)
+            .await
+            .map_err(|source| LockError::Api {
                 action: "release",
-                namespace: self.namespace,
-                name: self.name,
+                namespace: self.namespace.clone(),
+                name: self.name.clone(),
                 source: Box::new(source),
-            }),
-        }
+            })
     }
 }
 
-fn now() -> MicroTime {
-    MicroTime(Timestamp::now())
-}
-
-fn lease(name: &str, namespace: &str, holder: &str, ttl: Duration, rv: Option<String>) -> Lease {
-    Lease {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            namespace: Some(namespace.to_owned()),
-            resource_version: rv,
-            labels: Some([("app.kubernetes.io/managed-by".to_owned(), "kiln".to_owned())].into()),
-            ..ObjectMeta::default()
-        },
-        spec: Some(LeaseSpec {
-            holder_identity: Some(holder.to_owned()),
-            lease_duration_seconds: Some(ttl.as_secs().max(1) as i32),
-            acquire_time: Some(now()),
-            renew_time: Some(now()),
-            ..LeaseSpec::default()
-        }),
+/// A Lease held by `holder` from now (by `store`'s wall clock), conditional on `rv`.
+fn lease(store: &dyn LeaseStore, holder: &str, ttl: Duration, rv: String) -> LeaseRecord {
+    let now = store.wall_clock();
+    LeaseRecord {
+        holder: holder.to_owned(),
+        ttl_seconds: ttl.as_secs().max(1) as i64,
+        acquired: Some(now),
+        renewed: Some(now),
+        resource_version: rv,
     }
 }
 
-/// Whether `l` is held by a live holder, judged by its renew time against the wall clock.
-fn live_by_wall_clock(l: &Lease) -> bool {
-    let Some(spec) = &l.spec else { return false };
-    if spec
-        .holder_identity
-        .as_deref()
-        .unwrap_or_default()
-        .is_empty()
-    {
+/// Whether `l` is held by a live holder, judged by its renew time against the wall clock `now`.
+fn live_by_wall_clock(l: &LeaseRecord, now: Timestamp) -> bool {
+    if l.holder.is_empty() {
         return false;
     }
-    let ttl = i64::from(spec.lease_duration_seconds.unwrap_or(15));
-    let Some(renewed) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else {
+    let Some(renewed) = l.renewed.or(l.acquired) else {
         return false;
     };
-    Timestamp::now().as_second() - renewed.0.as_second() <= ttl
+    now.as_second() - renewed.as_second() <= l.ttl_seconds
 }
 
 /// Takes the lock `name` in `namespace`, waiting while another live holder has it.
@@ -178,14 +150,24 @@ fn live_by_wall_clock(l: &Lease) -> bool {
 // resourceVersion read; the cases share the observed-unchanged clock and the "told" flag, and
 // read best together (the protocol is in the module's doc).
 pub async fn acquire(
-    client: Client,
+    store: Arc<dyn LeaseStore>,
     namespace: &str,
     name: &str,
     options: &LockOptions,
     on_wait: impl Fn(&str, &str),
 ) -> Result<LockGuard, LockError> {
-    let api: Api<Lease> = Api::namespaced(client, namespace);
-    let holder = holder_identity();
+    acquire_as(store, namespace, name, &holder_identity(), options, on_wait).await
+}
+
+/// [`acquire`] as `holder`.
+async fn acquire_as(
+    store: Arc<dyn LeaseStore>,
+    namespace: &str,
+    name: &str,
+    holder: &str,
+    options: &LockOptions,
+    on_wait: impl Fn(&str, &str),
+) -> Result<LockGuard, LockError> {
     let err = |action, source| LockError::Api {
         action,
         namespace: namespace.to_owned(),
@@ -197,18 +179,18 @@ pub async fn acquire(
     // (resourceVersion, first seen) of the other holder's Lease.
     let mut observed: Option<(String, Instant)> = None;
     let (rv, sent) = loop {
-        let sent = boot_clock();
-        let current = api.get_opt(name).await.map_err(|e| err("read", e))?;
+        let sent = store.boot_clock();
+        let current = store
+            .get(namespace, name)
+            .await
+            .map_err(|e| err("read", e))?;
         let attempt = match &current {
             None => {
-                api.create(
-                    &PostParams::default(),
-                    &lease(name, namespace, &holder, options.ttl, None),
-                )
-                .await
+                let new = lease(store.as_ref(), holder, options.ttl, String::new());
+                store.create(namespace, name, &new).await
             }
             Some(l) => {
-                let rv = l.metadata.resource_version.clone().unwrap_or_default();
+                let rv = l.resource_version.clone();
                 let unchanged_for = match &observed {
                     Some((seen, at)) if *seen == rv => at.elapsed(),
                     _ => {
@@ -216,53 +198,48 @@ pub async fn acquire(
                         Duration::ZERO
                     }
                 };
-                let ttl = l
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.lease_duration_seconds)
-                    .map_or(options.ttl, |s| Duration::from_secs(s.max(0) as u64));
-                if live_by_wall_clock(l) && unchanged_for <= ttl {
-                    let spec = l.spec.clone().unwrap_or_default();
-                    let who = spec.holder_identity.unwrap_or_default();
-                    let since = spec
-                        .acquire_time
-                        .map(|t| t.0.to_string())
+                let ttl = Duration::from_secs(l.ttl_seconds.max(0) as u64);
+                if live_by_wall_clock(l, store.wall_clock()) && unchanged_for <= ttl {
+                    let since = l
+                        .acquired
+                        .map(|t| t.to_string())
                         .unwrap_or_else(|| "?".to_owned());
                     if started.elapsed() >= options.timeout {
                         return Err(LockError::Timeout {
-                            holder: who,
+                            holder: l.holder.clone(),
                             since,
                             waited: started.elapsed(),
                         });
                     }
                     if !told {
-                        on_wait(&who, &since);
+                        on_wait(&l.holder, &since);
                         told = true;
                     }
                     tokio::time::sleep(Duration::from_millis(250)).await;
                     continue;
                 }
                 // Free or expired: take it over, on the condition that nobody else did.
-                api.replace(
-                    name,
-                    &PostParams::default(),
-                    &lease(name, namespace, &holder, options.ttl, Some(rv)),
-                )
-                .await
+                let new = lease(store.as_ref(), holder, options.ttl, rv);
+                store.replace(namespace, name, &new).await
             }
         };
         match attempt {
-            Ok(l) => break (l.metadata.resource_version.unwrap_or_default(), sent),
+            Ok(l) => break (l.resource_version, sent),
             // Someone else created or took it between our read and write: read again.
-            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(ClusterError::Modified { .. }) => continue,
             Err(e) => return Err(err("take", e)),
         }
     };
     tracing::debug!(%holder, "took the set's lock");
     let stop = Arc::new(AtomicBool::new(false));
-    let fence = Arc::new(Fence::until(sent + window(options.ttl)));
+    let clock = {
+        let store = store.clone();
+        Arc::new(move || store.boot_clock())
+    };
+    let fence = Arc::new(Fence::on_clock(sent + window(options.ttl), clock));
     let renewer = tokio::spawn(renew(
-        api.clone(),
+        store.clone(),
+        namespace.to_owned(),
         name.to_owned(),
         rv,
         options.ttl,
@@ -270,7 +247,7 @@ pub async fn acquire(
         fence.clone(),
     ));
     Ok(LockGuard {
-        api,
+        store,
         name: name.to_owned(),
         namespace: namespace.to_owned(),
         stop,
@@ -284,7 +261,8 @@ pub async fn acquire(
 /// another holder closes it; failing ones are retried quickly until the window has passed,
 /// which closes it too.
 async fn renew(
-    api: Api<Lease>,
+    store: Arc<dyn LeaseStore>,
+    namespace: String,
     name: String,
     mut rv: String,
     ttl: Duration,
@@ -306,14 +284,14 @@ async fn renew(
             continue;
         }
         next = Instant::now() + period;
-        let sent = boot_clock();
+        let sent = store.boot_clock();
         let failed = |fence: &Fence, e: &dyn std::fmt::Display| {
             tracing::warn!(error = %e, "failed to renew the set's lock");
             if fence.check().is_err() {
                 fence.lose(format!("renewing the set's lock failed: {e}"));
             }
         };
-        let mut l = match api.get_opt(&name).await {
+        let mut l = match store.get(&namespace, &name).await {
             Ok(Some(l)) => l,
             Ok(None) => {
                 fence.lose("the set's lock Lease was deleted by someone else");
@@ -328,19 +306,17 @@ async fn renew(
                 continue;
             }
         };
-        if l.metadata.resource_version.as_deref() != Some(rv.as_str()) {
+        if l.resource_version != rv {
             taken(&fence);
             return None;
         }
-        if let Some(spec) = l.spec.as_mut() {
-            spec.renew_time = Some(now());
-        }
-        match api.replace(&name, &PostParams::default(), &l).await {
+        l.renewed = Some(store.wall_clock());
+        match store.replace(&namespace, &name, &l).await {
             Ok(l) => {
-                rv = l.metadata.resource_version.unwrap_or_default();
+                rv = l.resource_version;
                 fence.renewed(sent, ttl);
             }
-            Err(kube::Error::Api(s)) if s.code == 409 => {
+            Err(ClusterError::Modified { .. }) => {
                 taken(&fence);
                 return None;
             }
@@ -352,5 +328,152 @@ async fn renew(
                 next = Instant::now() + Duration::from_millis(200);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake_leases::FakeLeases;
+    use k8s_openapi::jiff::SignedDuration;
+
+    const TTL: Duration = Duration::from_secs(15);
+
+    fn options(timeout: u64) -> LockOptions {
+        LockOptions {
+            timeout: Duration::from_secs(timeout),
+            ttl: TTL,
+        }
+    }
+
+    async fn take(store: &Arc<FakeLeases>, who: &str) -> Result<LockGuard, LockError> {
+        acquire_as(
+            store.clone(),
+            "default",
+            "kiln-shop",
+            who,
+            &options(300),
+            |_, _| {},
+        )
+        .await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_free_lock_is_taken_renewed_and_released() {
+        let store = Arc::new(FakeLeases::default());
+        let guard = take(&store, "a").await.unwrap();
+        let held = store.lease("default", "kiln-shop").unwrap();
+        assert_eq!((held.holder.as_str(), held.ttl_seconds), ("a", 15));
+        // Renewed every third of the TTL: the fence stays open however long the run takes.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(!guard.lost());
+        assert!(guard.fence().check().is_ok());
+        let renewed = store.lease("default", "kiln-shop").unwrap();
+        assert_ne!(renewed.resource_version, held.resource_version);
+        assert!(renewed.renewed > held.renewed);
+        guard.release().await.unwrap();
+        assert_eq!(store.lease("default", "kiln-shop"), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_live_holder_makes_the_next_run_wait_and_give_up_at_its_timeout() {
+        let store = Arc::new(FakeLeases::default());
+        let _held = take(&store, "a").await.unwrap();
+        let told = std::sync::Mutex::new(Vec::new());
+        let started = Instant::now();
+        let err = acquire_as(
+            store.other_machine(SignedDuration::ZERO),
+            "default",
+            "kiln-shop",
+            "b",
+            &options(40),
+            |holder, _| told.lock().unwrap().push(holder.to_owned()),
+        )
+        .await
+        .err()
+        .unwrap();
+        assert!(
+            matches!(&err, LockError::Timeout { holder, .. } if holder == "a"),
+            "{err}"
+        );
+        assert!(started.elapsed() >= Duration::from_secs(40));
+        assert_eq!(*told.lock().unwrap(), ["a"], "told once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dead_holders_lease_is_taken_over_after_its_ttl_even_by_a_clock_far_behind() {
+        let store = Arc::new(FakeLeases::default());
+        // Left by a holder killed with -9: renewed "now", never again.
+        store.put(
+            "default",
+            "kiln-shop",
+            lease(store.as_ref(), "dead", TTL, String::new()),
+        );
+        // This machine's clock is an hour behind: by it, the renewal is in the future and
+        // looks live; the Lease unchanged for a whole TTL on its own clock ends that.
+        let behind = store.other_machine(SignedDuration::from_hours(-1));
+        let started = Instant::now();
+        let guard = acquire_as(
+            behind,
+            "default",
+            "kiln-shop",
+            "b",
+            &options(300),
+            |_, _| {},
+        )
+        .await
+        .unwrap();
+        let waited = started.elapsed();
+        assert!(waited >= TTL && waited < TTL * 2, "{waited:?}");
+        assert_eq!(store.lease("default", "kiln-shop").unwrap().holder, "b");
+        guard.release().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_holder_whose_lease_is_taken_over_closes_its_fence_at_its_next_renewal() {
+        let store = Arc::new(FakeLeases::default());
+        let a = take(&store, "a").await.unwrap();
+        // A machine whose clock is an hour ahead sees a's renewals as expired and takes over.
+        let ahead = store.other_machine(SignedDuration::from_hours(1));
+        let b = acquire_as(ahead, "default", "kiln-shop", "b", &options(300), |_, _| {})
+            .await
+            .unwrap();
+        assert!(a.fence().check().is_ok(), "a has not renewed yet");
+        tokio::time::sleep(TTL / 3 + Duration::from_millis(100)).await;
+        let why = a.fence().check().unwrap_err();
+        assert!(why.contains("took the set's lock over"), "{why}");
+        assert!(a.lost());
+        assert!(!b.lost());
+        // a's release leaves b's Lease alone.
+        a.release().await.unwrap();
+        assert_eq!(store.lease("default", "kiln-shop").unwrap().holder, "b");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn renewals_that_keep_failing_close_the_fence_once_the_safe_window_has_passed() {
+        let store = Arc::new(FakeLeases::default());
+        let guard = take(&store, "a").await.unwrap();
+        store.fail("replace", usize::MAX);
+        // Open while the last accepted renewal is within two thirds of the TTL.
+        tokio::time::sleep(window(TTL) - Duration::from_secs(1)).await;
+        assert!(guard.fence().check().is_ok());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let why = guard.fence().check().unwrap_err();
+        assert!(
+            why.contains("past the safe window") || why.contains("renewing"),
+            "{why}"
+        );
+        assert!(guard.lost());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paused_holder_resumes_to_a_closed_fence() {
+        let store = Arc::new(FakeLeases::default());
+        let guard = take(&store, "a").await.unwrap();
+        assert!(guard.fence().check().is_ok());
+        // SIGSTOP for two TTLs: tokio's timers stood still, the boot clock did not.
+        store.pause(TTL * 2);
+        let why = guard.fence().check().unwrap_err();
+        assert!(why.contains("past the safe window"), "{why}");
     }
 }

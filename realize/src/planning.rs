@@ -682,8 +682,8 @@ async fn lock_set(
     let Some(options) = options else {
         return Ok(None);
     };
-    let client = cluster.lease_client().ok_or(RealizeError::NoLock)?;
-    let guard = lock::acquire(client, &parent.namespace, &parent.name, options, on_wait).await?;
+    let leases = cluster.leases().ok_or(RealizeError::NoLock)?;
+    let guard = lock::acquire(leases, &parent.namespace, &parent.name, options, on_wait).await?;
     cluster.fence_writes(guard.fence());
     Ok(Some(guard))
 }
