@@ -1,6 +1,7 @@
-//! kiln: the command-line tool. It parses arguments, calls `kiln-core`, `kiln-rules` and
-//! `kiln-store`, and prints. The build pipeline that glues the three crates together lives in
-//! [`build`].
+//! kiln: the command-line tool. It parses arguments, settles settings (config file, `KILN_*`,
+//! flags), and calls the build pipeline ([`build`], the `kiln-engine` crate), realization on a
+//! cluster ([`realize`]) and the remote cache (`kiln-cache`); it prints through one
+//! [`printer::Printer`] and maps errors to exit codes at this edge.
 
 /// The build pipeline (the `kiln-engine` crate).
 pub use kiln_engine as build;
