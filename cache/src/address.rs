@@ -9,6 +9,7 @@
 //!   their `GOOGLE_*` / `AZURE_*` variables.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
@@ -19,7 +20,31 @@ use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 use url::Url;
 
 use crate::error::CacheError;
-use crate::remote::RemoteOptions;
+use crate::keys::PublicKey;
+
+/// How a remote cache is reached.
+#[derive(Clone, Debug)]
+pub struct RemoteOptions {
+    /// Public keys whose signatures are trusted; with none, entries are not checked for signatures.
+    pub trusted: Vec<PublicKey>,
+    /// A bearer token for `http(s)://` caches.
+    pub token: Option<String>,
+    /// Per-request timeout (connect, and the whole request).
+    pub timeout: Duration,
+    /// Concurrent requests.
+    pub concurrency: usize,
+}
+
+impl Default for RemoteOptions {
+    fn default() -> Self {
+        Self {
+            trusted: Vec::new(),
+            token: None,
+            timeout: Duration::from_secs(10),
+            concurrency: 64,
+        }
+    }
+}
 
 /// The address without credentials (`user:password@` removed), for messages.
 pub fn redacted(address: &str) -> String {

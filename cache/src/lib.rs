@@ -16,8 +16,8 @@ pub mod provenance;
 mod remote;
 pub mod server;
 
+pub use address::RemoteOptions;
 pub use error::CacheError;
 pub use remote::{
-    default_key_path, read_token, verified_tree, PushItem, RemoteCache, RemoteOptions, Traffic,
-    VerifyReport,
+    default_key_path, read_token, verified_tree, PushItem, RemoteCache, Traffic, VerifyReport,
 };

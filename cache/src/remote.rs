@@ -9,7 +9,6 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use kiln_core::{Digest, Tree};
@@ -19,37 +18,14 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::Serialize;
 
+use crate::address::RemoteOptions;
 use crate::entry::{ActionEntry, Refusal};
 use crate::error::CacheError;
-use crate::keys::{PublicKey, SecretKey};
+use crate::keys::SecretKey;
 use crate::layout::Key;
 
 /// Consecutive failures after which a cache is skipped for the rest of the run.
 const BREAKER_THRESHOLD: u32 = 3;
-
-/// How a remote cache is reached.
-#[derive(Clone, Debug)]
-pub struct RemoteOptions {
-    /// Public keys whose signatures are trusted; with none, entries are not checked for signatures.
-    pub trusted: Vec<PublicKey>,
-    /// A bearer token for `http(s)://` caches.
-    pub token: Option<String>,
-    /// Per-request timeout (connect, and the whole request).
-    pub timeout: Duration,
-    /// Concurrent requests.
-    pub concurrency: usize,
-}
-
-impl Default for RemoteOptions {
-    fn default() -> Self {
-        Self {
-            trusted: Vec::new(),
-            token: None,
-            timeout: Duration::from_secs(10),
-            concurrency: 64,
-        }
-    }
-}
 
 /// What a cache cost in one run: reported in `--json` and the summary line.
 #[derive(Debug, Default, Serialize)]

@@ -13,6 +13,7 @@ pub mod provenance;
 pub mod realize;
 pub mod saved_plan;
 pub mod store;
+pub mod target;
 pub mod why;
 
 pub use failure::Failure;

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use kiln_realize::applyset::Parent;
@@ -12,47 +12,14 @@ use kiln_realize::{
     apply_reporting, destroy as destroy_set, plan_set, plan_teardown, ApplyEvent, ApplyOptions,
     ApplyReport, Built, KubeCluster, PlanOptions, RealizeError, Wanted,
 };
-use serde_json::Value;
 
 use crate::build::{BuildOptions, Loaded};
 use crate::cli::{ApplyArgs, ClusterArgs, ConnectArgs, DestroyArgs, LockArgs, PlanArgs};
 use crate::commands::cache::Caches;
 use crate::commands::saved_plan;
+pub use crate::commands::target::{Realized, Target};
 use crate::commands::Failure;
 use crate::printer::Printer;
-
-/// A plan on the real cluster.
-pub type Realized = kiln_realize::Realized<KubeCluster>;
-
-/// Where to plan: the project, the store and the cluster.
-#[derive(Debug, Clone, Default)]
-pub struct Target {
-    /// The project directory.
-    pub dir: PathBuf,
-    /// The store.
-    pub store_dir: PathBuf,
-    /// The environment.
-    pub env: Option<String>,
-    /// `--kubeconfig`.
-    pub kubeconfig: Option<PathBuf>,
-    /// `--context`.
-    pub context: Option<String>,
-    /// Namespace of the ApplySet parent.
-    pub parent_namespace: String,
-    /// `--var NAME=VALUE` overrides.
-    pub vars: BTreeMap<String, Value>,
-    /// `exec` without the sandbox.
-    pub unsandboxed: bool,
-    /// Remote caches the build pulls from.
-    pub caches: Caches,
-    /// `--rule`: only these rules (and their dependencies; `NAME+` adds dependents).
-    pub rules: Vec<String>,
-    /// `--request-timeout`: the longest a cluster request may take.
-    pub request_timeout: Option<Duration>,
-    /// The build becomes the environment's last build (moves its GC root): only `apply`.
-    /// Otherwise it only looks (`plan`, `export`): see [`crate::build::BuildOptions::look_only`].
-    pub records_build: bool,
-}
 
 /// A build that did not succeed: nothing is planned or applied.
 /// It carries the rules' own errors (file, line, rule), shown beneath it.

@@ -17,7 +17,7 @@ use kiln_realize::plan::Plan;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::commands::realize::{Realized, Target};
+use crate::commands::target::{Realized, Target};
 use crate::commands::Failure;
 
 /// The file format.
