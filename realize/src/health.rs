@@ -229,12 +229,30 @@ pub fn progress(obj: &Value) -> Option<String> {
         return Some("waiting for the controller to start the rollout".to_owned());
     }
     match kind {
-        "Deployment" => Some(format!(
-            "{}/{want} updated, {}/{want} available",
-            int(obj, "/status/updatedReplicas"),
-            int(obj, "/status/availableReplicas"),
-            want = want("/spec/replicas")
-        )),
+        "Deployment" => {
+            let counts = format!(
+                "{}/{want} updated, {}/{want} available",
+                int(obj, "/status/updatedReplicas"),
+                int(obj, "/status/availableReplicas"),
+                want = want("/spec/replicas")
+            );
+            // Pods its ReplicaSet cannot create (a quota, an admission policy) never show up
+            // as pods: the condition is the only place that says why.
+            let failure = obj
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .and_then(|cs| {
+                    cs.iter()
+                        .find(|c| c["type"] == "ReplicaFailure" && c["status"] == "True")
+                });
+            Some(match failure {
+                Some(c) => format!(
+                    "{counts}; ReplicaFailure: {}",
+                    c["message"].as_str().unwrap_or("no message")
+                ),
+                None => counts,
+            })
+        }
         "StatefulSet" => Some(format!(
             "{}/{want} updated, {}/{want} ready",
             int(obj, "/status/updatedReplicas"),
@@ -383,6 +401,13 @@ mod tests {
         assert!(failure(&progressing).is_none());
         let d = json!({"kind": "Deployment", "spec": {"replicas": 3}, "status": {"updatedReplicas": 2, "availableReplicas": 1}});
         assert_eq!(progress(&d).unwrap(), "2/3 updated, 1/3 available");
+        let quota = json!({"kind": "Deployment", "spec": {"replicas": 1}, "status": {"conditions": [
+            {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+             "message": "pods \"web-1\" is forbidden: exceeded quota: compute"}]}});
+        assert_eq!(
+            progress(&quota).unwrap(),
+            "0/1 updated, 0/1 available; ReplicaFailure: pods \"web-1\" is forbidden: exceeded quota: compute"
+        );
         let job = json!({"kind": "Job", "spec": {}, "status": {"active": 1}});
         assert_eq!(progress(&job).unwrap(), "0/1 succeeded, 1 running");
         let unseen = json!({"kind": "Deployment", "metadata": {"generation": 3}, "spec": {"replicas": 1}, "status": {"observedGeneration": 2, "updatedReplicas": 1, "availableReplicas": 1}});

@@ -144,10 +144,10 @@ pub fn not_ready(pods: &[Value]) -> Option<String> {
     })
 }
 
-/// A Job's most recently failed pod, for its logs.
-pub fn last_failed(pods: &[Value]) -> Option<&Value> {
+/// The most recently created of `pods` in `phase` (a Job's last failed pod, its running one).
+pub fn newest_in_phase<'a>(pods: &'a [Value], phase: &str) -> Option<&'a Value> {
     pods.iter()
-        .filter(|p| p.pointer("/status/phase").and_then(Value::as_str) == Some("Failed"))
+        .filter(|p| p.pointer("/status/phase").and_then(Value::as_str) == Some(phase))
         .max_by_key(|p| {
             p.pointer("/metadata/creationTimestamp")
                 .and_then(Value::as_str)
@@ -394,6 +394,14 @@ mod tests {
             p("b", "Failed", "2026-01-01T00:00:09Z"),
             p("c", "Running", "2026-01-01T00:00:10Z"),
         ];
-        assert_eq!(last_failed(&pods).unwrap()["metadata"]["name"], "b");
+        assert_eq!(
+            newest_in_phase(&pods, "Failed").unwrap()["metadata"]["name"],
+            "b"
+        );
+        assert_eq!(
+            newest_in_phase(&pods, "Running").unwrap()["metadata"]["name"],
+            "c"
+        );
+        assert!(newest_in_phase(&pods, "Succeeded").is_none());
     }
 }

@@ -59,15 +59,29 @@ pub async fn ready(
     };
     match verdict {
         Err(Verdict::Failed(condition)) if obj["kind"] == "Job" => {
-            let logs = job_logs(cluster, obj, &key).await;
+            let logs = job_logs(cluster, obj, &key, JobPod::LastFailed).await;
             Err(RealizeError::GateFailed {
                 object: key.to_string(),
                 condition: format!("{condition}{logs}"),
                 rule: None,
             })
         }
+        // A Job still running at the timeout: what its pod is doing.
+        Err(Verdict::TimedOut(condition, timeout)) if obj["kind"] == "Job" => {
+            let logs = job_logs(cluster, obj, &key, JobPod::Running).await;
+            Err(Verdict::TimedOut(format!("{condition}{logs}"), timeout).into_error(&key))
+        }
         other => other.map_err(|e| e.into_error(&key)),
     }
+}
+
+/// Which pod of a Job to show.
+#[derive(Clone, Copy)]
+enum JobPod {
+    /// The newest failed one, with its log.
+    LastFailed,
+    /// The newest running one, with its log so far.
+    Running,
 }
 
 /// A claim's gate, by how its StorageClass binds ([`health::claim_binding`]): one that waits
@@ -190,7 +204,13 @@ async fn follow(
     match settled {
         Some(Ok(())) => Ok(()),
         Some(Err(failed)) => Err(Verdict::Failed(failed)),
-        None => Err(Verdict::TimedOut(condition.to_owned(), timeout)),
+        None => {
+            let condition = match &last_progress {
+                Some(progress) => format!("{condition} (last seen: {progress})"),
+                None => condition.to_owned(),
+            };
+            Err(Verdict::TimedOut(condition, timeout))
+        }
     }
 }
 
@@ -273,8 +293,13 @@ async fn first_stuck_pod(
 /// How often the controller is asked whether it has made the rollout's ReplicaSet yet.
 const POLL_CONTROLLER: Duration = Duration::from_millis(500);
 
-/// The last log lines of a failed Job's newest failed pod, as a suffix for its failure.
-async fn job_logs(cluster: &impl ClusterApi, job: &Value, key: &ObjectKey) -> String {
+/// The last log lines of a Job's newest failed (or running) pod, as a suffix for its failure.
+async fn job_logs(
+    cluster: &impl ClusterApi,
+    job: &Value,
+    key: &ObjectKey,
+    which: JobPod,
+) -> String {
     let live = cluster
         .get(
             job["apiVersion"].as_str().unwrap_or_default(),
@@ -300,13 +325,21 @@ async fn job_logs(cluster: &impl ClusterApi, job: &Value, key: &ObjectKey) -> St
     else {
         return String::new();
     };
-    let Some(pod) = pods::last_failed(&listed.items)
+    let picked = match which {
+        JobPod::LastFailed => pods::newest_in_phase(&listed.items, "Failed"),
+        JobPod::Running => pods::newest_in_phase(&listed.items, "Running"),
+    };
+    let Some(pod) = picked
         .and_then(|p| p.pointer("/metadata/name"))
         .and_then(Value::as_str)
     else {
         return String::new();
     };
-    log_tail(cluster, &key.namespace, pod, None, false).await
+    let logs = log_tail(cluster, &key.namespace, pod, None, false).await;
+    match which {
+        JobPod::LastFailed => logs,
+        JobPod::Running => format!("; pod `{pod}` is still running{logs}"),
+    }
 }
 
 /// `"\n  last log lines of pod P:\n    ..."`, or empty when the log cannot be read or is empty.
@@ -585,5 +618,28 @@ mod tests {
         assert!(text.contains("BackoffLimitExceeded"), "{text}");
         assert!(text.contains("last log lines of pod `migrate-b`:\n    applying 0042_add_index\n    ERROR: relation"), "{text}");
         assert!(!text.contains("first try"), "{text}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_job_still_running_at_the_timeout_shows_its_pods_log() {
+        let fake = FakeCluster::default();
+        fake.put_object(json!({"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": "seed", "namespace": "app"},
+            "spec": {"selector": {"matchLabels": {"controller-uid": "j2"}}},
+            "status": {"active": 1}}));
+        fake.put_object(json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "seed-a", "namespace": "app",
+                "creationTimestamp": "2026-01-01T00:00:01Z", "labels": {"controller-uid": "j2"}},
+            "status": {"phase": "Running",
+                "conditions": [{"type": "Ready", "status": "True"}]}}));
+        fake.set_log("seed-a", "waiting for redis-0.redis:6379");
+        let job = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "seed", "namespace": "app"}});
+        let err = ready(&fake, &job, Duration::from_secs(30), &|_| {})
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RealizeError::Unhealthy { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("; pod `seed-a` is still running"), "{text}");
+        assert!(text.contains("waiting for redis-0.redis:6379"), "{text}");
     }
 }
