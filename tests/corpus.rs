@@ -1,5 +1,6 @@
-//! Public projects' install manifests (tests/corpus, see its README for sources, licences and
-//! what was changed) realized on the real test cluster as their users would: apply, then a plan
+//! Public projects' install manifests (our kiln.toml in tests/corpus around the upstream files in
+//! `../shared/corpus/upstream/`; see tests/corpus/README.md for sources, licences and what was
+//! changed) realized on the real test cluster as their users would: apply, then a plan
 //! is clean (exit 0 with `--detailed-exitcode`), then a second apply makes no request that
 //! writes. Manifests we did not write are the judge of plan and apply (issue 7).
 
@@ -41,11 +42,16 @@ impl Corpus {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let s = Sandbox::new();
         std::fs::remove_dir_all(s.project()).unwrap();
+        // Our kiln.toml, around the upstream files kept outside the repository.
         copy_dir(
             &Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("tests/corpus")
                 .join(name),
             &s.project(),
+        );
+        copy_dir(
+            &common::shared_corpus().join("upstream").join(name),
+            &s.project().join("upstream"),
         );
         Corpus { s, _turn: turn }
     }

@@ -300,3 +300,17 @@ pub fn changed(plan: &Value, action: &str) -> Vec<String> {
     v.sort();
     v
 }
+
+/// The shared test data of other projects' files (`../shared/corpus` beside the repository, or
+/// `KILN_SHARED_CORPUS`): never committed here. Missing is a failure, not a skip.
+pub fn shared_corpus() -> PathBuf {
+    let dir = std::env::var_os("KILN_SHARED_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus"));
+    assert!(
+        dir.join("upstream").is_dir(),
+        "the shared corpus is not at {} (set KILN_SHARED_CORPUS to where it is)",
+        dir.display()
+    );
+    dir
+}
