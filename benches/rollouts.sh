@@ -74,5 +74,6 @@ for round in $(seq "$rounds"); do
   kubectl_ms=$(ms_since "$start")
   kubectl_requests=$(grep -cE '(GET|POST|PATCH|PUT|DELETE) https?://' "$work/kubectl.log" || true)
   echo "| $round | $kiln_ms | $kiln_requests | $kubectl_ms | $kubectl_requests |"
-  kubectl delete namespace "$ns" "$kns" --wait=false >/dev/null
+  # The next round starts on an idle node: the pods of this one are gone.
+  kubectl delete namespace "$ns" "$kns" --wait=true >/dev/null
 done
