@@ -20,6 +20,16 @@ struct Server {
     failing: BTreeMap<&'static str, usize>,
 }
 
+impl Server {
+    /// Stores `lease` at `key` under the next resourceVersion, as a write does; returns it.
+    fn store(&mut self, key: (String, String), mut lease: LeaseRecord) -> LeaseRecord {
+        self.version += 1;
+        lease.resource_version = self.version.to_string();
+        self.leases.insert(key, lease.clone());
+        lease
+    }
+}
+
 /// One machine's view of the Leases.
 pub struct FakeLeases {
     server: Arc<Mutex<Server>>,
@@ -71,12 +81,9 @@ impl FakeLeases {
     }
 
     /// Puts a Lease as another (perhaps dead) holder left it.
-    pub fn put(&self, namespace: &str, name: &str, mut lease: LeaseRecord) {
-        let mut s = self.server.lock().unwrap();
-        s.version += 1;
-        lease.resource_version = s.version.to_string();
-        s.leases
-            .insert((namespace.to_owned(), name.to_owned()), lease);
+    pub fn put(&self, namespace: &str, name: &str, lease: LeaseRecord) {
+        let key = (namespace.to_owned(), name.to_owned());
+        self.server.lock().unwrap().store(key, lease);
     }
 
     /// Runs `op` on the server, unless a failure is injected for it.
@@ -127,13 +134,7 @@ impl LeaseStore for FakeLeases {
                 if s.leases.contains_key(&key) {
                     return Err(modified("already exists"));
                 }
-                s.version += 1;
-                let stored = LeaseRecord {
-                    resource_version: s.version.to_string(),
-                    ..lease.clone()
-                };
-                s.leases.insert(key, stored.clone());
-                Ok(stored)
+                Ok(s.store(key, lease.clone()))
             })
         })
     }
@@ -151,13 +152,7 @@ impl LeaseStore for FakeLeases {
                 if current.as_deref() != Some(lease.resource_version.as_str()) {
                     return Err(modified("the object has been modified"));
                 }
-                s.version += 1;
-                let stored = LeaseRecord {
-                    resource_version: s.version.to_string(),
-                    ..lease.clone()
-                };
-                s.leases.insert(key, stored.clone());
-                Ok(stored)
+                Ok(s.store(key, lease.clone()))
             })
         })
     }
